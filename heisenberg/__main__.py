@@ -1,0 +1,3 @@
+from heisenberg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The ``heisenberg`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from heisenberg import __version__
+from heisenberg.core.config import Config, load_config
+from heisenberg.core.errors import ConfigError, HeisenbergError
+from heisenberg.core.events import Event, EventType, LLMToken
+
+log = logging.getLogger("heisenberg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="heisenberg",
+                                 description="Local hands-free voice + vision assistant.")
+    ap.add_argument("--version", action="version", version=f"heisenberg {__version__}")
+    ap.add_argument("--config", metavar="PATH", help="config.toml to use")
+    ap.add_argument("-v", "--verbose", action="count", default=0,
+                    help="more log output (-vv for debug)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="ask one question, stream the answer to stdout")
+    ask.add_argument("question", nargs="+")
+    sub.add_parser("chat", help="interactive text chat that keeps history (/reset, /quit)")
+    srv = sub.add_parser("llm-server", help="run the managed llama.cpp server in the foreground")
+    srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
+    srv.add_argument("--mmproj", help="multimodal projector GGUF (vision)")
+    srv.add_argument("--host")
+    srv.add_argument("--port", type=int)
+    srv.add_argument("--ctx", type=int, help="context length, tokens")
+    srv.add_argument("--threads", type=int)
+    return ap
+
+
+def setup_logging(verbosity: int) -> None:
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _print_tokens(event: Event) -> None:
+    assert isinstance(event, LLMToken)
+    sys.stdout.write(event.text)
+    sys.stdout.flush()
+
+
+async def cmd_ask(config: Config, question: str) -> int:
+    from heisenberg.main import Runtime
+
+    async with Runtime(config) as rt:
+        rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
+        outcome = await rt.assistant.ask(question)
+        await rt.bus.drain()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if outcome.error is not None:
+            print(f"heisenberg: {outcome.error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def cmd_chat(config: Config) -> int:
+    from heisenberg.main import Runtime
+
+    interactive = sys.stdin.isatty()
+    async with Runtime(config) as rt:
+        rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
+        failures = 0
+        while True:
+            if interactive:
+                sys.stdout.write("you> ")
+                sys.stdout.flush()
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if text in ("/quit", "/exit"):
+                break
+            if text == "/reset":
+                rt.assistant.session.reset()
+                print("(history cleared)")
+                continue
+            if not text:
+                continue
+            outcome = await rt.assistant.ask(text)
+            await rt.bus.drain()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            if outcome.error is not None:
+                failures += 1
+                print(f"heisenberg: {outcome.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
+    from heisenberg.llm.server import ManagedLlamaServer
+
+    overrides = {k: v for k, v in {"model_path": args.model, "mmproj_path": args.mmproj,
+                                   "host": args.host, "port": args.port, "n_ctx": args.ctx,
+                                   "threads": args.threads}.items() if v is not None}
+    cfg = dataclasses.replace(config.server, **overrides)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with ManagedLlamaServer(cfg) as server:
+        print(f"llama.cpp server ready at {server.url} (pid {server.pid}, log "
+              f"{server.log_path})", flush=True)
+        await stop.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        config, path = load_config(args.config)
+    except ConfigError as exc:
+        print(f"heisenberg: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info("config: %s", path or "built-in defaults")
+    try:
+        if args.command == "ask":
+            return asyncio.run(cmd_ask(config, " ".join(args.question)))
+        if args.command == "chat":
+            return asyncio.run(cmd_chat(config))
+        if args.command == "llm-server":
+            return asyncio.run(cmd_llm_server(config, args))
+    except ConfigError as exc:
+        print(f"heisenberg: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except HeisenbergError as exc:
+        print(f"heisenberg: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")

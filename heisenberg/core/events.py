@@ -1,0 +1,171 @@
+"""Events carried by the bus: small frozen dataclasses tagged by ``EventType``.
+
+Every event serialises to a JSON-ready dict (``to_dict``) and back (``event_from_dict``), which
+is what the WebSocket API streams. Units are in the field names and docstrings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class EventType(StrEnum):
+    WAKEWORD_DETECTED = "wakeword_detected"
+    SPEECH_STARTED = "speech_started"
+    SPEECH_ENDED = "speech_ended"
+    TRANSCRIPTION_FINAL = "transcription_final"
+    FRAME_CAPTURED = "frame_captured"
+    LLM_TOKEN = "llm_token"
+    LLM_COMPLETE = "llm_complete"
+    TTS_STARTED = "tts_started"
+    TTS_FINISHED = "tts_finished"
+    INTERRUPTED = "interrupted"
+    STOP = "stop"
+    ERROR = "error"
+    STATE_CHANGED = "state_changed"
+
+
+#: Control events overtake queued data events in every subscriber's queue.
+CONTROL_EVENTS = frozenset({EventType.INTERRUPTED, EventType.STOP})
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the timestamp unit of every event."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    type: ClassVar[EventType]
+    turn_id: str = ""
+    """The turn this event belongs to; empty outside a turn."""
+    timestamp_ms: int = field(default_factory=now_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": str(self.type), **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class WakewordDetected(Event):
+    type: ClassVar[EventType] = EventType.WAKEWORD_DETECTED
+    model: str
+    score: float
+    """Highest model score of the triggering frames, 0..1."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechStarted(Event):
+    type: ClassVar[EventType] = EventType.SPEECH_STARTED
+    audio_ms: int = 0
+    """Audio time of the start of speech, milliseconds since listening began."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechEnded(Event):
+    type: ClassVar[EventType] = EventType.SPEECH_ENDED
+    audio_ms: int = 0
+    """Audio time of the end-of-speech decision, milliseconds since listening began."""
+    duration_ms: int = 0
+    """Length of the captured utterance."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscriptionFinal(Event):
+    type: ClassVar[EventType] = EventType.TRANSCRIPTION_FINAL
+    text: str
+    source: str = "voice"
+    """``voice`` (speech-to-text), ``text`` (typed) or ``api``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameCaptured(Event):
+    type: ClassVar[EventType] = EventType.FRAME_CAPTURED
+    width: int
+    height: int
+    jpeg_bytes: int
+    """Size of the encoded JPEG in bytes (the image itself is not on the bus)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMToken(Event):
+    type: ClassVar[EventType] = EventType.LLM_TOKEN
+    text: str
+    index: int = 0
+    """0-based position of this piece in the answer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMComplete(Event):
+    type: ClassVar[EventType] = EventType.LLM_COMPLETE
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_ms: float = 0.0
+    """Milliseconds from request to the first token."""
+    total_ms: float = 0.0
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TTSStarted(Event):
+    type: ClassVar[EventType] = EventType.TTS_STARTED
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TTSFinished(Event):
+    type: ClassVar[EventType] = EventType.TTS_FINISHED
+    audio_ms: int = 0
+    """Milliseconds of audio played."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interrupted(Event):
+    type: ClassVar[EventType] = EventType.INTERRUPTED
+    reason: str = "barge_in"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stop(Event):
+    type: ClassVar[EventType] = EventType.STOP
+    reason: str = "shutdown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(Event):
+    type: ClassVar[EventType] = EventType.ERROR
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateChanged(Event):
+    type: ClassVar[EventType] = EventType.STATE_CHANGED
+    old: str
+    new: str
+    reason: str = ""
+
+
+EVENT_CLASSES: dict[EventType, type[Event]] = {
+    cls.type: cls
+    for cls in (WakewordDetected, SpeechStarted, SpeechEnded, TranscriptionFinal, FrameCaptured,
+                LLMToken, LLMComplete, TTSStarted, TTSFinished, Interrupted, Stop, ErrorEvent,
+                StateChanged)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Inverse of ``Event.to_dict``; an unknown type or field raises ``ValueError``."""
+    fields = dict(data)
+    try:
+        cls = EVENT_CLASSES[EventType(fields.pop("type"))]
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"not an event: {data!r}") from exc
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad fields for {cls.type}: {exc}") from exc

