@@ -75,7 +75,11 @@ class LLMBackend(ABC):
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            # No keep-alive: llama-server closes a connection after a streamed answer, and a
+            # pooled connection it closed fails the next request ("Can not write request
+            # body"). A fresh loopback connection costs well under a millisecond.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True))
         return self._session
 
     def headers(self, token: str | None = None) -> dict[str, str]:

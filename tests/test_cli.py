@@ -1,0 +1,69 @@
+"""The ``heisenberg`` command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from heisenberg import __version__
+from tests.conftest import RunningServer, free_port
+
+
+def run(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HEISENBERG_CONFIG": "", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "heisenberg", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def client_env(server: RunningServer) -> dict[str, str]:
+    return {"HEISENBERG_LLM_URL": server.url, "HEISENBERG_LLM_MAX_TOKENS": "24",
+            "HEISENBERG_LLM_TEMPERATURE": "0"}
+
+
+def test_version() -> None:
+    out = run(["--version"])
+    assert out.returncode == 0 and out.stdout.strip() == f"heisenberg {__version__}"
+
+
+def test_ask_streams_the_answer(llama_server: RunningServer) -> None:
+    out = run(["ask", "What is the capital of France?"], client_env(llama_server))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+
+
+def test_chat_keeps_going_and_resets(llama_server: RunningServer) -> None:
+    out = run(["chat"], client_env(llama_server),
+              stdin="My name is Zorblax.\n/reset\nWhat is my name?\n/quit\n")
+    assert out.returncode == 0, out.stderr
+    assert "(history cleared)" in out.stdout
+    before, after = out.stdout.split("(history cleared)")
+    assert before.strip() and after.strip()
+
+
+def test_ask_with_unreachable_server_exits_1_with_a_clear_message() -> None:
+    out = run(["ask", "hi"], {"HEISENBERG_LLM_URL": f"http://127.0.0.1:{free_port()}"})
+    assert out.returncode == 1
+    assert "cannot reach the LLM server" in out.stderr
+
+
+def test_ask_in_managed_mode_starts_and_stops_its_own_server(tmp_path: Path) -> None:
+    env = {"HEISENBERG_SERVER_PORT": str(free_port()), "HEISENBERG_SERVER_THREADS": "1",
+           "HEISENBERG_LLM_MAX_TOKENS": "16"}
+    out = run(["ask", "Say hello."], env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    # The child server is gone with the command.
+    port = int(env["HEISENBERG_SERVER_PORT"])
+    import socket
+
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_bad_env_value_exits_2() -> None:
+    out = run(["ask", "hi"], {"HEISENBERG_LLM_MAX_TOKENS": "lots"})
+    assert out.returncode == 2
+    assert "llm.max_tokens" in out.stderr and "'lots'" in out.stderr
