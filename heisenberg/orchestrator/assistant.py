@@ -19,6 +19,7 @@ from heisenberg.core.config import Config
 from heisenberg.core.errors import HeisenbergError
 from heisenberg.core.events import (
     ErrorEvent,
+    Interrupted,
     LLMComplete,
     LLMToken,
     StateChanged,
@@ -28,6 +29,7 @@ from heisenberg.core.states import State, StateMachine
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.session import SessionManager
+from heisenberg.orchestrator.speech import Speaker
 
 log = logging.getLogger(__name__)
 
@@ -72,34 +74,73 @@ class Assistant:
             self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
                                           turn_id=turn_id))
 
+    def listen(self, reason: str, turn_id: str = "") -> None:
+        """Wake word heard: to LISTENING (from IDLE, or from THINKING/SPEAKING on barge-in)."""
+        self._move(State.LISTENING, reason, turn_id)
+
+    def idle(self, reason: str, turn_id: str = "") -> None:
+        self._reset(reason, turn_id)
+
     async def ask(self, question: str, image: bytes | None = None,
                   source: str = "text") -> TurnOutcome:
-        """One typed turn: IDLE -> THINKING -> IDLE, the answer streamed as LLM_TOKEN events."""
+        """A typed turn: IDLE -> THINKING -> IDLE, the answer streamed as LLM_TOKEN events."""
+        return await self.respond(question, image=image, source=source)
+
+    async def respond(self, question: str, *, image: bytes | None = None,
+                      source: str = "text", speaker: Speaker | None = None,
+                      turn_id: str | None = None) -> TurnOutcome:
+        """One turn. With a ``speaker`` the answer is spoken while it streams, and the state
+        goes THINKING -> SPEAKING at the first audio sample.
+
+        Cancelling the task (barge-in, shutdown) stops the LLM stream and the speech, keeps
+        what was actually said in the history with an interrupted marker, publishes
+        INTERRUPTED and re-raises; the caller decides the next state.
+        """
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
         async with self._lock:
-            turn_id = uuid.uuid4().hex[:12]
+            turn_id = turn_id or uuid.uuid4().hex[:12]
             self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
             self._move(State.THINKING, f"{source} question", turn_id)
+            if speaker is not None:
+                speaker.turn_id = turn_id
+                speaker.on_first_audio = lambda: self._move(State.SPEAKING, "first audio",
+                                                            turn_id)
             pieces: list[str] = []
+            st = self.config.states
             try:
-                async with asyncio.timeout(self.config.states.thinking_timeout_s):
-                    result = await self._think(question, image, turn_id, pieces)
+                try:
+                    async with asyncio.timeout(st.thinking_timeout_s):
+                        result = await self._think(question, image, turn_id, pieces, speaker)
+                except TimeoutError:
+                    raise HeisenbergError(
+                        f"no complete answer within {st.thinking_timeout_s:.0f}s") from None
+                if speaker is not None:
+                    try:
+                        async with asyncio.timeout(st.speaking_timeout_s):
+                            await speaker.finish()
+                    except TimeoutError:
+                        raise HeisenbergError(
+                            f"speaking took longer than {st.speaking_timeout_s:.0f}s") from None
             except asyncio.CancelledError:
-                self._reset("cancelled", turn_id)
+                said = speaker.spoken_text() if speaker is not None else "".join(pieces)
+                if speaker is not None:
+                    await speaker.cancel()
+                    said = speaker.spoken_text()
+                self.session.add_conversation_turn(question, said, interrupted=True)
+                self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
                 raise
-            except TimeoutError:
-                return self._fail(turn_id, question, pieces, HeisenbergError(
-                    f"no complete answer within {self.config.states.thinking_timeout_s}s"))
             except HeisenbergError as exc:
+                if speaker is not None:
+                    await speaker.cancel()
                 return self._fail(turn_id, question, pieces, exc)
             self.session.add_conversation_turn(question, result.text)
             self._move(State.IDLE, "answered", turn_id)
             return TurnOutcome(turn_id, question, result.text, result)
 
     async def _think(self, question: str, image: bytes | None, turn_id: str,
-                     pieces: list[str]) -> LLMResult:
+                     pieces: list[str], speaker: Speaker | None) -> LLMResult:
         history = self.session.prompt_history(self.config.session.max_turns)
         prompt = self.prompts.build(question, history)
         stream = self.backend.stream(prompt, image)
@@ -107,6 +148,8 @@ class Assistant:
             async for piece in stream:
                 self.bus.publish(LLMToken(text=piece, index=len(pieces), turn_id=turn_id))
                 pieces.append(piece)
+                if speaker is not None:
+                    speaker.feed(piece)
         result = self.backend.last_result
         assert result is not None
         self.bus.publish(LLMComplete(text=result.text, prompt_tokens=result.prompt_tokens,

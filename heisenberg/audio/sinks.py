@@ -1,0 +1,150 @@
+"""Where spoken answers go: the speaker, a WAV file, or nowhere.
+
+``play`` returns once the chunk has been *played* (for the speaker and a paced file) so that
+the caller knows what was actually said; ``stop`` cuts playback at once (barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heisenberg.audio.format import AudioChunk, resample, write_wav
+from heisenberg.audio.sources import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+
+class AudioSink(ABC):
+    name = "sink"
+
+    def __init__(self) -> None:
+        self.played_ms = 0.0
+        """Milliseconds of audio played since creation."""
+
+    @abstractmethod
+    async def play(self, chunk: AudioChunk) -> None:
+        """Play ``chunk``; return when it has been played (or accepted, for a fast sink)."""
+
+    async def stop(self) -> None:  # noqa: B027 - a sink that plays instantly has nothing to cut
+        """Cut what is playing now (barge-in)."""
+
+    async def close(self) -> None:
+        return None
+
+
+class NullSink(AudioSink):
+    name = "null"
+
+    async def play(self, chunk: AudioChunk) -> None:
+        self.played_ms += chunk.duration_ms
+
+
+class WavFileSink(AudioSink):
+    """Collects every played chunk and writes one WAV at ``close``.
+
+    ``realtime`` makes ``play`` take as long as the audio lasts, like a speaker, so that a
+    barge-in can cut it; otherwise it returns at once.
+    """
+
+    def __init__(self, path: str | Path, rate_hz: int = 22050, realtime: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.name = f"wav:{self.path.name}"
+        self.rate_hz = rate_hz
+        self.realtime = realtime
+        self._parts: list[np.ndarray] = []
+
+    async def play(self, chunk: AudioChunk) -> None:
+        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)
+        if not self.realtime:
+            self._parts.append(samples)
+            self.played_ms += chunk.duration_ms
+            return
+        # Paced in 20 ms steps: a cancellation keeps only what was "played".
+        step = self.rate_hz // 50
+        for i in range(0, len(samples), step):
+            part = samples[i:i + step]
+            await asyncio.sleep(len(part) / self.rate_hz)
+            self._parts.append(part)
+            self.played_ms += len(part) * 1000 / self.rate_hz
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.int16)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(write_wav, self.path, self.samples(), self.rate_hz)
+
+
+class SpeakerSink(AudioSink):
+    """The speaker through sounddevice. Writes happen in a thread in 20 ms blocks so that
+    ``stop`` takes effect within one block plus the device latency."""
+
+    def __init__(self, device: str = "", rate_hz: int = 22050) -> None:
+        super().__init__()
+        self.device: str | int | None = (int(device) if device.isdigit() else device) or None
+        self.name = f"speaker:{device or 'default'}"
+        self.rate_hz = rate_hz
+        self._stream: Any = None
+        self._stop = threading.Event()
+        self._lock = asyncio.Lock()
+
+    def _ensure_stream(self) -> Any:
+        import sounddevice as sd
+
+        if self._stream is None:
+            try:
+                self._stream = sd.RawOutputStream(samplerate=self.rate_hz, channels=1,
+                                                  dtype="int16", device=self.device,
+                                                  latency="low")
+                self._stream.start()
+            except (sd.PortAudioError, ValueError) as exc:
+                self._stream = None
+                raise AudioDeviceError(
+                    f"speaker {self.device or '(default)'} unavailable: {exc}") from exc
+        return self._stream
+
+    def _write_blocking(self, samples: np.ndarray) -> float:
+        stream = self._ensure_stream()
+        step = self.rate_hz // 50
+        written = 0
+        for i in range(0, len(samples), step):
+            if self._stop.is_set():
+                break
+            part = samples[i:i + step]
+            stream.write(part.tobytes())
+            written += len(part)
+        return written * 1000 / self.rate_hz
+
+    async def play(self, chunk: AudioChunk) -> None:
+        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)
+        async with self._lock:
+            self._stop.clear()
+            self.played_ms += await asyncio.to_thread(self._write_blocking, samples)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            # abort() drops what is buffered in the device instead of letting it drain.
+            await asyncio.to_thread(_abort_and_restart, stream)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await asyncio.to_thread(stream.close)
+
+
+def _abort_and_restart(stream: Any) -> None:
+    try:
+        stream.abort()
+        stream.start()
+    except Exception as exc:  # the device went away: the next play() reopens it
+        log.warning("speaker: could not abort playback: %s", exc)

