@@ -29,6 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="ask one question, stream the answer to stdout")
     ask.add_argument("question", nargs="+")
     sub.add_parser("chat", help="interactive text chat that keeps history (/reset, /quit)")
+    run = sub.add_parser("run", help="the hands-free assistant (microphone and speaker, or files)")
+    run.add_argument("--input", metavar="WAV", help="read audio from a WAV file, not the mic")
+    run.add_argument("--output", metavar="WAV", help="write the spoken answers to a WAV file")
+    run.add_argument("--realtime", action="store_true",
+                     help="with --input: feed the file at the speed of speech")
+    demo = sub.add_parser("demo", help="a whole spoken turn on synthesized speech, no devices")
+    demo.add_argument("--output", metavar="WAV", default="heisenberg-demo-reply.wav")
+    demo.add_argument("--question", default="What is the capital of France?")
+    say = sub.add_parser("say", help="speak text with Piper")
+    say.add_argument("text", nargs="+")
+    say.add_argument("--output", metavar="WAV", help="write to a WAV file, not the speaker")
+    sub.add_parser("devices", help="list audio devices and cameras")
     srv = sub.add_parser("llm-server", help="run the managed llama.cpp server in the foreground")
     srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
     srv.add_argument("--mmproj", help="multimodal projector GGUF (vision)")
@@ -133,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_chat(config))
         if args.command == "llm-server":
             return asyncio.run(cmd_llm_server(config, args))
+        return run_voice_command(config, args)
     except ConfigError as exc:
         print(f"heisenberg: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -141,4 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def run_voice_command(config: Config, args: argparse.Namespace) -> int:
+    from heisenberg import voice_cli
+
+    if args.command == "run":
+        return asyncio.run(voice_cli.cmd_run(config, args.input, args.output, args.realtime))
+    if args.command == "demo":
+        return asyncio.run(voice_cli.cmd_demo(config, args.output, args.question))
+    if args.command == "say":
+        return asyncio.run(voice_cli.cmd_say(config, " ".join(args.text), args.output))
+    if args.command == "devices":
+        return voice_cli.cmd_devices()
     raise AssertionError(f"unhandled command {args.command}")

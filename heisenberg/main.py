@@ -1,15 +1,60 @@
-"""Wiring: config -> managed LLM server (if no URL) -> backend -> bus -> orchestrator."""
+"""Wiring: config -> managed LLM server (if no URL) -> backend -> bus -> orchestrator,
+and for the voice loop the engines, the audio source and the sink."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
+from heisenberg.audio.sinks import AudioSink, NullSink, SpeakerSink, WavFileSink
+from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
+from heisenberg.core.events import ErrorEvent
 from heisenberg.llm.backends import create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.voice.stt import SpeechToText, WhisperSTT
+from heisenberg.voice.tts import PiperTTS, TextToSpeech
+from heisenberg.voice.wakeword import OpenWakeWordEngine, WakeWordEngine
+
+
+@dataclass
+class VoiceEngines:
+    wake: WakeWordEngine
+    stt: SpeechToText
+    tts: TextToSpeech
+
+
+async def load_voice_engines(config: Config, deterministic_tts: bool = False) -> VoiceEngines:
+    """Load the three models at once, each in a worker thread (they take ~0.1-5 s)."""
+    wake, stt, tts = await asyncio.gather(
+        asyncio.to_thread(OpenWakeWordEngine, config.wakeword),
+        asyncio.to_thread(WhisperSTT, config.stt),
+        asyncio.to_thread(PiperTTS, config.tts, deterministic_tts))
+    return VoiceEngines(wake, stt, tts)
+
+
+def make_source(config: Config, bus: EventBus, input_path: str | None,
+                realtime: bool = False) -> AudioSource:
+    if input_path:
+        return FileSource(input_path, realtime=realtime)
+    return MicrophoneSource(
+        config.audio.input_device,
+        on_error=lambda message: bus.publish(ErrorEvent(code="audio_device", message=message)))
+
+
+def make_sink(config: Config, output_path: str | None, rate_hz: int,
+              null: bool = False) -> AudioSink:
+    if null:
+        return NullSink()
+    if output_path:
+        return WavFileSink(Path(output_path), rate_hz)
+    return SpeakerSink(config.audio.output_device, rate_hz)
 
 
 class Runtime:
@@ -40,6 +85,14 @@ class Runtime:
             await self._stack.aclose()
             raise
         return self
+
+    def voice_loop(self, engines: VoiceEngines, source: AudioSource,
+                   sink: AudioSink) -> VoiceLoop:
+        self._stack.push_async_callback(sink.close)
+        self._stack.push_async_callback(source.close)
+        return VoiceLoop(self.assistant, source, sink, engines.wake, engines.stt, engines.tts,
+                         earcons=self.config.audio.earcons,
+                         speaking_threshold=self.config.wakeword.speaking_threshold)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -9,10 +9,22 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
-from heisenberg.core.config import Config, LLMConfig, ServerConfig
+from heisenberg.audio.format import RATE_HZ, resample
+from heisenberg.core.config import (
+    Config,
+    LLMConfig,
+    ServerConfig,
+    STTConfig,
+    TTSConfig,
+    WakeWordConfig,
+)
 from heisenberg.llm.server import default_model_path, server_command
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
 
 
 def free_port() -> int:
@@ -70,3 +82,30 @@ def llm_config() -> LLMConfig:
 def config_for(url: str, **llm: object) -> Config:
     base = LLMConfig(url=url, max_tokens=24, temperature=0.0, retry_backoff_s=0.01)
     return Config(llm=dataclasses.replace(base, **llm))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- voice: real models
+
+@pytest.fixture(scope="session")
+def tts() -> PiperTTS:
+    """en_US-joe-medium; deterministic so that test speech is the same every run."""
+    return PiperTTS(TTSConfig(), deterministic=True)
+
+
+@pytest.fixture(scope="session")
+def stt() -> WhisperSTT:
+    return WhisperSTT(STTConfig())
+
+
+@pytest.fixture
+def wake() -> OpenWakeWordEngine:
+    return OpenWakeWordEngine(WakeWordConfig())
+
+
+def speech(tts: PiperTTS, text: str) -> np.ndarray:
+    """Piper speech for ``text`` as 16 kHz mono int16, as a microphone would deliver it."""
+    return resample(tts.synthesize(text).array(), tts.rate_hz, RATE_HZ)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE_HZ), np.int16)

@@ -101,10 +101,8 @@ class AudioConfig:
     input_device: str = _opt("")
     """sounddevice input name or index; empty = system default."""
     output_device: str = _opt("")
-    sample_rate: int = _opt(16000, min=8000, max=48000)
-    """Hertz of the pipeline's input audio."""
-    chunk_ms: int = _opt(80, min=10, max=1000)
-    """Milliseconds per input chunk (80 ms = one wake word frame)."""
+    earcons: bool = _opt(True)
+    """Short sounds when listening starts and ends."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,8 @@ class WakeWordConfig:
     """Consecutive 80 ms frames above the threshold needed to trigger."""
     refractory_s: float = _opt(2.0, min=0.0, max=60.0)
     """Seconds after a detection during which no new detection fires."""
+    speaking_threshold: float = _opt(0.9, min=0.0, max=1.0)
+    """Threshold while the assistant speaks, so that its own voice does not wake it."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from heisenberg.core.config import TTSConfig
 from heisenberg.voice.wakeword import ModelError
 
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
+_CLOSED_CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
 _INLINE_CODE = re.compile(r"`([^`]*)`")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 _URL = re.compile(r"https?://\S+")
@@ -67,14 +68,18 @@ class SentenceSplitter:
                 self._emitted += 1
 
     def _next_piece(self) -> str | None:
-        # Never cut inside an open code block: it is dropped whole by speakable().
-        if self._buffer.count("```") % 2 == 1:
-            return None
-        match = _SENTENCE_END.search(self._buffer)
+        # Code is never read out: closed blocks go at once, and nothing is cut inside an
+        # open one (the text before it can still be spoken).
+        self._buffer = _CLOSED_CODE_BLOCK.sub("\n\n", self._buffer)
+        fence = self._buffer.find("```")
+        text = self._buffer if fence < 0 else self._buffer[:fence]
+        match = _SENTENCE_END.search(text)
         # "3.14" or "e.g." followed by no space yet is not an end: the regex needs a space
         # or the end of the buffer, and at the end of the buffer more text may still come.
-        if match and match.end() < len(self._buffer):
+        if match and (match.end() < len(text) or fence >= 0 or text[-1].isspace()):
             return self._cut(match.end())
+        if fence >= 0:
+            return None
         if self._emitted == 0 and len(self._buffer) >= self.first_clause_chars:
             clauses = list(_CLAUSE_END.finditer(self._buffer))
             if clauses:

@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from heisenberg.audio.format import AudioChunk
 
+# Audio time is a sum of float chunk lengths: compare with a tolerance far below one sample.
+_EPS_S = 1e-6
+
 
 class EndpointEvent(StrEnum):
     SPEECH_STARTED = "speech_started"
@@ -48,20 +51,20 @@ class Endpointer:
         self.elapsed_s += chunk_s
         if not self.in_speech:
             self._speech_run_s = self._speech_run_s + chunk_s if is_speech else 0.0
-            if self._speech_run_s >= self.speech_start_s:
+            if self._speech_run_s >= self.speech_start_s - _EPS_S:
                 self.in_speech = True
                 self.speech_start_at_s = self.elapsed_s - self._speech_run_s
                 return EndpointEvent.SPEECH_STARTED
-            if self.elapsed_s >= self.no_speech_timeout_s:
+            if self.elapsed_s >= self.no_speech_timeout_s - _EPS_S:
                 self.done = True
                 return EndpointEvent.NO_SPEECH
             return None
         assert self.speech_start_at_s is not None
-        if self.elapsed_s - self.speech_start_at_s >= self.max_utterance_s:
+        if self.elapsed_s - self.speech_start_at_s >= self.max_utterance_s - _EPS_S:
             self.done = True
             return EndpointEvent.MAX_LENGTH
         self._silence_run_s = 0.0 if is_speech else self._silence_run_s + chunk_s
-        if self._silence_run_s >= self.end_silence_s:
+        if self._silence_run_s >= self.end_silence_s - _EPS_S:
             self.done = True
             return EndpointEvent.SPEECH_ENDED
         return None

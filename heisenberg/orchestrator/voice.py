@@ -1,0 +1,271 @@
+"""The hands-free loop: wake word -> listen -> transcribe -> think -> speak, with barge-in.
+
+Audio is read continuously. In IDLE every chunk goes to the wake word engine; after a
+detection the recent audio (pre-roll) and what follows go to the end-of-speech detector; the
+utterance is transcribed and handed to ``Assistant.respond`` with a ``Speaker``, as a task.
+While that task thinks or speaks the wake word engine keeps listening: the wake word then is a
+barge-in that cancels the task (LLM stream and playback) and starts listening again.
+Blocking inference (wake word, whisper, piper) always runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk
+from heisenberg.audio.sinks import AudioSink
+from heisenberg.audio.sources import AudioDeviceError, AudioSource
+from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.events import (
+    ErrorEvent,
+    SpeechEnded,
+    SpeechStarted,
+    WakewordDetected,
+)
+from heisenberg.core.states import State
+from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
+from heisenberg.orchestrator.speech import Speaker
+from heisenberg.voice.stt import SpeechToText
+from heisenberg.voice.tts import TextToSpeech
+from heisenberg.voice.vad import Endpointer, EndpointEvent, WebRtcVad
+from heisenberg.voice.wakeword import WakeWordEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnTimings:
+    """Seconds from the end-of-speech decision to each milestone of a voice turn."""
+
+    transcript_s: float = 0.0
+    first_token_s: float = 0.0
+    first_audio_s: float = 0.0
+    total_s: float = 0.0
+
+    def line(self) -> str:
+        return (f"end of speech -> transcript {self.transcript_s * 1000:.0f} ms, "
+                f"first token {self.first_token_s * 1000:.0f} ms, "
+                f"first audio {self.first_audio_s * 1000:.0f} ms, "
+                f"done {self.total_s * 1000:.0f} ms")
+
+
+@dataclass
+class VoiceTurn:
+    turn_id: str
+    transcript: str
+    outcome: TurnOutcome | None = None
+    timings: TurnTimings = field(default_factory=TurnTimings)
+    interrupted: bool = False
+
+
+def earcon(rate_hz: int, freq_hz: float, ms: int = 120, volume: float = 0.25) -> AudioChunk:
+    """A short sine blip with soft edges: the "I'm listening" / "got it" sound."""
+    t = np.arange(int(rate_hz * ms / 1000)) / rate_hz
+    envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)
+    wave = volume * 32767 * envelope * np.sin(2 * np.pi * freq_hz * t)
+    return AudioChunk(wave.astype(np.int16).tobytes(), rate_hz)
+
+
+class VoiceLoop:
+    def __init__(self, assistant: Assistant, source: AudioSource, sink: AudioSink,
+                 wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
+                 vad: WebRtcVad | None = None, earcons: bool = True,
+                 speaking_threshold: float = 0.9) -> None:
+        cfg = assistant.config
+        self.assistant = assistant
+        self.bus = assistant.bus
+        self.source = source
+        self.sink = sink
+        self.wake = wake
+        self.stt = stt
+        self.tts = tts
+        self.vad = vad or WebRtcVad(cfg.stt.vad_aggressiveness)
+        self.earcons = earcons
+        self.speaking_threshold = speaking_threshold
+        self.endpointer = Endpointer(cfg.stt.end_silence_ms / 1000, cfg.stt.max_utterance_s,
+                                     cfg.stt.no_speech_timeout_s)
+        preroll_chunks = max(1, round(cfg.stt.preroll_ms / 80))
+        self._recent: collections.deque[AudioChunk] = collections.deque(maxlen=preroll_chunks)
+        self._utterance: list[AudioChunk] = []
+        self._listen_turn = ""
+        self._turn_task: asyncio.Task[None] | None = None
+        self._speaker: Speaker | None = None
+        self.turns: list[VoiceTurn] = []
+        self.barge_in_ms: list[float] = []
+        """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
+        self.wake_word = wake_word_text(getattr(wake, "name", ""))
+
+    @property
+    def state(self) -> State:
+        return self.assistant.state
+
+    async def run(self, max_turns: int | None = None) -> list[VoiceTurn]:
+        """Process audio until the source ends (then finish the running turn) or until
+        ``max_turns`` turns have completed."""
+        try:
+            while True:
+                try:
+                    async for chunk in self.source.chunks():
+                        await self._on_chunk(chunk)
+                        if max_turns is not None and self._finished_turns() >= max_turns:
+                            return self.turns
+                    break
+                except AudioDeviceError as exc:
+                    self._error(exc)
+                    if self.source.name.startswith("file:"):
+                        raise
+                    await asyncio.sleep(1.0)
+            if self._turn_task is not None:
+                await self._turn_task
+            if self.state is State.LISTENING:
+                self.assistant.idle("input ended")
+            return self.turns
+        finally:
+            await self._cancel_turn()
+
+    def _finished_turns(self) -> int:
+        return sum(1 for t in self.turns if t.outcome is not None or t.interrupted)
+
+    def _error(self, exc: HeisenbergError) -> None:
+        log.error("%s", exc)
+        self.bus.publish(ErrorEvent(code=exc.code, message=exc.message))
+
+    async def _on_chunk(self, chunk: AudioChunk) -> None:
+        state = self.state
+        if state is State.LISTENING:
+            await self._listen(chunk)
+            return
+        threshold = None
+        if state is State.SPEAKING:
+            threshold = self.speaking_threshold
+        detection = await asyncio.to_thread(self.wake.process, chunk, threshold)
+        self._recent.append(chunk)
+        if detection is None:
+            return
+        if state is State.SPEAKING and self._hearing_myself():
+            log.info("wake word ignored: it is in what I am saying")
+            return
+        self.bus.publish(WakewordDetected(model=detection.model, score=detection.score))
+        if state in (State.THINKING, State.SPEAKING):
+            await self._barge_in()
+        await self._start_listening()
+
+    def _hearing_myself(self) -> bool:
+        speaker = self._speaker
+        if speaker is None or not self.wake_word:
+            return False
+        return self.wake_word in speaker.current_text.lower()
+
+    async def _barge_in(self) -> None:
+        started = time.perf_counter()
+        await self._cancel_turn()
+        stopped_ms = (time.perf_counter() - started) * 1000
+        self.barge_in_ms.append(stopped_ms)
+        log.info("barge-in: playback and LLM stream stopped in %.0f ms", stopped_ms)
+
+    async def _cancel_turn(self) -> None:
+        task, self._turn_task = self._turn_task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 2.0)
+
+    async def _start_listening(self) -> None:
+        self._listen_turn = uuid.uuid4().hex[:12]
+        self.assistant.listen("wake word", self._listen_turn)
+        self.endpointer.reset()
+        # Pre-roll: the audio just before the detection, else the first word is lost.
+        self._utterance = list(self._recent)
+        self._recent.clear()
+        if self.earcons:
+            await self._play_earcon(880.0)
+
+    async def _play_earcon(self, freq_hz: float) -> None:
+        try:
+            await self.sink.play(earcon(self.tts.rate_hz, freq_hz))
+        except AudioDeviceError as exc:
+            self._error(exc)
+
+    async def _listen(self, chunk: AudioChunk) -> None:
+        if self.endpointer.done:  # the utterance is being transcribed
+            return
+        self._utterance.append(chunk)
+        event = self.endpointer.process(chunk.duration_ms / 1000, self.vad.is_speech(chunk))
+        if event is EndpointEvent.SPEECH_STARTED:
+            self.bus.publish(SpeechStarted(audio_ms=int(self.endpointer.elapsed_s * 1000),
+                                           turn_id=self._listen_turn))
+        elif event is EndpointEvent.NO_SPEECH:
+            self.assistant.idle("no speech", self._listen_turn)
+        elif event in (EndpointEvent.SPEECH_ENDED, EndpointEvent.MAX_LENGTH):
+            ended_at = time.perf_counter()
+            samples = np.concatenate([c.array() for c in self._utterance])
+            self._utterance = []
+            self.bus.publish(SpeechEnded(audio_ms=int(self.endpointer.elapsed_s * 1000),
+                                         duration_ms=len(samples) * 1000 // RATE_HZ,
+                                         turn_id=self._listen_turn))
+            if self.earcons:
+                await self._play_earcon(660.0)
+            self._turn_task = asyncio.create_task(
+                self._turn(samples, ended_at, self._listen_turn), name="voice-turn")
+
+    async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str) -> None:
+        turn = VoiceTurn(turn_id, "")
+        self.turns.append(turn)
+        try:
+            text = strip_wake_word(await asyncio.to_thread(self.stt.transcribe, samples),
+                                   self.wake_word)
+        except Exception as exc:
+            turn.outcome = TurnOutcome(turn_id, "", "", None,
+                                       HeisenbergError(f"speech-to-text failed: {exc}"))
+            self._error(HeisenbergError(f"speech-to-text failed: {exc}"))
+            self.assistant.idle("stt failed", turn_id)
+            return
+        turn.transcript = text
+        turn.timings.transcript_s = time.perf_counter() - ended_at
+        if not text:
+            log.info("nothing intelligible was said; back to idle")
+            turn.outcome = TurnOutcome(turn_id, "", "", None)
+            self.assistant.idle("empty transcript", turn_id)
+            return
+        speaker = Speaker(self.tts, self.sink, self.bus)
+        self._speaker = speaker
+        try:
+            turn.outcome = await self.assistant.respond(text, source="voice", speaker=speaker,
+                                                        turn_id=turn_id)
+        except asyncio.CancelledError:
+            turn.interrupted = True
+            raise
+        finally:
+            self._speaker = None
+            result = turn.outcome.result if turn.outcome else None
+            if result is not None:
+                turn.timings.first_token_s = (turn.timings.transcript_s
+                                              + result.first_token_ms / 1000)
+            if speaker.first_audio_at is not None:
+                turn.timings.first_audio_s = speaker.first_audio_at - ended_at
+            turn.timings.total_s = time.perf_counter() - ended_at
+
+
+def wake_word_text(model_name: str) -> str:
+    """The distinctive word of a wake word model's name ("hey_jarvis" -> "jarvis")."""
+    words = [w for w in model_name.lower().replace("-", "_").split("_")
+             if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
+    return words[-1] if words else ""
+
+
+def strip_wake_word(text: str, wake_word: str) -> str:
+    """Drop a leading "hey jarvis," that the pre-roll brought into the transcript."""
+    if wake_word:
+        pattern = rf"^\W*((hey|hi|okay|ok)\W+)?{re.escape(wake_word)}\b\W*"
+        text = re.sub(pattern, "", text.strip(), flags=re.IGNORECASE)
+    return text.strip()

@@ -1,0 +1,139 @@
+"""The voice commands of ``heisenberg``: run, demo, say, devices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, resample, write_wav
+from heisenberg.core.config import Config
+from heisenberg.core.events import Event, EventType, TranscriptionFinal
+from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
+from heisenberg.orchestrator.voice import VoiceTurn
+from heisenberg.voice.tts import PiperTTS, SentenceSplitter
+
+DEMO_WAKE = "Hey Jarvis."
+DEMO_QUESTION = "What is the capital of France?"
+
+
+async def _print_transcripts(event: Event) -> None:
+    if isinstance(event, TranscriptionFinal):
+        print(f"you: {event.text}", flush=True)
+
+
+def _report(turns: list[VoiceTurn]) -> None:
+    for turn in turns:
+        if turn.interrupted:
+            print(f"heisenberg (interrupted): {turn.transcript}", flush=True)
+        elif turn.outcome is not None and turn.outcome.error is not None:
+            print(f"heisenberg: error: {turn.outcome.error}", file=sys.stderr, flush=True)
+        elif turn.outcome is not None and turn.outcome.answer:
+            print(f"heisenberg: {turn.outcome.answer.strip()}", flush=True)
+            print(f"latency: {turn.timings.line()}", flush=True)
+
+
+async def cmd_run(config: Config, input_path: str | None, output_path: str | None,
+                  realtime: bool) -> int:
+    async with Runtime(config) as rt:
+        engines = await load_voice_engines(config)
+        source = make_source(config, rt.bus, input_path, realtime)
+        sink = make_sink(config, output_path, engines.tts.rate_hz)
+        loop = rt.voice_loop(engines, source, sink)
+        rt.bus.subscribe(_print_transcripts, [EventType.TRANSCRIPTION_FINAL], name="stdout")
+        if input_path:
+            turns = await loop.run()
+        else:
+            print(f"listening for '{config.wakeword.model}' (Ctrl-C to stop)", flush=True)
+            task = asyncio.create_task(loop.run())
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await stop.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            turns = loop.turns
+        await rt.bus.drain()
+        _report(turns)
+        if input_path and not turns:
+            print(f"heisenberg: no wake word ('{config.wakeword.model}') heard in {input_path}",
+                  file=sys.stderr)
+            return 1
+        failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
+        return 1 if failed else 0
+
+
+def synthesize_question(tts: PiperTTS, wake: str, question: str, path: Path) -> None:
+    """Spoken "wake word ... question" as a 16 kHz WAV, the way a microphone would hear it."""
+    def speech(text: str) -> np.ndarray:
+        return resample(tts.synthesize(text).array(), tts.rate_hz, RATE_HZ)
+
+    pause = np.zeros(RATE_HZ * 3 // 10, np.int16)
+    write_wav(path, np.concatenate([pause, speech(wake), pause, speech(question), pause]),
+              RATE_HZ)
+
+
+async def cmd_demo(config: Config, output_path: str, question: str) -> int:
+    async with Runtime(config) as rt:
+        engines = await load_voice_engines(config, deterministic_tts=True)
+        assert isinstance(engines.tts, PiperTTS)
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "question.wav"
+            await asyncio.to_thread(synthesize_question, engines.tts, DEMO_WAKE, question, wav)
+            print(f"demo input: spoken '{DEMO_WAKE} {question}' (Piper, resampled to 16 kHz)")
+            loop = rt.voice_loop(engines, make_source(config, rt.bus, str(wav)),
+                                 make_sink(config, output_path, engines.tts.rate_hz))
+            rt.bus.subscribe(_print_transcripts, [EventType.TRANSCRIPTION_FINAL],
+                             name="stdout")
+            turns = await loop.run()
+        await rt.bus.drain()
+        _report(turns)
+        answered = [t for t in turns if t.outcome is not None and t.outcome.answer]
+        if not answered:
+            print("heisenberg: the demo turn produced no answer", file=sys.stderr)
+            return 1
+        print(f"spoken answer written to {output_path}")
+        return 0
+
+
+async def cmd_say(config: Config, text: str, output_path: str | None) -> int:
+    tts = await asyncio.to_thread(PiperTTS, config.tts)
+    sink = make_sink(config, output_path, tts.rate_hz)
+    splitter = SentenceSplitter()
+    try:
+        for sentence in [*splitter.feed(text + " "), *splitter.flush()]:
+            await sink.play(await asyncio.to_thread(tts.synthesize, sentence))
+    finally:
+        await sink.close()
+    return 0
+
+
+def cmd_devices() -> int:
+    print("audio devices:")
+    try:
+        import sounddevice as sd
+
+        devices = sd.query_devices()
+        if len(devices) == 0:
+            print("  (none: no sound card found; use --input/--output WAV files)")
+        for index, dev in enumerate(devices):
+            kinds = [k for k, n in (("in", dev["max_input_channels"]),
+                                    ("out", dev["max_output_channels"])) if n]
+            print(f"  {index}: {dev['name']} [{'/'.join(kinds)}] "
+                  f"{dev['default_samplerate']:.0f} Hz")
+    except OSError as exc:
+        print(f"  (PortAudio unavailable: {exc}; install Debian package libportaudio2)")
+    print("cameras:")
+    video = sorted(glob.glob("/dev/video*"))
+    for path in video:
+        print(f"  {path}")
+    if not video:
+        print("  (none: no /dev/video* device; a video or image file can be used instead)")
+    return 0

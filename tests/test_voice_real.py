@@ -1,0 +1,227 @@
+"""The voice loop on the real models (openWakeWord, faster-whisper tiny.en, Piper joe-medium)
+and the real llama.cpp server, fed through the same source/sink interfaces as the devices."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of, read_wav, write_wav
+from heisenberg.audio.sinks import NullSink, WavFileSink
+from heisenberg.audio.sources import AudioDeviceError, AudioSource, FileSource
+from heisenberg.core.bus import EventBus
+from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, WakeWordConfig
+from heisenberg.core.events import Event, EventType
+from heisenberg.llm.stream import LlamaCppLLM
+from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.speech import Speaker
+from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.voice.stt import WhisperSTT, is_meaningful
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import ModelError, OpenWakeWordEngine
+from tests.conftest import RunningServer, silence, speech
+
+OTHER_SPEECH = (
+    "Good morning everyone. Today we will talk about the weather in the mountains and the "
+    "rivers that run through the valleys. Hey Java developers, please open your laptops. "
+    "The harvest was late this year because the rain did not stop for three weeks. "
+    "My friend Travis drove to the market and bought apples, pears and a bag of carrots. "
+    "Have you seen the new library downtown? It has a garden on the roof and a small cafe. "
+    "Hey there, can you pass me the salt? Thank you very much. "
+    "The train to the coast leaves at nine and arrives a little after noon. "
+    "Children were playing football in the park while their parents talked about work. "
+    "Harvey said that the jars in the kitchen should be washed before the party. "
+    "Scientists measured the temperature of the lake every morning for a whole year. "
+    "In the evening we read a book about sailors who crossed the ocean in a tiny boat. "
+    "Hey, hello, how are you doing today? I am doing fine, thanks for asking. "
+    "The museum opens at ten and closes at six, except on Mondays when it is closed. "
+    "Please remember to water the plants and feed the cat before you leave the house. "
+    "Jars of honey and jam were lined up on the shelf next to the window. "
+    "The orchestra played a long symphony and the audience stood up to applaud. "
+)
+
+
+def record(bus: EventBus) -> list[Event]:
+    events: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        events.append(event)
+
+    bus.subscribe(handler, name="recorder", max_queue=100000)
+    return events
+
+
+def detections(engine: OpenWakeWordEngine, samples: np.ndarray) -> int:
+    return sum(engine.process(chunk) is not None for chunk in chunks_of(samples))
+
+
+def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine) -> None:
+    audio = np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(1.0)])
+    found = [d for d in (wake.process(c) for c in chunks_of(audio)) if d is not None]
+    assert len(found) == 1
+    assert found[0].model == "hey_jarvis" and found[0].score > 0.9
+
+
+def test_sixty_seconds_of_other_speech_do_not_wake_it(tts: PiperTTS,
+                                                      wake: OpenWakeWordEngine) -> None:
+    audio = speech(tts, OTHER_SPEECH)
+    assert len(audio) / RATE_HZ >= 60
+    assert detections(wake, audio) == 0
+
+
+def test_stt_transcribes_speech_and_drops_silence(tts: PiperTTS, stt: WhisperSTT) -> None:
+    text = stt.transcribe(speech(tts, "What is the capital of France?"))
+    assert "capital of france" in text.lower()
+    assert stt.transcribe(silence(2.0)) == ""
+    assert not is_meaningful(" [BLANK_AUDIO]") and not is_meaningful("Thank you.")
+
+
+async def test_speech_starts_before_the_answer_is_complete(tts: PiperTTS) -> None:
+    bus = EventBus()
+    sink = NullSink()
+    speaker = Speaker(tts, sink, bus)
+    for token in ["The", " capital", " of", " France", " is", " Paris.", " It"]:
+        speaker.feed(token)
+    async with asyncio.timeout(10):
+        while speaker.first_audio_at is None:
+            await asyncio.sleep(0.01)
+    # The first sentence is already playing while the "LLM" has more to say.
+    assert sink.played_ms > 0 or speaker.current_text == "The capital of France is Paris."
+    speaker.feed(" is big.")
+    await speaker.finish()
+    assert speaker.spoken_text() == "The capital of France is Paris. It is big."
+    await bus.close()
+
+
+def voice_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, source: AudioSource,
+                sink: WavFileSink | NullSink, **llm: object) -> tuple[VoiceLoop, list[Event]]:
+    base = LLMConfig(url=server.url, max_tokens=40, temperature=0.0)
+    config = Config(llm=dataclasses.replace(base, **llm))  # type: ignore[arg-type]
+    bus = EventBus()
+    events = record(bus)
+    assistant = Assistant(config, bus, LlamaCppLLM(config.llm, server.url))
+    loop = VoiceLoop(assistant, source, sink, OpenWakeWordEngine(config.wakeword), stt, tts)
+    return loop, events
+
+
+async def test_spoken_question_to_spoken_answer(llama_server: RunningServer, tts: PiperTTS,
+                                                stt: WhisperSTT, tmp_path: Path) -> None:
+    question = tmp_path / "question.wav"
+    write_wav(question, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                        speech(tts, "What is the capital of France?")]),
+              RATE_HZ)
+    reply = tmp_path / "reply.wav"
+    sink = WavFileSink(reply, tts.rate_hz)
+    loop, events = voice_setup(llama_server, tts, stt, FileSource(question), sink)
+    turns = await loop.run()
+    await sink.close()
+    await loop.bus.drain()
+    [turn] = turns
+    assert "capital of france" in turn.transcript.lower()
+    assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
+    assert 0 < turn.timings.transcript_s < turn.timings.first_token_s
+    assert turn.timings.first_audio_s > 0
+    assert len(read_wav(reply)) > RATE_HZ // 2  # more than earcons: a spoken answer
+    kinds = [e.type for e in events]
+    for kind in (EventType.WAKEWORD_DETECTED, EventType.SPEECH_STARTED, EventType.SPEECH_ENDED,
+                 EventType.TRANSCRIPTION_FINAL, EventType.LLM_TOKEN, EventType.LLM_COMPLETE,
+                 EventType.TTS_STARTED, EventType.TTS_FINISHED):
+        assert kind in kinds, kind
+    states = [(e.old, e.new) for e in events if e.type is EventType.STATE_CHANGED]
+    assert states == [("idle", "listening"), ("listening", "thinking"),
+                      ("thinking", "speaking"), ("speaking", "idle")]
+    [saved] = loop.assistant.session.get_conversation_history()
+    assert saved.user == turn.transcript and saved.assistant == turn.outcome.answer
+
+
+async def test_wake_word_then_silence_goes_back_to_idle_without_the_llm(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = tmp_path / "wake_only.wav"
+    write_wav(wav, np.concatenate([speech(tts, "Hey Jarvis."), silence(6.0)]), RATE_HZ)
+    loop, events = voice_setup(llama_server, tts, stt, FileSource(wav, tail_silence_s=0),
+                               NullSink())
+    assert await loop.run() == []
+    await loop.bus.drain()
+    kinds = [e.type for e in events]
+    assert EventType.WAKEWORD_DETECTED in kinds
+    assert EventType.TRANSCRIPTION_FINAL not in kinds and EventType.LLM_TOKEN not in kinds
+    states = [(e.old, e.new, e.reason) for e in events if e.type is EventType.STATE_CHANGED]
+    assert states == [("idle", "listening", "wake word"), ("listening", "idle", "no speech")]
+
+
+async def test_barge_in_while_speaking(llama_server: RunningServer, tts: PiperTTS,
+                                       stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = tmp_path / "barge_in.wav"
+    write_wav(wav, np.concatenate([
+        speech(tts, "Hey Jarvis."), silence(0.2),
+        speech(tts, "Tell me a long story about a dragon."), silence(6.0),
+        speech(tts, "Hey Jarvis."), silence(0.2), speech(tts, "Stop."), silence(2.0)]),
+        RATE_HZ)
+    sink = WavFileSink(tmp_path / "reply.wav", tts.rate_hz, realtime=True)
+    # The gemma chat format makes the bundled model tell a long story: 400 tokens take
+    # ~20 s to generate here, so the stream is still running when the user barges in.
+    loop, events = voice_setup(llama_server, tts, stt, FileSource(wav, realtime=True), sink,
+                               prompt_format="gemma", max_tokens=400, temperature=0.7)
+    turns = await asyncio.wait_for(loop.run(), 120)
+    await loop.bus.drain()
+    first = turns[0]
+    assert first.interrupted and "dragon" in first.transcript.lower()
+    kinds = [e.type for e in events]
+    assert EventType.INTERRUPTED in kinds
+    complete_turns = {e.turn_id for e in events if e.type is EventType.LLM_COMPLETE}
+    assert first.turn_id not in complete_turns  # the LLM stream was cancelled
+    states = [(e.old, e.new) for e in events if e.type is EventType.STATE_CHANGED]
+    assert ("speaking", "listening") in states
+    history = loop.assistant.session.get_conversation_history()
+    assert history[0].interrupted and history[0].assistant  # what was actually said
+    spoken_words = len(history[0].assistant.split())
+    answer_tokens = [e for e in events if e.type is EventType.LLM_TOKEN
+                     and e.turn_id == first.turn_id]
+    assert spoken_words < len("".join(e.text for e in answer_tokens).split())
+    assert loop.barge_in_ms and loop.barge_in_ms[0] < 150
+    await sink.close()
+
+
+class DyingMicrophone(AudioSource):
+    """Fault injection: a microphone that delivers a little audio, then is unplugged."""
+
+    name = "mic:dying"
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        self.opened += 1
+        if self.opened > 2:
+            return
+        for chunk in chunks_of(silence(0.4)):
+            yield chunk
+        raise AudioDeviceError("microphone unplugged (device disappeared)")
+
+
+async def test_a_dying_microphone_is_reported_and_reopened(llama_server: RunningServer,
+                                                           tts: PiperTTS,
+                                                           stt: WhisperSTT) -> None:
+    mic = DyingMicrophone()
+    loop, events = voice_setup(llama_server, tts, stt, mic, NullSink())
+    await asyncio.wait_for(loop.run(), 20)
+    await loop.bus.drain()
+    errors = [e for e in events if e.type is EventType.ERROR]
+    assert mic.opened == 3 and len(errors) == 2
+    assert all("microphone unplugged" in e.message for e in errors)
+
+
+@pytest.mark.parametrize(("factory", "words"), [
+    (lambda: OpenWakeWordEngine(WakeWordConfig(model="/no/such/model.tflite")),
+     "neither a built-in model"),
+    (lambda: WhisperSTT(STTConfig(model_path="/no/such/whisper")), "no model.bin"),
+    (lambda: PiperTTS(TTSConfig(voice_path="/no/such/voice.onnx")), "needs the .onnx voice"),
+])
+def test_missing_models_give_clear_errors(factory: object, words: str) -> None:
+    with pytest.raises(ModelError, match=words):
+        factory()  # type: ignore[operator]
