@@ -40,13 +40,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = ManagedLlamaServer(ServerConfig(port=port, threads=args.threads, restart=False))
+    server = ManagedLlamaServer(ServerConfig(port=port, threads=args.threads, restart=False,
+                                             engine=args.engine))
     started = time.perf_counter()
     await server.start()
     startup_s = time.perf_counter() - started
     results: dict[str, object] = {
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "model": "gemma3-270m q4_k_m (bundled)", "threads": args.threads, "runs": args.runs,
+        "engine": args.engine,
         "server_start_to_health_s": round(startup_s, 3),
     }
     try:
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--engine", default="auto", choices=("auto", "xllamacpp", "binary"))
     ap.add_argument("--out", default="bench/results/llm.json")
     args = ap.parse_args()
     results = asyncio.run(measure(args))

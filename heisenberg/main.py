@@ -20,7 +20,8 @@ from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.voice.stt import SpeechToText, WhisperSTT
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
-from heisenberg.voice.wakeword import OpenWakeWordEngine, WakeWordEngine
+from heisenberg.voice.vad import WebRtcVad
+from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord, WakeWordEngine
 
 
 @dataclass
@@ -36,7 +37,10 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
         asyncio.to_thread(OpenWakeWordEngine, config.wakeword),
         asyncio.to_thread(WhisperSTT, config.stt),
         asyncio.to_thread(PiperTTS, config.tts, deterministic_tts))
-    return VoiceEngines(wake, stt, tts)
+    engine: WakeWordEngine = wake
+    if config.wakeword.vad_gate:
+        engine = VadGatedWakeWord(wake, WebRtcVad(config.stt.vad_aggressiveness).any_speech)
+    return VoiceEngines(engine, stt, tts)
 
 
 def make_source(config: Config, bus: EventBus, input_path: str | None,

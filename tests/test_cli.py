@@ -13,7 +13,9 @@ from tests.conftest import RunningServer, free_port
 
 def run(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "HEISENBERG_CONFIG": "", **(env or {})}
+    engine = os.environ.get("TEST_LLAMA_ENGINE", "xllamacpp")
+    full_env = {**os.environ, "HEISENBERG_CONFIG": "", "HEISENBERG_SERVER_ENGINE": engine,
+                **(env or {})}
     return subprocess.run([sys.executable, "-m", "heisenberg", *args], input=stdin,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 

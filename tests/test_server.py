@@ -64,13 +64,14 @@ def test_command_prefers_the_binary_and_falls_back_to_the_wheel(tmp_path: Path,
                                                                 ) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"")
-    wheel = server_command(make_server_config(binary="no-such-llama-server"), model)
+    wheel = server_command(make_server_config(engine="auto", binary="no-such-llama-server"),
+                           model)
     assert wheel[1:3] == ["-m", "heisenberg.llm.xserver"]
     fake = tmp_path / "llama-server"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    binary = server_command(make_server_config(mmproj_path=str(model)), model)
+    binary = server_command(make_server_config(engine="auto", mmproj_path=str(model)), model)
     assert binary[0] == str(fake)
     assert binary[-3:] == ["--no-jinja", "--chat-template", "gemma"]
     assert binary[binary.index("--mmproj") + 1] == str(model)
@@ -88,7 +89,8 @@ def test_start_llama_server_script_serves_until_sigterm() -> None:
     port = free_port()
     proc = subprocess.Popen([str(root / "start_llama_server.sh"), "--port", str(port),
                              "--threads", "1"], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "HEISENBERG_CONFIG": ""})
+                            env={**os.environ, "HEISENBERG_CONFIG": "", "HEISENBERG_SERVER_ENGINE":
+                                 os.environ.get("TEST_LLAMA_ENGINE", "xllamacpp")})
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once /health answered

@@ -23,7 +23,8 @@ from heisenberg.orchestrator.speech import Speaker
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.voice.stt import WhisperSTT, is_meaningful
 from heisenberg.voice.tts import PiperTTS
-from heisenberg.voice.wakeword import ModelError, OpenWakeWordEngine
+from heisenberg.voice.vad import WebRtcVad
+from heisenberg.voice.wakeword import ModelError, OpenWakeWordEngine, VadGatedWakeWord
 from tests.conftest import RunningServer, silence, speech
 
 OTHER_SPEECH = (
@@ -67,11 +68,32 @@ def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine) -> 
     assert found[0].model == "hey_jarvis" and found[0].score > 0.9
 
 
-def test_sixty_seconds_of_other_speech_do_not_wake_it(tts: PiperTTS,
-                                                      wake: OpenWakeWordEngine) -> None:
+@pytest.fixture(scope="module")
+def other_speech(tts: PiperTTS) -> np.ndarray:
     audio = speech(tts, OTHER_SPEECH)
     assert len(audio) / RATE_HZ >= 60
-    assert detections(wake, audio) == 0
+    return audio
+
+
+def test_sixty_seconds_of_other_speech_do_not_wake_it(other_speech: np.ndarray,
+                                                      wake: OpenWakeWordEngine) -> None:
+    assert detections(wake, other_speech) == 0
+
+
+def gated(engine: OpenWakeWordEngine) -> VadGatedWakeWord:
+    return VadGatedWakeWord(engine, WebRtcVad(2).any_speech)
+
+
+def test_vad_gate_sleeps_in_silence_and_still_hears_the_wake_word(
+        tts: PiperTTS, wake: OpenWakeWordEngine, other_speech: np.ndarray) -> None:
+    engine = gated(wake)
+    audio = np.concatenate([silence(10.0), speech(tts, "Hey Jarvis."), silence(5.0)])
+    chunks = chunks_of(audio)
+    found = [d for d in (engine.process(c) for c in chunks) if d is not None]
+    assert len(found) == 1 and found[0].score > 0.9
+    # The models ran around the speech only: not during 10 s + 5 s of silence.
+    assert engine.chunks_processed < len(chunks) // 3
+    assert detections(gated(OpenWakeWordEngine(WakeWordConfig())), other_speech) == 0
 
 
 def test_stt_transcribes_speech_and_drops_silence(tts: PiperTTS, stt: WhisperSTT) -> None:
@@ -105,7 +127,8 @@ def voice_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, source: A
     bus = EventBus()
     events = record(bus)
     assistant = Assistant(config, bus, LlamaCppLLM(config.llm, server.url))
-    loop = VoiceLoop(assistant, source, sink, OpenWakeWordEngine(config.wakeword), stt, tts)
+    loop = VoiceLoop(assistant, source, sink, gated(OpenWakeWordEngine(config.wakeword)), stt,
+                     tts)
     return loop, events
 
 
@@ -160,8 +183,8 @@ async def test_barge_in_while_speaking(llama_server: RunningServer, tts: PiperTT
     write_wav(wav, np.concatenate([
         speech(tts, "Hey Jarvis."), silence(0.2),
         speech(tts, "Tell me a long story about a dragon."), silence(6.0),
-        speech(tts, "Hey Jarvis."), silence(0.2), speech(tts, "Stop."), silence(2.0)]),
-        RATE_HZ)
+        # Barge in, then say nothing: the assistant listens, hears no speech, goes idle.
+        speech(tts, "Hey Jarvis."), silence(4.0)]), RATE_HZ)
     sink = WavFileSink(tmp_path / "reply.wav", tts.rate_hz, realtime=True)
     # The gemma chat format makes the bundled model tell a long story: 400 tokens take
     # ~20 s to generate here, so the stream is still running when the user barges in.
@@ -177,6 +200,7 @@ async def test_barge_in_while_speaking(llama_server: RunningServer, tts: PiperTT
     assert first.turn_id not in complete_turns  # the LLM stream was cancelled
     states = [(e.old, e.new) for e in events if e.type is EventType.STATE_CHANGED]
     assert ("speaking", "listening") in states
+    assert states[-1] == ("listening", "idle")
     history = loop.assistant.session.get_conversation_history()
     assert history[0].interrupted and history[0].assistant  # what was actually said
     spoken_words = len(history[0].assistant.split())

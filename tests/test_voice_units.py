@@ -76,6 +76,9 @@ def test_splitter_skips_code_blocks_whole() -> None:
 @pytest.mark.parametrize(("text", "spoken"), [
     ("**Paris** is the _capital_.", "Paris is the capital."),
     ("# Title\n- one\n- two", "Title one two"),
+    ("1. first\n2) second", "first second"),
+    (" 1000.\n", "1000."),
+    ("It has 8 legs.\n", "It has 8 legs."),
     ("Great 🎉 job 👍", "Great job"),
     ("See [the docs](http://x.y/z) or https://example.com now", "See the docs or a link now"),
     ("Use `ls -l` then\n```\nrm -rf /\n```\nok", "Use ls -l then ok"),

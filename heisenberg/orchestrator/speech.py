@@ -63,8 +63,9 @@ class Speaker:
         except BaseException:
             await self.cancel()
             raise
-        self.bus.publish(TTSFinished(audio_ms=int(sum(s.audio_ms for s in self.spoken)),
-                                     turn_id=self.turn_id))
+        if self.first_audio_at is not None:
+            self.bus.publish(TTSFinished(audio_ms=int(sum(s.audio_ms for s in self.spoken)),
+                                         turn_id=self.turn_id))
 
     async def cancel(self, timeout_s: float = 1.0) -> None:
         """Stop speaking now (barge-in, error, shutdown)."""

@@ -24,7 +24,10 @@ _INLINE_CODE = re.compile(r"`([^`]*)`")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 _URL = re.compile(r"https?://\S+")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1")
-_LINE_MARKUP = re.compile(r"^\s*(#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)", re.MULTILINE)
+# Markup at the start of a line that is followed by text on the same line ("1000." alone is
+# a number, not a list item).
+_LINE_MARKUP = re.compile(r"^[ \t]*(#{1,6}[ \t]+|>[ \t]*|[-*+][ \t]+|\d{1,3}[.)][ \t]+)(?=\S)",
+                          re.MULTILINE)
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0000FE0F\U0000200D]")
 _SYMBOLS = re.compile(r"[*_#`|<>~^\\{}\[\]]")
 

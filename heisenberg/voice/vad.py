@@ -80,10 +80,17 @@ class WebRtcVad:
 
         self._vad = webrtcvad.Vad(aggressiveness)
 
-    def is_speech(self, chunk: AudioChunk) -> bool:
+    def any_speech(self, chunk: AudioChunk) -> bool:
+        """True if any 20 ms frame of the chunk is voiced (a sensitive gate)."""
+        return any(self._vad.is_speech(frame, chunk.rate_hz) for frame in self._frames(chunk))
+
+    def _frames(self, chunk: AudioChunk) -> list[bytes]:
         frame_bytes = chunk.rate_hz * self.FRAME_MS // 1000 * 2
-        frames = [chunk.pcm[i:i + frame_bytes]
-                  for i in range(0, len(chunk.pcm) - frame_bytes + 1, frame_bytes)]
+        return [chunk.pcm[i:i + frame_bytes]
+                for i in range(0, len(chunk.pcm) - frame_bytes + 1, frame_bytes)]
+
+    def is_speech(self, chunk: AudioChunk) -> bool:
+        frames = self._frames(chunk)
         if not frames:
             return False
         voiced = sum(self._vad.is_speech(frame, chunk.rate_hz) for frame in frames)

@@ -8,7 +8,9 @@ while near misses ("hey java") give 5-6.
 
 from __future__ import annotations
 
+import collections
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +71,15 @@ class OpenWakeWordEngine(WakeWordEngine):
         self._streak = 0
         self._best = 0.0
         self._quiet_until_ms = -1
+        self._last_ms = -1
         self.last_scores: list[float] = []
 
     def process(self, chunk: AudioChunk, threshold: float | None = None) -> Detection | None:
         limit = self.config.threshold if threshold is None else threshold
         end_ms = chunk.timestamp_ms + int(chunk.duration_ms)
+        if chunk.timestamp_ms < self._last_ms:  # a new stream: its audio clock restarted
+            self._quiet_until_ms = -1
+        self._last_ms = chunk.timestamp_ms
         scores = [score for features in self._features.process_streaming(chunk.pcm)
                   for score in self._model.process_streaming(features)]
         self.last_scores = scores
@@ -93,3 +99,46 @@ class OpenWakeWordEngine(WakeWordEngine):
     def close(self) -> None:
         self._model.close()
         self._features.close()
+
+
+class VadGatedWakeWord(WakeWordEngine):
+    """Runs the wake word models only around speech, so that a quiet room costs almost no CPU.
+
+    openWakeWord costs ~16-26 ms of CPU per 80 ms chunk here (20-33 % of a core); webrtcvad
+    costs ~0.02 ms. Chunks heard while the room is quiet are kept (``context_chunks``, about
+    2 s, the models' receptive field) and fed to the models first when speech starts, so that
+    the models see exactly the audio they would have seen; they keep running until
+    ``hangover_ms`` after the last speech.
+    """
+
+    def __init__(self, inner: WakeWordEngine, is_speech: Callable[[AudioChunk], bool],
+                 context_chunks: int = 25, hangover_ms: int = 2000) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "")
+        self._is_speech = is_speech
+        self._skipped: collections.deque[AudioChunk] = collections.deque(maxlen=context_chunks)
+        self._hangover_ms = hangover_ms
+        self._active_until_ms = -1
+        self._last_ms = -1
+        self.chunks_processed = 0
+
+    def process(self, chunk: AudioChunk, threshold: float | None = None) -> Detection | None:
+        if chunk.timestamp_ms < self._last_ms:  # a new stream (file, reopened device)
+            self._active_until_ms = -1
+            self._skipped.clear()
+        self._last_ms = chunk.timestamp_ms
+        end_ms = chunk.timestamp_ms + int(chunk.duration_ms)
+        if self._is_speech(chunk):
+            self._active_until_ms = end_ms + self._hangover_ms
+        if end_ms > self._active_until_ms:
+            self._skipped.append(chunk)
+            return None
+        detection = None
+        while self._skipped:
+            detection = self.inner.process(self._skipped.popleft(), threshold) or detection
+            self.chunks_processed += 1
+        self.chunks_processed += 1
+        return self.inner.process(chunk, threshold) or detection
+
+    def close(self) -> None:
+        self.inner.close()

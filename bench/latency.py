@@ -1,0 +1,136 @@
+"""Benchmark: the voice loop's latency per stage, idle CPU while listening, and memory.
+
+    python bench/latency.py [--turns 20] [--server-threads 2] [--out bench/results/latency.json]
+
+Each turn is Piper speech "Hey Jarvis. <question>" fed in real time through the file source
+(as a microphone would deliver it) into the whole pipeline with the real models and a managed
+llama.cpp server; the answer goes to a null sink. Measured from the end-of-speech decision:
+transcript ready, first LLM token, first TTS audio sample handed to the sink, turn done.
+Idle CPU is the daemon process's CPU time over 20 s of real-time audio without the wake word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, resample, write_wav
+from heisenberg.audio.sinks import NullSink
+from heisenberg.audio.sources import FileSource
+from heisenberg.core.config import Config, LLMConfig, ServerConfig
+from heisenberg.main import Runtime, load_voice_engines
+
+QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
+             "What colour is the sky?", "Name a big animal.", "What is two plus two?"]
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    p90 = statistics.quantiles(ms, n=10)[-1] if len(ms) > 1 else ms[0]
+    return {"median_ms": round(statistics.median(ms), 1), "p90_ms": round(p90, 1),
+            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1), "n": len(ms)}
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def measure(args: argparse.Namespace) -> dict[str, object]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7),
+                    server=ServerConfig(port=port, threads=args.server_threads,
+                                        engine=args.engine))
+    config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, earcons=False))
+    results: dict[str, object] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "models": {"wake": "hey_jarvis", "stt": "tiny.en int8", "tts": "en_US-joe-medium",
+                   "llm": "gemma3-270m q4_k_m"},
+        "server_threads": args.server_threads, "engine": args.engine,
+        "max_tokens": args.max_tokens,
+    }
+    async with Runtime(config) as rt:
+        engines = await load_voice_engines(config)
+        tts = engines.tts
+
+        def spoken(text: str) -> np.ndarray:
+            return resample(tts.synthesize(text).array(), tts.rate_hz, RATE_HZ)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            # Idle: 20 s of speech-free audio in real time, only the wake word engine works.
+            idle_wav = Path(tmp) / "idle.wav"
+            write_wav(idle_wav, np.zeros(RATE_HZ * 20, np.int16), RATE_HZ)
+            loop = rt.voice_loop(engines, FileSource(idle_wav, realtime=True, tail_silence_s=0),
+                                 NullSink())
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await loop.run()
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            results["idle_cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
+
+            timings = {"transcript": [], "first_token": [], "first_audio": [], "total": []}
+            transcripts: list[str] = []
+            for i in range(args.turns):
+                wav = Path(tmp) / f"turn{i}.wav"
+                question = QUESTIONS[i % len(QUESTIONS)]
+                write_wav(wav, np.concatenate([np.zeros(RATE_HZ // 4, np.int16),
+                                               spoken("Hey Jarvis."),
+                                               np.zeros(RATE_HZ // 4, np.int16),
+                                               spoken(question)]), RATE_HZ)
+                rt.assistant.session.reset()
+                loop = rt.voice_loop(engines, FileSource(wav, realtime=True), NullSink())
+                turns = await loop.run()
+                for turn in turns:
+                    if turn.outcome is None or not turn.outcome.answer:
+                        continue
+                    t = turn.timings
+                    timings["transcript"].append(t.transcript_s)
+                    timings["first_token"].append(t.first_token_s)
+                    if t.first_audio_s:
+                        timings["first_audio"].append(t.first_audio_s)
+                    timings["total"].append(t.total_s)
+                    transcripts.append(turn.transcript)
+            results["end_of_speech_to"] = {k: stats(v) for k, v in timings.items() if v}
+            results["turns_answered"] = len(timings["total"])
+            results["transcripts_correct"] = sum(
+                any(q.lower().rstrip("?.") in t.lower() for q in QUESTIONS) for t in transcripts)
+        results["rss_mb"] = {
+            "daemon": round(rss_mb(), 1),
+            "daemon_peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "llm_server": round(rss_mb(rt.server.pid), 1) if rt.server and rt.server.pid else None,
+        }
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--server-threads", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--engine", default="xllamacpp", choices=("auto", "xllamacpp", "binary"))
+    ap.add_argument("--out", default="bench/results/latency.json")
+    args = ap.parse_args()
+    results = asyncio.run(measure(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
