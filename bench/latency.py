@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import socket
 import statistics
@@ -41,6 +42,12 @@ def stats(values: list[float]) -> dict[str, float]:
     p90 = statistics.quantiles(ms, n=10)[-1] if len(ms) > 1 else ms[0]
     return {"median_ms": round(statistics.median(ms), 1), "p90_ms": round(p90, 1),
             "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1), "n": len(ms)}
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation; "colour"/"color" and "2"/"two" count as equal."""
+    text = text.lower().replace("colour", "color").replace("2", "two")
+    return re.sub(r"[^a-z ]", "", text).split()
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -108,7 +115,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             results["end_of_speech_to"] = {k: stats(v) for k, v in timings.items() if v}
             results["turns_answered"] = len(timings["total"])
             results["transcripts_correct"] = sum(
-                any(q.lower().rstrip("?.") in t.lower() for q in QUESTIONS) for t in transcripts)
+                any(words(q) == words(t) for q in QUESTIONS) for t in transcripts)
+            results["transcripts"] = sorted(set(transcripts))
         results["rss_mb"] = {
             "daemon": round(rss_mb(), 1),
             "daemon_peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

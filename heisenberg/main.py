@@ -96,7 +96,8 @@ class Runtime:
         self._stack.push_async_callback(source.close)
         return VoiceLoop(self.assistant, source, sink, engines.wake, engines.stt, engines.tts,
                          earcons=self.config.audio.earcons,
-                         speaking_threshold=self.config.wakeword.speaking_threshold)
+                         speaking_threshold=self.config.wakeword.speaking_threshold,
+                         early_stt_s=self.config.stt.early_start_ms / 1000)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:

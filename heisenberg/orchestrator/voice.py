@@ -79,7 +79,7 @@ class VoiceLoop:
     def __init__(self, assistant: Assistant, source: AudioSource, sink: AudioSink,
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
                  vad: WebRtcVad | None = None, earcons: bool = True,
-                 speaking_threshold: float = 0.9) -> None:
+                 speaking_threshold: float = 0.9, early_stt_s: float = 0.3) -> None:
         cfg = assistant.config
         self.assistant = assistant
         self.bus = assistant.bus
@@ -100,6 +100,9 @@ class VoiceLoop:
         self._turn_task: asyncio.Task[None] | None = None
         self._speaker: Speaker | None = None
         self.turns: list[VoiceTurn] = []
+        self.early_stt_s = early_stt_s
+        self._early_stt: asyncio.Task[str] | None = None
+        self._background: set[asyncio.Task[str]] = set()
         self.barge_in_ms: list[float] = []
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
         self.wake_word = wake_word_text(getattr(wake, "name", ""))
@@ -184,6 +187,7 @@ class VoiceLoop:
         self._listen_turn = uuid.uuid4().hex[:12]
         self.assistant.listen("wake word", self._listen_turn)
         self.endpointer.reset()
+        self._early_stt = None
         # Pre-roll: the audio just before the detection, else the first word is lost.
         self._utterance = list(self._recent)
         self._recent.clear()
@@ -200,7 +204,9 @@ class VoiceLoop:
         if self.endpointer.done:  # the utterance is being transcribed
             return
         self._utterance.append(chunk)
-        event = self.endpointer.process(chunk.duration_ms / 1000, self.vad.is_speech(chunk))
+        is_speech = self.vad.is_speech(chunk)
+        event = self.endpointer.process(chunk.duration_ms / 1000, is_speech)
+        self._speculate(is_speech)
         if event is EndpointEvent.SPEECH_STARTED:
             self.bus.publish(SpeechStarted(audio_ms=int(self.endpointer.elapsed_s * 1000),
                                            turn_id=self._listen_turn))
@@ -215,15 +221,38 @@ class VoiceLoop:
                                          turn_id=self._listen_turn))
             if self.earcons:
                 await self._play_earcon(660.0)
+            early, self._early_stt = self._early_stt, None
             self._turn_task = asyncio.create_task(
-                self._turn(samples, ended_at, self._listen_turn), name="voice-turn")
+                self._turn(samples, ended_at, self._listen_turn, early), name="voice-turn")
 
-    async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str) -> None:
+    def _speculate(self, is_speech: bool) -> None:
+        """Start transcribing when the speaker pauses, before the end of speech is certain.
+
+        Whisper takes ~0.3-0.6 s here; starting it ``early_stt_s`` into the silence instead of
+        at the end-of-speech decision saves most of that. Speech resuming drops the early
+        result (the thread finishes in the background; its result is ignored).
+        """
+        ep = self.endpointer
+        if is_speech or not ep.in_speech:
+            self._early_stt = None
+            return
+        if (self._early_stt is None and self.early_stt_s > 0 and not ep.done
+                and ep.silence_s >= self.early_stt_s):
+            samples = np.concatenate([c.array() for c in self._utterance])
+            task = asyncio.create_task(asyncio.to_thread(self.stt.transcribe, samples),
+                                       name="early-stt")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            self._early_stt = task
+
+    async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str,
+                    early: asyncio.Task[str] | None = None) -> None:
         turn = VoiceTurn(turn_id, "")
         self.turns.append(turn)
         try:
-            text = strip_wake_word(await asyncio.to_thread(self.stt.transcribe, samples),
-                                   self.wake_word)
+            raw = await early if early is not None else await asyncio.to_thread(
+                self.stt.transcribe, samples)
+            text = strip_wake_word(raw, self.wake_word)
         except Exception as exc:
             turn.outcome = TurnOutcome(turn_id, "", "", None,
                                        HeisenbergError(f"speech-to-text failed: {exc}"))

@@ -52,7 +52,7 @@ _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 class SentenceSplitter:
     """Buffers streamed tokens; ``feed`` returns the pieces that are ready to be spoken."""
 
-    def __init__(self, first_clause_chars: int = 60, max_chars: int = 300) -> None:
+    def __init__(self, first_clause_chars: int = 24, max_chars: int = 300) -> None:
         self.first_clause_chars = first_clause_chars
         self.max_chars = max_chars
         self._buffer = ""

@@ -41,7 +41,7 @@ class Endpointer:
         self.in_speech = False
         self.done = False
         self._speech_run_s = 0.0
-        self._silence_run_s = 0.0
+        self.silence_s = 0.0
         self.speech_start_at_s: float | None = None
 
     def process(self, chunk_s: float, is_speech: bool) -> EndpointEvent | None:
@@ -63,8 +63,8 @@ class Endpointer:
         if self.elapsed_s - self.speech_start_at_s >= self.max_utterance_s - _EPS_S:
             self.done = True
             return EndpointEvent.MAX_LENGTH
-        self._silence_run_s = 0.0 if is_speech else self._silence_run_s + chunk_s
-        if self._silence_run_s >= self.end_silence_s - _EPS_S:
+        self.silence_s = 0.0 if is_speech else self.silence_s + chunk_s
+        if self.silence_s >= self.end_silence_s - _EPS_S:
             self.done = True
             return EndpointEvent.SPEECH_ENDED
         return None
