@@ -12,20 +12,17 @@ Idle CPU is the daemon process's CPU time over 20 s of real-time audio without t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import json
 import os
 import platform
 import re
 import resource
-import socket
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import free_port, run, summary
 
 from heisenberg.audio.format import RATE_HZ, resample, write_wav
 from heisenberg.audio.sinks import NullSink
@@ -35,13 +32,6 @@ from heisenberg.main import Runtime, load_voice_engines
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
              "What colour is the sky?", "Name a big animal.", "What is two plus two?"]
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    p90 = statistics.quantiles(ms, n=10)[-1] if len(ms) > 1 else ms[0]
-    return {"median_ms": round(statistics.median(ms), 1), "p90_ms": round(p90, 1),
-            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1), "n": len(ms)}
 
 
 def words(text: str) -> list[str]:
@@ -58,11 +48,8 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7),
-                    server=ServerConfig(port=port, threads=args.server_threads,
+                    server=ServerConfig(port=free_port(), threads=args.server_threads,
                                         engine=args.engine))
     config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, earcons=False))
     results: dict[str, object] = {
@@ -112,7 +99,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                         timings["first_audio"].append(t.first_audio_s)
                     timings["total"].append(t.total_s)
                     transcripts.append(turn.transcript)
-            results["end_of_speech_to"] = {k: stats(v) for k, v in timings.items() if v}
+            results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])
+                                               for k, v in timings.items() if v}
             results["turns_answered"] = len(timings["total"])
             results["transcripts_correct"] = sum(
                 any(words(q) == words(t) for q in QUESTIONS) for t in transcripts)
@@ -132,12 +120,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--engine", default="xllamacpp", choices=("auto", "xllamacpp", "binary"))
     ap.add_argument("--out", default="bench/results/latency.json")
-    args = ap.parse_args()
-    results = asyncio.run(measure(args))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    run(measure, ap)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,11 @@ through ``LlamaCppLLM`` on both endpoints and writes medians and p90s as JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import json
 import platform
-import socket
-import statistics
 import time
-from pathlib import Path
+
+from common import free_port, run, summary
 
 from heisenberg.core.config import LLMConfig, ServerConfig
 from heisenberg.llm.prompts import PromptBuilder
@@ -27,20 +24,8 @@ QUESTIONS = ["What is the capital of France?", "Name a primary colour.",
              "How many legs does a spider have?", "What is two plus two?"]
 
 
-def p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 2), "p90": round(p90(values), 2),
-            "min": round(min(values), 2), "max": round(max(values), 2)}
-
-
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ManagedLlamaServer(ServerConfig(port=port, threads=args.threads, restart=False,
+    server = ManagedLlamaServer(ServerConfig(port=free_port(), threads=args.threads, restart=False,
                                              engine=args.engine))
     started = time.perf_counter()
     await server.start()
@@ -79,12 +64,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--engine", default="auto", choices=("auto", "xllamacpp", "binary"))
     ap.add_argument("--out", default="bench/results/llm.json")
-    args = ap.parse_args()
-    results = asyncio.run(measure(args))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    run(measure, ap)
 
 
 if __name__ == "__main__":
