@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", help="ask one question, stream the answer to stdout")
     ask.add_argument("question", nargs="+")
+    ask.add_argument("--image", metavar="FILE", help="an image to ask about (vision models)")
     sub.add_parser("chat", help="interactive text chat that keeps history (/reset, /quit)")
     run = sub.add_parser("run", help="the hands-free assistant (microphone and speaker, or files)")
     run.add_argument("--input", metavar="WAV", help="read audio from a WAV file, not the mic")
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text", nargs="+")
     say.add_argument("--output", metavar="WAV", help="write to a WAV file, not the speaker")
     sub.add_parser("devices", help="list audio devices and cameras")
+    snap = sub.add_parser("snapshot", help="save what the camera sees as a JPEG")
+    snap.add_argument("output", metavar="OUT.jpg")
     srv = sub.add_parser("llm-server", help="run the managed llama.cpp server in the foreground")
     srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
     srv.add_argument("--mmproj", help="multimodal projector GGUF (vision)")
@@ -63,12 +66,21 @@ async def _print_tokens(event: Event) -> None:
     sys.stdout.flush()
 
 
-async def cmd_ask(config: Config, question: str) -> int:
+async def cmd_ask(config: Config, question: str, image_path: str | None = None) -> int:
     from heisenberg.main import Runtime
 
+    image = None
+    if image_path:
+        from heisenberg.vision.camera import CameraError, load_image
+
+        try:
+            image = await asyncio.to_thread(load_image, image_path, config.camera)
+        except CameraError as exc:
+            print(f"heisenberg: {exc}", file=sys.stderr)
+            return 1
     async with Runtime(config) as rt:
         rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
-        outcome = await rt.assistant.ask(question)
+        outcome = await rt.assistant.ask(question, image=image.jpeg if image else None)
         await rt.bus.drain()
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -140,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("config: %s", path or "built-in defaults")
     try:
         if args.command == "ask":
-            return asyncio.run(cmd_ask(config, " ".join(args.question)))
+            return asyncio.run(cmd_ask(config, " ".join(args.question), args.image))
         if args.command == "chat":
             return asyncio.run(cmd_chat(config))
         if args.command == "llm-server":
@@ -167,4 +179,6 @@ def run_voice_command(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(voice_cli.cmd_say(config, " ".join(args.text), args.output))
     if args.command == "devices":
         return voice_cli.cmd_devices()
+    if args.command == "snapshot":
+        return voice_cli.cmd_snapshot(config, args.output)
     raise AssertionError(f"unhandled command {args.command}")

@@ -18,6 +18,7 @@ from heisenberg.llm.backends import create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.vision.camera import Camera, OpenCVCamera
 from heisenberg.voice.stt import SpeechToText, WhisperSTT
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
@@ -97,7 +98,16 @@ class Runtime:
         return VoiceLoop(self.assistant, source, sink, engines.wake, engines.stt, engines.tts,
                          earcons=self.config.audio.earcons,
                          speaking_threshold=self.config.wakeword.speaking_threshold,
-                         early_stt_s=self.config.stt.early_start_ms / 1000)
+                         early_stt_s=self.config.stt.early_start_ms / 1000,
+                         camera=self.camera())
+
+    def camera(self) -> Camera | None:
+        """The configured camera, or None when it is disabled (privacy switch)."""
+        if not self.config.camera.enabled:
+            return None
+        camera = OpenCVCamera(self.config.camera)
+        self._stack.callback(camera.close)
+        return camera
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:

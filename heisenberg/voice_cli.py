@@ -137,3 +137,23 @@ def cmd_devices() -> int:
     if not video:
         print("  (none: no /dev/video* device; a video or image file can be used instead)")
     return 0
+
+
+def cmd_snapshot(config: Config, output: str) -> int:
+    from heisenberg.vision.camera import CameraError, OpenCVCamera
+
+    if not config.camera.enabled:
+        print("heisenberg: the camera is disabled (camera.enabled = false)", file=sys.stderr)
+        return 1
+    camera = OpenCVCamera(config.camera)
+    try:
+        frame = camera.capture()
+    except CameraError as exc:
+        print(f"heisenberg: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        camera.close()
+    Path(output).write_bytes(frame.jpeg)
+    print(f"saved {frame.width}x{frame.height} frame from camera {config.camera.source!r} "
+          f"to {output}")
+    return 0

@@ -9,6 +9,7 @@ is how llama-server learns to free the slot.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from heisenberg.core.config import LLMConfig
+from heisenberg.core.errors import LLMServerError
 from heisenberg.llm.http import stream_timeout
 from heisenberg.llm.prompts import Prompt
 
@@ -47,6 +49,8 @@ class LLMResult:
     timings: dict[str, Any] = field(default_factory=dict)
 
 
+log = logging.getLogger(__name__)
+
 TokenCallback = Callable[[str], Awaitable[None] | None]
 CompleteCallback = Callable[[LLMResult], Awaitable[None] | None]
 
@@ -69,6 +73,9 @@ class LLMBackend(ABC):
         self.on_token = on_token
         self.on_complete = on_complete
         self.last_result: LLMResult | None = None
+        self.vision: bool | None = None
+        """Whether the server accepts images; None until asked."""
+        self._vision_warned = False
         self._session: aiohttp.ClientSession | None = None
         self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
 
@@ -94,20 +101,47 @@ class LLMBackend(ABC):
         pieces: list[str] = []
         usage = Usage()
         self.last_result = None
-        async for piece in self._generate(prompt, image, usage):
-            if not piece:
-                continue
-            if not pieces:
-                first_ms = (time.perf_counter() - start) * 1000
-            pieces.append(piece)
-            await _call(self.on_token, piece)
-            yield piece
+        if image is not None and not await self.supports_vision():
+            self._no_vision("the server does not report image input")
+            image = None
+        while True:
+            try:
+                async for piece in self._generate(prompt, image, usage):
+                    if not piece:
+                        continue
+                    if not pieces:
+                        first_ms = (time.perf_counter() - start) * 1000
+                    pieces.append(piece)
+                    await _call(self.on_token, piece)
+                    yield piece
+                break
+            except LLMServerError as exc:
+                # llama-server without --mmproj answers 500 "image input is not supported".
+                if image is None or pieces or "not supported" not in exc.server_message:
+                    raise
+                self.vision = False
+                self._no_vision(exc.server_message)
+                image, usage = None, Usage()
         result = LLMResult("".join(pieces), usage.prompt_tokens,
                            usage.completion_tokens or len(pieces), first_ms,
                            (time.perf_counter() - start) * 1000, usage.stop_reason,
                            usage.server_prompt, usage.timings)
         self.last_result = result
         await _call(self.on_complete, result)
+
+    async def supports_vision(self) -> bool:
+        """Whether the server accepts images; asked once, then remembered in ``vision``."""
+        if self.vision is None:
+            self.vision = await self._detect_vision()
+        return self.vision
+
+    async def _detect_vision(self) -> bool:
+        return False
+
+    def _no_vision(self, why: str) -> None:
+        if not self._vision_warned:
+            self._vision_warned = True
+            log.warning("vision unavailable (%s): questions go to the model as text only", why)
 
     async def complete(self, prompt: Prompt, image: bytes | None = None) -> LLMResult:
         async for _ in self.stream(prompt, image):

@@ -9,6 +9,7 @@ Two endpoints:
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class LlamaCppLLM(LLMBackend):
     name = "llamacpp"
+    _media_marker = "<__media__>"
 
     async def _open(self, path: str, payload: dict[str, Any]) -> tuple[str, aiohttp.ClientResponse]:
         url = self.base_url + path
@@ -33,14 +35,36 @@ class LlamaCppLLM(LLMBackend):
                           retry_backoff_s=self.config.retry_backoff_s)
         return url, resp
 
+    async def _detect_vision(self) -> bool:
+        """``GET /props``: ``modalities.vision`` says whether an mmproj is loaded, and
+        ``media_marker`` (random per server start) is where an image goes in a prompt."""
+        url = self.base_url + "/props"
+        try:
+            async with self.session.get(url, headers=self.headers(),
+                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                props = await resp.json(content_type=None) if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("llm: could not read %s: %s", url, exc)
+            return False
+        self._media_marker = str(props.get("media_marker") or "<__media__>")
+        return bool((props.get("modalities") or {}).get("vision"))
+
     def _generate(self, prompt: Prompt, image: bytes | None,
                   usage: Usage) -> AsyncIterator[str]:
         if self.config.endpoint == "chat":
-            return self._chat(prompt, usage)
-        return self._completion(prompt, usage)
+            return self._chat(prompt, usage, image)
+        return self._completion(prompt, usage, image)
 
-    async def _completion(self, prompt: Prompt, usage: Usage) -> AsyncIterator[str]:
-        text = prompt.text or _messages_as_plain(prompt)
+    async def _completion(self, prompt: Prompt, usage: Usage,
+                          image: bytes | None = None) -> AsyncIterator[str]:
+        text: str | dict[str, Any] = prompt.text or _messages_as_plain(prompt)
+        if image is not None:
+            # The image goes where the question starts, as the server's media marker.
+            head, found, tail = str(text).rpartition(prompt.question)
+            with_marker = (f"{head}{self._media_marker}\n{found}{tail}" if found
+                           else f"{self._media_marker}\n{text}")
+            text = {"prompt_string": with_marker,
+                    "multimodal_data": [base64.b64encode(image).decode("ascii")]}
         payload = {
             "prompt": text, "stream": True, "n_predict": self.config.max_tokens,
             "temperature": self.config.temperature, "top_p": self.config.top_p,
@@ -72,9 +96,10 @@ class LlamaCppLLM(LLMBackend):
         finally:
             _finish(resp, done)
 
-    async def _chat(self, prompt: Prompt, usage: Usage) -> AsyncIterator[str]:
+    async def _chat(self, prompt: Prompt, usage: Usage,
+                    image: bytes | None = None) -> AsyncIterator[str]:
         payload: dict[str, Any] = {
-            "messages": prompt.messages, "stream": True,
+            "messages": with_image(prompt.messages, image), "stream": True,
             "max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
             "top_p": self.config.top_p, "stream_options": {"include_usage": True},
         }
@@ -109,6 +134,17 @@ async def chat_sse(resp: aiohttp.ClientResponse, url: str, usage: Usage) -> Asyn
             raise LLMIncompleteError(f"stream from {url} ended without [DONE]")
     finally:
         _finish(resp, done)
+
+
+def with_image(messages: list[dict[str, Any]], image: bytes | None) -> list[dict[str, Any]]:
+    """OpenAI-style messages whose last user turn carries ``image`` as a data URI."""
+    if image is None:
+        return messages
+    uri = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
+    last = messages[-1]
+    content = [{"type": "image_url", "image_url": {"url": uri}},
+               {"type": "text", "text": last["content"]}]
+    return [*messages[:-1], {"role": last["role"], "content": content}]
 
 
 def _finish(resp: aiohttp.ClientResponse, done: bool) -> None:

@@ -27,6 +27,7 @@ from heisenberg.audio.sources import AudioDeviceError, AudioSource
 from heisenberg.core.errors import HeisenbergError
 from heisenberg.core.events import (
     ErrorEvent,
+    FrameCaptured,
     SpeechEnded,
     SpeechStarted,
     WakewordDetected,
@@ -34,6 +35,7 @@ from heisenberg.core.events import (
 from heisenberg.core.states import State
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
 from heisenberg.orchestrator.speech import Speaker
+from heisenberg.vision.camera import Camera, CameraError, Frame
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.vad import Endpointer, EndpointEvent, WebRtcVad
@@ -79,7 +81,8 @@ class VoiceLoop:
     def __init__(self, assistant: Assistant, source: AudioSource, sink: AudioSink,
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
                  vad: WebRtcVad | None = None, earcons: bool = True,
-                 speaking_threshold: float = 0.9, early_stt_s: float = 0.3) -> None:
+                 speaking_threshold: float = 0.9, early_stt_s: float = 0.3,
+                 camera: Camera | None = None) -> None:
         cfg = assistant.config
         self.assistant = assistant
         self.bus = assistant.bus
@@ -101,6 +104,8 @@ class VoiceLoop:
         self._speaker: Speaker | None = None
         self.turns: list[VoiceTurn] = []
         self.early_stt_s = early_stt_s
+        self.camera = camera
+        self._camera_failed = False
         self._early_stt: asyncio.Task[str] | None = None
         self._background: set[asyncio.Task[str]] = set()
         self.barge_in_ms: list[float] = []
@@ -245,15 +250,36 @@ class VoiceLoop:
             task.add_done_callback(self._background.discard)
             self._early_stt = task
 
+    async def _capture_frame(self, turn_id: str) -> Frame | None:
+        """One frame for the question, or None (no camera, or it failed: said once)."""
+        if self.camera is None:
+            return None
+        try:
+            frame = await asyncio.to_thread(self.camera.capture)
+        except CameraError as exc:
+            if not self._camera_failed:
+                log.warning("%s; the question goes on without an image", exc)
+                self._camera_failed = True
+            return None
+        if self._camera_failed:
+            log.info("camera works again")
+        self._camera_failed = False
+        self.bus.publish(FrameCaptured(width=frame.width, height=frame.height,
+                                       jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
+        return frame
+
     async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str,
                     early: asyncio.Task[str] | None = None) -> None:
         turn = VoiceTurn(turn_id, "")
         self.turns.append(turn)
+        # The frame is taken now, at the end of speech, while whisper works.
+        frame_task = asyncio.create_task(self._capture_frame(turn_id), name="camera")
         try:
             raw = await early if early is not None else await asyncio.to_thread(
                 self.stt.transcribe, samples)
             text = strip_wake_word(raw, self.wake_word)
         except Exception as exc:
+            frame_task.cancel()
             turn.outcome = TurnOutcome(turn_id, "", "", None,
                                        HeisenbergError(f"speech-to-text failed: {exc}"))
             self._error(HeisenbergError(f"speech-to-text failed: {exc}"))
@@ -261,6 +287,7 @@ class VoiceLoop:
             return
         turn.transcript = text
         turn.timings.transcript_s = time.perf_counter() - ended_at
+        frame = await frame_task
         if not text:
             log.info("nothing intelligible was said; back to idle")
             turn.outcome = TurnOutcome(turn_id, "", "", None)
@@ -269,8 +296,9 @@ class VoiceLoop:
         speaker = Speaker(self.tts, self.sink, self.bus)
         self._speaker = speaker
         try:
-            turn.outcome = await self.assistant.respond(text, source="voice", speaker=speaker,
-                                                        turn_id=turn_id)
+            turn.outcome = await self.assistant.respond(
+                text, source="voice", speaker=speaker, turn_id=turn_id,
+                image=frame.jpeg if frame is not None else None)
         except asyncio.CancelledError:
             turn.interrupted = True
             raise

@@ -1,0 +1,1 @@
+"""What the assistant sees: camera frames for vision-capable models."""

@@ -1,0 +1,224 @@
+"""Camera frames and images reaching the model (or not, when the server has no vision)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from heisenberg.audio.format import RATE_HZ, write_wav
+from heisenberg.audio.sinks import NullSink
+from heisenberg.audio.sources import FileSource
+from heisenberg.core.bus import EventBus
+from heisenberg.core.config import CameraConfig, Config, LLMConfig
+from heisenberg.core.events import EventType
+from heisenberg.llm.prompts import PromptBuilder
+from heisenberg.llm.stream import LlamaCppLLM
+from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.vision.camera import CameraError, OpenCVCamera, load_image
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import RunningServer, silence, speech
+from tests.test_cli import client_env, run
+from tests.test_voice_real import record
+
+MARKER = "<__media_TESTmarker42__>"
+
+
+def scene(width: int = 1000, height: int = 600) -> np.ndarray:
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = (0, 0, 255)  # left half red (BGR)
+    return image
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    path = tmp_path / "capture.png"
+    cv2.imwrite(str(path), scene())
+    return path
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_camera_sources(tmp_path: Path, image_file: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"seq_{i:03d}.jpg"), scene())
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1000, 600))
+    for _ in range(4):
+        writer.write(scene())
+    writer.release()
+    for source in (str(image_file), str(tmp_path / "seq_%03d.jpg"), str(video)):
+        camera = OpenCVCamera(CameraConfig(source=source, max_side=500))
+        frames = [camera.capture() for _ in range(6)]  # past the end: starts again
+        camera.close()
+        assert (frames[-1].width, frames[-1].height) == (500, 300), source
+        pixels = decode(frames[-1].jpeg)
+        assert pixels.shape == (300, 500, 3)
+        assert pixels[150, 100, 2] > 200 and pixels[150, 400, 2] < 50  # red left, black right
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ("/no/such/video.mp4", "neither a device index nor an existing file"),
+    ("7", "camera '7' could not be opened"),
+])
+def test_missing_camera_is_a_clear_error(source: str, words: str) -> None:
+    with pytest.raises(CameraError, match=words):
+        OpenCVCamera(CameraConfig(source=source)).capture()
+
+
+def test_load_image_rejects_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(CameraError, match="not a readable image"):
+        load_image(str(bad), CameraConfig())
+
+
+class FakeVisionServer:
+    """A llama-server stand-in that records requests; ``vision`` is what /props reports and
+    ``refuse_images`` makes /completion answer like a server without --mmproj."""
+
+    def __init__(self, vision: bool, refuse_images: bool = False) -> None:
+        self.vision = vision
+        self.refuse_images = refuse_images
+        self.requests: list[dict[str, Any]] = []
+
+    async def props(self, request: web.Request) -> web.Response:
+        return web.json_response({"modalities": {"vision": self.vision},
+                                  "media_marker": MARKER})
+
+    async def completion(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        if isinstance(body["prompt"], dict) and self.refuse_images:
+            return web.json_response({"error": {"code": 500, "type": "server_error",
+                                                "message": "image input is not supported - "
+                                                           "hint: if this is unexpected, you "
+                                                           "may need to provide the mmproj"}},
+                                     status=500)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in ({"content": "A red wall.", "stop": False}, {"content": "", "stop": True}):
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+        return resp
+
+    async def __aenter__(self) -> LlamaCppLLM:
+        app = web.Application()
+        app.router.add_get("/props", self.props)
+        app.router.add_post("/completion", self.completion)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        self.llm = LlamaCppLLM(LLMConfig(), str(self.server.make_url("")))
+        return self.llm
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.llm.close()
+        await self.server.close()
+
+
+PROMPT = PromptBuilder("plain", system_prompt="Be brief.").build("What do you see?")
+
+
+async def test_image_goes_in_at_the_media_marker(image_file: Path) -> None:
+    frame = load_image(str(image_file), CameraConfig())
+    fake = FakeVisionServer(vision=True)
+    async with fake as llm:
+        result = await llm.complete(PROMPT, frame.jpeg)
+    assert result.text == "A red wall."
+    [body] = fake.requests
+    assert body["prompt"]["prompt_string"] == (
+        f"System: Be brief.\n\nUser: {MARKER}\nWhat do you see?\n\nAssistant:")
+    assert base64.b64decode(body["prompt"]["multimodal_data"][0]) == frame.jpeg
+
+
+async def test_no_vision_server_gets_text_only_and_one_warning(
+        image_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    frame = load_image(str(image_file), CameraConfig())
+    fake = FakeVisionServer(vision=False)
+    caplog.set_level(logging.WARNING)
+    async with fake as llm:
+        for _ in range(2):
+            assert (await llm.complete(PROMPT, frame.jpeg)).text == "A red wall."
+    assert [isinstance(b["prompt"], str) for b in fake.requests] == [True, True]
+    warnings = [r for r in caplog.records if "vision unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_image_refused_with_500_is_retried_as_text(image_file: Path) -> None:
+    frame = load_image(str(image_file), CameraConfig())
+    fake = FakeVisionServer(vision=True, refuse_images=True)
+    async with fake as llm:
+        assert (await llm.complete(PROMPT, frame.jpeg)).text == "A red wall."
+        assert llm.vision is False
+        await llm.complete(PROMPT, frame.jpeg)
+    assert [isinstance(b["prompt"], dict) for b in fake.requests] == [True, False, False]
+
+
+async def test_real_server_without_mmproj_reports_no_vision(llama_server: RunningServer,
+                                                            image_file: Path) -> None:
+    llm = LlamaCppLLM(LLMConfig(max_tokens=16), llama_server.url)
+    assert await llm.supports_vision() is False
+    frame = load_image(str(image_file), CameraConfig())
+    result = await llm.complete(PROMPT, frame.jpeg)
+    assert result.text
+    await llm.close()
+
+
+def test_ask_with_an_image_on_a_text_only_server(llama_server: RunningServer,
+                                                  image_file: Path) -> None:
+    out = run(["ask", "--image", str(image_file), "What do you see?"], client_env(llama_server))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    assert "vision unavailable" in out.stderr
+
+
+def test_snapshot(image_file: Path, tmp_path: Path) -> None:
+    out_jpg = tmp_path / "snap.jpg"
+    out = run(["snapshot", str(out_jpg)], {"HEISENBERG_CAMERA_SOURCE": str(image_file)})
+    assert out.returncode == 0, out.stderr
+    assert decode(out_jpg.read_bytes()).shape == (461, 768, 3)
+    off = run(["snapshot", str(out_jpg)], {"HEISENBERG_CAMERA_ENABLED": "false"})
+    assert off.returncode == 1 and "camera is disabled" in off.stderr
+
+
+@pytest.mark.parametrize("camera_source", ["image", "broken", None])
+async def test_voice_turn_captures_a_frame_at_end_of_speech(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        image_file: Path, camera_source: str | None) -> None:
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What do you see?")]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16))
+    bus = EventBus()
+    events = record(bus)
+    camera = None
+    if camera_source is not None:
+        source = str(image_file) if camera_source == "image" else "/no/such/camera.mp4"
+        camera = OpenCVCamera(dataclasses.replace(config.camera, source=source))
+    loop = VoiceLoop(Assistant(config, bus, LlamaCppLLM(config.llm, llama_server.url)),
+                     FileSource(wav), NullSink(), OpenWakeWordEngine(config.wakeword), stt, tts,
+                     camera=camera)
+    [turn] = await loop.run()
+    await bus.drain()
+    assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
+    frames = [e for e in events if e.type is EventType.FRAME_CAPTURED]
+    if camera_source == "image":
+        [frame] = frames
+        assert (frame.width, frame.height) == (768, 461) and frame.jpeg_bytes > 0
+        kinds = [e.type for e in events]
+        assert kinds.index(EventType.FRAME_CAPTURED) < kinds.index(EventType.LLM_TOKEN)
+    else:
+        assert frames == []  # no camera, or a broken one: the question goes on without
