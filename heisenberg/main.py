@@ -14,7 +14,7 @@ from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
 from heisenberg.core.events import ErrorEvent
-from heisenberg.llm.backends import create_backend
+from heisenberg.llm.backends import backend_url, create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.voice import VoiceLoop
@@ -77,7 +77,7 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         try:
-            url = self.config.llm.url
+            url = backend_url(self.config.llm)
             if not url:
                 self.server = ManagedLlamaServer(self.config.server)
                 await self._stack.enter_async_context(self.server)

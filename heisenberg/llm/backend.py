@@ -62,6 +62,13 @@ async def _call(callback: Callable[[Any], Any] | None, arg: Any) -> None:
             await result
 
 
+def image_refused(message: str) -> bool:
+    """Whether an error message says that the model cannot take images."""
+    text = message.lower()
+    return "image" in text and any(w in text for w in ("not supported", "unsupported",
+                                                        "multimodal", "vision", "mmproj"))
+
+
 class LLMBackend(ABC):
     name: ClassVar[str]
 
@@ -116,8 +123,9 @@ class LLMBackend(ABC):
                     yield piece
                 break
             except LLMServerError as exc:
-                # llama-server without --mmproj answers 500 "image input is not supported".
-                if image is None or pieces or "not supported" not in exc.server_message:
+                # llama-server without --mmproj answers 500 "image input is not supported";
+                # other servers say it in their own words.
+                if image is None or pieces or not image_refused(exc.server_message):
                     raise
                 self.vision = False
                 self._no_vision(exc.server_message)

@@ -1,0 +1,44 @@
+"""``llava`` backend (seed 000): a local LLaVA-style HTTP endpoint.
+
+``POST LLAVA_SERVER_URL`` with ``{"prompt": "...", "image": "<base64>"}`` and, when set,
+``Authorization: Bearer LLAVA_AUTH_TOKEN``; the answer is JSON with a ``text`` field. The
+server does not stream: the whole answer arrives as one piece.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from heisenberg.core.errors import LLMProtocolError
+from heisenberg.llm.backend import LLMBackend, Usage
+from heisenberg.llm.http import parse_json, post
+from heisenberg.llm.prompts import Prompt
+from heisenberg.llm.stream import _messages_as_plain
+
+
+class LlavaLLM(LLMBackend):
+    name = "llava"
+
+    async def _detect_vision(self) -> bool:
+        return True  # the endpoint exists to look at images
+
+    async def _generate(self, prompt: Prompt, image: bytes | None,
+                        usage: Usage) -> AsyncIterator[str]:
+        url = self.config.llava_url or self.base_url
+        payload: dict[str, Any] = {"prompt": prompt.text or _messages_as_plain(prompt)}
+        if image is not None:
+            payload["image"] = base64.b64encode(image).decode("ascii")
+        resp = await post(self.session, url, payload,
+                          headers=self.headers(self.config.llava_token or self.config.api_key),
+                          client_timeout=self.timeout, max_retries=self.config.max_retries,
+                          retry_backoff_s=self.config.retry_backoff_s)
+        async with resp:
+            body = (await resp.read()).decode("utf-8", "replace")
+        text = parse_json(body, url).get("text")
+        if not isinstance(text, str):
+            raise LLMProtocolError(f"LLaVA server at {url} answered without a valid 'text' "
+                                   f"field: {body[:200]!r}")
+        usage.stop_reason = "stop"
+        yield text
