@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a whole spoken turn on synthesized speech, no devices")
     demo.add_argument("--output", metavar="WAV", default="heisenberg-demo-reply.wav")
     demo.add_argument("--question", default="What is the capital of France?")
+    demo.add_argument("--engine", choices=("llamacpp", "openai", "llava", "vlm-server", "ollama"),
+                      help="with --image/--prompt: the backend to ask (default: llm.backend)")
+    demo.add_argument("--image", metavar="FILE", help="ask about this image instead of speaking")
+    demo.add_argument("--prompt", help="the text to send with --image")
     say = sub.add_parser("say", help="speak text with Piper")
     say.add_argument("text", nargs="+")
     say.add_argument("--output", metavar="WAV", help="write to a WAV file, not the speaker")
@@ -87,6 +91,34 @@ async def cmd_ask(config: Config, question: str, image_path: str | None = None) 
         if outcome.error is not None:
             print(f"heisenberg: {outcome.error}", file=sys.stderr)
             return 1
+    return 0
+
+
+async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -> int:
+    """Seed 000's demo: one prompt (and image) to the chosen engine, everything printed."""
+    from heisenberg.main import Runtime
+
+    print(f"engine: {config.llm.backend}")
+    print(f"prompt: {prompt}")
+    print(f"image: {image_path or '(none)'}")
+    image = None
+    if image_path:
+        from heisenberg.vision.camera import CameraError, load_image
+
+        try:
+            image = await asyncio.to_thread(load_image, image_path, config.camera)
+        except CameraError as exc:
+            print(f"heisenberg: {exc}", file=sys.stderr)
+            return 1
+    async with Runtime(config) as rt:
+        outcome = await rt.assistant.ask(prompt, image=image.jpeg if image else None)
+        vision = rt.assistant.backend.vision
+    if outcome.error is not None:
+        print(f"heisenberg: {outcome.error}", file=sys.stderr)
+        return 1
+    if image is not None:
+        print(f"vision: {'yes' if vision else 'no (the image was not sent)'}")
+    print(f"answer: {outcome.answer.strip()}")
     return 0
 
 
@@ -173,6 +205,12 @@ def run_voice_command(config: Config, args: argparse.Namespace) -> int:
 
     if args.command == "run":
         return asyncio.run(voice_cli.cmd_run(config, args.input, args.output, args.realtime))
+    if args.command == "demo" and (args.image or args.prompt or args.engine):
+        if args.engine:
+            config = dataclasses.replace(
+                config, llm=dataclasses.replace(config.llm, backend=args.engine))
+        return asyncio.run(cmd_vision_demo(config, args.image,
+                                           args.prompt or "Describe the scene."))
     if args.command == "demo":
         return asyncio.run(voice_cli.cmd_demo(config, args.output, args.question))
     if args.command == "say":

@@ -222,3 +222,45 @@ async def test_voice_turn_captures_a_frame_at_end_of_speech(
         assert kinds.index(EventType.FRAME_CAPTURED) < kinds.index(EventType.LLM_TOKEN)
     else:
         assert frames == []  # no camera, or a broken one: the question goes on without
+
+
+async def test_vision_demo_for_the_llava_engine(image_file: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    seen: list[dict[str, Any]] = []
+
+    async def vision(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"text": "Un mur rouge et un mur noir."})
+
+    app = web.Application()
+    app.router.add_post("/v1/vision", vision)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    env = {**os.environ, "HEISENBERG_CONFIG": "",
+           "LLAVA_SERVER_URL": str(server.make_url("/v1/vision"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heisenberg", "demo", "--engine", "llava", "--image",
+        str(image_file), "--prompt", "Décrire la scène", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    await server.close()
+    assert proc.returncode == 0, stderr.decode()
+    assert stdout.decode().splitlines() == [
+        "engine: llava", "prompt: Décrire la scène", f"image: {image_file}", "vision: yes",
+        "answer: Un mur rouge et un mur noir."]
+    assert base64.b64decode(seen[0]["image"])[:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_vision_demo_for_llamacpp_without_mmproj(llama_server: RunningServer,
+                                                 image_file: Path) -> None:
+    out = run(["demo", "--engine", "llamacpp", "--image", str(image_file), "--prompt",
+               "Describe the scene"], client_env(llama_server))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["engine: llamacpp", "prompt: Describe the scene",
+                         f"image: {image_file}"]
+    assert lines[3] == "vision: no (the image was not sent)"
+    assert lines[4].startswith("answer: ")
