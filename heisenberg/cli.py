@@ -70,21 +70,22 @@ async def _print_tokens(event: Event) -> None:
     sys.stdout.flush()
 
 
+async def _read_image(config: Config, path: str | None) -> bytes | None:
+    """An image file as a JPEG frame (raises ``CameraError`` naming the file)."""
+    if not path:
+        return None
+    from heisenberg.vision.camera import load_image
+
+    return (await asyncio.to_thread(load_image, path, config.camera)).jpeg
+
+
 async def cmd_ask(config: Config, question: str, image_path: str | None = None) -> int:
     from heisenberg.main import Runtime
 
-    image = None
-    if image_path:
-        from heisenberg.vision.camera import CameraError, load_image
-
-        try:
-            image = await asyncio.to_thread(load_image, image_path, config.camera)
-        except CameraError as exc:
-            print(f"heisenberg: {exc}", file=sys.stderr)
-            return 1
+    image = await _read_image(config, image_path)
     async with Runtime(config) as rt:
         rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
-        outcome = await rt.assistant.ask(question, image=image.jpeg if image else None)
+        outcome = await rt.assistant.ask(question, image=image)
         await rt.bus.drain()
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -101,17 +102,9 @@ async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -
     print(f"engine: {config.llm.backend}")
     print(f"prompt: {prompt}")
     print(f"image: {image_path or '(none)'}")
-    image = None
-    if image_path:
-        from heisenberg.vision.camera import CameraError, load_image
-
-        try:
-            image = await asyncio.to_thread(load_image, image_path, config.camera)
-        except CameraError as exc:
-            print(f"heisenberg: {exc}", file=sys.stderr)
-            return 1
+    image = await _read_image(config, image_path)
     async with Runtime(config) as rt:
-        outcome = await rt.assistant.ask(prompt, image=image.jpeg if image else None)
+        outcome = await rt.assistant.ask(prompt, image=image)
         vision = rt.assistant.backend.vision
     if outcome.error is not None:
         print(f"heisenberg: {outcome.error}", file=sys.stderr)

@@ -5,14 +5,13 @@ images go as ``image_url`` data URIs in the last user message."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 
 from heisenberg.llm.backend import LLMBackend, Usage
 from heisenberg.llm.http import post
 from heisenberg.llm.prompts import Prompt
-from heisenberg.llm.stream import chat_sse, with_image
+from heisenberg.llm.stream import chat_payload, chat_sse
 
 
 def api_root(url: str) -> str:
@@ -47,15 +46,9 @@ class OpenAICompatLLM(LLMBackend):
 
     async def _generate(self, prompt: Prompt, image: bytes | None,
                         usage: Usage) -> AsyncIterator[str]:
-        payload: dict[str, Any] = {
-            "messages": with_image(prompt.messages, image), "stream": True,
-            "max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
-            "top_p": self.config.top_p, "stream_options": {"include_usage": True},
-        }
-        if self.config.model:
-            payload["model"] = self.config.model
         url = api_root(self.base_url) + "/chat/completions"
-        resp = await post(self.session, url, payload, headers=self.headers(),
+        resp = await post(self.session, url, chat_payload(self.config, prompt, image),
+                          headers=self.headers(),
                           client_timeout=self.timeout, max_retries=self.config.max_retries,
                           retry_backoff_s=self.config.retry_backoff_s)
         async for piece in chat_sse(resp, url, usage):

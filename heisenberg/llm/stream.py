@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from heisenberg.core.config import LLMConfig
 from heisenberg.core.errors import LLMIncompleteError, LLMProtocolError
 from heisenberg.llm.backend import LLMBackend, Usage
 from heisenberg.llm.http import parse_json, post, sse_data
@@ -98,16 +99,22 @@ class LlamaCppLLM(LLMBackend):
 
     async def _chat(self, prompt: Prompt, usage: Usage,
                     image: bytes | None = None) -> AsyncIterator[str]:
-        payload: dict[str, Any] = {
-            "messages": with_image(prompt.messages, image), "stream": True,
-            "max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
-            "top_p": self.config.top_p, "stream_options": {"include_usage": True},
-        }
-        if self.config.model:
-            payload["model"] = self.config.model
-        url, resp = await self._open("/v1/chat/completions", payload)
+        url, resp = await self._open("/v1/chat/completions",
+                                     chat_payload(self.config, prompt, image))
         async for piece in chat_sse(resp, url, usage):
             yield piece
+
+
+def chat_payload(config: LLMConfig, prompt: Prompt, image: bytes | None) -> dict[str, Any]:
+    """An OpenAI-style streaming chat request."""
+    payload: dict[str, Any] = {
+        "messages": with_image(prompt.messages, image), "stream": True,
+        "max_tokens": config.max_tokens, "temperature": config.temperature,
+        "top_p": config.top_p, "stream_options": {"include_usage": True},
+    }
+    if config.model:
+        payload["model"] = config.model
+    return payload
 
 
 async def chat_sse(resp: aiohttp.ClientResponse, url: str, usage: Usage) -> AsyncIterator[str]:
