@@ -83,6 +83,15 @@ async def post(session: aiohttp.ClientSession, url: str, payload: Mapping[str, A
         raise LLMServerError(resp.status, message)
 
 
+def finish_response(resp: aiohttp.ClientResponse, done: bool) -> None:
+    """Release a fully read stream; close one left early (cancel, error) hard, so that the
+    server notices the dropped connection and stops generating (llama-server frees the slot)."""
+    if done:
+        resp.release()
+    else:
+        resp.close()
+
+
 async def sse_data(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[str]:
     """Yield the payload of every ``data:`` line of a server-sent event stream.
 

@@ -15,7 +15,6 @@ from heisenberg.core.errors import LLMProtocolError
 from heisenberg.llm.backend import LLMBackend, Usage
 from heisenberg.llm.http import parse_json, post
 from heisenberg.llm.prompts import Prompt
-from heisenberg.llm.stream import _messages_as_plain
 
 
 class LlavaLLM(LLMBackend):
@@ -27,7 +26,7 @@ class LlavaLLM(LLMBackend):
     async def _generate(self, prompt: Prompt, image: bytes | None,
                         usage: Usage) -> AsyncIterator[str]:
         url = self.config.llava_url or self.base_url
-        payload: dict[str, Any] = {"prompt": prompt.text or _messages_as_plain(prompt)}
+        payload: dict[str, Any] = {"prompt": prompt.as_text()}
         if image is not None:
             payload["image"] = base64.b64encode(image).decode("ascii")
         resp = await post(self.session, url, payload,

@@ -13,7 +13,7 @@ import aiohttp
 
 from heisenberg.core.errors import LLMIncompleteError, LLMServerError
 from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import ndjson, post
+from heisenberg.llm.http import finish_response, ndjson, post
 from heisenberg.llm.prompts import Prompt
 
 
@@ -60,7 +60,4 @@ class OllamaLLM(LLMBackend):
             if not done:
                 raise LLMIncompleteError(f"stream from {url} ended without \"done\": true")
         finally:
-            if done:
-                resp.release()
-            else:
-                resp.close()
+            finish_response(resp, done)

@@ -54,6 +54,14 @@ class Prompt:
     messages: list[dict[str, str]] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
 
+    def as_text(self) -> str:
+        """The prompt as one string, for text-only APIs: ``text``, or the chat ``messages``
+        rendered in the plain format."""
+        if self.text:
+            return self.text
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in self.messages]
+        return "\n\n".join([*lines, "Assistant:"])
+
 
 def approx_tokens(text: str) -> int:
     """Rough token count (about 4 characters a token for English), never 0 for text."""

@@ -19,7 +19,7 @@ import aiohttp
 from heisenberg.core.config import LLMConfig
 from heisenberg.core.errors import LLMIncompleteError, LLMProtocolError
 from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import parse_json, post, sse_data
+from heisenberg.llm.http import finish_response, parse_json, post, sse_data
 from heisenberg.llm.prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class LlamaCppLLM(LLMBackend):
 
     async def _completion(self, prompt: Prompt, usage: Usage,
                           image: bytes | None = None) -> AsyncIterator[str]:
-        text: str | dict[str, Any] = prompt.text or _messages_as_plain(prompt)
+        text: str | dict[str, Any] = prompt.as_text()
         if image is not None:
             # The image goes where the question starts, as the server's media marker.
             head, found, tail = str(text).rpartition(prompt.question)
@@ -95,7 +95,7 @@ class LlamaCppLLM(LLMBackend):
             if not done:
                 raise LLMIncompleteError(f"stream from {url} ended without a stop event")
         finally:
-            _finish(resp, done)
+            finish_response(resp, done)
 
     async def _chat(self, prompt: Prompt, usage: Usage,
                     image: bytes | None = None) -> AsyncIterator[str]:
@@ -140,7 +140,7 @@ async def chat_sse(resp: aiohttp.ClientResponse, url: str, usage: Usage) -> Asyn
         if not done:
             raise LLMIncompleteError(f"stream from {url} ended without [DONE]")
     finally:
-        _finish(resp, done)
+        finish_response(resp, done)
 
 
 def with_image(messages: list[dict[str, Any]], image: bytes | None) -> list[dict[str, Any]]:
@@ -152,18 +152,3 @@ def with_image(messages: list[dict[str, Any]], image: bytes | None) -> list[dict
     content = [{"type": "image_url", "image_url": {"url": uri}},
                {"type": "text", "text": last["content"]}]
     return [*messages[:-1], {"role": last["role"], "content": content}]
-
-
-def _finish(resp: aiohttp.ClientResponse, done: bool) -> None:
-    # A stream left early is closed hard: llama-server notices the dropped connection and
-    # stops generating, which frees the slot for the next request.
-    if done:
-        resp.release()
-    else:
-        resp.close()
-
-
-def _messages_as_plain(prompt: Prompt) -> str:
-    """A chat-only prompt sent to /completion: render it in the plain format."""
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in prompt.messages]
-    return "\n\n".join([*lines, "Assistant:"])

@@ -124,9 +124,9 @@ class Assistant:
                         raise HeisenbergError(
                             f"speaking took longer than {st.speaking_timeout_s:.0f}s") from None
             except asyncio.CancelledError:
-                said = speaker.spoken_text() if speaker is not None else "".join(pieces)
+                said = "".join(pieces)
                 if speaker is not None:
-                    await speaker.cancel()
+                    await speaker.cancel()  # settles what was actually heard
                     said = speaker.spoken_text()
                 self.session.add_conversation_turn(question, said, interrupted=True)
                 self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))

@@ -278,11 +278,13 @@ class VoiceLoop:
             raw = await early if early is not None else await asyncio.to_thread(
                 self.stt.transcribe, samples)
             text = strip_wake_word(raw, self.wake_word)
-        except Exception as exc:
+        except BaseException as exc:
             frame_task.cancel()
-            turn.outcome = TurnOutcome(turn_id, "", "", None,
-                                       HeisenbergError(f"speech-to-text failed: {exc}"))
-            self._error(HeisenbergError(f"speech-to-text failed: {exc}"))
+            if not isinstance(exc, Exception):
+                raise
+            error = HeisenbergError(f"speech-to-text failed: {exc}")
+            turn.outcome = TurnOutcome(turn_id, "", "", None, error)
+            self._error(error)
             self.assistant.idle("stt failed", turn_id)
             return
         turn.transcript = text

@@ -15,9 +15,6 @@ import numpy as np
 from heisenberg.core.config import STTConfig
 from heisenberg.voice.wakeword import ModelError
 
-# Models are local paths; never let huggingface_hub try the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 class SpeechToText(ABC):
     @abstractmethod
@@ -45,6 +42,8 @@ def is_meaningful(text: str) -> bool:
 
 class WhisperSTT(SpeechToText):
     def __init__(self, config: STTConfig) -> None:
+        # Models are local paths; never let huggingface_hub try the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
         path = Path(config.model_path).expanduser() if config.model_path else default_model_path()
