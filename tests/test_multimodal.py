@@ -1,0 +1,128 @@
+"""The real image path: gemma3-270m + a random-weight mmproj (tests/mmproj.py) on llama.cpp.
+
+The model's answers are gibberish, so these tests check what does not depend on the weights:
+the server reports vision, an image really enters the prompt (it costs more prompt tokens),
+and a whole spoken turn with a camera frame completes through the native and chat APIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, write_wav
+from heisenberg.audio.sinks import NullSink
+from heisenberg.audio.sources import FileSource
+from heisenberg.core.bus import EventBus
+from heisenberg.core.config import CameraConfig, Config, LLMConfig
+from heisenberg.core.events import EventType, LLMComplete
+from heisenberg.llm.openai_compat import OpenAICompatLLM
+from heisenberg.llm.prompts import PromptBuilder
+from heisenberg.llm.server import default_model_path, server_command
+from heisenberg.llm.stream import LlamaCppLLM
+from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.vision.camera import OpenCVCamera, load_image
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import RunningServer, make_server_config, silence, speech
+from tests.mmproj import IMAGE_TOKENS, write_gemma3_mmproj
+from tests.test_voice_real import record
+
+PROMPT = PromptBuilder("plain", system_prompt="Be brief.").build("What do you see?")
+
+
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("vision")
+    mmproj = write_gemma3_mmproj(tmp / "mmproj-test.gguf")
+    cfg = make_server_config(mmproj_path=str(mmproj))
+    log = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen(server_command(cfg, default_model_path()), stdout=log, stderr=log)
+    url = f"http://{cfg.host}:{cfg.port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, f"llama.cpp server with mmproj died: see {log.name}"
+        assert time.monotonic() < deadline, "llama.cpp server with mmproj not healthy after 90 s"
+        time.sleep(0.1)
+    yield RunningServer(url, proc)
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:, :320] = (0, 0, 255)
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.mark.parametrize("endpoint", ["completion", "chat"])
+async def test_an_image_reaches_the_model(vision_server: RunningServer, image_file: Path,
+                                          endpoint: str) -> None:
+    llm = LlamaCppLLM(LLMConfig(max_tokens=8, endpoint=endpoint), vision_server.url)
+    try:
+        assert await llm.supports_vision() is True
+        frame = load_image(str(image_file), CameraConfig())
+        text_only = await llm.complete(PROMPT)
+        with_image = await llm.complete(PROMPT, frame.jpeg)
+    finally:
+        await llm.close()
+    assert llm.vision is True  # the image was accepted, not retried as text
+    # The frame becomes IMAGE_TOKENS embeddings plus the model's image delimiters.
+    assert with_image.prompt_tokens >= text_only.prompt_tokens + IMAGE_TOKENS, (
+        text_only.prompt_tokens, with_image.prompt_tokens)
+
+
+async def test_openai_backend_sees_vision_in_models(vision_server: RunningServer,
+                                                    image_file: Path) -> None:
+    llm = OpenAICompatLLM(LLMConfig(backend="openai", max_tokens=8), vision_server.url)
+    try:
+        frame = load_image(str(image_file), CameraConfig())
+        text_only = await llm.complete(PROMPT)
+        with_image = await llm.complete(PROMPT, frame.jpeg)
+    finally:
+        await llm.close()
+    assert llm.vision is True
+    assert with_image.prompt_tokens >= text_only.prompt_tokens + IMAGE_TOKENS, (
+        text_only.prompt_tokens, with_image.prompt_tokens)
+
+
+async def test_voice_turn_with_a_frame_on_a_vision_model(
+        vision_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        image_file: Path) -> None:
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What do you see?")]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=vision_server.url, max_tokens=16))
+    bus = EventBus()
+    events = record(bus)
+    camera = OpenCVCamera(dataclasses.replace(config.camera, source=str(image_file)))
+    llm = LlamaCppLLM(config.llm, vision_server.url)
+    loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), NullSink(),
+                     OpenWakeWordEngine(config.wakeword), stt, tts, camera=camera)
+    [turn] = await loop.run()
+    await bus.drain()
+    assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
+    assert [e.type for e in events].count(EventType.FRAME_CAPTURED) == 1
+    assert llm.vision is True
+    [done] = [e for e in events if isinstance(e, LLMComplete)]
+    assert done.prompt_tokens > IMAGE_TOKENS
