@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list audio devices and cameras")
     snap = sub.add_parser("snapshot", help="save what the camera sees as a JPEG")
     snap.add_argument("output", metavar="OUT.jpg")
+    hist = sub.add_parser("history", help="show (or --clear) the saved conversation")
+    hist.add_argument("--clear", action="store_true", help="delete every saved turn")
+    hist.add_argument("--limit", type=int, default=20, help="turns to show (default 20)")
     srv = sub.add_parser("llm-server", help="run the managed llama.cpp server in the foreground")
     srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
     srv.add_argument("--mmproj", help="multimodal projector GGUF (vision)")
@@ -148,6 +151,32 @@ async def cmd_chat(config: Config) -> int:
     return 1 if failures else 0
 
 
+def cmd_history(config: Config, clear: bool, limit: int) -> int:
+    import time
+
+    from heisenberg.orchestrator.history import HistoryStore
+
+    if not config.history.enabled:
+        print("heisenberg: history is not kept (history.enabled = false)", file=sys.stderr)
+        return 1
+    store = HistoryStore.from_config(config.history)
+    try:
+        if clear:
+            print(f"deleted {store.clear()} turns from {store.path}")
+            return 0
+        turns = store.recent(max(limit, 0))
+        if not turns:
+            print(f"(no saved turns in {store.path})")
+        for _, turn in turns:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(turn.timestamp_s))
+            print(f"{when}  you: {turn.user}")
+            mark = " [interrupted]" if turn.interrupted else ""
+            print(f"{' ' * 16}  heisenberg: {turn.assistant.strip()}{mark}")
+    finally:
+        store.close()
+    return 0
+
+
 async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
     from heisenberg.llm.server import ManagedLlamaServer
 
@@ -180,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_ask(config, " ".join(args.question), args.image))
         if args.command == "chat":
             return asyncio.run(cmd_chat(config))
+        if args.command == "history":
+            return cmd_history(config, args.clear, args.limit)
         if args.command == "llm-server":
             return asyncio.run(cmd_llm_server(config, args))
         return run_voice_command(config, args)

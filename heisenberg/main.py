@@ -17,6 +17,8 @@ from heisenberg.core.events import ErrorEvent
 from heisenberg.llm.backends import backend_url, create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.vision.camera import Camera, OpenCVCamera
 from heisenberg.voice.stt import SpeechToText, WhisperSTT
@@ -85,11 +87,18 @@ class Runtime:
             backend = create_backend(self.config.llm, url)
             self._stack.push_async_callback(backend.close)
             self._stack.push_async_callback(self.bus.close)
-            self.assistant = Assistant(self.config, self.bus, backend)
+            self.assistant = Assistant(self.config, self.bus, backend, self._session())
         except BaseException:
             await self._stack.aclose()
             raise
         return self
+
+    def _session(self) -> SessionManager:
+        store = None
+        if self.config.history.enabled:
+            store = HistoryStore.from_config(self.config.history)
+            self._stack.callback(store.close)
+        return SessionManager(self.config.session.timeout_min * 60, store=store)
 
     def voice_loop(self, engines: VoiceEngines, source: AudioSource,
                    sink: AudioSink) -> VoiceLoop:

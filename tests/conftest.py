@@ -34,6 +34,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the persistent history of every test (and CLI subprocess) out of the real home."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 def make_server_config(**overrides: object) -> ServerConfig:
     # One thread: this machine has two cores and the tests run other work beside the server.
     # The engine is the xllamacpp wheel, which the project installs everywhere; the

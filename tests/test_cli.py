@@ -69,3 +69,20 @@ def test_bad_env_value_exits_2() -> None:
     out = run(["ask", "hi"], {"HEISENBERG_LLM_MAX_TOKENS": "lots"})
     assert out.returncode == 2
     assert "llm.max_tokens" in out.stderr and "'lots'" in out.stderr
+
+
+def test_history_is_saved_shown_and_cleared(llama_server: RunningServer, tmp_path: Path) -> None:
+    env = {**client_env(llama_server), "HEISENBERG_HISTORY_PATH": str(tmp_path / "h.sqlite3")}
+    assert run(["ask", "What is the capital of France?"], env).returncode == 0
+    assert run(["ask", "And of Spain?"], env).returncode == 0
+    shown = run(["history"], env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split("you: ")[1] for line in lines if "you: " in line] == [
+        "What is the capital of France?", "And of Spain?"]
+    assert sum("heisenberg: " in line for line in lines) == 2
+    cleared = run(["history", "--clear"], env)
+    assert cleared.returncode == 0 and "deleted 2 turns" in cleared.stdout
+    assert "no saved turns" in run(["history"], env).stdout
+    off = run(["history"], {**env, "HEISENBERG_HISTORY_ENABLED": "false"})
+    assert off.returncode == 1 and "history.enabled = false" in off.stderr

@@ -1,6 +1,17 @@
 from __future__ import annotations
 
-from heisenberg.orchestrator.session import SessionManager
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from heisenberg.orchestrator.history import HistoryError, HistoryStore
+from heisenberg.orchestrator.session import ConversationTurn, SessionManager
 
 
 class Clock:
@@ -39,3 +50,89 @@ def test_reset_and_interrupted_marker() -> None:
     assert turn.assistant == "Once upon [interrupted]"
     session.reset()
     assert session.get_conversation_history() == []
+
+
+# --- persistence ---------------------------------------------------------------------------
+
+def test_turns_survive_a_restart_and_continue_the_session(tmp_path: Path) -> None:
+    clock = Clock()
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    first = SessionManager(timeout_s=600, clock=clock, store=store)
+    first.add_conversation_turn("What is the capital of France?", "Paris.")
+    first.add_conversation_turn("And of Italy?", "Rome.", interrupted=True)
+    store.close()
+
+    clock.now += 60  # restarted a minute later: the same conversation goes on
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    again = SessionManager(timeout_s=600, clock=clock, store=store)
+    assert again.session_id == first.session_id
+    assert [(t.user, t.assistant, t.interrupted) for t in again.get_conversation_history()] == [
+        ("What is the capital of France?", "Paris.", False), ("And of Italy?", "Rome.", True)]
+    store.close()
+
+    clock.now += 3600  # an hour later: a new session, but the turns are still on disk
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    later = SessionManager(timeout_s=600, clock=clock, store=store)
+    assert later.get_conversation_history() == []
+    assert store.count() == 2
+    assert later.clear() == 2 and store.count() == 0
+    store.close()
+
+
+def test_retention_by_turns_and_days(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3", max_turns=3, max_days=1)
+    now = time.time()
+    for i, age_days in enumerate([5, 0.5, 0.4, 0.3, 0.2, 0.1]):
+        store.append(ConversationTurn(f"q{i}", f"a{i}", now - age_days * 86400), "s")
+    store.prune()
+    assert [t.user for _, t in store.recent()] == ["q3", "q4", "q5"]
+    store.close()
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(HistoryError, match="history store"):
+        HistoryStore(blocker / "sub" / "h.sqlite3")
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.orchestrator.session import ConversationTurn
+store = HistoryStore(Path(sys.argv[1]))
+i = store.count()
+while True:
+    store.append(ConversationTurn(f"question {i}", "answer " * 4000, time.time()), "s")
+    i += 1
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_during_writes_never_corrupts_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    rng = random.Random(7)
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        committed = 0
+        target = rng.randint(5, 60)
+        while committed < target:
+            line = proc.stdout.readline()
+            assert line, "the writer died on its own"
+            committed = int(line)
+        proc.send_signal(signal.SIGKILL)  # mid-write, most likely: it writes non-stop
+        proc.wait(10)
+        proc.stdout.close()
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        db.close()
+        store = HistoryStore(path)
+        assert store.count() >= committed  # every acknowledged turn is there
+        turns = store.recent(5)
+        assert all(t.assistant == "answer " * 4000 for _, t in turns)  # none torn
+        store.close()

@@ -168,6 +168,31 @@ class SessionConfig:
     """Approximate token budget for past turns in the prompt."""
     timeout_min: float = _opt(10.0, min=0.0, max=100000.0)
     """Minutes idle after which a new session starts; 0 = never."""
+    speak_errors: bool = _opt(True)
+    """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """Conversation turns kept on disk, so that they survive restarts."""
+
+    enabled: bool = _opt(True)
+    path: str = _opt("")
+    """SQLite file; empty = ``$XDG_DATA_HOME/heisenberg/history.sqlite3``
+    (``~/.local/share/heisenberg/``)."""
+    max_turns: int = _opt(10000, min=0, max=10_000_000)
+    """Turns kept at most; 0 = no limit."""
+    max_days: float = _opt(90.0, min=0.0, max=100000.0)
+    """Days a turn is kept; 0 = no limit."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+    modules: str = _opt("")
+    """Per-module levels, e.g. ``"heisenberg.llm=debug,heisenberg.voice=warning"``."""
+    transcripts: bool = _opt(False)
+    """Write what was said and answered into the log (off: only lengths, for privacy)."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +225,8 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     states: StatesConfig = field(default_factory=StatesConfig)
     api: APIConfig = field(default_factory=APIConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 #: Named environment variables from the source documents (seed 000) and where they go.

@@ -6,8 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from heisenberg.llm.prompts import Turn
+
+if TYPE_CHECKING:
+    from heisenberg.orchestrator.history import HistoryStore
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,27 @@ class ConversationTurn:
 
 class SessionManager:
     def __init__(self, timeout_s: float = 600.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        """``timeout_s``: idle seconds after which history is dropped; 0 = never."""
+                 clock: Callable[[], float] = time.time,
+                 store: HistoryStore | None = None, max_loaded: int = 100) -> None:
+        """``timeout_s``: idle seconds after which history is dropped; 0 = never.
+
+        With a ``store`` every turn is also saved to disk, and a session that was still
+        going when the process stopped (its last turn within ``timeout_s``) is continued.
+        """
         self.timeout_s = timeout_s
         self._clock = clock
+        self.store = store
         self._turns: list[ConversationTurn] = []
         self.session_id = uuid.uuid4().hex[:12]
         self._last_activity_s = clock()
+        if store is not None:
+            since = self._last_activity_s - timeout_s if timeout_s else 0.0
+            recent = store.recent(max_loaded, since)
+            if recent:
+                last_session = recent[-1][0]
+                self._turns = [t for s, t in recent if s == last_session]
+                self.session_id = last_session
+                self._last_activity_s = self._turns[-1].timestamp_s
 
     def _expire_if_idle(self) -> None:
         now = self._clock()
@@ -46,6 +64,8 @@ class SessionManager:
         self._expire_if_idle()
         turn = ConversationTurn(user_query, assistant_response, self._clock(), interrupted)
         self._turns.append(turn)
+        if self.store is not None:
+            self.store.append(turn, self.session_id)
         return turn
 
     def get_conversation_history(self, max_turns: int | None = None) -> list[ConversationTurn]:
@@ -59,6 +79,11 @@ class SessionManager:
         return [t.as_prompt_turn() for t in self.get_conversation_history(max_turns)]
 
     def reset(self) -> None:
-        """Forget the history and start a new session id."""
+        """Start a new session: the prompt forgets past turns (the store keeps them)."""
         self._turns.clear()
         self.session_id = uuid.uuid4().hex[:12]
+
+    def clear(self) -> int:
+        """Forget everything, on disk too. Returns how many stored turns were deleted."""
+        self.reset()
+        return self.store.clear() if self.store is not None else 0
