@@ -14,6 +14,7 @@ from heisenberg import __version__
 from heisenberg.core.config import Config, load_config
 from heisenberg.core.errors import ConfigError, HeisenbergError
 from heisenberg.core.events import Event, EventType, LLMToken
+from heisenberg.core.logs import setup_logging
 
 log = logging.getLogger("heisenberg")
 
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list audio devices and cameras")
     snap = sub.add_parser("snapshot", help="save what the camera sees as a JPEG")
     snap.add_argument("output", metavar="OUT.jpg")
+    svc = sub.add_parser("install-service", help="write the systemd unit(s), print how to "
+                                                 "enable them")
+    svc.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
+    svc.add_argument("--llm-unit", action="store_true",
+                     help="also a unit for the llama.cpp server (else: managed mode)")
+    svc.add_argument("--dir", metavar="DIR", help="write the units here instead")
+    sub.add_parser("check", help="check config, models, devices and the LLM server")
     hist = sub.add_parser("history", help="show (or --clear) the saved conversation")
     hist.add_argument("--clear", action="store_true", help="delete every saved turn")
     hist.add_argument("--limit", type=int, default=20, help="turns to show (default 20)")
@@ -59,12 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--ctx", type=int, help="context length, tokens")
     srv.add_argument("--threads", type=int)
     return ap
-
-
-def setup_logging(verbosity: int) -> None:
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def _print_tokens(event: Event) -> None:
@@ -151,6 +153,29 @@ async def cmd_chat(config: Config) -> int:
     return 1 if failures else 0
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from heisenberg.service.units import install
+
+    try:
+        done = install(user=args.user, llm_unit=args.llm_unit,
+                       directory=Path(args.dir) if args.dir else None)
+    except OSError as exc:
+        print(f"heisenberg: cannot write the unit: {exc} (system units need root; or use "
+              "--user)", file=sys.stderr)
+        return 1
+    for path in done.paths:
+        print(f"wrote {path}")
+    if args.llm_unit:
+        print('set llm.url = "http://127.0.0.1:8088" in config.toml so that Heisenberg uses '
+              "the server of heisenberg-llm.service")
+    print("then:")
+    for command in done.commands:
+        print(f"  {command}")
+    return 0
+
+
 def cmd_history(config: Config, clear: bool, limit: int) -> int:
     import time
 
@@ -179,6 +204,7 @@ def cmd_history(config: Config, clear: bool, limit: int) -> int:
 
 async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
     from heisenberg.llm.server import ManagedLlamaServer
+    from heisenberg.service.notify import Notifier
 
     overrides = {k: v for k, v in {"model_path": args.model, "mmproj_path": args.mmproj,
                                    "host": args.host, "port": args.port, "n_ctx": args.ctx,
@@ -188,18 +214,23 @@ async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
     async with ManagedLlamaServer(cfg) as server:
         print(f"llama.cpp server ready at {server.url} (pid {server.pid}, log "
               f"{server.log_path})", flush=True)
+        notifier.ready(f"serving {server.url}")
         await stop.wait()
+        notifier.stopping()
+    notifier.close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
     try:
         config, path = load_config(args.config)
+        # The daemon logs at log.level; one-shot commands only show warnings unless -v.
+        setup_logging(config.log, args.verbose, quiet=args.command != "run")
     except ConfigError as exc:
         print(f"heisenberg: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_ask(config, " ".join(args.question), args.image))
         if args.command == "chat":
             return asyncio.run(cmd_chat(config))
+        if args.command == "install-service":
+            return cmd_install_service(args)
         if args.command == "history":
             return cmd_history(config, args.clear, args.limit)
         if args.command == "llm-server":
@@ -228,7 +261,8 @@ def run_voice_command(config: Config, args: argparse.Namespace) -> int:
     from heisenberg import voice_cli
 
     if args.command == "run":
-        return asyncio.run(voice_cli.cmd_run(config, args.input, args.output, args.realtime))
+        return asyncio.run(voice_cli.cmd_run(config, args.input, args.output, args.realtime,
+                                             args.config, args.verbose))
     if args.command == "demo" and (args.image or args.prompt or args.engine):
         if args.engine:
             config = dataclasses.replace(

@@ -14,6 +14,7 @@ from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
 from heisenberg.core.events import ErrorEvent
+from heisenberg.core.logs import EventLogger
 from heisenberg.llm.backends import backend_url, create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
@@ -88,6 +89,7 @@ class Runtime:
             self._stack.push_async_callback(backend.close)
             self._stack.push_async_callback(self.bus.close)
             self.assistant = Assistant(self.config, self.bus, backend, self._session())
+            self.bus.subscribe(EventLogger(self.config.log.transcripts), name="log")
         except BaseException:
             await self._stack.aclose()
             raise

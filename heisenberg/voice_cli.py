@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -40,34 +38,21 @@ def _report(turns: list[VoiceTurn]) -> None:
 
 
 async def cmd_run(config: Config, input_path: str | None, output_path: str | None,
-                  realtime: bool) -> int:
-    async with Runtime(config) as rt:
-        engines = await load_voice_engines(config)
-        source = make_source(config, rt.bus, input_path, realtime)
-        sink = make_sink(config, output_path, engines.tts.rate_hz)
-        loop = rt.voice_loop(engines, source, sink)
-        rt.bus.subscribe(_print_transcripts, [EventType.TRANSCRIPTION_FINAL], name="stdout")
-        if input_path:
-            turns = await loop.run()
-        else:
-            print(f"listening for '{config.wakeword.model}' (Ctrl-C to stop)", flush=True)
-            task = asyncio.create_task(loop.run())
-            stop = asyncio.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            await stop.wait()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            turns = loop.turns
-        await rt.bus.drain()
-        _report(turns)
-        if input_path and not turns:
-            print(f"heisenberg: no wake word ('{config.wakeword.model}') heard in {input_path}",
-                  file=sys.stderr)
-            return 1
-        failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
-        return 1 if failed else 0
+                  realtime: bool, config_path: str | None = None, verbosity: int = 0) -> int:
+    from heisenberg.service.daemon import Daemon
+
+    daemon = Daemon(config, config_path, input_path=input_path, output_path=output_path,
+                    realtime=realtime, verbosity=verbosity)
+    if not input_path:
+        print(f"listening for '{config.wakeword.model}' (Ctrl-C to stop)", flush=True)
+    turns = await daemon.run()
+    _report(turns)
+    if input_path and not turns:
+        print(f"heisenberg: no wake word ('{config.wakeword.model}') heard in {input_path}",
+              file=sys.stderr)
+        return 1
+    failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
+    return 1 if failed else 0
 
 
 def synthesize_question(tts: PiperTTS, wake: str, question: str, path: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from heisenberg.core.bus import EventBus
-from heisenberg.core.events import Event, EventType, Interrupted, LLMToken, Stop
+from heisenberg.core.events import ErrorEvent, Event, EventType, Interrupted, LLMToken, Stop
 
 
 async def test_delivers_in_order_and_filters_by_type() -> None:
@@ -64,13 +64,25 @@ async def test_failing_subscriber_keeps_receiving_and_others_unaffected() -> Non
         assert isinstance(event, LLMToken)
         ok.append(event.index)
 
-    sub = bus.subscribe(broken)
-    bus.subscribe(good)
+    errors: list[Event] = []
+
+    async def collect(event: Event) -> None:
+        errors.append(event)
+
+    sub = bus.subscribe(broken, [EventType.LLM_TOKEN], name="broken")
+    bus.subscribe(good, [EventType.LLM_TOKEN])
+    bus.subscribe(collect, [EventType.ERROR])
     for i in range(3):
-        bus.publish(LLMToken(text="x", index=i))
+        bus.publish(LLMToken(text="x", index=i, turn_id="t1"))
     await bus.drain(timeout_s=2)
+    await bus.drain(timeout_s=2)  # the ERROR events published by the failures
     assert calls == 3 and sub.failures == 3
     assert ok == [0, 1, 2]
+    # Each failure is reported once on the bus, in the failing event's turn.
+    assert [(e.code, e.turn_id) for e in errors if isinstance(e, ErrorEvent)] == [
+        ("subscriber", "t1")] * 3
+    assert isinstance(errors[0], ErrorEvent)
+    assert "broken failed on llm_token: RuntimeError: subscriber bug" in errors[0].message
     await bus.close()
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from heisenberg.core.events import CONTROL_EVENTS, Event, EventType
+from heisenberg.core.events import CONTROL_EVENTS, ErrorEvent, Event, EventType
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class Subscription:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.on_failure: Callable[[Event], None] | None = None
+        """Called with an ERROR event when the handler raises (the bus publishes it)."""
 
     def wants(self, event: Event) -> bool:
         return self.types is None or event.type in self.types
@@ -70,9 +72,14 @@ class Subscription:
                 await self.handler(event)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 log.exception("bus: subscriber %s failed on %s", self.name, event.type)
+                if self.on_failure is not None and event.type is not EventType.ERROR:
+                    self.on_failure(ErrorEvent(
+                        code="subscriber", turn_id=event.turn_id,
+                        message=f"subscriber {self.name} failed on {event.type}: "
+                                f"{type(exc).__name__}: {exc}"))
 
     async def drained(self) -> None:
         await self._idle.wait()
@@ -98,6 +105,7 @@ class EventBus:
         sub = Subscription(label, handler,
                            frozenset(types) if types is not None else None,
                            max_queue or self._max_queue)
+        sub.on_failure = self.publish
         sub.start()
         self._subs.append(sub)
         return sub

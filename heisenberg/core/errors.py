@@ -20,6 +20,12 @@ class HeisenbergError(Exception):
         return self.message
 
 
+class InternalError(HeisenbergError):
+    """An unexpected exception (a bug) caught at the edge of a turn."""
+
+    code = "internal"
+
+
 class ConfigError(HeisenbergError):
     """The configuration is invalid; the message names the key and the bad value."""
 

@@ -50,6 +50,9 @@ class StateMachine:
     def can(self, target: State) -> bool:
         return target in TRANSITIONS[self._state]
 
+    def set_timeouts(self, timeouts_s: dict[State, float]) -> None:
+        self._timeouts = dict(timeouts_s)
+
     def transition(self, target: State, now_s: float, reason: str = "") -> Transition:
         if not self.can(target):
             raise IllegalTransitionError(

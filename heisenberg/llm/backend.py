@@ -86,6 +86,11 @@ class LLMBackend(ABC):
         self._session: aiohttp.ClientSession | None = None
         self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
 
+    def reconfigure(self, config: LLMConfig) -> None:
+        """New sampling, prompt and timeout settings for the next request (config reload)."""
+        self.config = config
+        self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

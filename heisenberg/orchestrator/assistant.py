@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import HeisenbergError, InternalError
 from heisenberg.core.events import (
     ErrorEvent,
     Interrupted,
@@ -25,6 +25,7 @@ from heisenberg.core.events import (
     StateChanged,
     TranscriptionFinal,
 )
+from heisenberg.core.logs import current_turn
 from heisenberg.core.states import State, StateMachine
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
@@ -50,14 +51,30 @@ class Assistant:
         self.bus = bus
         self.backend = backend
         self.session = session or SessionManager(config.session.timeout_min * 60)
-        self.prompts = PromptBuilder(config.llm.prompt_format, config.llm.personality,
-                                     config.llm.system_prompt, config.session.max_turns,
-                                     config.session.max_history_tokens)
-        st = config.states
-        self.states = StateMachine({State.LISTENING: st.listening_timeout_s,
-                                    State.THINKING: st.thinking_timeout_s,
-                                    State.SPEAKING: st.speaking_timeout_s}, time.monotonic())
+        self.prompts = self._prompt_builder(config)
+        self.states = StateMachine(self._state_timeouts(config), time.monotonic())
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _prompt_builder(config: Config) -> PromptBuilder:
+        return PromptBuilder(config.llm.prompt_format, config.llm.personality,
+                             config.llm.system_prompt, config.session.max_turns,
+                             config.session.max_history_tokens)
+
+    @staticmethod
+    def _state_timeouts(config: Config) -> dict[State, float]:
+        st = config.states
+        return {State.LISTENING: st.listening_timeout_s, State.THINKING: st.thinking_timeout_s,
+                State.SPEAKING: st.speaking_timeout_s}
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config from the next turn on: prompt, sampling, session and
+        state timeouts. (Which server to talk to is fixed for the process.)"""
+        self.config = config
+        self.prompts = self._prompt_builder(config)
+        self.backend.reconfigure(config.llm)
+        self.session.timeout_s = config.session.timeout_min * 60
+        self.states.set_timeouts(self._state_timeouts(config))
 
     @property
     def state(self) -> State:
@@ -101,43 +118,57 @@ class Assistant:
             raise ValueError("the question is empty")
         async with self._lock:
             turn_id = turn_id or uuid.uuid4().hex[:12]
-            self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
-            self._move(State.THINKING, f"{source} question", turn_id)
-            if speaker is not None:
-                speaker.turn_id = turn_id
-                speaker.on_first_audio = lambda: self._move(State.SPEAKING, "first audio",
-                                                            turn_id)
-            pieces: list[str] = []
-            st = self.config.states
+            token = current_turn.set(turn_id)
             try:
+                return await self._respond(question, image, source, speaker, turn_id)
+            finally:
+                current_turn.reset(token)
+
+    async def _respond(self, question: str, image: bytes | None, source: str,
+                       speaker: Speaker | None, turn_id: str) -> TurnOutcome:
+        self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
+        self._move(State.THINKING, f"{source} question", turn_id)
+        if speaker is not None:
+            speaker.turn_id = turn_id
+            speaker.on_first_audio = lambda: self._move(State.SPEAKING, "first audio",
+                                                        turn_id)
+        pieces: list[str] = []
+        st = self.config.states
+        try:
+            try:
+                async with asyncio.timeout(st.thinking_timeout_s):
+                    result = await self._think(question, image, turn_id, pieces, speaker)
+            except TimeoutError:
+                raise HeisenbergError(
+                    f"no complete answer within {st.thinking_timeout_s:.0f}s") from None
+            if speaker is not None:
                 try:
-                    async with asyncio.timeout(st.thinking_timeout_s):
-                        result = await self._think(question, image, turn_id, pieces, speaker)
+                    async with asyncio.timeout(st.speaking_timeout_s):
+                        await speaker.finish()
                 except TimeoutError:
                     raise HeisenbergError(
-                        f"no complete answer within {st.thinking_timeout_s:.0f}s") from None
-                if speaker is not None:
-                    try:
-                        async with asyncio.timeout(st.speaking_timeout_s):
-                            await speaker.finish()
-                    except TimeoutError:
-                        raise HeisenbergError(
-                            f"speaking took longer than {st.speaking_timeout_s:.0f}s") from None
-            except asyncio.CancelledError:
-                said = "".join(pieces)
-                if speaker is not None:
-                    await speaker.cancel()  # settles what was actually heard
-                    said = speaker.spoken_text()
-                self.session.add_conversation_turn(question, said, interrupted=True)
-                self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
-                raise
-            except HeisenbergError as exc:
-                if speaker is not None:
-                    await speaker.cancel()
-                return self._fail(turn_id, question, pieces, exc)
-            self.session.add_conversation_turn(question, result.text)
-            self._move(State.IDLE, "answered", turn_id)
-            return TurnOutcome(turn_id, question, result.text, result)
+                        f"speaking took longer than {st.speaking_timeout_s:.0f}s") from None
+        except asyncio.CancelledError:
+            said = "".join(pieces)
+            if speaker is not None:
+                await speaker.cancel()  # settles what was actually heard
+                said = speaker.spoken_text()
+            self.session.add_conversation_turn(question, said, interrupted=True)
+            self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
+            raise
+        except HeisenbergError as exc:
+            if speaker is not None:
+                await speaker.cancel()
+            return self._fail(turn_id, question, pieces, exc)
+        except Exception as exc:  # a bug in an engine must not end the daemon
+            log.exception("unexpected failure in the turn")
+            if speaker is not None:
+                await speaker.cancel()
+            return self._fail(turn_id, question, pieces, InternalError(
+                f"internal error ({type(exc).__name__}: {exc})"))
+        self.session.add_conversation_turn(question, result.text)
+        self._move(State.IDLE, "answered", turn_id)
+        return TurnOutcome(turn_id, question, result.text, result)
 
     async def _think(self, question: str, image: bytes | None, turn_id: str,
                      pieces: list[str], speaker: Speaker | None) -> LLMResult:

@@ -24,7 +24,7 @@ import numpy as np
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.audio.sources import AudioDeviceError, AudioSource
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import HeisenbergError, InternalError
 from heisenberg.core.events import (
     ErrorEvent,
     FrameCaptured,
@@ -111,6 +111,8 @@ class VoiceLoop:
         self.barge_in_ms: list[float] = []
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
         self.wake_word = wake_word_text(getattr(wake, "name", ""))
+        self.listening = asyncio.Event()
+        """Set once the first audio chunk went through the wake word engine."""
 
     @property
     def state(self) -> State:
@@ -123,7 +125,14 @@ class VoiceLoop:
             while True:
                 try:
                     async for chunk in self.source.chunks():
-                        await self._on_chunk(chunk)
+                        try:
+                            await self._on_chunk(chunk)
+                            self.listening.set()
+                        except Exception as exc:  # an engine bug: report it, keep listening
+                            log.exception("audio processing failed")
+                            self._error(InternalError(
+                                f"audio processing failed ({type(exc).__name__}: {exc})"))
+                            self._recover()
                         if max_turns is not None and self._finished_turns() >= max_turns:
                             return self.turns
                     break
@@ -139,6 +148,13 @@ class VoiceLoop:
             return self.turns
         finally:
             await self._cancel_turn()
+
+    def _recover(self) -> None:
+        """Back to a clean IDLE after a failure outside a turn."""
+        self._utterance = []
+        self.endpointer.reset()
+        if self._turn_task is None or self._turn_task.done():
+            self.assistant.idle("error")
 
     def _finished_turns(self) -> int:
         return sum(1 for t in self.turns if t.outcome is not None or t.interrupted)
@@ -268,6 +284,16 @@ class VoiceLoop:
                                        jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
         return frame
 
+    async def _say_sorry(self) -> None:
+        """The spoken short message for a failed turn (``session.speak_errors``)."""
+        if not self.assistant.config.session.speak_errors:
+            return
+        try:
+            audio = await asyncio.to_thread(self.tts.synthesize, SORRY)
+            await self.sink.play(audio)
+        except Exception:  # already failing: the error is logged, the apology is optional
+            log.warning("could not say the error message", exc_info=True)
+
     async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str,
                     early: asyncio.Task[str] | None = None) -> None:
         turn = VoiceTurn(turn_id, "")
@@ -301,6 +327,8 @@ class VoiceLoop:
             turn.outcome = await self.assistant.respond(
                 text, source="voice", speaker=speaker, turn_id=turn_id,
                 image=frame.jpeg if frame is not None else None)
+            if turn.outcome.error is not None:
+                await self._say_sorry()
         except asyncio.CancelledError:
             turn.interrupted = True
             raise
@@ -313,6 +341,9 @@ class VoiceLoop:
             if speaker.first_audio_at is not None:
                 turn.timings.first_audio_s = speaker.first_audio_at - ended_at
             turn.timings.total_s = time.perf_counter() - ended_at
+
+
+SORRY = "Sorry, something went wrong."
 
 
 def wake_word_text(model_name: str) -> str:

@@ -1,0 +1,167 @@
+"""``heisenberg run``: the hands-free assistant as a long-running process.
+
+It loads the engines, starts the voice loop (and the HTTP API when enabled), tells systemd
+when it listens (READY=1), reports each state change (STATUS=), pings the watchdog, reloads
+config.toml on SIGHUP and stops cleanly on SIGTERM/SIGINT: playback stopped, the LLM stream
+cancelled, devices closed, the managed server stopped, the history closed; all within
+``STOP_BUDGET_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from heisenberg.core.config import Config, load_config
+from heisenberg.core.errors import ConfigError
+from heisenberg.core.events import Event, EventType, StateChanged
+from heisenberg.core.logs import setup_logging
+from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
+from heisenberg.orchestrator.voice import VoiceLoop, VoiceTurn
+from heisenberg.service.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+STOP_BUDGET_S = 5.0
+#: Sections a reload applies at once; the others are read at start only.
+LIVE_SECTIONS = frozenset({"llm", "session", "states", "log"})
+#: llm keys that pick the server: fixed for the life of the process.
+FIXED_LLM_KEYS = frozenset({"backend", "url", "llava_url"})
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Changed keys that only take effect after a restart."""
+    changed = []
+    for section in dataclasses.fields(Config):
+        before, after = getattr(old, section.name), getattr(new, section.name)
+        for key in dataclasses.fields(before):
+            if getattr(before, key.name) == getattr(after, key.name):
+                continue
+            if section.name not in LIVE_SECTIONS or (section.name == "llm"
+                                                     and key.name in FIXED_LLM_KEYS):
+                changed.append(f"{section.name}.{key.name}")
+    return changed
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None = None, *,
+                 input_path: str | None = None, output_path: str | None = None,
+                 realtime: bool = False, verbosity: int = 0,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.input_path = input_path
+        self.output_path = output_path
+        self.realtime = realtime
+        self.verbosity = verbosity
+        self.notifier = notifier or Notifier()
+        self.started_s = time.monotonic()
+        self.runtime: Runtime | None = None
+        self.voice: VoiceLoop | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> list[VoiceTurn]:
+        """Run until the input ends or a stop is asked; returns the voice turns."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        try:
+            async with Runtime(self.config) as rt:
+                self.runtime = rt
+                engines = await load_voice_engines(self.config)
+                source = make_source(self.config, rt.bus, self.input_path, self.realtime)
+                sink = make_sink(self.config, self.output_path, engines.tts.rate_hz)
+                self.voice = rt.voice_loop(engines, source, sink)
+                rt.bus.subscribe(self._on_state, [EventType.STATE_CHANGED], name="systemd")
+                await self._start_extras(rt)
+                voice_task = asyncio.create_task(self.voice.run(), name="voice-loop")
+                self._spawn(self._announce_ready(voice_task))
+                self._spawn(self.notifier.watchdog(lambda: not voice_task.done()))
+                stop_task = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({voice_task, stop_task},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop_task.cancel()
+                self.notifier.stopping()
+                started = time.monotonic()
+                await self._finish(voice_task)
+                turns = self.voice.turns
+                await rt.bus.drain(timeout_s=1.0)
+            log.info("stopped in %.2f s", time.monotonic() - started)
+            if voice_task.done() and not voice_task.cancelled() and voice_task.exception():
+                raise voice_task.exception()  # type: ignore[misc]
+            return turns
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for task in self._tasks:
+                task.cancel()
+            self.notifier.close()
+
+    async def _start_extras(self, rt: Runtime) -> None:
+        """Hook for what runs beside the voice loop (the HTTP API)."""
+
+    async def _finish(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
+        """Stop the voice loop: its ``finally`` cancels the turn (LLM stream, playback)."""
+        if not voice_task.done():
+            voice_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(voice_task, STOP_BUDGET_S / 2)
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 0.5)
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce_ready(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
+        assert self.voice is not None
+        listening = asyncio.create_task(self.voice.listening.wait())
+        await asyncio.wait({listening, voice_task}, return_when=asyncio.FIRST_COMPLETED)
+        if listening.done():
+            word = self.config.wakeword.model
+            log.info("listening for %r", word)
+            self.notifier.ready(f"idle, listening for {word}")
+        else:
+            listening.cancel()
+
+    async def _on_state(self, event: Event) -> None:
+        assert isinstance(event, StateChanged)
+        self.notifier.status(f"{event.new} ({event.reason})" if event.reason else event.new)
+
+    def _spawn_reload(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> bool:
+        """SIGHUP: read the config file again. A bad file keeps the running config."""
+        self.notifier.reloading()
+        try:
+            new, path = await asyncio.to_thread(load_config, self.config_path)
+            setup_logging(new.log, self.verbosity)  # validates log.modules too
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            self.notifier.send("READY=1", "STATUS=config reload failed, running config kept")
+            return False
+        fixed = restart_needed(self.config, new)
+        if fixed:
+            log.warning("config reload: %s changed; these take effect after a restart",
+                        ", ".join(fixed))
+        if self.runtime is not None:
+            self.runtime.assistant.reconfigure(new)
+        self.config = new
+        log.info("config reloaded from %s", path or "built-in defaults")
+        self.notifier.send("READY=1", "STATUS=config reloaded")
+        return True

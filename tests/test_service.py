@@ -1,0 +1,183 @@
+"""Heisenberg as a service: the systemd notify protocol, signals, reload, logs, units.
+
+The daemon runs as a real subprocess (``heisenberg run``) on a spoken WAV fed in real time, with
+``NOTIFY_SOCKET`` pointing at a datagram socket of the test's own, the way systemd runs it.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, write_wav
+from heisenberg.core.config import HistoryConfig
+from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.service.units import install, render
+from heisenberg.voice.tts import PiperTTS
+from tests.conftest import RunningServer, silence, speech
+
+
+class NotifySocket:
+    """What systemd would receive from the daemon."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, match: Callable[[str], bool], timeout_s: float, what: str) -> str:
+        deadline = time.monotonic() + timeout_s
+        for message in self.messages:
+            if match(message):
+                return message
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(message)
+            if match(message):
+                return message
+        raise AssertionError(f"no {what} within {timeout_s} s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def write_config(path: Path, server: RunningServer, history: Path, extra: str = "",
+                 llm: str = 'max_tokens = 24\ntemperature = 0.0') -> None:
+    path.write_text(f"""
+[llm]
+url = "{server.url}"
+{llm}
+{extra}
+[history]
+path = "{history}"
+[camera]
+enabled = false
+""")
+
+
+def start_daemon(config: Path, wav: Path, notify: NotifySocket, tmp_path: Path,
+                 ) -> subprocess.Popen[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NOTIFY_SOCKET": str(notify.path),
+           "WATCHDOG_USEC": "1000000", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "heisenberg", "--config", str(config), "run", "--input",
+         str(wav), "--realtime", "--output", str(tmp_path / "reply.wav")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def question_wav(tts: PiperTTS, path: Path, question: str, tail_s: float) -> Path:
+    write_wav(path, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                    speech(tts, question), silence(tail_s)]), RATE_HZ)
+    return path
+
+
+def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
+        llama_server: RunningServer, tts: PiperTTS, tmp_path: Path,
+        notify: NotifySocket) -> None:
+    config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
+    write_config(config, llama_server, history)
+    wav = question_wav(tts, tmp_path / "q.wav", "What is the capital of France?", 60)
+    proc = start_daemon(config, wav, notify, tmp_path)
+    try:
+        ready = notify.wait_for(lambda m: "READY=1" in m, 60, "READY=1")
+        assert "STATUS=idle, listening for hey_jarvis" in ready and "MAINPID=" in ready
+        # One turn, each state reported as it happens.
+        for state in ("listening", "thinking", "speaking", "idle (answered)"):
+            notify.wait_for(lambda m, s=state: m.startswith(f"STATUS={s}"), 60, state)
+        notify.wait_for(lambda m: m == "WATCHDOG=1", 5, "a watchdog ping")
+
+        config.write_text("[llm\nbroken = ")  # SIGHUP with a bad file: the old config stays
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for(lambda m: "config reload failed" in m, 10, "failed reload")
+        write_config(config, llama_server, history,
+                     'personality = "concise"\n[stt]\nbeam_size = 2\n')
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for(lambda m: "STATUS=config reloaded" in m, 10, "reload")
+        assert proc.poll() is None
+
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        notify.wait_for(lambda m: "STOPPING=1" in m, 5, "STOPPING=1")
+        _, stderr = proc.communicate(timeout=10)
+        stopped_s = time.monotonic() - stopping
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert stopped_s < 5.0
+    # Logs: one structured line per event, with the turn id, and no transcript (privacy).
+    lines = stderr.splitlines()
+    transcript = next(line for line in lines if "event=transcription_final" in line)
+    assert "turn=" in transcript and "text_chars=" in transcript
+    assert "capital" not in stderr.lower() and "paris" not in stderr.lower()
+    assert any("config reload failed, keeping the running config" in line for line in lines)
+    assert any("stt.beam_size changed" in line and "after a restart" in line for line in lines)
+    store = HistoryStore.from_config(HistoryConfig(path=str(history)))
+    [(_, turn)] = store.recent()
+    store.close()
+    assert "capital of france" in turn.user.lower() and turn.assistant
+
+
+def test_sigint_mid_answer_stops_within_5_s_and_keeps_what_was_said(
+        llama_server: RunningServer, tts: PiperTTS, tmp_path: Path,
+        notify: NotifySocket) -> None:
+    config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
+    # The gemma prompt format makes this base model talk on and on: a long answer to cut.
+    write_config(config, llama_server, history, "[log]\ntranscripts = true\n",
+                 llm='prompt_format = "gemma"\nmax_tokens = 400\ntemperature = 0.7')
+    wav = question_wav(tts, tmp_path / "q.wav", "Tell me a long story about a dragon.", 60)
+    proc = start_daemon(config, wav, notify, tmp_path)
+    try:
+        notify.wait_for(lambda m: m.startswith("STATUS=speaking"), 90, "speaking")
+        proc.send_signal(signal.SIGINT)
+        stopping = time.monotonic()
+        _, stderr = proc.communicate(timeout=10)
+        stopped_s = time.monotonic() - stopping
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert stopped_s < 5.0
+    assert "STOPPING=1" in "\n".join(notify.messages) or notify.wait_for(
+        lambda m: "STOPPING=1" in m, 1, "STOPPING=1")
+    assert "dragon" in stderr.lower()  # log.transcripts = true puts the text in the log
+    store = HistoryStore.from_config(HistoryConfig(path=str(history)))
+    [(_, turn)] = store.recent()
+    store.close()
+    assert turn.interrupted and "dragon" in turn.user.lower()
+
+
+def test_units_and_install_service(tmp_path: Path) -> None:
+    system = render("heisenberg.service", user=False, llm_unit=False, python="/venv/bin/python",
+                    run_as="alice")
+    assert "Type=notify" in system and "WatchdogSec=" in system
+    assert "ExecStart=/venv/bin/python -m heisenberg run" in system
+    assert "Restart=on-failure" in system and "ExecReload=/bin/kill -HUP $MAINPID" in system
+    assert "User=alice" in system and "WantedBy=multi-user.target" in system
+    assert "@" not in system.replace("$MAINPID", "")  # every placeholder filled
+    done = install(user=True, llm_unit=True, directory=tmp_path)
+    main, llm = (tmp_path / "heisenberg.service").read_text(), (
+        tmp_path / "heisenberg-llm.service").read_text()
+    assert "\nUser=" not in main and "WantedBy=default.target" in main
+    assert "After=network.target sound.target heisenberg-llm.service" in main
+    assert "-m heisenberg llm-server" in llm and "Type=notify" in llm
+    assert "systemctl --user enable --now heisenberg-llm.service heisenberg.service" in (
+        done.commands)
