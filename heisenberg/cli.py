@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from heisenberg import __version__
 from heisenberg.core.config import Config, load_config
@@ -153,9 +154,15 @@ async def cmd_chat(config: Config) -> int:
     return 1 if failures else 0
 
 
-def cmd_install_service(args: argparse.Namespace) -> int:
-    from pathlib import Path
+async def cmd_check(config: Config, path: Path | None) -> int:
+    from heisenberg.service.doctor import FAIL, format_table, run_checks
 
+    rows = await run_checks(config, path)
+    print(format_table(rows))
+    return 1 if any(row.status == FAIL for row in rows) else 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
     from heisenberg.service.units import install
 
     try:
@@ -240,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_ask(config, " ".join(args.question), args.image))
         if args.command == "chat":
             return asyncio.run(cmd_chat(config))
+        if args.command == "check":
+            return asyncio.run(cmd_check(config, path))
         if args.command == "install-service":
             return cmd_install_service(args)
         if args.command == "history":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +129,39 @@ def speech(tts: PiperTTS, text: str) -> np.ndarray:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE_HZ), np.int16)
+
+
+def reinit_portaudio() -> None:
+    import sounddevice as sd
+
+    # PortAudio lists devices once at start; make it look again.
+    sd._terminate()
+    sd._initialize()
+
+
+@pytest.fixture
+def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    assert shutil.which("pulseaudio"), "Debian package pulseaudio is missing (.ci/install)"
+    home, runtime = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    for key in ("HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(key, env[key])
+    proc = subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+         "--load=module-null-sink sink_name=heisenberg_test",
+         "--load=module-native-protocol-unix", "--log-target=stderr"],
+        env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+        assert proc.poll() is None, "pulseaudio exited"
+        assert time.monotonic() < deadline, "pulseaudio did not start"
+        time.sleep(0.1)
+    subprocess.run(["pactl", "set-default-source", "heisenberg_test.monitor"], env=env,
+                   check=True)
+    reinit_portaudio()
+    yield
+    proc.terminate()
+    proc.wait(10)
+    reinit_portaudio()

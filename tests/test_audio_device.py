@@ -4,11 +4,7 @@ whose monitor source loops what the speaker plays back into the microphone."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,42 +15,7 @@ from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
-
-
-def _reinit_portaudio() -> None:
-    import sounddevice as sd
-
-    # PortAudio lists devices once at start; make it look again.
-    sd._terminate()
-    sd._initialize()
-
-
-@pytest.fixture
-def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    assert shutil.which("pulseaudio"), "Debian package pulseaudio is missing (.ci/install)"
-    home, runtime = tmp_path / "home", tmp_path / "xdg"
-    home.mkdir()
-    runtime.mkdir(mode=0o700)
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    for key in ("HOME", "XDG_RUNTIME_DIR"):
-        monkeypatch.setenv(key, env[key])
-    proc = subprocess.Popen(
-        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-         "--load=module-null-sink sink_name=heisenberg_test",
-         "--load=module-native-protocol-unix", "--log-target=stderr"],
-        env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
-        assert proc.poll() is None, "pulseaudio exited"
-        assert time.monotonic() < deadline, "pulseaudio did not start"
-        time.sleep(0.1)
-    subprocess.run(["pactl", "set-default-source", "heisenberg_test.monitor"], env=env,
-                   check=True)
-    _reinit_portaudio()
-    yield
-    proc.terminate()
-    proc.wait(10)
-    _reinit_portaudio()
+from tests.conftest import reinit_portaudio
 
 
 async def test_speaker_to_microphone_loopback_is_transcribed(pulse: None, tts: PiperTTS,
@@ -111,7 +72,7 @@ async def test_no_sound_server_is_reported_and_retried(tmp_path: Path,
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # no PulseAudio listens there
     monkeypatch.setenv("HOME", str(tmp_path))
-    _reinit_portaudio()
+    reinit_portaudio()
     errors: list[str] = []
     mic = MicrophoneSource(retry_s=0.2, on_error=errors.append)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,7 +23,8 @@ from heisenberg.core.config import HistoryConfig
 from heisenberg.orchestrator.history import HistoryStore
 from heisenberg.service.units import install, render
 from heisenberg.voice.tts import PiperTTS
-from tests.conftest import RunningServer, silence, speech
+from tests.conftest import RunningServer, free_port, silence, speech
+from tests.test_cli import run
 
 
 class NotifySocket:
@@ -181,3 +183,33 @@ def test_units_and_install_service(tmp_path: Path) -> None:
     assert "-m heisenberg llm-server" in llm and "Type=notify" in llm
     assert "systemctl --user enable --now heisenberg-llm.service heisenberg.service" in (
         done.commands)
+
+
+def test_check_all_good(pulse: None, llama_server: RunningServer, tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), np.full((120, 160, 3), 200, np.uint8))
+    out = run(["check"], {"HEISENBERG_LLM_URL": llama_server.url,
+                          "HEISENBERG_CAMERA_SOURCE": str(image)})
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("config", "wake", "speech-to-text", "text-to-speech", "microphone", "speaker",
+                 "camera", "history"):
+        assert " OK " in rows[name], rows[name]
+    assert "model loaded" in rows["LLM"] and "160x120" in rows["camera"]
+    assert " WARN " in rows["vision"]  # gemma3-270m without an mmproj cannot see
+    assert out.stdout.strip().endswith("0 problem(s), 1 warning(s)")
+
+
+def test_check_reports_each_problem_with_a_fix(tmp_path: Path) -> None:
+    out = run(["check"], {"HEISENBERG_LLM_URL": f"http://127.0.0.1:{free_port()}",
+                          "HEISENBERG_WAKEWORD_MODEL": str(tmp_path / "missing.tflite"),
+                          "HEISENBERG_CAMERA_SOURCE": str(tmp_path / "no-camera.mp4"),
+                          "PULSE_SERVER": "unix:/nonexistent"})
+    assert out.returncode == 1
+    text = out.stdout
+    rows = {line.split()[0]: line for line in text.splitlines() if line[:1].isalpha()}
+    assert " FAIL " in rows["wake"] and "missing.tflite" in rows["wake"]
+    assert " FAIL " in rows["LLM"] and "unreachable" in rows["LLM"]
+    assert " WARN " in rows["camera"]
+    assert " OK " in rows["speech-to-text"] and " OK " in rows["text-to-speech"]
+    assert text.count("fix: ") >= 3

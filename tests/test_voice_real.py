@@ -16,15 +16,22 @@ from heisenberg.audio.sinks import NullSink, WavFileSink
 from heisenberg.audio.sources import AudioDeviceError, AudioSource, FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, WakeWordConfig
-from heisenberg.core.events import Event, EventType
+from heisenberg.core.events import ErrorEvent, Event, EventType
+from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.speech import Speaker
-from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.orchestrator.voice import SORRY, VoiceLoop
 from heisenberg.voice.stt import WhisperSTT, is_meaningful
-from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
-from heisenberg.voice.wakeword import ModelError, OpenWakeWordEngine, VadGatedWakeWord
+from heisenberg.voice.wakeword import (
+    Detection,
+    ModelError,
+    OpenWakeWordEngine,
+    VadGatedWakeWord,
+    WakeWordEngine,
+)
 from tests.conftest import RunningServer, silence, speech
 
 OTHER_SPEECH = (
@@ -249,3 +256,66 @@ async def test_a_dying_microphone_is_reported_and_reopened(llama_server: Running
 def test_missing_models_give_clear_errors(factory: object, words: str) -> None:
     with pytest.raises(ModelError, match=words):
         factory()  # type: ignore[operator]
+
+
+class FailsOnce(TextToSpeech):
+    """Fault injection: the real Piper voice, but the first answer's synthesis raises."""
+
+    def __init__(self, real: PiperTTS) -> None:
+        self.real = real
+        self.rate_hz = real.rate_hz
+        self.failed = False
+        self.spoken: list[str] = []
+
+    def synthesize(self, text: str) -> AudioChunk:
+        if not self.failed and text != SORRY:
+            self.failed = True
+            raise RuntimeError("piper exploded")
+        self.spoken.append(text)
+        return self.real.synthesize(text)
+
+
+class WakeFailsOnce(WakeWordEngine):
+    """Fault injection: the real wake word engine, raising on the 5th chunk."""
+
+    def __init__(self, real: WakeWordEngine) -> None:
+        self.real = real
+        self.name = getattr(real, "name", "")
+        self.calls = 0
+
+    def process(self, chunk: AudioChunk, threshold: float | None = None) -> Detection | None:
+        self.calls += 1
+        if self.calls == 5:
+            raise ValueError("tflite tensor mismatch")
+        return self.real.process(chunk, threshold)
+
+
+async def test_engine_failures_become_errors_and_the_loop_goes_on(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT,
+        wake: OpenWakeWordEngine, tmp_path: Path) -> None:
+    wav = tmp_path / "two.wav"
+    question = np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
+                               speech(tts, "What is the capital of France?"), silence(3.0)])
+    write_wav(wav, np.concatenate([silence(1.0), question, question]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16))
+    bus = EventBus()
+    events = record(bus)
+    failing = FailsOnce(tts)
+    out = tmp_path / "reply.wav"
+    sink = WavFileSink(out, tts.rate_hz)
+    loop = VoiceLoop(Assistant(config, bus, LlamaCppLLM(config.llm, llama_server.url)),
+                     FileSource(wav, realtime=True), sink, WakeFailsOnce(wake), stt, failing,
+                     earcons=False)
+    turns = await loop.run()
+    await sink.close()
+    await bus.drain()
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert [e.code for e in errors] == ["internal", "internal"]
+    assert "tflite tensor mismatch" in errors[0].message
+    assert "piper exploded" in errors[1].message
+    first, second = turns
+    assert first.outcome is not None and first.outcome.error is not None
+    assert second.outcome is not None and second.outcome.error is None and second.outcome.answer
+    assert failing.spoken[0] == SORRY  # the failed turn was apologised for, out loud
+    assert loop.state is State.IDLE
+    assert len(read_wav(out)) > 0

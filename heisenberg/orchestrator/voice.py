@@ -165,9 +165,11 @@ class VoiceLoop:
 
     async def _on_chunk(self, chunk: AudioChunk) -> None:
         state = self.state
-        if state is State.LISTENING:
+        if state is State.LISTENING and not self.endpointer.done:
             await self._listen(chunk)
             return
+        # IDLE, THINKING, SPEAKING, and LISTENING while the utterance is being transcribed:
+        # the wake word engine hears everything (a new wake word then is a barge-in).
         threshold = None
         if state is State.SPEAKING:
             threshold = self.speaking_threshold
@@ -179,8 +181,10 @@ class VoiceLoop:
             log.info("wake word ignored: it is in what I am saying")
             return
         self.bus.publish(WakewordDetected(model=detection.model, score=detection.score))
-        if state in (State.THINKING, State.SPEAKING):
+        if state in (State.LISTENING, State.THINKING, State.SPEAKING):
             await self._barge_in()
+            if self.state is State.LISTENING:  # it was still transcribing: start afresh
+                self.assistant.idle("wake word again", self._listen_turn)
         await self._start_listening()
 
     def _hearing_myself(self) -> bool:
@@ -222,8 +226,6 @@ class VoiceLoop:
             self._error(exc)
 
     async def _listen(self, chunk: AudioChunk) -> None:
-        if self.endpointer.done:  # the utterance is being transcribed
-            return
         self._utterance.append(chunk)
         is_speech = self.vad.is_speech(chunk)
         event = self.endpointer.process(chunk.duration_ms / 1000, is_speech)
