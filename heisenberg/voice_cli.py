@@ -12,7 +12,6 @@ import numpy as np
 
 from heisenberg.audio.format import RATE_HZ, resample, write_wav
 from heisenberg.core.config import Config
-from heisenberg.core.events import Event, EventType, TranscriptionFinal
 from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
 from heisenberg.orchestrator.voice import VoiceTurn
 from heisenberg.voice.tts import PiperTTS, SentenceSplitter
@@ -21,13 +20,10 @@ DEMO_WAKE = "Hey Jarvis."
 DEMO_QUESTION = "What is the capital of France?"
 
 
-async def _print_transcripts(event: Event) -> None:
-    if isinstance(event, TranscriptionFinal):
-        print(f"you: {event.text}", flush=True)
-
-
 def _report(turns: list[VoiceTurn]) -> None:
     for turn in turns:
+        if turn.transcript:
+            print(f"you: {turn.transcript}", flush=True)
         if turn.interrupted:
             print(f"heisenberg (interrupted): {turn.transcript}", flush=True)
         elif turn.outcome is not None and turn.outcome.error is not None:
@@ -75,8 +71,6 @@ async def cmd_demo(config: Config, output_path: str, question: str) -> int:
             print(f"demo input: spoken '{DEMO_WAKE} {question}' (Piper, resampled to 16 kHz)")
             loop = rt.voice_loop(engines, make_source(config, rt.bus, str(wav)),
                                  make_sink(config, output_path, engines.tts.rate_hz))
-            rt.bus.subscribe(_print_transcripts, [EventType.TRANSCRIPTION_FINAL],
-                             name="stdout")
             turns = await loop.run()
         await rt.bus.drain()
         _report(turns)

@@ -211,6 +211,22 @@ class APIConfig:
     port: int = _opt(8765, min=1, max=65535)
     token: str = _opt("")
     """Bearer token required by every endpoint but /api/v1/health; empty = none."""
+    max_body_mb: float = _opt(16.0, min=0.01, max=1024.0)
+    """Largest request body accepted (413 above)."""
+    max_image_mb: float = _opt(8.0, min=0.01, max=1024.0)
+    """Largest decoded image accepted (400 above)."""
+    cors_origins: list[str] = _opt([])
+    """Origins allowed to call the API from a browser page; empty = no CORS headers."""
+    max_queue: int = _opt(4, min=1, max=1000)
+    """Questions (/ask, /process-frame) running or waiting at once; more get 429."""
+    ws_queue: int = _opt(512, min=1, max=100000)
+    """Events buffered per WebSocket client; a client that falls further behind is dropped."""
+    frame_cache_size: int = _opt(32, min=1, max=10000)
+    """Scene descriptions kept by /process-frame."""
+    frame_cache_ttl_s: float = _opt(300.0, min=1.0, max=86400.0)
+    """Seconds a cached scene description stays valid."""
+    frame_hash_distance: int = _opt(6, min=0, max=64)
+    """Frames whose 64-bit perceptual hashes differ in at most this many bits are 'the same'."""
 
 
 @dataclass(frozen=True)

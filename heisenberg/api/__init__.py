@@ -1,0 +1,1 @@
+"""The local HTTP/WebSocket API and the dashboard."""
