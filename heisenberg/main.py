@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -94,6 +95,10 @@ class Runtime:
             await self._stack.aclose()
             raise
         return self
+
+    def push_async_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` at exit, before what was set up earlier is closed."""
+        self._stack.push_async_callback(callback)
 
     def _session(self) -> SessionManager:
         store = None

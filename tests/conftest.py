@@ -9,15 +9,20 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from heisenberg.api.server import API
 from heisenberg.audio.format import RATE_HZ, resample
+from heisenberg.audio.sinks import NullSink
 from heisenberg.core.config import (
+    APIConfig,
     Config,
+    HistoryConfig,
     LLMConfig,
     ServerConfig,
     STTConfig,
@@ -25,6 +30,7 @@ from heisenberg.core.config import (
     WakeWordConfig,
 )
 from heisenberg.llm.server import default_model_path, server_command
+from heisenberg.main import Runtime
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
@@ -165,3 +171,31 @@ def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     proc.terminate()
     proc.wait(10)
     reinit_portaudio()
+
+
+MakeAPI = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_api(llama_server: RunningServer, tts: PiperTTS,
+                   tmp_path: Path) -> AsyncIterator[MakeAPI]:
+    """Start the API over a real runtime: ``api = await make_api(token="x", ...)``."""
+    started: list[tuple[API, Runtime]] = []
+
+    async def start(url: str = llama_server.url, llm: dict[str, Any] | None = None,
+                    **api_overrides: Any) -> API:
+        config = Config(llm=LLMConfig(**{"url": url, "max_tokens": 16, "temperature": 0.0,
+                                         **(llm or {})}),
+                        api=dataclasses.replace(APIConfig(enabled=True, port=free_port()),
+                                                **api_overrides),
+                        history=HistoryConfig(path=str(tmp_path / f"h{len(started)}.sqlite3")))
+        runtime = await Runtime(config).__aenter__()
+        api = API(config, runtime.assistant, tts=tts, sink=NullSink())
+        await api.start()
+        started.append((api, runtime))
+        return api
+
+    yield start
+    for api, runtime in started:
+        await api.stop()
+        await runtime.__aexit__(None, None, None)

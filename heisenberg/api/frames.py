@@ -4,6 +4,7 @@ The cache keys frames by a 64-bit perceptual hash (pHash: the signs of the low f
 a 32x32 DCT, against their median), so a frame that only changed by noise, compression or a
 small shift finds the description of the scene it shows without asking the model again (seed
 001's "cache and fewer API calls"). It is a few lines of OpenCV, so no library is added for it.
+OpenCV is imported where it is used: it comes with the ``vision`` extra.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from heisenberg.core.config import CameraConfig
@@ -30,6 +30,8 @@ def decode_image(data: str, max_bytes: int, camera: CameraConfig) -> tuple[Frame
     """A data URI or plain base64 string -> (JPEG frame for the model, decoded BGR image)."""
     if not isinstance(data, str) or not data:
         raise BadImageError("image: expected a data URI or a base64 string")
+    import cv2
+
     payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
     if len(payload) * 3 // 4 > max_bytes:
         raise BadImageError(f"image: larger than the {max_bytes // 1_000_000} MB limit "
@@ -45,6 +47,8 @@ def decode_image(data: str, max_bytes: int, camera: CameraConfig) -> tuple[Frame
 
 
 def phash(image: np.ndarray) -> int:
+    import cv2
+
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8].flatten()

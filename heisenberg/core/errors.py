@@ -26,6 +26,12 @@ class InternalError(HeisenbergError):
     code = "internal"
 
 
+class AssistantBusyError(HeisenbergError):
+    """A typed question arrived while the assistant listens to a spoken one."""
+
+    code = "busy"
+
+
 class ConfigError(HeisenbergError):
     """The configuration is invalid; the message names the key and the bad value."""
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import aiohttp
+
 from heisenberg.core.config import LLMConfig
 from heisenberg.core.errors import ConfigError
 from heisenberg.llm.backend import LLMBackend
@@ -31,3 +35,34 @@ def create_backend(config: LLMConfig, base_url: str) -> LLMBackend:
         raise ConfigError(f"llm.backend: {config.backend!r} is not available "
                           f"(available: {', '.join(BACKENDS)})") from None
     return cls(config, base_url)
+
+
+#: Where each protocol says "I am up": 200 = ready, 503 = loading (llama.cpp, VLM server).
+HEALTH_PATHS = {"llamacpp": "/health", "openai": "/v1/models", "ollama": "/api/tags",
+                "vlm-server": "/health"}
+
+
+@dataclass(frozen=True)
+class Health:
+    reachable: bool
+    model_loaded: bool
+    detail: str
+
+
+async def probe_health(backend: str, url: str, timeout_s: float = 2.0) -> Health:
+    """Ask the server whether it is up and its model loaded. Protocols without a health
+    endpoint (LLaVA) are reported reachable, unprobed."""
+    path = HEALTH_PATHS.get(backend)
+    if path is None:
+        return Health(True, True, "not probed (no health endpoint in this protocol)")
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+                url.rstrip("/") + path, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            status, body = resp.status, (await resp.text())[:200]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Health(False, False, f"unreachable ({type(exc).__name__}: {exc})")
+    if status == 200:
+        return Health(True, True, "reachable, model loaded")
+    if status == 503:
+        return Health(True, False, "reachable, model still loading")
+    return Health(True, False, f"{path} answered HTTP {status}: {body}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
-from heisenberg.core.errors import HeisenbergError, InternalError
+from heisenberg.core.errors import AssistantBusyError, HeisenbergError, InternalError
 from heisenberg.core.events import (
     ErrorEvent,
     Interrupted,
@@ -54,6 +54,16 @@ class Assistant:
         self.prompts = self._prompt_builder(config)
         self.states = StateMachine(self._state_timeouts(config), time.monotonic())
         self._lock = asyncio.Lock()
+        self.not_listening = asyncio.Event()
+        """Clear while a spoken question is being heard (typed ones wait for it)."""
+        self.not_listening.set()
+        self.last_image: bytes | None = None
+        """The last JPEG that went with a question (camera frame or API image)."""
+
+    @property
+    def busy(self) -> bool:
+        """A turn is running or waiting (the next question would queue behind it)."""
+        return self._lock.locked()
 
     @staticmethod
     def _prompt_builder(config: Config) -> PromptBuilder:
@@ -82,14 +92,22 @@ class Assistant:
 
     def _move(self, target: State, reason: str, turn_id: str) -> None:
         step = self.states.transition(target, time.monotonic(), reason)
+        self._track_listening()
         self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
                                       turn_id=turn_id))
 
     def _reset(self, reason: str, turn_id: str) -> None:
         step = self.states.reset(time.monotonic(), reason)
+        self._track_listening()
         if step is not None:
             self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
                                           turn_id=turn_id))
+
+    def _track_listening(self) -> None:
+        if self.state is State.LISTENING:
+            self.not_listening.clear()
+        else:
+            self.not_listening.set()
 
     def listen(self, reason: str, turn_id: str = "") -> None:
         """Wake word heard: to LISTENING (from IDLE, or from THINKING/SPEAKING on barge-in)."""
@@ -117,7 +135,12 @@ class Assistant:
         if not question:
             raise ValueError("the question is empty")
         async with self._lock:
+            if source != "voice" and self.state is State.LISTENING:
+                raise AssistantBusyError("the assistant is listening to someone; ask again "
+                                         "in a moment")
             turn_id = turn_id or uuid.uuid4().hex[:12]
+            if image is not None:
+                self.last_image = image
             token = current_turn.set(turn_id)
             try:
                 return await self._respond(question, image, source, speaker, turn_id)
@@ -169,6 +192,13 @@ class Assistant:
         self.session.add_conversation_turn(question, result.text)
         self._move(State.IDLE, "answered", turn_id)
         return TurnOutcome(turn_id, question, result.text, result)
+
+    async def describe(self, question: str, image: bytes) -> LLMResult:
+        """A one-off question about an image, outside the conversation: no history, no
+        state change, but in turn with the conversation's questions (one at a time)."""
+        async with self._lock:
+            self.last_image = image
+            return await self.backend.complete(self.prompts.build(question), image)
 
     async def _think(self, question: str, image: bytes | None, turn_id: str,
                      pieces: list[str], speaker: Speaker | None) -> LLMResult:

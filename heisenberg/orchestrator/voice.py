@@ -113,6 +113,8 @@ class VoiceLoop:
         self.wake_word = wake_word_text(getattr(wake, "name", ""))
         self.listening = asyncio.Event()
         """Set once the first audio chunk went through the wake word engine."""
+        self.audio_error: str | None = None
+        """The input device's last failure, until audio flows again."""
 
     @property
     def state(self) -> State:
@@ -128,6 +130,7 @@ class VoiceLoop:
                         try:
                             await self._on_chunk(chunk)
                             self.listening.set()
+                            self.audio_error = None
                         except Exception as exc:  # an engine bug: report it, keep listening
                             log.exception("audio processing failed")
                             self._error(InternalError(
@@ -137,6 +140,7 @@ class VoiceLoop:
                             return self.turns
                     break
                 except AudioDeviceError as exc:
+                    self.audio_error = exc.message
                     self._error(exc)
                     if self.source.name.startswith("file:"):
                         raise
@@ -148,6 +152,17 @@ class VoiceLoop:
             return self.turns
         finally:
             await self._cancel_turn()
+
+    def device_status(self) -> dict[str, str]:
+        """Microphone, speaker and camera, as the health endpoint reports them."""
+        if self.audio_error:
+            mic = f"error: {self.audio_error}"
+        else:
+            mic = "ok" if self.listening.is_set() else "starting"
+        camera = "disabled" if self.camera is None else (
+            "failed" if self._camera_failed else "ok")
+        return {"microphone": f"{self.source.name}: {mic}", "speaker": self.sink.name,
+                "camera": camera}
 
     def _recover(self) -> None:
         """Back to a clean IDLE after a failure outside a turn."""

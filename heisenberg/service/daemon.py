@@ -2,7 +2,8 @@
 
 It loads the engines, starts the voice loop (and the HTTP API when enabled), tells systemd
 when it listens (READY=1), reports each state change (STATUS=), pings the watchdog, reloads
-config.toml on SIGHUP and stops cleanly on SIGTERM/SIGINT: playback stopped, the LLM stream
+config.toml on SIGHUP, serves the local API and dashboard when ``api.enabled``, and stops
+cleanly on SIGTERM/SIGINT: playback stopped, the LLM stream
 cancelled, devices closed, the managed server stopped, the history closed; all within
 ``STOP_BUDGET_S``.
 """
@@ -18,6 +19,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from heisenberg.api.server import API
 from heisenberg.core.config import Config, load_config
 from heisenberg.core.errors import ConfigError
 from heisenberg.core.events import Event, EventType, StateChanged
@@ -64,6 +66,7 @@ class Daemon:
         self.started_s = time.monotonic()
         self.runtime: Runtime | None = None
         self.voice: VoiceLoop | None = None
+        self.api: API | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
 
@@ -84,7 +87,11 @@ class Daemon:
                 sink = make_sink(self.config, self.output_path, engines.tts.rate_hz)
                 self.voice = rt.voice_loop(engines, source, sink)
                 rt.bus.subscribe(self._on_state, [EventType.STATE_CHANGED], name="systemd")
-                await self._start_extras(rt)
+                if self.config.api.enabled:
+                    self.api = API(self.config, rt.assistant, tts=engines.tts, sink=sink,
+                                   devices=self.voice.device_status)
+                    await self.api.start()
+                    rt.push_async_callback(self.api.stop)
                 voice_task = asyncio.create_task(self.voice.run(), name="voice-loop")
                 self._spawn(self._announce_ready(voice_task))
                 self._spawn(self.notifier.watchdog(lambda: not voice_task.done()))
@@ -107,9 +114,6 @@ class Daemon:
             for task in self._tasks:
                 task.cancel()
             self.notifier.close()
-
-    async def _start_extras(self, rt: Runtime) -> None:
-        """Hook for what runs beside the voice loop (the HTTP API)."""
 
     async def _finish(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
         """Stop the voice loop: its ``finally`` cancels the turn (LLM stream, playback)."""

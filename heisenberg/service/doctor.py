@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
 from heisenberg.core.config import Config
 from heisenberg.core.errors import HeisenbergError
 
@@ -124,42 +122,19 @@ def check_history(config: Config) -> Row:
     return Row("history", OK, f"{store.path} ({count} turns)")
 
 
-HEALTH_PATHS = {"llamacpp": "/health", "openai": "/v1/models", "ollama": "/api/tags",
-                "vlm-server": "/health"}
-
-
-async def _probe(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(
-            url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-        return resp.status, (await resp.text())[:200]
-
-
 async def check_llm_at(config: Config, url: str, managed: str = "") -> list[Row]:
-    from heisenberg.llm.backends import create_backend
+    from heisenberg.llm.backends import create_backend, probe_health
 
     llm = config.llm
-    rows = []
-    health = HEALTH_PATHS.get(llm.backend)
+    health = await probe_health(llm.backend, url, timeout_s=5.0)
     fix = (f"start the server (see docs/LLM_GUIDE.md) or fix llm.url ({url}); or leave "
            "llm.url empty for managed mode")
-    if health is not None:
-        try:
-            status, body = await _probe(url.rstrip("/") + health)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return [Row("LLM server", FAIL, f"{llm.backend} at {url}: unreachable "
-                                           f"({type(exc).__name__}: {exc})", fix)]
-        if status == 503:
-            rows.append(Row("LLM server", FAIL, f"{url}: reachable, model still loading",
-                            "wait for the model to load, then check again"))
-        elif status != 200:
-            rows.append(Row("LLM server", FAIL, f"{url}{health} answered HTTP {status}: {body}",
-                            fix))
-        else:
-            rows.append(Row("LLM server", OK, f"{llm.backend} at {url}{managed}: reachable, "
-                                              "model loaded"))
-    else:
-        rows.append(Row("LLM server", OK, f"{llm.backend} at {url} (no health endpoint in "
-                                          "this protocol: not probed)"))
+    if not health.reachable:
+        return [Row("LLM server", FAIL, f"{llm.backend} at {url}: {health.detail}", fix)]
+    rows = [Row("LLM server", OK if health.model_loaded else FAIL,
+                f"{llm.backend} at {url}{managed}: {health.detail}",
+                "" if health.model_loaded else "wait for the model to load, or check the "
+                                               "server log")]
     backend = create_backend(llm, url)
     try:
         vision = await backend.supports_vision()

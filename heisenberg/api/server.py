@@ -1,0 +1,472 @@
+"""The local HTTP/WebSocket API (aiohttp, in the daemon's process and event loop).
+
+Questions asked here go through the same ``Assistant`` as spoken ones: the same PromptBuilder,
+history, backend and state machine, one turn at a time. Every blocking step (Piper, image
+decoding) runs in a worker thread, so the API stays responsive while a voice turn runs.
+Errors are ``{"detail": "..."}`` with the status the problem deserves; nothing here can stop
+the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import io
+import json
+import logging
+import time
+import uuid
+import wave
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from heisenberg import __version__
+from heisenberg.api.frames import BadImageError, FrameCache, decode_image, phash
+from heisenberg.api.metrics import TurnMetrics
+from heisenberg.api.openapi import openapi_document
+from heisenberg.audio.sinks import AudioSink
+from heisenberg.core.config import Config
+from heisenberg.core.errors import AssistantBusyError, LLMConnectionError, LLMError
+from heisenberg.core.events import Event, EventType, LLMToken
+from heisenberg.llm.backends import Health, probe_health
+from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
+from heisenberg.orchestrator.speech import Speaker
+from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/api/v1/health", "/", "/dashboard.js"})
+SCENE_PROMPT = "Describe the scene in this image in one or two short sentences."
+
+
+def fail(status: int, detail: str) -> web.HTTPException:
+    cls: type[web.HTTPException] = {
+        400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
+        409: web.HTTPConflict, 429: web.HTTPTooManyRequests, 502: web.HTTPBadGateway,
+        503: web.HTTPServiceUnavailable}[status]
+    return cls(text=json.dumps({"detail": detail}), content_type="application/json")
+
+
+class API:
+    def __init__(self, config: Config, assistant: Assistant, *,
+                 tts: TextToSpeech | None = None, sink: AudioSink | None = None,
+                 devices: Callable[[], dict[str, str]] | None = None) -> None:
+        self.config = config
+        self.api = config.api
+        self.assistant = assistant
+        self.bus = assistant.bus
+        self.tts = tts
+        self.sink = sink
+        self.devices = devices or (lambda: {})
+        self.metrics = TurnMetrics()
+        self.frames = FrameCache(self.api.frame_cache_size, self.api.frame_cache_ttl_s,
+                                 self.api.frame_hash_distance)
+        self.started_s = time.monotonic()
+        self._pending = 0
+        self._health: tuple[float, Health] | None = None
+        self._health_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.ws_dropped = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=int(self.api.max_body_mb * 1_000_000),
+                              middlewares=[self._errors, self._cors, self._auth])
+        app.router.add_get("/", self.dashboard)
+        app.router.add_get("/dashboard.js", self.dashboard_js)
+        app.router.add_get("/api/v1/status", self.status)
+        app.router.add_get("/api/v1/health", self.health)
+        app.router.add_post("/api/v1/ask", self.ask)
+        app.router.add_post("/api/v1/process-frame", self.process_frame)
+        app.router.add_post("/api/v1/speak", self.speak)
+        app.router.add_get("/api/v1/history", self.history)
+        app.router.add_delete("/api/v1/history", self.clear_history)
+        app.router.add_get("/api/v1/frame", self.last_frame)
+        app.router.add_get("/api/v1/openapi.json", self.openapi)
+        app.router.add_get("/ws/stream", self.stream)
+        app.router.add_get("/metrics", self.prometheus)
+        return app
+
+    async def start(self) -> str:
+        self.bus.subscribe(self.metrics, name="metrics")
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.api.host, self.api.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://{self.api.host}:{port}"
+        self._spawn(self._clean_frames())
+        log.info("API and dashboard at %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _clean_frames(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.api.frame_cache_ttl_s / 4))
+            self.frames.expire()
+
+    # --- middlewares ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            detail = exc.text or exc.reason  # aiohttp's own: 404, 405, 413...
+            if exc.status == 413:
+                detail = (f"request body too large (limit {self.api.max_body_mb:g} MB, "
+                          "api.max_body_mb)")
+            return web.json_response({"detail": detail}, status=exc.status)
+        except Exception:
+            log.exception("API: unexpected error on %s %s", request.method, request.path)
+            return web.json_response({"detail": "internal error (see the daemon log)"},
+                                     status=500)
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        allowed = origin and (origin in self.api.cors_origins or "*" in self.api.cors_origins)
+        if request.method == "OPTIONS" and allowed:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self.api.token
+        if token and request.path not in OPEN_PATHS and request.method != "OPTIONS":
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            given = given or request.query.get("token", "")  # browsers' WebSocket: no headers
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise fail(401, "missing or wrong bearer token (Authorization: Bearer ...)")
+        return await handler(request)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            raise fail(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise fail(400, "the body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _text(body: dict[str, Any], key: str) -> str:
+        value = body.get(key)
+        if value is None:
+            raise fail(400, f"missing field {key!r}")
+        if not isinstance(value, str) or not value.strip():
+            raise fail(400, f"{key!r} must be a non-empty string")
+        return value.strip()
+
+    async def _image(self, body: dict[str, Any], required: bool = False) -> tuple[bytes, int]:
+        data = body.get("image")
+        if data is None:
+            if required:
+                raise fail(400, "missing field 'image'")
+            return b"", 0
+        try:
+            frame, image = await asyncio.to_thread(
+                decode_image, data, int(self.api.max_image_mb * 1_000_000), self.config.camera)
+        except BadImageError as exc:
+            raise fail(400, exc.message) from None
+        return frame.jpeg, await asyncio.to_thread(phash, image)
+
+    async def llm_health(self) -> Health:
+        """The server's health, probed at most once a second (health must answer fast)."""
+        async with self._health_lock:
+            now = time.monotonic()
+            if self._health is None or now - self._health[0] > 1.0:
+                backend = self.assistant.backend
+                self._health = (now, await probe_health(self.config.llm.backend,
+                                                        backend.base_url, timeout_s=1.0))
+            return self._health[1]
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> Any:
+        """Bound the questions running or waiting; over the bound: 429."""
+        if self._pending >= self.api.max_queue:
+            raise fail(429, f"too many questions in progress ({self._pending}, api.max_queue); "
+                            "try again shortly")
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+
+    async def _not_listening(self) -> None:
+        """A typed question waits while a spoken one is being heard."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.assistant.not_listening.wait(),
+                                   self.config.states.listening_timeout_s)
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        page = resources.files("heisenberg.api").joinpath("static", "index.html")
+        return web.Response(text=page.read_text("utf-8"), content_type="text/html")
+
+    async def dashboard_js(self, request: web.Request) -> web.Response:
+        script = resources.files("heisenberg.api").joinpath("static", "dashboard.js")
+        return web.Response(text=script.read_text("utf-8"), content_type="text/javascript")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(__version__))
+
+    async def status(self, request: web.Request) -> web.Response:
+        recent = [t.as_dict() for t in self.metrics.recent]
+        return web.json_response({
+            "name": "heisenberg", "version": __version__, "state": str(self.assistant.state),
+            "uptime_s": round(time.monotonic() - self.started_s, 1),
+            "session_id": self.assistant.session.session_id,
+            "last_turn": recent[-1] if recent else None, "recent_turns": recent})
+
+    async def health(self, request: web.Request) -> web.Response:
+        llm = await self.llm_health()
+        vision = self.assistant.backend.vision
+        healthy = llm.reachable and llm.model_loaded
+        body = {"status": "ok" if healthy else "unavailable",
+                "llm": {"reachable": llm.reachable, "model_loaded": llm.model_loaded,
+                        "detail": llm.detail},
+                "vision": vision, "state": str(self.assistant.state),
+                **self.devices(), "uptime_s": round(time.monotonic() - self.started_s, 1)}
+        return web.json_response(body, status=200 if healthy else 503)
+
+    async def ask(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json(request)
+        text = self._text(body, "text")
+        image, _ = await self._image(body)
+        speak = bool(body.get("speak", False))
+        if speak and (self.tts is None or self.sink is None):
+            raise fail(400, "speak: this process has no voice output")
+        session_id = body.get("session_id")
+        if session_id is not None and not isinstance(session_id, str):
+            raise fail(400, "'session_id' must be a string")
+        stream = bool(body.get("stream")) or "text/event-stream" in request.headers.get(
+            "Accept", "")
+        async with self._slot():
+            llm = await self.llm_health()
+            if not (llm.reachable and llm.model_loaded):
+                raise fail(503, f"the LLM is not ready: {llm.detail}")
+            await self._not_listening()
+            session = self.assistant.session
+            if session_id and session_id != session.session_id:
+                session.reset()
+                session.session_id = session_id
+            turn_id = uuid.uuid4().hex[:12]
+            speaker = Speaker(self.tts, self.sink, self.bus) if speak and self.tts and \
+                self.sink else None
+            turn = self.assistant.respond(text, image=image or None, source="api",
+                                          speaker=speaker, turn_id=turn_id)
+            if stream:
+                return await self._stream_answer(request, turn, turn_id)
+            outcome = await self._outcome(turn)
+            return web.json_response(self._answer(outcome, speak))
+
+    async def _outcome(self, turn: Awaitable[TurnOutcome]) -> TurnOutcome:
+        try:
+            outcome = await turn
+        except AssistantBusyError as exc:
+            raise fail(409, exc.message) from None
+        if isinstance(outcome.error, LLMConnectionError):
+            raise fail(503, f"the LLM is not reachable: {outcome.error}")
+        if isinstance(outcome.error, LLMError) and "loading" in outcome.error.message:
+            raise fail(503, outcome.error.message)
+        return outcome
+
+    def _answer(self, outcome: TurnOutcome, spoken: bool) -> dict[str, Any]:
+        result = outcome.result
+        return {"turn_id": outcome.turn_id, "answer": outcome.answer,
+                "error": str(outcome.error) if outcome.error else None,
+                "session_id": self.assistant.session.session_id, "spoken": spoken,
+                "usage": {"prompt_tokens": result.prompt_tokens if result else 0,
+                          "completion_tokens": result.completion_tokens if result else 0},
+                "first_token_ms": round(result.first_token_ms) if result else None,
+                "total_ms": round(result.total_ms) if result else None}
+
+    async def _stream_answer(self, request: web.Request, turn: Awaitable[TurnOutcome],
+                             turn_id: str) -> web.StreamResponse:
+        tokens: asyncio.Queue[str] = asyncio.Queue()
+
+        async def collect(event: Event) -> None:
+            if isinstance(event, LLMToken) and event.turn_id == turn_id:
+                tokens.put_nowait(event.text)
+
+        sub = self.bus.subscribe(collect, [EventType.LLM_TOKEN], name=f"sse:{turn_id}",
+                                 max_queue=1_000_000)
+        task = asyncio.ensure_future(self._outcome(turn))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        try:
+            await response.prepare(request)
+            while True:
+                getter = asyncio.ensure_future(tokens.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                await response.write(f"data: {json.dumps({'token': getter.result()})}\n\n"
+                                     .encode())
+            await sub.drained()  # tokens published just before the end
+            while not tokens.empty():
+                await response.write(
+                    f"data: {json.dumps({'token': tokens.get_nowait()})}\n\n".encode())
+            try:
+                done = self._answer(task.result(), False)
+                await response.write(f"event: done\ndata: {json.dumps(done)}\n\n".encode())
+            except web.HTTPException as exc:
+                await response.write(f"event: error\ndata: {exc.text}\n\n".encode())
+            await response.write_eof()
+            return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            task.cancel()  # the caller went away: stop generating
+            raise
+        finally:
+            await self.bus.unsubscribe(sub)
+
+    async def process_frame(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        jpeg, key = await self._image(body, required=True)
+        cached = self.frames.get(key)
+        if cached is not None:
+            return web.json_response({"description": cached, "cached": True,
+                                      "hash": f"{key:016x}"})
+        prompt_text = body.get("prompt") or SCENE_PROMPT
+        if not isinstance(prompt_text, str):
+            raise fail(400, "'prompt' must be a string")
+        async with self._slot():
+            llm = await self.llm_health()
+            if not (llm.reachable and llm.model_loaded):
+                raise fail(503, f"the LLM is not ready: {llm.detail}")
+            try:
+                result = await self.assistant.describe(prompt_text, jpeg)
+            except LLMConnectionError as exc:
+                raise fail(503, f"the LLM is not reachable: {exc}") from None
+            except LLMError as exc:
+                raise fail(503 if "loading" in exc.message else 502, exc.message) from None
+        description = result.text.strip()
+        self.frames.put(key, description)
+        return web.json_response({"description": description, "cached": False,
+                                  "hash": f"{key:016x}",
+                                  "vision": bool(self.assistant.backend.vision)})
+
+    async def speak(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        text = self._text(body, "text")
+        if self.tts is None:
+            raise fail(503, "text-to-speech is not loaded in this process")
+        tts = self.tts
+        splitter = SentenceSplitter()
+        sentences = [*splitter.feed(text + " "), *splitter.flush()]
+        if not sentences:
+            raise fail(400, "'text' has nothing speakable in it")
+        chunks = [await asyncio.to_thread(tts.synthesize, s) for s in sentences]
+        samples = np.concatenate([c.array() for c in chunks])
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(tts.rate_hz)
+            wav.writeframes(samples.astype(np.int16).tobytes())
+        if body.get("play") and self.sink is not None:
+            sink = self.sink
+            self._spawn(asyncio.gather(*(sink.play(c) for c in chunks)))
+        return web.Response(body=buffer.getvalue(), content_type="audio/wav")
+
+    async def history(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            raise fail(400, "'limit' must be an integer") from None
+        session = self.assistant.session
+        if session.store is not None:
+            rows = await asyncio.to_thread(session.store.recent, max(0, limit))
+        else:
+            rows = [(session.session_id, t) for t in session.get_conversation_history(limit)]
+        return web.json_response({"session_id": session.session_id, "turns": [
+            {"turn_id": t.turn_id, "session_id": s, "timestamp_s": t.timestamp_s,
+             "user": t.user, "assistant": t.assistant, "interrupted": t.interrupted}
+            for s, t in rows]})
+
+    async def clear_history(self, request: web.Request) -> web.Response:
+        deleted = await asyncio.to_thread(self.assistant.session.clear)
+        return web.json_response({"deleted": deleted})
+
+    async def last_frame(self, request: web.Request) -> web.Response:
+        if self.assistant.last_image is None:
+            raise fail(404, "no frame captured yet")
+        return web.Response(body=self.assistant.last_image, content_type="image/jpeg",
+                            headers={"Cache-Control": "no-store"})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0)
+        await ws.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.api.ws_queue)
+        too_slow = asyncio.Event()
+
+        async def forward(event: Event) -> None:
+            try:
+                queue.put_nowait(event.to_dict())
+            except asyncio.QueueFull:
+                too_slow.set()
+
+        sub = self.bus.subscribe(forward, name="ws", max_queue=self.api.ws_queue * 2)
+
+        async def send() -> None:
+            while True:
+                await ws.send_json(await queue.get())
+
+        sender = asyncio.ensure_future(send())
+        reader = asyncio.ensure_future(ws.receive())  # the client closing, or pings
+        slow = asyncio.ensure_future(too_slow.wait())
+        try:
+            await asyncio.wait({sender, reader, slow}, return_when=asyncio.FIRST_COMPLETED)
+            if slow.done():
+                self.ws_dropped += 1
+                log.warning("API: a WebSocket client fell %d events behind; dropped",
+                            self.api.ws_queue)
+        finally:
+            for task in (sender, reader, slow):
+                task.cancel()
+            await self.bus.unsubscribe(sub)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1008 if too_slow.is_set() else 1000,
+                                                message=b"too slow" if too_slow.is_set()
+                                                else b""), 1.0)
+        return ws

@@ -1,0 +1,278 @@
+"""The local HTTP/WebSocket API on the real assistant: real llama.cpp server, real Piper."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import wave
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from heisenberg.api.frames import FrameCache, phash
+from heisenberg.api.server import API
+from heisenberg.core.events import LLMToken
+from tests.conftest import MakeAPI, free_port
+
+
+def png(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def scene(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.zeros((240, 320, 3), np.uint8)
+    for _ in range(6):
+        x, y = rng.integers(0, 280), rng.integers(0, 200)
+        image[y:y + 40, x:x + 40] = rng.integers(0, 255, 3)
+    return image
+
+
+async def call(api: API, method: str, path: str, token: str = "",
+               **kwargs: Any) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(kwargs.pop("headers", {}))
+    async with aiohttp.ClientSession() as session, session.request(
+            method, api.url + path, headers=headers, **kwargs) as resp:
+        raw = await resp.read()
+        body: Any = raw
+        if resp.content_type == "application/json":
+            body = json.loads(raw)
+        return resp.status, body, resp.headers
+
+
+async def test_status_health_and_openapi(make_api: MakeAPI) -> None:
+    api = await make_api()
+    status, body, _ = await call(api, "GET", "/api/v1/status")
+    assert status == 200 and body["name"] == "heisenberg" and body["state"] == "idle"
+    assert body["last_turn"] is None
+    status, health, _ = await call(api, "GET", "/api/v1/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["llm"] == {"reachable": True, "model_loaded": True,
+                             "detail": "reachable, model loaded"}
+    status, doc, _ = await call(api, "GET", "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    for path in ("/api/v1/status", "/api/v1/health", "/api/v1/ask", "/api/v1/process-frame",
+                 "/api/v1/speak", "/api/v1/history", "/ws/stream", "/metrics"):
+        assert path in doc["paths"]
+
+
+async def test_ask_answers_keeps_history_and_counts_in_metrics(make_api: MakeAPI) -> None:
+    api = await make_api()
+    status, body, _ = await call(api, "POST", "/api/v1/ask",
+                                 json={"text": "What is the capital of France?"})
+    assert status == 200, body
+    assert body["answer"].strip() and body["error"] is None
+    assert body["usage"]["completion_tokens"] > 0
+    status, history, _ = await call(api, "GET", "/api/v1/history")
+    assert [t["user"] for t in history["turns"]] == ["What is the capital of France?"]
+    assert history["turns"][0]["assistant"] == body["answer"]
+    status, last, _ = await call(api, "GET", "/api/v1/status")
+    assert last["last_turn"]["question"] == "What is the capital of France?"
+    assert last["last_turn"]["stages_ms"]["first_token"] > 0
+    status, metrics, headers = await call(api, "GET", "/metrics")
+    text = metrics.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'heisenberg_turns_total{outcome="answered",source="api"} 1.0' in text
+    assert 'heisenberg_stage_seconds_count{stage="first_token"} 1.0' in text
+    assert 'heisenberg_state{state="idle"} 1.0' in text
+    status, cleared, _ = await call(api, "DELETE", "/api/v1/history")
+    assert status == 200 and cleared == {"deleted": 1}
+    assert (await call(api, "GET", "/api/v1/history"))[1]["turns"] == []
+
+
+async def test_ask_streams_tokens_as_sse(make_api: MakeAPI) -> None:
+    api = await make_api()
+    tokens, done = [], None
+    async with aiohttp.ClientSession() as session, session.post(
+            api.url + "/api/v1/ask", json={"text": "Name three colors.", "stream": True}
+    ) as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        kind = "message"
+        async for line in resp.content:
+            text = line.decode().strip()
+            if text.startswith("event: "):
+                kind = text[7:]
+            elif text.startswith("data: "):
+                data = json.loads(text[6:])
+                if kind == "done":
+                    done = data
+                else:
+                    tokens.append(data["token"])
+                kind = "message"
+    assert len(tokens) > 1 and done is not None
+    assert "".join(tokens) == done["answer"]
+
+
+async def test_ask_with_an_image_on_a_text_only_server(make_api: MakeAPI) -> None:
+    api = await make_api()
+    status, body, _ = await call(api, "POST", "/api/v1/ask",
+                                 json={"text": "What do you see?",
+                                       "image": "data:image/png;base64," + png(scene())})
+    assert status == 200 and body["answer"].strip()
+    status, frame, headers = await call(api, "GET", "/api/v1/frame")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and frame[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(("kwargs", "status", "words"), [
+    ({"data": b"{not json"}, 400, "not valid JSON"),
+    ({"json": ["a list"]}, 400, "JSON object"),
+    ({"json": {"image": "x"}}, 400, "missing field 'text'"),
+    ({"json": {"text": 42}}, 400, "non-empty string"),
+    ({"json": {"text": "hi", "image": "%%%not-base64%%%"}}, 400, "not valid base64"),
+    ({"json": {"text": "hi", "image": base64.b64encode(b"just text").decode()}}, 400,
+     "not a decodable image"),
+    ({"json": {"text": "hi", "image": "A" * 400_000}}, 400, "larger than"),
+    ({"json": {"text": "hi", "junk": "B" * 600_000}}, 413, "too large"),
+])
+async def test_bad_requests_get_a_clear_detail(make_api: MakeAPI, kwargs: dict[str, Any],
+                                               status: int, words: str) -> None:
+    api = await make_api(max_image_mb=0.2, max_body_mb=0.5)
+    got, body, _ = await call(api, "POST", "/api/v1/ask", **kwargs)
+    assert got == status and words in body["detail"], body
+    assert (await call(api, "GET", "/api/v1/status"))[0] == 200  # still serving
+
+
+async def test_token_protects_everything_but_health(make_api: MakeAPI) -> None:
+    api = await make_api(token="s3cret")
+    for method, path in (("GET", "/api/v1/status"), ("GET", "/api/v1/history"),
+                         ("GET", "/metrics"), ("POST", "/api/v1/ask")):
+        status, body, _ = await call(api, method, path, json={"text": "hi"})
+        assert status == 401 and "bearer token" in body["detail"]
+    assert (await call(api, "GET", "/api/v1/status", token="wrong"))[0] == 401
+    assert (await call(api, "GET", "/api/v1/status", token="s3cret"))[0] == 200
+    assert (await call(api, "GET", "/api/v1/health"))[0] == 200
+
+
+async def test_llm_down_is_503(make_api: MakeAPI) -> None:
+    api = await make_api(url=f"http://127.0.0.1:{free_port()}")
+    status, health, _ = await call(api, "GET", "/api/v1/health")
+    assert status == 503 and health["llm"]["reachable"] is False
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json={"text": "hi"})
+    assert status == 503 and "not ready" in body["detail"]
+
+
+async def test_busy_llm_queue_answers_429(make_api: MakeAPI) -> None:
+    api = await make_api(max_queue=1, llm={"prompt_format": "gemma", "max_tokens": 200})
+    first = asyncio.create_task(call(api, "POST", "/api/v1/ask",
+                                     json={"text": "Tell me a long story."}))
+    async with asyncio.timeout(30):
+        while not api.assistant.busy:
+            await asyncio.sleep(0.01)
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json={"text": "And now?"})
+    assert status == 429 and "api.max_queue" in body["detail"]
+    assert (await first)[0] == 200
+
+
+async def test_unexpected_error_is_500_and_the_api_goes_on(make_api: MakeAPI) -> None:
+    api = await make_api()
+
+    def broken() -> int:
+        raise RuntimeError("disk on fire")
+
+    api.assistant.session.clear = broken  # type: ignore[method-assign]
+    status, body, _ = await call(api, "DELETE", "/api/v1/history")
+    assert status == 500 and body == {"detail": "internal error (see the daemon log)"}
+    assert (await call(api, "GET", "/api/v1/status"))[0] == 200
+
+
+async def test_process_frame_caches_an_unchanged_scene(make_api: MakeAPI) -> None:
+    api = await make_api()
+    image = scene(1)
+    status, first, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(image)})
+    assert status == 200 and first["cached"] is False and first["description"]
+    noisy = np.clip(image.astype(int) + np.random.default_rng(0).integers(-6, 7, image.shape),
+                    0, 255).astype(np.uint8)
+    calls_before = api.frames.misses
+    status, again, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(noisy)})
+    assert status == 200 and again["cached"] is True
+    assert again["description"] == first["description"] and api.frames.misses == calls_before
+    status, other, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(scene(2))})
+    assert status == 200 and other["cached"] is False
+    status, body, _ = await call(api, "POST", "/api/v1/process-frame", json={})
+    assert status == 400 and "missing field 'image'" in body["detail"]
+
+
+def test_frame_cache_is_bounded_in_entries_and_age() -> None:
+    cache = FrameCache(max_entries=2, ttl_s=10, max_distance=4)
+    a, b, c = phash(scene(1)), phash(scene(2)), phash(scene(3))
+    assert bin(a ^ b).count("1") > 4 and bin(a ^ c).count("1") > 4
+    cache.put(a, "A", now_s=0)
+    cache.put(b, "B", now_s=1)
+    cache.put(c, "C", now_s=2)
+    assert len(cache) == 2 and cache.get(a, now_s=3) is None  # oldest evicted
+    assert cache.get(b, now_s=3) == "B"
+    assert cache.get(c, now_s=20) is None and len(cache) == 0  # expired
+
+
+async def test_speak_returns_wav(make_api: MakeAPI) -> None:
+    api = await make_api()
+    status, body, headers = await call(api, "POST", "/api/v1/speak",
+                                       json={"text": "Hello there. **How** are you?"})
+    assert status == 200 and headers["Content-Type"] == "audio/wav"
+    with wave.open(io.BytesIO(body)) as wav:
+        assert wav.getframerate() == 22050 and wav.getnframes() > 22050 // 2
+    status, err, _ = await call(api, "POST", "/api/v1/speak", json={"text": ""})
+    assert status == 400 and "'text'" in err["detail"]
+
+
+async def test_websocket_streams_events_and_drops_a_slow_client(make_api: MakeAPI) -> None:
+    api = await make_api(ws_queue=8)
+    async with aiohttp.ClientSession() as session:
+        fast = await session.ws_connect(api.url + "/ws/stream")
+        slow = await session.ws_connect(api.url + "/ws/stream", max_msg_size=0)
+        await asyncio.sleep(0.2)
+        status, body, _ = await call(api, "POST", "/api/v1/ask", json={"text": "Say hi."})
+        assert status == 200
+        seen: list[str] = []
+        async with asyncio.timeout(10):
+            while True:
+                event = json.loads((await fast.receive()).data)
+                seen.append(event["type"])
+                if event["type"] == "state_changed" and event["new"] == "idle":
+                    break
+        assert {"transcription_final", "llm_token", "llm_complete"} <= set(seen)
+        # The slow client reads nothing while 20 MB of events go by: it is dropped; the
+        # fast one, reading as they come, is not, and the daemon is not held up.
+        got = 0
+
+        async def read_fast() -> None:
+            nonlocal got
+            while (await fast.receive()).type == aiohttp.WSMsgType.TEXT:
+                got += 1
+
+        reader = asyncio.create_task(read_fast())
+        for i in range(2000):
+            api.bus.publish(LLMToken(text="x" * 10_000, index=i))
+            await asyncio.sleep(0.002)
+        async with asyncio.timeout(20):
+            while got < 2000:
+                await asyncio.sleep(0.05)
+        reader.cancel()
+        assert api.ws_dropped == 1
+        await fast.close()
+        await slow.close()
+
+
+async def test_cors_only_for_configured_origins(make_api: MakeAPI) -> None:
+    api = await make_api(cors_origins=["http://localhost:3000"])
+    _, _, headers = await call(api, "GET", "/api/v1/health",
+                               headers={"Origin": "http://localhost:3000"})
+    assert headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    status, _, headers = await call(api, "OPTIONS", "/api/v1/ask",
+                                    headers={"Origin": "http://localhost:3000",
+                                             "Access-Control-Request-Method": "POST"})
+    assert status == 204 and "POST" in headers["Access-Control-Allow-Methods"]
+    _, _, headers = await call(api, "GET", "/api/v1/health",
+                               headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in headers
