@@ -27,16 +27,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import free_port, run, summary  # noqa: E402
+from common import free_port, run, summary
 
-from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of, resample  # noqa: E402
-from heisenberg.audio.sinks import NullSink  # noqa: E402
-from heisenberg.audio.sources import AudioSource  # noqa: E402
-from heisenberg.core.config import Config  # noqa: E402
-from heisenberg.core.states import State  # noqa: E402
-from heisenberg.main import Runtime, load_voice_engines  # noqa: E402
-from heisenberg.orchestrator.voice import VoiceLoop  # noqa: E402
-from heisenberg.voice.tts import PiperTTS  # noqa: E402
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of, resample
+from heisenberg.audio.sinks import NullSink
+from heisenberg.audio.sources import AudioSource
+from heisenberg.core.config import Config
+from heisenberg.core.states import State
+from heisenberg.main import Runtime, load_voice_engines
+from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.voice.tts import PiperTTS
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
              "What color is the sky?", "Name a large animal."]
@@ -59,10 +59,16 @@ class ReplaySource(AudioSource):
         self.count = count
         self.voice: VoiceLoop | None = None
 
+    def _idle(self) -> bool:
+        voice = self.voice
+        assert voice is not None
+        task = voice._turn_task
+        return voice.state is State.IDLE and (task is None or task.done())
+
     async def _wait_idle(self) -> None:
-        assert self.voice is not None
-        while self.voice.state is not State.IDLE or (
-                self.voice._turn_task is not None and not self.voice._turn_task.done()):
+        while True:
+            if self._idle():
+                return
             await asyncio.sleep(0.02)
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:

@@ -6,11 +6,13 @@ The daemon runs as a real subprocess (``heisenberg run``) on a spoken WAV fed in
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,12 +146,20 @@ def test_sigint_mid_answer_stops_within_5_s_and_keeps_what_was_said(
         notify: NotifySocket) -> None:
     config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
     # The gemma prompt format makes this base model talk on and on: a long answer to cut.
-    write_config(config, llama_server, history, "[log]\ntranscripts = true\n",
+    api_port = free_port()
+    write_config(config, llama_server, history,
+                 f"[log]\ntranscripts = true\n[api]\nenabled = true\nport = {api_port}\n",
                  llm='prompt_format = "gemma"\nmax_tokens = 400\ntemperature = 0.7')
     wav = question_wav(tts, tmp_path / "q.wav", "Tell me a long story about a dragon.", 60)
     proc = start_daemon(config, wav, notify, tmp_path)
     try:
         notify.wait_for(lambda m: m.startswith("STATUS=speaking"), 90, "speaking")
+        # The daemon's API answers while it speaks, and reports its devices.
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v1/health",
+                                    timeout=5) as resp:
+            health = json.load(resp)
+        assert health["status"] == "ok" and health["state"] == "speaking"
+        assert health["microphone"] == "file:q.wav: ok" and health["camera"] == "disabled"
         proc.send_signal(signal.SIGINT)
         stopping = time.monotonic()
         _, stderr = proc.communicate(timeout=10)
