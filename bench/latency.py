@@ -51,13 +51,19 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7),
                     server=ServerConfig(port=free_port(), threads=args.server_threads,
                                         engine=args.engine))
-    config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, earcons=False))
+    config = dataclasses.replace(
+        config, audio=dataclasses.replace(config.audio, earcons=False),
+        stt=dataclasses.replace(config.stt, early_start_ms=args.early_start_ms,
+                                early_answer=args.early_answer),
+        history=dataclasses.replace(config.history, enabled=False),
+        camera=dataclasses.replace(config.camera, enabled=False))
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "models": {"wake": "hey_jarvis", "stt": "tiny.en int8", "tts": "en_US-joe-medium",
                    "llm": "gemma3-270m q4_k_m"},
         "server_threads": args.server_threads, "engine": args.engine,
-        "max_tokens": args.max_tokens,
+        "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
+        "early_answer": args.early_answer,
     }
     async with Runtime(config) as rt:
         engines = await load_voice_engines(config)
@@ -79,6 +85,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
             timings = {"transcript": [], "first_token": [], "first_audio": [], "total": []}
             transcripts: list[str] = []
+            early_answers = 0
             for i in range(args.turns):
                 wav = Path(tmp) / f"turn{i}.wav"
                 question = QUESTIONS[i % len(QUESTIONS)]
@@ -99,9 +106,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                         timings["first_audio"].append(t.first_audio_s)
                     timings["total"].append(t.total_s)
                     transcripts.append(turn.transcript)
+                    early_answers += turn.early_answer
             results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])
                                                for k, v in timings.items() if v}
             results["turns_answered"] = len(timings["total"])
+            results["answers_started_early"] = early_answers
             results["transcripts_correct"] = sum(
                 any(words(q) == words(t) for q in QUESTIONS) for t in transcripts)
             results["transcripts"] = sorted(set(transcripts))
@@ -119,6 +128,10 @@ def main() -> None:
     ap.add_argument("--server-threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--engine", default="xllamacpp", choices=("auto", "xllamacpp", "binary"))
+    ap.add_argument("--early-start-ms", type=int, default=300,
+                    help="stt.early_start_ms: silence before whisper starts early")
+    ap.add_argument("--early-answer", action=argparse.BooleanOptionalAction, default=True,
+                    help="stt.early_answer: start the LLM on the early transcript")
     ap.add_argument("--out", default="bench/results/latency.json")
     run(measure, ap)
 

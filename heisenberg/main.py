@@ -115,6 +115,7 @@ class Runtime:
                          earcons=self.config.audio.earcons,
                          speaking_threshold=self.config.wakeword.speaking_threshold,
                          early_stt_s=self.config.stt.early_start_ms / 1000,
+                         early_answer=self.config.stt.early_answer,
                          camera=self.camera())
 
     def camera(self) -> Camera | None:

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from heisenberg.audio.sinks import NullSink, WavFileSink
 from heisenberg.audio.sources import AudioDeviceError, AudioSource, FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, WakeWordConfig
-from heisenberg.core.events import ErrorEvent, Event, EventType
+from heisenberg.core.events import ErrorEvent, Event, EventType, LLMComplete, LLMToken
 from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
@@ -319,3 +320,66 @@ async def test_engine_failures_become_errors_and_the_loop_goes_on(
     assert failing.spoken[0] == SORRY  # the failed turn was apologised for, out loud
     assert loop.state is State.IDLE
     assert len(read_wav(out)) > 0
+
+
+async def slots_busy(server: RunningServer) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/slots") as resp:
+        return any(slot.get("is_processing") for slot in await resp.json())
+
+
+def early_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, wav: Path,
+                end_silence_ms: int) -> tuple[VoiceLoop, list[Event]]:
+    """A voice loop in real time whose end-of-speech silence leaves whisper (~0.5 s here)
+    time to finish within it, so that the early answer starts before the decision."""
+    base = Config(llm=LLMConfig(url=server.url, max_tokens=40, temperature=0.0))
+    config = dataclasses.replace(base, stt=dataclasses.replace(
+        base.stt, end_silence_ms=end_silence_ms, early_start_ms=300))
+    bus = EventBus()
+    events = record(bus)
+    loop = VoiceLoop(Assistant(config, bus, LlamaCppLLM(config.llm, server.url)),
+                     FileSource(wav, realtime=True), NullSink(),
+                     gated(OpenWakeWordEngine(config.wakeword)), stt, tts,
+                     early_stt_s=0.3, early_answer=True)
+    return loop, events
+
+
+async def test_early_answer_is_used_when_the_speaker_is_done(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What is the capital of France?")]), RATE_HZ)
+    loop, events = early_setup(llama_server, tts, stt, wav, end_silence_ms=1200)
+    [turn] = await loop.run()
+    await loop.bus.drain()
+    assert turn.early_answer and loop.prefetches == 1
+    assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
+    # The answer streamed into the turn is the one the early request produced, whole.
+    complete = [e for e in events if isinstance(e, LLMComplete)]
+    assert [c.text for c in complete] == [turn.outcome.answer]
+    tokens = "".join(e.text for e in events if isinstance(e, LLMToken))
+    assert tokens == turn.outcome.answer
+    # Its first token was there as soon as the transcript was confirmed.
+    assert turn.timings.first_token_s - turn.timings.transcript_s < 0.1
+    assert not await slots_busy(llama_server)
+
+
+async def test_early_answer_is_dropped_when_the_speaker_goes_on(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = tmp_path / "q.wav"
+    # A long pause mid-question: whisper and the LLM start on "What is the capital", then the
+    # speaker goes on. (End of speech needs 1.5 s of silence here, so the pause is not one.)
+    write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What is the capital"), silence(1.2),
+                                   speech(tts, "of France?")]), RATE_HZ)
+    loop, events = early_setup(llama_server, tts, stt, wav, end_silence_ms=1500)
+    [turn] = await loop.run()
+    await loop.bus.drain()
+    assert loop.prefetches == 2  # one dropped when speech resumed, one for the whole question
+    said = turn.transcript.lower()
+    assert "capital" in said and "france" in said and turn.early_answer
+    assert turn.outcome is not None and turn.outcome.error is None
+    [saved] = loop.assistant.session.get_conversation_history()
+    assert saved.user == turn.transcript
+    # Only the kept answer reached the bus; the dropped request freed the server's slot.
+    assert [e.turn_id for e in events if isinstance(e, LLMComplete)] == [turn.turn_id]
+    assert not await slots_busy(llama_server)

@@ -137,6 +137,8 @@ class STTConfig:
     early_start_ms: int = _opt(300, min=0, max=10000)
     """Start transcribing after this much silence, before the end of speech is decided
     (saves most of whisper's time); 0 = wait for the decision."""
+    early_answer: bool = _opt(True)
+    """Also start the LLM on that early transcript; if the speaker goes on, it is dropped."""
 
 
 @dataclass(frozen=True)

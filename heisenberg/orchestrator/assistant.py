@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from heisenberg.core.bus import EventBus
@@ -29,8 +30,10 @@ from heisenberg.core.logs import current_turn
 from heisenberg.core.states import State, StateMachine
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
+from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.speech import Speaker
+from heisenberg.vision.camera import Frame
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,8 @@ class Assistant:
 
     async def respond(self, question: str, *, image: bytes | None = None,
                       source: str = "text", speaker: Speaker | None = None,
-                      turn_id: str | None = None) -> TurnOutcome:
+                      turn_id: str | None = None,
+                      prefetched: Prefetch | None = None) -> TurnOutcome:
         """One turn. With a ``speaker`` the answer is spoken while it streams, and the state
         goes THINKING -> SPEAKING at the first audio sample.
 
@@ -143,12 +147,14 @@ class Assistant:
                 self.last_image = image
             token = current_turn.set(turn_id)
             try:
-                return await self._respond(question, image, source, speaker, turn_id)
+                return await self._respond(question, image, source, speaker, turn_id,
+                                           prefetched)
             finally:
                 current_turn.reset(token)
 
     async def _respond(self, question: str, image: bytes | None, source: str,
-                       speaker: Speaker | None, turn_id: str) -> TurnOutcome:
+                       speaker: Speaker | None, turn_id: str,
+                       prefetched: Prefetch | None = None) -> TurnOutcome:
         self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
         self._move(State.THINKING, f"{source} question", turn_id)
         if speaker is not None:
@@ -160,7 +166,8 @@ class Assistant:
         try:
             try:
                 async with asyncio.timeout(st.thinking_timeout_s):
-                    result = await self._think(question, image, turn_id, pieces, speaker)
+                    result = await self._think(question, image, turn_id, pieces, speaker,
+                                               prefetched)
             except TimeoutError:
                 raise HeisenbergError(
                     f"no complete answer within {st.thinking_timeout_s:.0f}s") from None
@@ -193,6 +200,11 @@ class Assistant:
         self._move(State.IDLE, "answered", turn_id)
         return TurnOutcome(turn_id, question, result.text, result)
 
+    async def prefetch(self, question: str, frame: Frame | None = None) -> Prefetch:
+        """Start answering ``question`` without a turn (see ``orchestrator/prefetch.py``)."""
+        history = self.session.prompt_history(self.config.session.max_turns)
+        return Prefetch(self.backend, self.prompts.build(question, history), question, frame)
+
     async def describe(self, question: str, image: bytes) -> LLMResult:
         """A one-off question about an image, outside the conversation: no history, no
         state change, but in turn with the conversation's questions (one at a time)."""
@@ -201,17 +213,25 @@ class Assistant:
             return await self.backend.complete(self.prompts.build(question), image)
 
     async def _think(self, question: str, image: bytes | None, turn_id: str,
-                     pieces: list[str], speaker: Speaker | None) -> LLMResult:
+                     pieces: list[str], speaker: Speaker | None,
+                     prefetched: Prefetch | None = None) -> LLMResult:
         history = self.session.prompt_history(self.config.session.max_turns)
         prompt = self.prompts.build(question, history)
-        stream = self.backend.stream(prompt, image)
+        stream: AsyncGenerator[str, None]
+        if prefetched is not None and prefetched.prompt == prompt:
+            stream = prefetched.pieces()
+        else:
+            if prefetched is not None:
+                await prefetched.cancel()
+                prefetched = None
+            stream = self.backend.stream(prompt, image)
         async with contextlib.aclosing(stream):
             async for piece in stream:
                 self.bus.publish(LLMToken(text=piece, index=len(pieces), turn_id=turn_id))
                 pieces.append(piece)
                 if speaker is not None:
                     speaker.feed(piece)
-        result = self.backend.last_result
+        result = prefetched.result if prefetched is not None else self.backend.last_result
         assert result is not None
         self.bus.publish(LLMComplete(text=result.text, prompt_tokens=result.prompt_tokens,
                                      completion_tokens=result.completion_tokens,

@@ -37,6 +37,8 @@ class Speaker:
         self.bus = bus
         self.turn_id = turn_id
         self.on_first_audio = on_first_audio
+        self.first_text_at: float | None = None
+        """``time.perf_counter()`` when the first piece of the answer arrived."""
         self.first_audio_at: float | None = None
         """``time.perf_counter()`` when the first audio sample went to the sink."""
         self.current_text = ""
@@ -50,6 +52,8 @@ class Speaker:
                        asyncio.create_task(self._play(), name="tts-play")]
 
     def feed(self, token: str) -> None:
+        if self.first_text_at is None:
+            self.first_text_at = time.perf_counter()
         for sentence in self._splitter.feed(token):
             self._sentences.put_nowait(sentence)
 

@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from heisenberg.core.events import (
 )
 from heisenberg.core.states import State
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
+from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.vision.camera import Camera, CameraError, Frame
 from heisenberg.voice.stt import SpeechToText
@@ -67,6 +69,8 @@ class VoiceTurn:
     outcome: TurnOutcome | None = None
     timings: TurnTimings = field(default_factory=TurnTimings)
     interrupted: bool = False
+    early_answer: bool = False
+    """The answer was started on the early transcript (before the end of speech)."""
 
 
 def earcon(rate_hz: int, freq_hz: float, ms: int = 120, volume: float = 0.25) -> AudioChunk:
@@ -82,7 +86,7 @@ class VoiceLoop:
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
                  vad: WebRtcVad | None = None, earcons: bool = True,
                  speaking_threshold: float = 0.9, early_stt_s: float = 0.3,
-                 camera: Camera | None = None) -> None:
+                 camera: Camera | None = None, early_answer: bool = True) -> None:
         cfg = assistant.config
         self.assistant = assistant
         self.bus = assistant.bus
@@ -107,7 +111,11 @@ class VoiceLoop:
         self.camera = camera
         self._camera_failed = False
         self._early_stt: asyncio.Task[str] | None = None
-        self._background: set[asyncio.Task[str]] = set()
+        self.early_answer = early_answer
+        self._prefetch: asyncio.Task[Prefetch] | None = None
+        self.prefetches = 0
+        """Answers started on an early transcript (for the tests and the benchmark)."""
+        self._background: set[asyncio.Task[Any]] = set()
         self.barge_in_ms: list[float] = []
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
         self.wake_word = wake_word_text(getattr(wake, "name", ""))
@@ -216,6 +224,7 @@ class VoiceLoop:
         log.info("barge-in: playback and LLM stream stopped in %.0f ms", stopped_ms)
 
     async def _cancel_turn(self) -> None:
+        self._drop_prefetch()
         task, self._turn_task = self._turn_task, None
         if task is None or task.done():
             return
@@ -228,6 +237,7 @@ class VoiceLoop:
         self.assistant.listen("wake word", self._listen_turn)
         self.endpointer.reset()
         self._early_stt = None
+        self._drop_prefetch()
         # Pre-roll: the audio just before the detection, else the first word is lost.
         self._utterance = list(self._recent)
         self._recent.clear()
@@ -249,6 +259,7 @@ class VoiceLoop:
             self.bus.publish(SpeechStarted(audio_ms=int(self.endpointer.elapsed_s * 1000),
                                            turn_id=self._listen_turn))
         elif event is EndpointEvent.NO_SPEECH:
+            self._drop_prefetch()
             self.assistant.idle("no speech", self._listen_turn)
         elif event in (EndpointEvent.SPEECH_ENDED, EndpointEvent.MAX_LENGTH):
             ended_at = time.perf_counter()
@@ -260,8 +271,10 @@ class VoiceLoop:
             if self.earcons:
                 await self._play_earcon(660.0)
             early, self._early_stt = self._early_stt, None
+            prefetch, self._prefetch = self._prefetch, None
             self._turn_task = asyncio.create_task(
-                self._turn(samples, ended_at, self._listen_turn, early), name="voice-turn")
+                self._turn(samples, ended_at, self._listen_turn, early, prefetch),
+                name="voice-turn")
 
     def _speculate(self, is_speech: bool) -> None:
         """Start transcribing when the speaker pauses, before the end of speech is certain.
@@ -273,18 +286,52 @@ class VoiceLoop:
         ep = self.endpointer
         if is_speech or not ep.in_speech:
             self._early_stt = None
+            self._drop_prefetch()
             return
         if (self._early_stt is None and self.early_stt_s > 0 and not ep.done
                 and ep.silence_s >= self.early_stt_s):
             samples = np.concatenate([c.array() for c in self._utterance])
             task = asyncio.create_task(asyncio.to_thread(self.stt.transcribe, samples),
                                        name="early-stt")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._keep(task)
             self._early_stt = task
+            if self.early_answer:
+                task.add_done_callback(self._start_prefetch)
 
-    async def _capture_frame(self, turn_id: str) -> Frame | None:
-        """One frame for the question, or None (no camera, or it failed: said once)."""
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _start_prefetch(self, early: asyncio.Task[str]) -> None:
+        """The early transcript is ready and the speaker is still silent: start the answer."""
+        if early is not self._early_stt or early.cancelled() or early.exception() is not None:
+            return
+        text = strip_wake_word(early.result(), self.wake_word)
+        if text:
+            self._prefetch = asyncio.create_task(self._prefetched(text), name="prefetch")
+
+    async def _prefetched(self, text: str) -> Prefetch:
+        frame = await self._grab_frame()
+        self.prefetches += 1
+        return await self.assistant.prefetch(text, frame)
+
+    def _drop_prefetch(self) -> None:
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            self._keep(asyncio.create_task(_cancel_prefetch(task)))
+
+    async def _capture_frame(self, turn_id: str, frame: Frame | None = None,
+                             ready: bool = False) -> Frame | None:
+        """One frame for the question, or None (no camera, or it failed: said once).
+        ``ready``: ``frame`` was already taken (for an early answer); only announce it."""
+        if not ready:
+            frame = await self._grab_frame()
+        if frame is not None:
+            self.bus.publish(FrameCaptured(width=frame.width, height=frame.height,
+                                           jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
+        return frame
+
+    async def _grab_frame(self) -> Frame | None:
         if self.camera is None:
             return None
         try:
@@ -297,8 +344,6 @@ class VoiceLoop:
         if self._camera_failed:
             log.info("camera works again")
         self._camera_failed = False
-        self.bus.publish(FrameCaptured(width=frame.width, height=frame.height,
-                                       jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
         return frame
 
     async def _say_sorry(self) -> None:
@@ -312,17 +357,21 @@ class VoiceLoop:
             log.warning("could not say the error message", exc_info=True)
 
     async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str,
-                    early: asyncio.Task[str] | None = None) -> None:
+                    early: asyncio.Task[str] | None = None,
+                    prefetch_task: asyncio.Task[Prefetch] | None = None) -> None:
         turn = VoiceTurn(turn_id, "")
         self.turns.append(turn)
-        # The frame is taken now, at the end of speech, while whisper works.
-        frame_task = asyncio.create_task(self._capture_frame(turn_id), name="camera")
+        # Without an early answer (which took its own), the frame is taken now, at the end
+        # of speech, while whisper works.
+        grab = None if prefetch_task else asyncio.create_task(self._grab_frame(), name="camera")
         try:
             raw = await early if early is not None else await asyncio.to_thread(
                 self.stt.transcribe, samples)
             text = strip_wake_word(raw, self.wake_word)
         except BaseException as exc:
-            frame_task.cancel()
+            for task in (grab, prefetch_task):
+                if task is not None:
+                    self._keep(asyncio.create_task(_cancel_prefetch(task)))
             if not isinstance(exc, Exception):
                 raise
             error = HeisenbergError(f"speech-to-text failed: {exc}")
@@ -332,7 +381,15 @@ class VoiceLoop:
             return
         turn.transcript = text
         turn.timings.transcript_s = time.perf_counter() - ended_at
-        frame = await frame_task
+        prefetch = await _adopt(prefetch_task, text)
+        turn.early_answer = prefetch is not None
+        if prefetch is not None:
+            frame = await self._capture_frame(turn_id, prefetch.frame, ready=True)
+        elif prefetch_task is not None:  # its frame is gone with it: take one now
+            frame = await self._capture_frame(turn_id)
+        else:
+            assert grab is not None
+            frame = await self._capture_frame(turn_id, await grab, ready=True)
         if not text:
             log.info("nothing intelligible was said; back to idle")
             turn.outcome = TurnOutcome(turn_id, "", "", None)
@@ -343,7 +400,7 @@ class VoiceLoop:
         try:
             turn.outcome = await self.assistant.respond(
                 text, source="voice", speaker=speaker, turn_id=turn_id,
-                image=frame.jpeg if frame is not None else None)
+                image=frame.jpeg if frame is not None else None, prefetched=prefetch)
             if turn.outcome.error is not None:
                 await self._say_sorry()
         except asyncio.CancelledError:
@@ -351,16 +408,40 @@ class VoiceLoop:
             raise
         finally:
             self._speaker = None
-            result = turn.outcome.result if turn.outcome else None
-            if result is not None:
-                turn.timings.first_token_s = (turn.timings.transcript_s
-                                              + result.first_token_ms / 1000)
+            if speaker.first_text_at is not None:
+                turn.timings.first_token_s = speaker.first_text_at - ended_at
             if speaker.first_audio_at is not None:
                 turn.timings.first_audio_s = speaker.first_audio_at - ended_at
             turn.timings.total_s = time.perf_counter() - ended_at
 
 
 SORRY = "Sorry, something went wrong."
+
+
+async def _cancel_prefetch(task: asyncio.Task[Any]) -> None:
+    """Drop an early answer (or a frame grab), whether or not it has started yet."""
+    task.cancel()
+    try:
+        result = await task
+    except (asyncio.CancelledError, Exception):
+        return
+    if isinstance(result, Prefetch):
+        await result.cancel()
+
+
+async def _adopt(task: asyncio.Task[Prefetch] | None, text: str) -> Prefetch | None:
+    """The early answer, if it was started for exactly this transcript."""
+    if task is None:
+        return None
+    try:
+        prefetch = await task
+    except Exception:
+        log.warning("the early answer could not start", exc_info=True)
+        return None
+    if prefetch is not None and prefetch.question != text:
+        await prefetch.cancel()  # the whole utterance was transcribed differently
+        return None
+    return prefetch
 
 
 def wake_word_text(model_name: str) -> str:
