@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--server-threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--engine", default="xllamacpp", choices=("auto", "xllamacpp", "binary"))
-    ap.add_argument("--early-start-ms", type=int, default=300,
+    ap.add_argument("--early-start-ms", type=int, default=150,
                     help="stt.early_start_ms: silence before whisper starts early")
     ap.add_argument("--early-answer", action=argparse.BooleanOptionalAction, default=True,
                     help="stt.early_answer: start the LLM on the early transcript")

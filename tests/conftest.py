@@ -18,7 +18,7 @@ import pytest
 
 from heisenberg.api.server import API
 from heisenberg.audio.format import RATE_HZ, resample
-from heisenberg.audio.sinks import NullSink
+from heisenberg.audio.sinks import AudioSink, NullSink
 from heisenberg.core.config import (
     APIConfig,
     Config,
@@ -77,8 +77,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
 
     Started synchronously (not with ManagedLlamaServer) so that it outlives each test's loop.
     """
-    cfg = make_server_config()
-    log_file = (tmp_path_factory.mktemp("llama") / "server.log").open("wb")
+    yield from serve(make_server_config(), tmp_path_factory.mktemp("llama"))
+
+
+def serve(cfg: ServerConfig, log_dir: Path) -> Iterator[RunningServer]:
+    """Run llama.cpp per ``cfg`` on the bundled model until the generator is closed."""
+    log_file = (log_dir / "server.log").open("wb")
     proc = subprocess.Popen(server_command(cfg, default_model_path()),
                             stdout=log_file, stderr=log_file)
     url = f"http://{cfg.host}:{cfg.port}"
@@ -93,10 +97,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         assert proc.poll() is None, f"llama.cpp server died: see {log_file.name}"
         assert time.monotonic() < deadline, "llama.cpp server not healthy after 90 s"
         time.sleep(0.1)
-    yield RunningServer(url, proc)
-    proc.terminate()
-    proc.wait(10)
-    log_file.close()
+    try:
+        yield RunningServer(url, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log_file.close()
 
 
 @pytest.fixture
@@ -183,14 +189,14 @@ async def make_api(llama_server: RunningServer, tts: PiperTTS,
     started: list[tuple[API, Runtime]] = []
 
     async def start(url: str = llama_server.url, llm: dict[str, Any] | None = None,
-                    **api_overrides: Any) -> API:
+                    sink: AudioSink | None = None, **api_overrides: Any) -> API:
         config = Config(llm=LLMConfig(**{"url": url, "max_tokens": 16, "temperature": 0.0,
                                          **(llm or {})}),
                         api=dataclasses.replace(APIConfig(enabled=True, port=free_port()),
                                                 **api_overrides),
                         history=HistoryConfig(path=str(tmp_path / f"h{len(started)}.sqlite3")))
         runtime = await Runtime(config).__aenter__()
-        api = API(config, runtime.assistant, tts=tts, sink=NullSink())
+        api = API(config, runtime.assistant, tts=tts, sink=sink or NullSink())
         await api.start()
         started.append((api, runtime))
         return api
@@ -198,4 +204,6 @@ async def make_api(llama_server: RunningServer, tts: PiperTTS,
     yield start
     for api, runtime in started:
         await api.stop()
+        if api.sink is not None:
+            await api.sink.close()
         await runtime.__aexit__(None, None, None)

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import wave
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,9 @@ import pytest
 
 from heisenberg.api.frames import FrameCache, phash
 from heisenberg.api.server import API
-from heisenberg.core.events import LLMToken
+from heisenberg.audio.format import read_wav
+from heisenberg.audio.sinks import WavFileSink
+from heisenberg.core.events import Event, EventType, LLMToken, StateChanged
 from tests.conftest import MakeAPI, free_port
 
 
@@ -276,3 +279,29 @@ async def test_cors_only_for_configured_origins(make_api: MakeAPI) -> None:
     _, _, headers = await call(api, "GET", "/api/v1/health",
                                headers={"Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in headers
+
+
+async def test_ask_can_speak_the_answer(make_api: MakeAPI, tmp_path: Path) -> None:
+    out = tmp_path / "spoken.wav"
+    api = await make_api(sink=WavFileSink(out, 22050))
+    states: list[str] = []
+
+    async def watch(event: Event) -> None:
+        if isinstance(event, StateChanged):
+            states.append(str(event.new))
+
+    api.bus.subscribe(watch, [EventType.STATE_CHANGED])
+    status, body, _ = await call(api, "POST", "/api/v1/ask",
+                                 json={"text": "What is the capital of France?", "speak": True})
+    assert status == 200 and body["spoken"] is True and body["answer"].strip()
+    await api.bus.drain()
+    assert states == ["thinking", "speaking", "idle"]
+    status, _, _ = await call(api, "POST", "/api/v1/speak",
+                              json={"text": "And this is played too.", "play": True})
+    assert status == 200
+    async with asyncio.timeout(10):
+        while api._tasks and any(not t.done() and t.get_name() != "frames" for t in api._tasks):
+            await asyncio.sleep(0.05)
+    assert api.sink is not None
+    await api.sink.close()
+    assert len(read_wav(out)) > 16000  # more than a second of speech at 16 kHz

@@ -7,13 +7,13 @@ and a whole spoken turn with a camera frame completes through the native and cha
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import dataclasses
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import cv2
 import numpy as np
 import pytest
@@ -26,7 +26,6 @@ from heisenberg.core.config import CameraConfig, Config, LLMConfig
 from heisenberg.core.events import EventType, LLMComplete
 from heisenberg.llm.openai_compat import OpenAICompatLLM
 from heisenberg.llm.prompts import PromptBuilder
-from heisenberg.llm.server import default_model_path, server_command
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.voice import VoiceLoop
@@ -34,7 +33,14 @@ from heisenberg.vision.camera import OpenCVCamera, load_image
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
-from tests.conftest import RunningServer, make_server_config, silence, speech
+from tests.conftest import (
+    MakeAPI,
+    RunningServer,
+    make_server_config,
+    serve,
+    silence,
+    speech,
+)
 from tests.mmproj import IMAGE_TOKENS, write_gemma3_mmproj
 from tests.test_voice_real import record
 
@@ -45,25 +51,7 @@ PROMPT = PromptBuilder("plain", system_prompt="Be brief.").build("What do you se
 def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("vision")
     mmproj = write_gemma3_mmproj(tmp / "mmproj-test.gguf")
-    cfg = make_server_config(mmproj_path=str(mmproj))
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen(server_command(cfg, default_model_path()), stdout=log, stderr=log)
-    url = f"http://{cfg.host}:{cfg.port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, f"llama.cpp server with mmproj died: see {log.name}"
-        assert time.monotonic() < deadline, "llama.cpp server with mmproj not healthy after 90 s"
-        time.sleep(0.1)
-    yield RunningServer(url, proc)
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    yield from serve(make_server_config(mmproj_path=str(mmproj)), tmp)
 
 
 @pytest.fixture
@@ -126,3 +114,15 @@ async def test_voice_turn_with_a_frame_on_a_vision_model(
     assert llm.vision is True
     [done] = [e for e in events if isinstance(e, LLMComplete)]
     assert done.prompt_tokens > IMAGE_TOKENS
+
+
+async def test_process_frame_on_a_vision_model(vision_server: RunningServer, make_api: MakeAPI,
+                                               image_file: Path) -> None:
+    api = await make_api(url=vision_server.url)
+    image = base64.b64encode(await asyncio.to_thread(image_file.read_bytes)).decode()
+    async with aiohttp.ClientSession() as session, session.post(
+            api.url + "/api/v1/process-frame", json={"image": image}) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["cached"] is False and body["vision"] is True
+    assert api.assistant.backend.last_result is not None
+    assert api.assistant.backend.last_result.prompt_tokens > IMAGE_TOKENS

@@ -23,6 +23,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, write_wav
 from heisenberg.core.config import HistoryConfig
 from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.orchestrator.session import ConversationTurn
 from heisenberg.service.units import install, render
 from heisenberg.voice.tts import PiperTTS
 from tests.conftest import RunningServer, free_port, silence, speech
@@ -95,6 +96,14 @@ def question_wav(tts: PiperTTS, path: Path, question: str, tail_s: float) -> Pat
     return path
 
 
+def saved_turn(history: Path) -> ConversationTurn:
+    """The one turn the daemon saved."""
+    store = HistoryStore.from_config(HistoryConfig(path=str(history)))
+    [(_, turn)] = store.recent()
+    store.close()
+    return turn
+
+
 def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
         llama_server: RunningServer, tts: PiperTTS, tmp_path: Path,
         notify: NotifySocket) -> None:
@@ -135,9 +144,7 @@ def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
     assert "capital" not in stderr.lower() and "paris" not in stderr.lower()
     assert any("config reload failed, keeping the running config" in line for line in lines)
     assert any("stt.beam_size changed" in line and "after a restart" in line for line in lines)
-    store = HistoryStore.from_config(HistoryConfig(path=str(history)))
-    [(_, turn)] = store.recent()
-    store.close()
+    turn = saved_turn(history)
     assert "capital of france" in turn.user.lower() and turn.assistant
 
 
@@ -171,9 +178,7 @@ def test_sigint_mid_answer_stops_within_5_s_and_keeps_what_was_said(
     assert "STOPPING=1" in "\n".join(notify.messages) or notify.wait_for(
         lambda m: "STOPPING=1" in m, 1, "STOPPING=1")
     assert "dragon" in stderr.lower()  # log.transcripts = true puts the text in the log
-    store = HistoryStore.from_config(HistoryConfig(path=str(history)))
-    [(_, turn)] = store.recent()
-    store.close()
+    turn = saved_turn(history)
     assert turn.interrupted and "dragon" in turn.user.lower()
 
 

@@ -104,7 +104,7 @@ class API:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://{self.api.host}:{port}"
-        self._spawn(self._clean_frames())
+        self._spawn(self._clean_frames(), "frames")
         log.info("API and dashboard at %s", self.url)
         return self.url
 
@@ -115,8 +115,9 @@ class API:
             await self._runner.cleanup()
             self._runner = None
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str = "api") -> None:
         task = asyncio.ensure_future(coro)
+        task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -134,7 +134,7 @@ class STTConfig:
     no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
     preroll_ms: int = _opt(500, min=0, max=5000)
     """Milliseconds of audio kept from before the wake word detection."""
-    early_start_ms: int = _opt(300, min=0, max=10000)
+    early_start_ms: int = _opt(150, min=0, max=10000)
     """Start transcribing after this much silence, before the end of speech is decided
     (saves most of whisper's time); 0 = wait for the decision."""
     early_answer: bool = _opt(True)

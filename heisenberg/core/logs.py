@@ -75,16 +75,20 @@ def parse_module_levels(spec: str) -> dict[str, int]:
     return levels
 
 
+class _StderrHandler(logging.StreamHandler):
+    """The handler ``setup_logging`` installs (so that it can find and replace it)."""
+
+
 def setup_logging(config: LogConfig, verbosity: int = 0, quiet: bool = False) -> None:
     """Configure the root logger. ``quiet``: one-shot commands show warnings and up only;
     each ``-v`` lowers the threshold one step."""
     base = logging.WARNING if quiet else _LEVELS[config.level]
     level = max(logging.DEBUG, base - 10 * verbosity)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)  # a reload replaces ours, and leaves others' alone
     root.addHandler(handler)
     root.setLevel(level)
     for name, module_level in parse_module_levels(config.modules).items():
