@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import resources
 from typing import Any
 
@@ -29,6 +29,7 @@ from heisenberg import __version__
 from heisenberg.api.frames import BadImageError, FrameCache, decode_image, phash
 from heisenberg.api.metrics import TurnMetrics
 from heisenberg.api.openapi import openapi_document
+from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.core.config import Config
 from heisenberg.core.errors import AssistantBusyError, LLMConnectionError, LLMError
@@ -115,9 +116,8 @@ class API:
             await self._runner.cleanup()
             self._runner = None
 
-    def _spawn(self, coro: Awaitable[Any], name: str = "api") -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -402,9 +402,13 @@ class API:
             wav.setframerate(tts.rate_hz)
             wav.writeframes(samples.astype(np.int16).tobytes())
         if body.get("play") and self.sink is not None:
-            sink = self.sink
-            self._spawn(asyncio.gather(*(sink.play(c) for c in chunks)))
+            self._spawn(self._play(self.sink, chunks), "play")
         return web.Response(body=buffer.getvalue(), content_type="audio/wav")
+
+    @staticmethod
+    async def _play(sink: AudioSink, chunks: list[AudioChunk]) -> None:
+        for chunk in chunks:  # in order, one after the other
+            await sink.play(chunk)
 
     async def history(self, request: web.Request) -> web.Response:
         try:
