@@ -96,6 +96,18 @@ def question_wav(tts: PiperTTS, path: Path, question: str, tail_s: float) -> Pat
     return path
 
 
+def stop(proc: subprocess.Popen[str], sig: int, notify: NotifySocket) -> str:
+    """Signal the daemon; it must say STOPPING=1 and exit 0 within 5 s. Returns its stderr."""
+    proc.send_signal(sig)
+    stopping = time.monotonic()
+    notify.wait_for(lambda m: "STOPPING=1" in m, 5, "STOPPING=1")
+    _, stderr = proc.communicate(timeout=10)
+    stopped_s = time.monotonic() - stopping
+    assert proc.returncode == 0, stderr
+    assert stopped_s < 5.0, f"stopped in {stopped_s:.1f} s"
+    return stderr
+
+
 def saved_turn(history: Path) -> ConversationTurn:
     """The one turn the daemon saved."""
     store = HistoryStore.from_config(HistoryConfig(path=str(history)))
@@ -128,15 +140,9 @@ def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
         notify.wait_for(lambda m: "STATUS=config reloaded" in m, 10, "reload")
         assert proc.poll() is None
 
-        proc.send_signal(signal.SIGTERM)
-        stopping = time.monotonic()
-        notify.wait_for(lambda m: "STOPPING=1" in m, 5, "STOPPING=1")
-        _, stderr = proc.communicate(timeout=10)
-        stopped_s = time.monotonic() - stopping
+        stderr = stop(proc, signal.SIGTERM, notify)
     finally:
         proc.kill()
-    assert proc.returncode == 0, stderr
-    assert stopped_s < 5.0
     # Logs: one structured line per event, with the turn id, and no transcript (privacy).
     lines = stderr.splitlines()
     transcript = next(line for line in lines if "event=transcription_final" in line)
@@ -167,16 +173,9 @@ def test_sigint_mid_answer_stops_within_5_s_and_keeps_what_was_said(
             health = json.load(resp)
         assert health["status"] == "ok" and health["state"] == "speaking"
         assert health["microphone"] == "file:q.wav: ok" and health["camera"] == "disabled"
-        proc.send_signal(signal.SIGINT)
-        stopping = time.monotonic()
-        _, stderr = proc.communicate(timeout=10)
-        stopped_s = time.monotonic() - stopping
+        stderr = stop(proc, signal.SIGINT, notify)
     finally:
         proc.kill()
-    assert proc.returncode == 0, stderr
-    assert stopped_s < 5.0
-    assert "STOPPING=1" in "\n".join(notify.messages) or notify.wait_for(
-        lambda m: "STOPPING=1" in m, 1, "STOPPING=1")
     assert "dragon" in stderr.lower()  # log.transcripts = true puts the text in the log
     turn = saved_turn(history)
     assert turn.interrupted and "dragon" in turn.user.lower()
