@@ -17,6 +17,12 @@ async function refreshStatus() {
   if (!response.ok) return;
   const status = await response.json();
   setState(status.state);
+  const last = status.last_turn;
+  if (last && $("transcript").textContent === "-" && !localAsk) {
+    // A fresh page: show the last turn until a new one starts.
+    $("transcript").textContent = last.question;
+    $("answer").textContent = last.answer;
+  }
   const rows = status.recent_turns.slice(-8).reverse().map((t) => {
     const ms = (k) => (k in t.stages_ms ? t.stages_ms[k] : "");
     const q = document.createElement("td");
