@@ -83,7 +83,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             results["idle_cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
 
-            timings = {"transcript": [], "first_token": [], "first_audio": [], "total": []}
+            timings = {"transcript": [], "first_token": [], "first_sentence": [],
+                       "first_audio": [], "total": []}
             transcripts: list[str] = []
             early_answers = 0
             for i in range(args.turns):
@@ -102,6 +103,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     t = turn.timings
                     timings["transcript"].append(t.transcript_s)
                     timings["first_token"].append(t.first_token_s)
+                    if t.first_sentence_s:
+                        timings["first_sentence"].append(t.first_sentence_s)
                     if t.first_audio_s:
                         timings["first_audio"].append(t.first_audio_s)
                     timings["total"].append(t.total_s)

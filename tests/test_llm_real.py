@@ -105,3 +105,17 @@ async def test_history_reaches_the_prompt(llama_server: RunningServer) -> None:
     assert states == [("idle", "thinking"), ("thinking", "idle")] * 2
     await llm.close()
     await bus.close()
+
+
+async def test_the_prompt_prefix_is_reused_between_turns(llama_server: RunningServer,
+                                                         llm_config: LLMConfig) -> None:
+    # Gemma 3 uses sliding-window attention: without server.swa_full the server evaluates the
+    # whole prompt again on every turn (cache_n 0).
+    llm = LlamaCppLLM(llm_config, llama_server.url)
+    builder = PromptBuilder("plain")
+    first = await llm.complete(builder.build("What is the capital of France?"))
+    second = await llm.complete(builder.build("How many legs does a spider have?"))
+    await llm.close()
+    system_tokens = first.prompt_tokens - 15  # the system prompt is most of it
+    assert second.timings["cache_n"] >= system_tokens > 10
+    assert second.timings["prompt_n"] < second.prompt_tokens

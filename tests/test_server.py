@@ -75,6 +75,8 @@ def test_command_prefers_the_binary_and_falls_back_to_the_wheel(tmp_path: Path,
     assert binary[0] == str(fake)
     assert binary[-3:] == ["--no-jinja", "--chat-template", "gemma"]
     assert binary[binary.index("--mmproj") + 1] == str(model)
+    assert "--swa-full" in binary and "--swa-full" in wheel
+    assert "--swa-full" not in server_command(make_server_config(swa_full=False), model)
     with pytest.raises(LLMServerProcessError, match="not on PATH"):
         server_command(make_server_config(engine="binary", binary="nope-nope"), model)
 

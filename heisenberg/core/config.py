@@ -89,6 +89,10 @@ class ServerConfig:
     threads: int = _opt(2, min=1, max=512)
     parallel: int = _opt(1, min=1, max=64)
     """Slots (concurrent requests)."""
+    swa_full: bool = _opt(True)
+    """Full-size KV cache for sliding-window-attention models (Gemma 3), so that the prompt
+    prefix (system prompt, history) is reused from one turn to the next instead of evaluated
+    again; costs KV memory for the whole context in those layers."""
     chat_template: str = _opt("gemma")
     """Built-in llama.cpp template name used for /v1/chat/completions."""
     startup_timeout_s: float = _opt(120.0, min=1.0, max=3600.0)

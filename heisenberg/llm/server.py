@@ -68,6 +68,8 @@ def server_command(cfg: ServerConfig, model: Path) -> list[str]:
         if not mmproj.is_file():
             raise LLMServerProcessError(f"server.mmproj_path: {str(mmproj)!r} not found")
         args += ["--mmproj", str(mmproj)]
+    if cfg.swa_full:
+        args.append("--swa-full")
     if binary is not None:
         extra = ["--no-jinja", "--chat-template", cfg.chat_template] if cfg.chat_template else []
         return [binary, *args, "-tb", str(cfg.threads), *extra]

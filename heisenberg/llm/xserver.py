@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-np", "--parallel", type=int, default=1)
     ap.add_argument("--chat-template", default="")
+    ap.add_argument("--swa-full", action="store_true",
+                    help="full-size KV cache for sliding-window models (prompt reuse)")
     return ap.parse_args(argv)
 
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     params.n_parallel = args.parallel
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    params.swa_full = args.swa_full
     params.endpoint_slots = True
     params.endpoint_props = True
     if args.chat_template:

@@ -39,6 +39,8 @@ class Speaker:
         self.on_first_audio = on_first_audio
         self.first_text_at: float | None = None
         """``time.perf_counter()`` when the first piece of the answer arrived."""
+        self.first_sentence_at: float | None = None
+        """``time.perf_counter()`` when the first sentence was ready for synthesis."""
         self.first_audio_at: float | None = None
         """``time.perf_counter()`` when the first audio sample went to the sink."""
         self.current_text = ""
@@ -55,12 +57,17 @@ class Speaker:
         if self.first_text_at is None:
             self.first_text_at = time.perf_counter()
         for sentence in self._splitter.feed(token):
-            self._sentences.put_nowait(sentence)
+            self._queue(sentence)
+
+    def _queue(self, sentence: str) -> None:
+        if self.first_sentence_at is None:
+            self.first_sentence_at = time.perf_counter()
+        self._sentences.put_nowait(sentence)
 
     async def finish(self) -> None:
         """No more tokens: speak the rest and return once everything has been played."""
         for sentence in self._splitter.flush():
-            self._sentences.put_nowait(sentence)
+            self._queue(sentence)
         self._sentences.put_nowait(None)
         try:
             await asyncio.gather(*self._tasks)

@@ -52,6 +52,8 @@ class TurnTimings:
 
     transcript_s: float = 0.0
     first_token_s: float = 0.0
+    first_sentence_s: float = 0.0
+    """The first sentence (or clause) complete and handed to Piper."""
     first_audio_s: float = 0.0
     total_s: float = 0.0
 
@@ -410,6 +412,8 @@ class VoiceLoop:
             self._speaker = None
             if speaker.first_text_at is not None:
                 turn.timings.first_token_s = speaker.first_text_at - ended_at
+            if speaker.first_sentence_at is not None:
+                turn.timings.first_sentence_s = speaker.first_sentence_at - ended_at
             if speaker.first_audio_at is not None:
                 turn.timings.first_audio_s = speaker.first_audio_at - ended_at
             turn.timings.total_s = time.perf_counter() - ended_at
