@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ from aiohttp import web
 from heisenberg import __version__
 from heisenberg.api.frames import BadImageError, FrameCache, decode_image, phash
 from heisenberg.api.metrics import TurnMetrics
+from heisenberg.api.middleware import fail, middlewares
 from heisenberg.api.openapi import openapi_document
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
@@ -41,17 +41,7 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/api/v1/health", "/", "/dashboard.js"})
 SCENE_PROMPT = "Describe the scene in this image in one or two short sentences."
-
-
-def fail(status: int, detail: str) -> web.HTTPException:
-    cls: type[web.HTTPException] = {
-        400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound,
-        409: web.HTTPConflict, 429: web.HTTPTooManyRequests, 502: web.HTTPBadGateway,
-        503: web.HTTPServiceUnavailable}[status]
-    return cls(text=json.dumps({"detail": detail}), content_type="application/json")
 
 
 class API:
@@ -81,7 +71,7 @@ class API:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=int(self.api.max_body_mb * 1_000_000),
-                              middlewares=[self._errors, self._cors, self._auth])
+                              middlewares=middlewares(self.api))
         app.router.add_get("/", self.dashboard)
         app.router.add_get("/dashboard.js", self.dashboard_js)
         app.router.add_get("/api/v1/status", self.status)
@@ -125,50 +115,6 @@ class API:
         while True:
             await asyncio.sleep(max(1.0, self.api.frame_cache_ttl_s / 4))
             self.frames.expire()
-
-    # --- middlewares ----------------------------------------------------------------------
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400 or exc.content_type == "application/json":
-                raise
-            detail = exc.text or exc.reason  # aiohttp's own: 404, 405, 413...
-            if exc.status == 413:
-                detail = (f"request body too large (limit {self.api.max_body_mb:g} MB, "
-                          "api.max_body_mb)")
-            return web.json_response({"detail": detail}, status=exc.status)
-        except Exception:
-            log.exception("API: unexpected error on %s %s", request.method, request.path)
-            return web.json_response({"detail": "internal error (see the daemon log)"},
-                                     status=500)
-
-    @web.middleware
-    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin", "")
-        allowed = origin and (origin in self.api.cors_origins or "*" in self.api.cors_origins)
-        if request.method == "OPTIONS" and allowed:
-            response: web.StreamResponse = web.Response(status=204)
-        else:
-            response = await handler(request)
-        if allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Vary"] = "Origin"
-        return response
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = self.api.token
-        if token and request.path not in OPEN_PATHS and request.method != "OPTIONS":
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            given = given or request.query.get("token", "")  # browsers' WebSocket: no headers
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                raise fail(401, "missing or wrong bearer token (Authorization: Bearer ...)")
-        return await handler(request)
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import Prompt
 from heisenberg.vision.camera import Frame
+
+log = logging.getLogger(__name__)
 
 
 class Prefetch:
@@ -57,3 +61,29 @@ class Prefetch:
                 await asyncio.wait_for(self._task, 2.0)
         elif not self._task.cancelled():
             self._task.exception()  # retrieved: a dropped prefetch's failure is not news
+
+
+async def drop_task(task: asyncio.Task[Any]) -> None:
+    """Drop an early answer (or a frame grab), whether or not it has started yet."""
+    task.cancel()
+    try:
+        result = await task
+    except (asyncio.CancelledError, Exception):
+        return
+    if isinstance(result, Prefetch):
+        await result.cancel()
+
+
+async def adopt(task: asyncio.Task[Prefetch] | None, text: str) -> Prefetch | None:
+    """The early answer, if it was started for exactly this transcript."""
+    if task is None:
+        return None
+    try:
+        prefetch = await task
+    except Exception:
+        log.warning("the early answer could not start", exc_info=True)
+        return None
+    if prefetch is not None and prefetch.question != text:
+        await prefetch.cancel()  # the whole utterance was transcribed differently
+        return None
+    return prefetch

@@ -35,7 +35,7 @@ from heisenberg.core.events import (
 )
 from heisenberg.core.states import State
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
-from heisenberg.orchestrator.prefetch import Prefetch
+from heisenberg.orchestrator.prefetch import Prefetch, adopt, drop_task
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.vision.camera import Camera, CameraError, Frame
 from heisenberg.voice.stt import SpeechToText
@@ -320,7 +320,7 @@ class VoiceLoop:
     def _drop_prefetch(self) -> None:
         task, self._prefetch = self._prefetch, None
         if task is not None:
-            self._keep(asyncio.create_task(_cancel_prefetch(task)))
+            self._keep(asyncio.create_task(drop_task(task)))
 
     async def _capture_frame(self, turn_id: str, frame: Frame | None = None,
                              ready: bool = False) -> Frame | None:
@@ -373,7 +373,7 @@ class VoiceLoop:
         except BaseException as exc:
             for task in (grab, prefetch_task):
                 if task is not None:
-                    self._keep(asyncio.create_task(_cancel_prefetch(task)))
+                    self._keep(asyncio.create_task(drop_task(task)))
             if not isinstance(exc, Exception):
                 raise
             error = HeisenbergError(f"speech-to-text failed: {exc}")
@@ -383,7 +383,7 @@ class VoiceLoop:
             return
         turn.transcript = text
         turn.timings.transcript_s = time.perf_counter() - ended_at
-        prefetch = await _adopt(prefetch_task, text)
+        prefetch = await adopt(prefetch_task, text)
         turn.early_answer = prefetch is not None
         if prefetch is not None:
             frame = await self._capture_frame(turn_id, prefetch.frame, ready=True)
@@ -420,32 +420,6 @@ class VoiceLoop:
 
 
 SORRY = "Sorry, something went wrong."
-
-
-async def _cancel_prefetch(task: asyncio.Task[Any]) -> None:
-    """Drop an early answer (or a frame grab), whether or not it has started yet."""
-    task.cancel()
-    try:
-        result = await task
-    except (asyncio.CancelledError, Exception):
-        return
-    if isinstance(result, Prefetch):
-        await result.cancel()
-
-
-async def _adopt(task: asyncio.Task[Prefetch] | None, text: str) -> Prefetch | None:
-    """The early answer, if it was started for exactly this transcript."""
-    if task is None:
-        return None
-    try:
-        prefetch = await task
-    except Exception:
-        log.warning("the early answer could not start", exc_info=True)
-        return None
-    if prefetch is not None and prefetch.question != text:
-        await prefetch.cancel()  # the whole utterance was transcribed differently
-        return None
-    return prefetch
 
 
 def wake_word_text(model_name: str) -> str:
