@@ -91,6 +91,39 @@ async def test_ask_answers_keeps_history_and_counts_in_metrics(make_api: MakeAPI
     assert (await call(api, "GET", "/api/v1/history"))[1]["turns"] == []
 
 
+async def test_each_session_id_keeps_its_own_conversation(make_api: MakeAPI) -> None:
+    api = await make_api()
+    backend = api.assistant.backend
+
+    async def ask(text: str, session_id: str) -> dict[str, Any]:
+        status, body, _ = await call(api, "POST", "/api/v1/ask",
+                                     json={"text": text, "session_id": session_id})
+        assert status == 200 and body["error"] is None, body
+        assert body["session_id"] == session_id
+        return body
+
+    alice = await ask("My name is Zorblax.", "alice")
+    await ask("My name is Quuxle.", "bob")
+    await ask("What is my name?", "alice")
+    prompt = backend.last_result.server_prompt
+    assert "User: My name is Zorblax." in prompt and f"Assistant: {alice['answer']}" in prompt
+    assert "Quuxle" not in prompt
+    await ask("What is my name?", "bob")
+    assert "Zorblax" not in backend.last_result.server_prompt
+    assert "Quuxle" in backend.last_result.server_prompt
+
+    _, mine, _ = await call(api, "GET", "/api/v1/history?session_id=alice")
+    assert mine["session_id"] == "alice"
+    assert [t["user"] for t in mine["turns"]] == ["My name is Zorblax.", "What is my name?"]
+    assert {t["session_id"] for t in mine["turns"]} == {"alice"}
+    # The assistant's own conversation (the voice loop's) was not touched.
+    _, status, _ = await call(api, "GET", "/api/v1/status")
+    assert status["session_id"] not in ("alice", "bob")
+    assert api.assistant.session.get_conversation_history() == []
+    _, everything, _ = await call(api, "GET", "/api/v1/history")
+    assert len(everything["turns"]) == 4
+
+
 async def test_ask_streams_tokens_as_sse(make_api: MakeAPI) -> None:
     api = await make_api()
     tokens, done = [], None

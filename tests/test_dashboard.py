@@ -4,6 +4,7 @@ protocol: type a question into the page and watch the streamed answer appear."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
 
 from tests.conftest import MakeAPI, free_port
@@ -110,3 +113,21 @@ async def test_dashboard_asks_and_streams_the_answer(make_api: MakeAPI,
     await wait_for(chromium, "document.getElementById('turns').children.length === 1", 10)
     row = await chromium.js("document.getElementById('turns').children[0].innerText")
     assert "What is the capital of France?" in row
+
+    # A question with an image (here from another API client): the page shows that frame.
+    assert await chromium.js("document.getElementById('frame').style.display") != "block"
+    image = np.zeros((120, 200, 3), np.uint8)
+    image[:, 100:] = (0, 0, 255)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    async with aiohttp.ClientSession() as session, session.post(
+            api.url + "/api/v1/ask", headers={"Authorization": "Bearer dash-token"},
+            json={"text": "What do you see?",
+                  "image": base64.b64encode(png.tobytes()).decode()}) as resp:
+        assert resp.status == 200
+    shown = await wait_for(chromium, """(() => { const img = document.getElementById('frame');
+        return img.style.display === 'block' && img.complete && img.naturalWidth
+            ? [img.naturalWidth, img.naturalHeight] : null; })()""", 10)
+    assert shown == [200, 120]
+    assert await chromium.js("document.getElementById('transcript').textContent") == (
+        "What do you see?")

@@ -52,6 +52,31 @@ def test_reset_and_interrupted_marker() -> None:
     assert session.get_conversation_history() == []
 
 
+def test_named_conversations_are_kept_apart_from_each_other_and_the_current_one() -> None:
+    clock = Clock()
+    session = SessionManager(timeout_s=60, clock=clock, max_sessions=2)
+    session.add_conversation_turn("I am Alice.", "Hi Alice.", session_id="alice")
+    session.add_conversation_turn("I am Bob.", "Hi Bob.", session_id="bob")
+    session.add_conversation_turn("Spoken question", "Spoken answer")
+    session.add_conversation_turn("Who am I?", "Alice.", session_id="alice")
+    assert [t.user for t in session.prompt_history(session_id="alice")] == [
+        "I am Alice.", "Who am I?"]
+    assert [t.user for t in session.prompt_history(session_id="bob")] == ["I am Bob."]
+    assert [t.user for t in session.prompt_history()] == ["Spoken question"]
+    assert session.get_conversation_history(session_id=session.session_id) == \
+        session.get_conversation_history()
+
+    assert len(session.get_conversation_history(session_id="alice")) == 2  # bob is the LRU
+    session.add_conversation_turn("I am Carol.", "Hi Carol.", session_id="carol")
+    # Without a store, the least recently used of more than max_sessions is forgotten.
+    assert session.get_conversation_history(session_id="bob") == []
+
+    clock.now += 61  # idle too long: a named conversation starts again under its name
+    assert session.get_conversation_history(session_id="alice") == []
+    session.add_conversation_turn("Again", "Yes", session_id="alice")
+    assert [t.user for t in session.get_conversation_history(session_id="alice")] == ["Again"]
+
+
 # --- persistence ---------------------------------------------------------------------------
 
 def test_turns_survive_a_restart_and_continue_the_session(tmp_path: Path) -> None:
@@ -76,6 +101,27 @@ def test_turns_survive_a_restart_and_continue_the_session(tmp_path: Path) -> Non
     assert later.get_conversation_history() == []
     assert store.count() == 2
     assert later.clear() == 2 and store.count() == 0
+    store.close()
+
+
+def test_named_conversations_come_back_from_the_store(tmp_path: Path) -> None:
+    clock = Clock()
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    first = SessionManager(timeout_s=600, clock=clock, store=store, max_sessions=1)
+    first.add_conversation_turn("I am Alice.", "Hi Alice.", session_id="alice")
+    first.add_conversation_turn("I am Bob.", "Hi Bob.", session_id="bob")  # alice evicted
+    first.add_conversation_turn("Spoken question", "Spoken answer")
+    assert [t.user for t in first.get_conversation_history(session_id="alice")] == [
+        "I am Alice."]  # read back from the store
+    store.close()
+
+    clock.now += 60
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    again = SessionManager(timeout_s=600, clock=clock, store=store)
+    assert again.session_id == first.session_id  # the current conversation goes on
+    assert [t.user for t in again.get_conversation_history()] == ["Spoken question"]
+    assert [t.user for t in again.get_conversation_history(session_id="bob")] == ["I am Bob."]
+    assert [s for s, _ in store.recent(session_id="alice")] == ["alice"]
     store.close()
 
 

@@ -23,7 +23,7 @@ from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.orchestrator.voice import SORRY, VoiceLoop
-from heisenberg.voice.stt import WhisperSTT, is_meaningful
+from heisenberg.voice.stt import WhisperSTT, default_model_path, is_meaningful
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import (
@@ -257,6 +257,30 @@ async def test_a_dying_microphone_is_reported_and_reopened(llama_server: Running
 def test_missing_models_give_clear_errors(factory: object, words: str) -> None:
     with pytest.raises(ModelError, match=words):
         factory()  # type: ignore[operator]
+
+
+def test_whisper_size_from_the_local_hugging_face_cache(tmp_path: Path, tts: PiperTTS,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # A Hugging Face cache holding tiny.en, laid out as a past download would have left it.
+    repo = tmp_path / "hub" / "models--Systran--faster-whisper-tiny.en"
+    commit = "0" * 40
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for file in default_model_path().iterdir():
+        (snapshot / file.name).symlink_to(file)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    stt = WhisperSTT(STTConfig(model="tiny.en"))
+    assert "capital of france" in stt.transcribe(speech(tts, "What is the capital of France?")
+                                                 ).lower()
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        WhisperSTT(STTConfig(model="base.en"))
+    with pytest.raises(ModelError, match="'huge' is not a whisper size"):
+        WhisperSTT(STTConfig(model="huge"))
 
 
 class FailsOnce(TextToSpeech):

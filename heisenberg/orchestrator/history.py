@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS turns (
     interrupted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS turns_time ON turns (timestamp_s);
+CREATE INDEX IF NOT EXISTS turns_session ON turns (session_id, id);
 """
 
 
@@ -82,12 +83,17 @@ class HistoryStore:
         if self._count_since_prune >= 100:
             self.prune()
 
-    def recent(self, limit: int | None = None, since_s: float = 0.0) -> list[tuple[str,
-                                                                                  ConversationTurn]]:
-        """(session id, turn) pairs, oldest first: the last ``limit`` turns after ``since_s``."""
+    def recent(self, limit: int | None = None, since_s: float = 0.0,
+               session_id: str | None = None) -> list[tuple[str, ConversationTurn]]:
+        """(session id, turn) pairs, oldest first: the last ``limit`` turns after ``since_s``,
+        of one session when ``session_id`` is given."""
         query = ("SELECT session_id, turn_id, timestamp_s, user, assistant, interrupted "
-                 "FROM turns WHERE timestamp_s >= ? ORDER BY id DESC")
-        params: tuple[float | int, ...] = (since_s,)
+                 "FROM turns WHERE timestamp_s >= ?")
+        params: tuple[float | int | str, ...] = (since_s,)
+        if session_id is not None:
+            query += " AND session_id = ?"
+            params += (session_id,)
+        query += " ORDER BY id DESC"
         if limit is not None:
             query += " LIMIT ?"
             params += (limit,)

