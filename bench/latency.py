@@ -87,6 +87,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                        "first_audio": [], "total": []}
             transcripts: list[str] = []
             early_answers = 0
+            # Why a spoken question gave no timed answer (each should stay at 0).
+            missed = {"not_woken": 0, "failed": 0, "empty_answer": 0}
             for i in range(args.turns):
                 wav = Path(tmp) / f"turn{i}.wav"
                 question = QUESTIONS[i % len(QUESTIONS)]
@@ -97,8 +99,13 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 rt.assistant.session.reset()
                 loop = rt.voice_loop(engines, FileSource(wav, realtime=True), NullSink())
                 turns = await loop.run()
+                missed["not_woken"] += not turns
                 for turn in turns:
-                    if turn.outcome is None or not turn.outcome.answer:
+                    if turn.outcome is None or turn.outcome.error is not None:
+                        missed["failed"] += 1
+                        continue
+                    if not turn.outcome.answer.strip():
+                        missed["empty_answer"] += 1
                         continue
                     t = turn.timings
                     timings["transcript"].append(t.transcript_s)
@@ -113,6 +120,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])
                                                for k, v in timings.items() if v}
             results["turns_answered"] = len(timings["total"])
+            results["turns_without_answer"] = missed
             results["answers_started_early"] = early_answers
             results["transcripts_correct"] = sum(
                 any(words(q) == words(t) for q in QUESTIONS) for t in transcripts)

@@ -22,7 +22,7 @@ from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.speech import Speaker
-from heisenberg.orchestrator.voice import SORRY, VoiceLoop
+from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, VoiceLoop
 from heisenberg.voice.stt import WhisperSTT, default_model_path, is_meaningful
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
@@ -407,3 +407,54 @@ async def test_early_answer_is_dropped_when_the_speaker_goes_on(
     # Only the kept answer reached the bus; the dropped request freed the server's slot.
     assert [e.turn_id for e in events if isinstance(e, LLMComplete)] == [turn.turn_id]
     assert not await slots_busy(llama_server)
+
+
+async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,
+                                             wake: OpenWakeWordEngine, tmp_path: Path) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.test_llm_faults import open_sse, sse
+
+    async def stops_at_once(request: web.Request) -> web.StreamResponse:
+        # Fault injection: what a small model does now and then, an end of stream at once.
+        body = await request.json()
+        resp = await open_sse(request)
+        await resp.write(sse({"content": "", "stop": True, "tokens_predicted": 1,
+                              "tokens_evaluated": 20, "stop_type": "eos",
+                              "prompt": body["prompt"]}))
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/completion", stops_at_once)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What is the capital of France?"),
+                                   silence(2.0)]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=url))
+    out = tmp_path / "reply.wav"
+    sink = WavFileSink(out, tts.rate_hz)
+    spoken: list[str] = []
+
+    class Recording(TextToSpeech):
+        rate_hz = tts.rate_hz
+
+        def synthesize(self, text: str) -> AudioChunk:
+            spoken.append(text)
+            return tts.synthesize(text)
+
+    llm = LlamaCppLLM(config.llm, url)
+    loop = VoiceLoop(Assistant(config, EventBus(), llm), FileSource(wav), sink, wake, stt,
+                     Recording(), earcons=False)
+    [turn] = await loop.run()
+    await sink.close()
+    await llm.close()
+    await server.close()
+    assert turn.outcome is not None and turn.outcome.error is None
+    assert turn.outcome.answer == ""
+    assert spoken == [NO_ANSWER]
+    assert len(read_wav(out)) > tts.rate_hz // 2  # it was said out loud
+    assert loop.state is State.IDLE

@@ -346,15 +346,13 @@ class VoiceLoop:
         self._camera_failed = False
         return frame
 
-    async def _say_sorry(self) -> None:
-        """The spoken short message for a failed turn (``session.speak_errors``)."""
-        if not self.assistant.config.session.speak_errors:
-            return
+    async def _say(self, text: str) -> None:
+        """A short message of the assistant's own, after a turn (failed, or no answer)."""
         try:
-            audio = await asyncio.to_thread(self.tts.synthesize, SORRY)
+            audio = await asyncio.to_thread(self.tts.synthesize, text)
             await self.sink.play(audio)
-        except Exception:  # already failing: the error is logged, the apology is optional
-            log.warning("could not say the error message", exc_info=True)
+        except Exception:  # the turn is over and logged; the message is a courtesy
+            log.warning("could not say %r", text, exc_info=True)
 
     async def _turn(self, samples: np.ndarray, ended_at: float, turn_id: str,
                     early: asyncio.Task[str] | None = None,
@@ -402,7 +400,13 @@ class VoiceLoop:
                 text, source="voice", speaker=speaker, turn_id=turn_id,
                 image=frame.jpeg if frame is not None else None, prefetched=prefetch)
             if turn.outcome.error is not None:
-                await self._say_sorry()
+                if self.assistant.config.session.speak_errors:
+                    await self._say(SORRY)
+            elif not speaker.spoken:
+                # Silence after "got it" would leave the user wondering; small models do
+                # sometimes stop at once (or answer only with symbols).
+                log.warning("the model gave no speakable answer (%r)", turn.outcome.answer)
+                await self._say(NO_ANSWER)
         except asyncio.CancelledError:
             turn.interrupted = True
             raise
@@ -418,6 +422,7 @@ class VoiceLoop:
 
 
 SORRY = "Sorry, something went wrong."
+NO_ANSWER = "Sorry, I have no answer to that."
 
 
 def wake_word_text(model_name: str) -> str:

@@ -78,15 +78,22 @@ class OpenCVCamera(Camera):
             raise CameraError("the camera needs OpenCV: pip install 'heisenberg[vision]'") from exc
 
         source = self.source
-        if source.isdigit():
-            capture = cv2.VideoCapture(int(source))
-        elif "%" in source:
-            capture = cv2.VideoCapture(source, cv2.CAP_IMAGES)
-        else:
-            if not Path(source).expanduser().exists():
-                raise CameraError(f"camera.source: {source!r} is neither a device index nor "
-                                  "an existing file")
-            capture = cv2.VideoCapture(str(Path(source).expanduser()))
+        if not source.isdigit() and "%" not in source and not Path(source).expanduser().exists():
+            raise CameraError(f"camera.source: {source!r} is neither a device index nor "
+                              "an existing file")
+        # OpenCV prints its own warnings for each backend that cannot open the source (every
+        # turn, on a machine without a webcam); the failure is reported once, below.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            if source.isdigit():
+                capture = cv2.VideoCapture(int(source))
+            elif "%" in source:
+                capture = cv2.VideoCapture(source, cv2.CAP_IMAGES)
+            else:
+                capture = cv2.VideoCapture(str(Path(source).expanduser()))
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             raise CameraError(f"camera {source!r} could not be opened")
