@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,6 +75,27 @@ def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine) -> 
     found = [d for d in (wake.process(c) for c in chunks_of(audio)) if d is not None]
     assert len(found) == 1
     assert found[0].model == "hey_jarvis" and found[0].score > 0.9
+
+
+def test_wake_word_from_a_custom_tflite_file(tts: PiperTTS, tmp_path: Path) -> None:
+    import pyopen_wakeword
+
+    bundled = Path(pyopen_wakeword.__file__).parent / "models" / "hey_jarvis.tflite"
+    custom = tmp_path / "my_assistant.tflite"
+    shutil.copy(bundled, custom)
+    engine = OpenWakeWordEngine(WakeWordConfig(model=str(custom)))
+    audio = np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(1.0)])
+    found = [d for d in (engine.process(c) for c in chunks_of(audio)) if d is not None]
+    assert [d.model for d in found] == ["my_assistant"]
+    engine.close()
+    # TensorFlow Lite crashes the process on these (segfault): the daemon must not.
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"\0" * 64)
+    with pytest.raises(ModelError, match="not a valid Flatbuffer"):
+        OpenWakeWordEngine(WakeWordConfig(model=str(broken)))
+    other_kind = bundled.parent / "melspectrogram.tflite"  # a valid model, not a wake word's
+    with pytest.raises(ModelError, match="not a usable openWakeWord .tflite model"):
+        OpenWakeWordEngine(WakeWordConfig(model=str(other_kind)))
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ while near misses ("hey java") give 5-6.
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,40 @@ class WakeWordEngine(ABC):
 
 BUILTIN_MODELS = ("alexa", "hey_jarvis", "hey_mycroft", "hey_rhasspy", "okay_nabu")
 
+# Loads a model and scores 3 s of silence, as the engine will: run in a child process.
+_PROBE = """
+import sys
+from pathlib import Path
+from pyopen_wakeword import OpenWakeWord, OpenWakeWordFeatures
+model = OpenWakeWord.from_model(Path(sys.argv[1]))
+features = OpenWakeWordFeatures.from_builtin()
+pcm = bytes(16000 * 2 * 3)
+if not [s for f in features.process_streaming(pcm) for s in model.process_streaming(f)]:
+    sys.exit("the model gave no score")
+"""
+
+
+def probe_model(path: Path, timeout_s: float = 60.0) -> None:
+    """Try a custom wake word model in a child process before the daemon loads it.
+
+    TensorFlow Lite does not fail cleanly on a file that is not an openWakeWord model: an
+    invalid file, or a valid model of another shape, crashes the process (segmentation
+    fault) at load or at the first chunk. That must happen to a child, not to the daemon.
+    """
+    try:
+        child = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True,
+                               text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"wakeword.model: {str(path)!r} did not load within "
+                         f"{timeout_s:.0f} s") from None
+    if child.returncode != 0:
+        lines = [line.strip() for line in child.stderr.splitlines() if line.strip()]
+        said = "; ".join(line.removeprefix("ERROR: ") for line in lines[-2:])
+        how = f"signal {-child.returncode}" if child.returncode < 0 else \
+            f"exit code {child.returncode}"
+        raise ModelError(f"wakeword.model: {str(path)!r} is not a usable openWakeWord .tflite "
+                         f"model (TensorFlow Lite failed on it, {how}: {said or 'no message'})")
+
 
 class OpenWakeWordEngine(WakeWordEngine):
     def __init__(self, config: WakeWordConfig) -> None:
@@ -63,6 +99,7 @@ class OpenWakeWordEngine(WakeWordEngine):
                     raise ModelError(
                         f"wakeword.model: {config.model!r} is neither a built-in model "
                         f"({', '.join(BUILTIN_MODELS)}) nor an existing .tflite file")
+                probe_model(path)
                 self._model = OpenWakeWord.from_model(path)
             self._features = OpenWakeWordFeatures.from_builtin()
         except (OSError, RuntimeError) as exc:
