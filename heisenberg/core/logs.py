@@ -80,8 +80,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(config: LogConfig, verbosity: int = 0, quiet: bool = False) -> None:
-    """Configure the root logger. ``quiet``: one-shot commands show warnings and up only;
-    each ``-v`` lowers the threshold one step."""
+    """Configure the root logger. ``quiet``: one-shot commands show warnings and up only,
+    and not the event log (they print their own outcome, failures included); each ``-v``
+    lowers the threshold one step."""
     base = logging.WARNING if quiet else _LEVELS[config.level]
     level = max(logging.DEBUG, base - 10 * verbosity)
     handler = _StderrHandler(sys.stderr)
@@ -91,6 +92,8 @@ def setup_logging(config: LogConfig, verbosity: int = 0, quiet: bool = False) ->
         root.removeHandler(old)  # a reload replaces ours, and leaves others' alone
     root.addHandler(handler)
     root.setLevel(level)
+    events = logging.getLogger("heisenberg.events")
+    events.setLevel(logging.CRITICAL if quiet and not verbosity else logging.NOTSET)
     for name, module_level in parse_module_levels(config.modules).items():
         logging.getLogger(name).setLevel(module_level)
 
@@ -107,7 +110,7 @@ class EventLogger:
     async def __call__(self, event: Event) -> None:
         level = logging.DEBUG if event.type is EventType.LLM_TOKEN else logging.INFO
         if event.type is EventType.ERROR:
-            level = logging.WARNING
+            level = logging.ERROR
         if not self.log.isEnabledFor(level):
             return
         data = event.to_dict()

@@ -254,7 +254,7 @@ class Assistant:
 
     def _fail(self, turn_id: str, question: str, pieces: list[str],
               exc: HeisenbergError, session_id: str | None = None) -> TurnOutcome:
-        log.error("turn %s failed: %s", turn_id, exc)
+        # Reported once: the ERROR event (the event log writes it at error level).
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message, turn_id=turn_id))
         self._reset(f"error: {exc.code}", turn_id)
         return TurnOutcome(turn_id, question, "".join(pieces), None, exc,

@@ -184,7 +184,6 @@ class VoiceLoop:
         return sum(1 for t in self.turns if t.outcome is not None or t.interrupted)
 
     def _error(self, exc: HeisenbergError) -> None:
-        log.error("%s", exc)
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message))
 
     async def _on_chunk(self, chunk: AudioChunk) -> None:
