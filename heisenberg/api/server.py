@@ -154,7 +154,6 @@ class API:
             raise fail(400, exc.message) from None
         return frame, await asyncio.to_thread(phash, image)
 
-
     async def llm_health(self) -> Health:
         """The server's health, probed at most once a second (health must answer fast)."""
         async with self._health_lock:
@@ -322,8 +321,8 @@ class API:
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
+            self.assistant.show_frame(frame)
             try:
-                self.assistant.show_frame(frame)
                 result = await self.assistant.describe(prompt_text, frame.jpeg)
             except LLMConnectionError as exc:
                 raise fail(503, f"the LLM is not reachable: {exc}") from None
