@@ -66,7 +66,8 @@ def image_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("endpoint", ["completion", "chat"])
 async def test_an_image_reaches_the_model(vision_server: RunningServer, image_file: Path,
                                           endpoint: str) -> None:
-    llm = LlamaCppLLM(LLMConfig(max_tokens=8, endpoint=endpoint), vision_server.url)
+    llm = LlamaCppLLM(LLMConfig(max_tokens=8, endpoint=endpoint, temperature=0.0),
+                      vision_server.url)
     try:
         assert await llm.supports_vision() is True
         frame = load_image(str(image_file), CameraConfig())
@@ -82,7 +83,8 @@ async def test_an_image_reaches_the_model(vision_server: RunningServer, image_fi
 
 async def test_openai_backend_sees_vision_in_models(vision_server: RunningServer,
                                                     image_file: Path) -> None:
-    llm = OpenAICompatLLM(LLMConfig(backend="openai", max_tokens=8), vision_server.url)
+    llm = OpenAICompatLLM(LLMConfig(backend="openai", max_tokens=8, temperature=0.0),
+                          vision_server.url)
     try:
         frame = load_image(str(image_file), CameraConfig())
         text_only = await llm.complete(PROMPT)
@@ -100,7 +102,7 @@ async def test_voice_turn_with_a_frame_on_a_vision_model(
     wav = tmp_path / "q.wav"
     write_wav(wav, np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
                                    speech(tts, "What do you see?")]), RATE_HZ)
-    config = Config(llm=LLMConfig(url=vision_server.url, max_tokens=16))
+    config = Config(llm=LLMConfig(url=vision_server.url, max_tokens=16, temperature=0.0))
     bus = EventBus()
     events = record(bus)
     camera = OpenCVCamera(dataclasses.replace(config.camera, source=str(image_file)))

@@ -169,7 +169,7 @@ async def test_image_refused_with_500_is_retried_as_text(image_file: Path) -> No
 
 async def test_real_server_without_mmproj_reports_no_vision(llama_server: RunningServer,
                                                             image_file: Path) -> None:
-    llm = LlamaCppLLM(LLMConfig(max_tokens=16), llama_server.url)
+    llm = LlamaCppLLM(LLMConfig(max_tokens=16, temperature=0.0), llama_server.url)
     assert await llm.supports_vision() is False
     frame = load_image(str(image_file), CameraConfig())
     result = await llm.complete(PROMPT, frame.jpeg)
@@ -205,7 +205,7 @@ async def test_voice_turn_captures_a_frame_at_end_of_speech(
     wav = tmp_path / "q.wav"
     write_wav(wav, np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
                                    speech(tts, "What do you see?")]), RATE_HZ)
-    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16))
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16, temperature=0.0))
     bus = EventBus()
     events = record(bus)
     camera = None

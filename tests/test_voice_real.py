@@ -344,7 +344,7 @@ async def test_engine_failures_become_errors_and_the_loop_goes_on(
     question = np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
                                speech(tts, "What is the capital of France?"), silence(3.0)])
     write_wav(wav, np.concatenate([silence(1.0), question, question]), RATE_HZ)
-    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16))
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16, temperature=0.0))
     bus = EventBus()
     events = record(bus)
     failing = FailsOnce(tts)
