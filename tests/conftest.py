@@ -29,11 +29,28 @@ from heisenberg.core.config import (
     TTSConfig,
     WakeWordConfig,
 )
+from heisenberg.llm.backend import LLMBackend
 from heisenberg.llm.server import default_model_path, server_command
 from heisenberg.main import Runtime
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
+
+
+@pytest.fixture
+async def close_llms(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Closes the HTTP sessions of the LLM clients a test made and left to its voice loop
+    (the daemon closes its own at exit), so none is reported unclosed when the run ends."""
+    made: list[LLMBackend] = []
+    init = LLMBackend.__init__
+
+    def tracked(self: LLMBackend, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+    monkeypatch.setattr(LLMBackend, "__init__", tracked)
+    yield
+    for llm in made:
+        await llm.close()
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 import aiohttp
+import pytest
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import LLMConfig
@@ -15,6 +16,8 @@ from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from tests.conftest import RunningServer, config_for
+
+pytestmark = pytest.mark.usefixtures("close_llms")
 
 QUESTION = "What is the capital of France?"
 

@@ -44,6 +44,8 @@ from tests.conftest import (
 from tests.mmproj import IMAGE_TOKENS, write_gemma3_mmproj
 from tests.test_voice_real import record
 
+pytestmark = pytest.mark.usefixtures("close_llms")
+
 PROMPT = PromptBuilder("plain", system_prompt="Be brief.").build("What do you see?")
 
 

@@ -33,6 +33,8 @@ from tests.conftest import RunningServer, silence, speech
 from tests.test_cli import client_env, run
 from tests.test_voice_real import record
 
+pytestmark = pytest.mark.usefixtures("close_llms")
+
 MARKER = "<__media_TESTmarker42__>"
 
 

@@ -55,6 +55,8 @@ OTHER_SPEECH = (
     "The orchestra played a long symphony and the audience stood up to applaud. "
 )
 
+pytestmark = pytest.mark.usefixtures("close_llms")
+
 
 def record(bus: EventBus) -> list[Event]:
     events: list[Event] = []
