@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import wave
@@ -156,6 +157,27 @@ async def test_ask_with_an_image_on_a_text_only_server(make_api: MakeAPI) -> Non
     status, frame, headers = await call(api, "GET", "/api/v1/frame")
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and frame[:2] == b"\xff\xd8"
 
+
+
+async def test_ask_while_someone_speaks_is_409_and_its_frame_not_shown(
+        make_api: MakeAPI) -> None:
+    api = await make_api()
+    api.config = dataclasses.replace(api.config, states=dataclasses.replace(
+        api.config.states, listening_timeout_s=1.0))
+    frames: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        frames.append(event)
+    api.bus.subscribe(keep, [EventType.FRAME_CAPTURED], name="frames")
+    ask = {"text": "What do you see?", "image": png(scene(3))}
+    api.assistant.listen("wake word")  # a spoken question is being heard
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json=ask)
+    assert status == 409 and "listening to someone" in body["detail"]
+    api.assistant.idle("heard")
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json=ask)
+    assert status == 200 and body["answer"].strip()
+    await api.bus.drain()
+    assert [e.turn_id for e in frames] == [body["turn_id"]]  # the refused frame never shown
 
 @pytest.mark.parametrize(("kwargs", "status", "words"), [
     ({"data": b"{not json"}, 400, "not valid JSON"),

@@ -232,14 +232,12 @@ class API:
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
             await self._not_listening()
             turn_id = uuid.uuid4().hex[:12]
-            if frame is not None:
-                self.assistant.show_frame(frame, turn_id)
             speaker = Speaker(self.tts, self.sink, self.bus) if speak and self.tts and \
                 self.sink else None
             turn = self.assistant.respond(text, image=frame.jpeg if frame else None,
                                           source="api",
                                           speaker=speaker, turn_id=turn_id,
-                                          session_id=session_id or None)
+                                          session_id=session_id or None, show=frame)
             if stream:
                 return await self._stream_answer(request, turn, turn_id)
             outcome = await self._outcome(turn)

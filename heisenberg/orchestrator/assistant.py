@@ -131,10 +131,12 @@ class Assistant:
                       source: str = "text", speaker: Speaker | None = None,
                       turn_id: str | None = None,
                       prefetched: Prefetch | None = None,
-                      session_id: str | None = None) -> TurnOutcome:
+                      session_id: str | None = None,
+                      show: Frame | None = None) -> TurnOutcome:
         """One turn. With a ``speaker`` the answer is spoken while it streams, and the state
         goes THINKING -> SPEAKING at the first audio sample. ``session_id`` names the
-        conversation to continue (an API caller's own); None is the current one.
+        conversation to continue (an API caller's own); None is the current one. ``show``
+        is a frame sent with the question, announced once the turn is sure to run.
 
         Cancelling the task (barge-in, shutdown) stops the LLM stream and the speech, keeps
         what was actually said in the history with an interrupted marker, publishes
@@ -148,6 +150,8 @@ class Assistant:
                 raise AssistantBusyError("the assistant is listening to someone; ask again "
                                          "in a moment")
             turn_id = turn_id or uuid.uuid4().hex[:12]
+            if show is not None:
+                self.show_frame(show, turn_id)
             token = current_turn.set(turn_id)
             try:
                 return await self._respond(question, image, source, speaker, turn_id,
