@@ -72,8 +72,12 @@ def detections(engine: OpenWakeWordEngine, samples: np.ndarray) -> int:
     return sum(engine.process(chunk) is not None for chunk in chunks_of(samples))
 
 
-def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine) -> None:
-    audio = np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(1.0)])
+# "Hey, Jarvis." (a pause after "hey") after 1 s of silence gives only 6 frames above the
+# threshold: the default patience must hear it (bench/wakeword.py measures the trade-off).
+@pytest.mark.parametrize(("said", "after_s"), [("Hey Jarvis.", 0.5), ("Hey, Jarvis.", 1.0)])
+def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine, said: str,
+                                    after_s: float) -> None:
+    audio = np.concatenate([silence(after_s), speech(tts, said), silence(1.0)])
     found = [d for d in (wake.process(c) for c in chunks_of(audio)) if d is not None]
     assert len(found) == 1
     assert found[0].model == "hey_jarvis" and found[0].score > 0.9

@@ -114,7 +114,7 @@ class WakeWordConfig:
     model: str = _opt("hey_jarvis")
     """Built-in model name or a path to a .tflite file."""
     threshold: float = _opt(0.5, min=0.0, max=1.0)
-    patience: int = _opt(7, min=1, max=100)
+    patience: int = _opt(6, min=1, max=100)
     """Consecutive 80 ms frames above the threshold needed to trigger."""
     refractory_s: float = _opt(2.0, min=0.0, max=60.0)
     """Seconds after a detection during which no new detection fires."""
