@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -51,6 +52,32 @@ async def close_llms(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     yield
     for llm in made:
         await llm.close()
+
+
+class OffLoopSpy:
+    """The real engine, recording for each inference call whether it ran on the event loop's
+    thread (where it would freeze the bus, the API and playback)."""
+
+    CALLS = ("process", "transcribe", "synthesize", "capture")
+
+    def __init__(self, real: Any, seen: list[tuple[str, bool]]) -> None:
+        self._real = real
+        self._seen = seen
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if name not in self.CALLS:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop = True
+            except RuntimeError:
+                on_loop = False
+            self._seen.append((f"{type(self._real).__name__}.{name}", on_loop))
+            return attr(*args, **kwargs)
+        return call
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from heisenberg.api.server import API
 from heisenberg.audio.format import read_wav
 from heisenberg.audio.sinks import WavFileSink
 from heisenberg.core.events import Event, EventType, LLMToken, StateChanged
-from tests.conftest import MakeAPI, free_port
+from tests.conftest import MakeAPI, OffLoopSpy, free_port
 
 
 def png(image: np.ndarray) -> str:
@@ -339,6 +339,8 @@ async def test_cors_only_for_configured_origins(make_api: MakeAPI) -> None:
 async def test_ask_can_speak_the_answer(make_api: MakeAPI, tmp_path: Path) -> None:
     out = tmp_path / "spoken.wav"
     api = await make_api(sink=WavFileSink(out, 22050))
+    synthesized: list[tuple[str, bool]] = []
+    api.tts = OffLoopSpy(api.tts, synthesized)
     states: list[str] = []
 
     async def watch(event: Event) -> None:
@@ -360,3 +362,4 @@ async def test_ask_can_speak_the_answer(make_api: MakeAPI, tmp_path: Path) -> No
     assert api.sink is not None
     await api.sink.close()
     assert len(read_wav(out)) > 16000  # more than a second of speech at 16 kHz
+    assert synthesized and not any(on_loop for _, on_loop in synthesized)  # Piper off the loop

@@ -28,8 +28,9 @@ from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.vision.camera import CameraError, OpenCVCamera, load_image
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
-from heisenberg.voice.wakeword import OpenWakeWordEngine
-from tests.conftest import RunningServer, silence, speech
+from heisenberg.voice.vad import WebRtcVad
+from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord
+from tests.conftest import OffLoopSpy, RunningServer, silence, speech
 from tests.test_cli import client_env, run
 from tests.test_voice_real import record
 
@@ -270,3 +271,25 @@ def test_vision_demo_for_llamacpp_without_mmproj(llama_server: RunningServer,
                          f"image: {image_file}"]
     assert lines[3] == "vision: no (the image was not sent)"
     assert lines[4].startswith("answer: ")
+
+
+async def test_no_inference_runs_on_the_event_loop(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        image_file: Path) -> None:
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   speech(tts, "What do you see?"), silence(1.5)]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=16, temperature=0.0))
+    seen: list[tuple[str, bool]] = []
+    camera = OpenCVCamera(dataclasses.replace(config.camera, source=str(image_file)))
+    wake = VadGatedWakeWord(OffLoopSpy(OpenWakeWordEngine(config.wakeword), seen),
+                            WebRtcVad(2).any_speech)
+    loop = VoiceLoop(Assistant(config, EventBus(), LlamaCppLLM(config.llm, llama_server.url)),
+                     FileSource(wav, realtime=True), NullSink(), wake, OffLoopSpy(stt, seen),
+                     OffLoopSpy(tts, seen), camera=OffLoopSpy(camera, seen), early_answer=True)
+    [turn] = await loop.run()
+    assert turn.outcome is not None and turn.outcome.error is None
+    names = {name for name, _ in seen}
+    assert names == {"OpenWakeWordEngine.process", "WhisperSTT.transcribe",
+                     "PiperTTS.synthesize", "OpenCVCamera.capture"}, names
+    assert [name for name, on_loop in seen if on_loop] == []
