@@ -80,6 +80,42 @@ class OffLoopSpy:
         return call
 
 
+class NotifySocket:
+    """What systemd would receive from the daemon."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, match: Callable[[str], bool], timeout_s: float, what: str) -> str:
+        deadline = time.monotonic() + timeout_s
+        for message in self.messages:
+            if match(message):
+                return message
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(message)
+            if match(message):
+                return message
+        raise AssertionError(f"no {what} within {timeout_s} s; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

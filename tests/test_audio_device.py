@@ -4,6 +4,11 @@ whose monitor source loops what the speaker plays back into the microphone."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +20,8 @@ from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
-from tests.conftest import reinit_portaudio
+from tests.conftest import NotifySocket, RunningServer, reinit_portaudio
+from tests.test_service import saved_turn, stop, write_config
 
 
 async def test_speaker_to_microphone_loopback_is_transcribed(pulse: None, tts: PiperTTS,
@@ -87,3 +93,60 @@ async def test_no_sound_server_is_reported_and_retried(tmp_path: Path,
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert len(errors) == 1 and "unavailable" in errors[0]  # said once per outage
+
+
+async def test_the_daemon_hands_free_on_a_real_sound_device(
+        pulse: None, llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT,
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """``heisenberg run`` on the default microphone and speaker, as on a desk: someone says
+    "Hey Jarvis" and a question into the room (the null sink), the daemon hears it through
+    the microphone (the sink's monitor), and answers through the speaker into the same room,
+    where it hears its own voice too, which must not wake it."""
+    config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
+    write_config(config, llama_server, history)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "HF_HUB_OFFLINE": "1"}
+    env.pop("WATCHDOG_USEC", None)
+    # The room: the user's voice (kept open, so that the sink runs) and what is heard in it.
+    user = SpeakerSink(rate_hz=tts.rate_hz)
+    await user.play(AudioChunk(np.zeros(tts.rate_hz // 5, np.int16).tobytes(), tts.rate_hz))
+    room = MicrophoneSource()
+    heard: list[AudioChunk] = []
+
+    async def listen() -> None:
+        async for chunk in room.chunks():
+            heard.append(chunk)
+
+    recorder = asyncio.create_task(listen())
+    proc = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", "heisenberg", "--config", str(config), "run"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await asyncio.to_thread(notify.wait_for, lambda m: "READY=1" in m, 60, "READY=1")
+        await asyncio.sleep(0.5)
+        question_at_ms = len(heard) * 80
+        await user.play(tts.synthesize("Hey Jarvis."))
+        await asyncio.sleep(0.3)
+        await user.play(tts.synthesize("What is the capital of France?"))
+        await asyncio.to_thread(notify.wait_for, lambda m: m.startswith("STATUS=speaking"),
+                                60, "speaking")
+        answer_at_ms = len(heard) * 80
+        await asyncio.to_thread(notify.wait_for,
+                                lambda m: m.startswith("STATUS=idle (answered)"), 60, "answered")
+        await asyncio.sleep(3.0)  # its own voice, still echoing in the room, must not wake it
+        stderr = await asyncio.to_thread(stop, proc, signal.SIGTERM, notify)
+    finally:
+        proc.kill()
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        await user.close()
+    statuses = [m for m in notify.messages if m.startswith("STATUS=listening")]
+    assert len(statuses) == 1, (notify.messages, stderr)  # woken once: by the user only
+    assert "level=error" not in stderr, stderr  # the devices opened and stayed open
+    turn = saved_turn(history)
+    assert "capital of france" in turn.user.lower() and turn.assistant.strip()
+    # What the room heard after the question: the answer, spoken through the speaker.
+    samples = np.concatenate([c.array() for c in heard])
+    assert answer_at_ms > question_at_ms
+    spoken = await asyncio.to_thread(stt.transcribe, samples[answer_at_ms * 16:])
+    words = set(re.findall(r"[a-z']{3,}", turn.assistant.lower()))
+    assert words & set(re.findall(r"[a-z']{3,}", spoken.lower())), (turn.assistant, spoken)

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from heisenberg.audio.format import RATE_HZ, write_wav
 from heisenberg.core.config import HistoryConfig
@@ -26,44 +23,8 @@ from heisenberg.orchestrator.history import HistoryStore
 from heisenberg.orchestrator.session import ConversationTurn
 from heisenberg.service.units import install, render
 from heisenberg.voice.tts import PiperTTS
-from tests.conftest import RunningServer, free_port, silence, speech
+from tests.conftest import NotifySocket, RunningServer, free_port, silence, speech
 from tests.test_cli import run
-
-
-class NotifySocket:
-    """What systemd would receive from the daemon."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-
-    def wait_for(self, match: Callable[[str], bool], timeout_s: float, what: str) -> str:
-        deadline = time.monotonic() + timeout_s
-        for message in self.messages:
-            if match(message):
-                return message
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                message = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            self.messages.append(message)
-            if match(message):
-                return message
-        raise AssertionError(f"no {what} within {timeout_s} s; got {self.messages}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path / "notify.sock")
-    yield sock
-    sock.close()
 
 
 def write_config(path: Path, server: RunningServer, history: Path, extra: str = "",
