@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
-from tests.conftest import NotifySocket, RunningServer, reinit_portaudio
+from tests.conftest import NotifySocket, RunningServer, free_port, reinit_portaudio
 from tests.test_service import saved_turn, stop, write_config
 
 
@@ -101,9 +102,11 @@ async def test_the_daemon_hands_free_on_a_real_sound_device(
     """``heisenberg run`` on the default microphone and speaker, as on a desk: someone says
     "Hey Jarvis" and a question into the room (the null sink), the daemon hears it through
     the microphone (the sink's monitor), and answers through the speaker into the same room,
-    where it hears its own voice too, which must not wake it."""
+    where it hears its own voice too, which must not wake it, even when it says "Hey Jarvis"
+    itself (here through the API's /speak)."""
     config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
-    write_config(config, llama_server, history)
+    port = free_port()
+    write_config(config, llama_server, history, f"[api]\nenabled = true\nport = {port}\n")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "HF_HUB_OFFLINE": "1"}
     env.pop("WATCHDOG_USEC", None)
     # The room: the user's voice (kept open, so that the sink runs) and what is heard in it.
@@ -133,6 +136,11 @@ async def test_the_daemon_hands_free_on_a_real_sound_device(
         await asyncio.to_thread(notify.wait_for,
                                 lambda m: m.startswith("STATUS=idle (answered)"), 60, "answered")
         await asyncio.sleep(3.0)  # its own voice, still echoing in the room, must not wake it
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://127.0.0.1:{port}/api/v1/speak",
+                json={"text": "Hey Jarvis. That is my name.", "play": True}) as resp:
+            assert resp.status == 200
+        await asyncio.sleep(5.0)  # played in the room, heard by its microphone
         stderr = await asyncio.to_thread(stop, proc, signal.SIGTERM, notify)
     finally:
         proc.kill()

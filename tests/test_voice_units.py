@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from heisenberg.audio.format import CHUNK_SAMPLES, AudioChunk, chunks_of, read_wav, resample
+from heisenberg.audio.sinks import NullSink
 from heisenberg.orchestrator.voice import earcon, strip_wake_word, wake_word_text
 from heisenberg.voice.tts import SentenceSplitter, speakable
 from heisenberg.voice.vad import Endpointer, EndpointEvent
@@ -146,3 +147,16 @@ def test_earcon_is_short_and_audible() -> None:
     chunk: AudioChunk = earcon(22050, 880.0)
     assert 100 <= chunk.duration_ms <= 150
     assert np.abs(chunk.array()).max() > 5000
+
+
+async def test_a_sink_knows_what_words_it_is_playing() -> None:
+    sink = NullSink()
+    assert sink.now_playing is None and sink.hearing() == ""
+    chunk = AudioChunk(np.zeros(1600, np.int16).tobytes())
+    await sink.play_text(chunk, "Hey Jarvis.")
+    await sink.play_text(chunk, "That is my name.")
+    assert sink.now_playing is None  # done playing, but the echo may still be in the room
+    assert sink.hearing() == "Hey Jarvis. That is my name."
+    assert sink.hearing(echo_s=0.0) == ""
+    await sink.play(chunk)  # a sound without words (an earcon)
+    assert sink.played_ms == 300

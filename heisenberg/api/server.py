@@ -351,13 +351,14 @@ class API:
             wav.setframerate(tts.rate_hz)
             wav.writeframes(samples.astype(np.int16).tobytes())
         if body.get("play") and self.sink is not None:
-            self._spawn(self._play(self.sink, chunks), "play")
+            self._spawn(self._play(self.sink, list(zip(sentences, chunks, strict=True))),
+                        "play")
         return web.Response(body=buffer.getvalue(), content_type="audio/wav")
 
     @staticmethod
-    async def _play(sink: AudioSink, chunks: list[AudioChunk]) -> None:
-        for chunk in chunks:  # in order, one after the other
-            await sink.play(chunk)
+    async def _play(sink: AudioSink, said: list[tuple[str, AudioChunk]]) -> None:
+        for sentence, chunk in said:  # in order, one after the other
+            await sink.play_text(chunk, sentence)
 
     async def history(self, request: web.Request) -> web.Response:
         try:

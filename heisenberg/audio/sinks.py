@@ -2,13 +2,18 @@
 
 ``play`` returns once the chunk has been *played* (for the speaker and a paced file) so that
 the caller knows what was actually said; ``stop`` cuts playback at once (barge-in).
+``play_text`` also remembers the words being played, so that the wake word engine can tell
+the assistant's own voice (heard back through the microphone) from the user's, whoever
+played them: a voice turn, an API answer or ``/api/v1/speak``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,26 @@ class AudioSink(ABC):
     def __init__(self) -> None:
         self.played_ms = 0.0
         """Milliseconds of audio played since creation."""
+        self.now_playing: str | None = None
+        """The text being played now ('' for a sound without words), None when quiet."""
+        self._ended: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
+
+    async def play_text(self, chunk: AudioChunk, text: str) -> None:
+        """``play``, remembering that ``text`` is what is being said."""
+        self.now_playing = text
+        try:
+            await self.play(chunk)
+        finally:
+            self.now_playing = None
+            self._ended.append((text, time.monotonic()))
+
+    def hearing(self, echo_s: float = 1.0) -> str:
+        """The words a microphone may be hearing from this sink now: what is playing and
+        what ended less than ``echo_s`` ago (device latency, room echo, and the wake word
+        engine's own delay)."""
+        now = time.monotonic()
+        said = [text for text, ended in self._ended if now - ended < echo_s]
+        return " ".join([*said, self.now_playing or ""]).strip()
 
     @abstractmethod
     async def play(self, chunk: AudioChunk) -> None:

@@ -43,8 +43,6 @@ class Speaker:
         """``time.perf_counter()`` when the first sentence was ready for synthesis."""
         self.first_audio_at: float | None = None
         """``time.perf_counter()`` when the first audio sample went to the sink."""
-        self.current_text = ""
-        """The sentence being played now ('' between sentences)."""
         self.spoken: list[Spoken] = []
         self._splitter = SentenceSplitter()
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -95,7 +93,6 @@ class Speaker:
             if keep:
                 self.spoken.append(Spoken(" ".join(words[:keep]), played))
             self._partial = None
-        self.current_text = ""
 
     def spoken_text(self) -> str:
         return " ".join(s.text for s in self.spoken)
@@ -120,9 +117,7 @@ class Speaker:
                 self.bus.publish(TTSStarted(text=sentence, turn_id=self.turn_id))
                 if self.on_first_audio is not None:
                     self.on_first_audio()
-            self.current_text = sentence
             self._partial = (sentence, self.sink.played_ms, chunk.duration_ms)
-            await self.sink.play(chunk)
+            await self.sink.play_text(chunk, sentence)
             self._partial = None
-            self.current_text = ""
             self.spoken.append(Spoken(sentence, chunk.duration_ms))

@@ -106,7 +106,6 @@ class VoiceLoop:
         self._utterance: list[AudioChunk] = []
         self._listen_turn = ""
         self._turn_task: asyncio.Task[None] | None = None
-        self._speaker: Speaker | None = None
         self.turns: list[VoiceTurn] = []
         self.early_stt_s = early_stt_s
         self.camera = camera
@@ -194,13 +193,13 @@ class VoiceLoop:
         # IDLE, THINKING, SPEAKING, and LISTENING while the utterance is being transcribed:
         # the wake word engine hears everything (a new wake word then is a barge-in).
         threshold = None
-        if state is State.SPEAKING:
+        if state is State.SPEAKING or self.sink.now_playing is not None:
             threshold = self.speaking_threshold
         detection = await asyncio.to_thread(self.wake.process, chunk, threshold)
         self._recent.append(chunk)
         if detection is None:
             return
-        if state is State.SPEAKING and self._hearing_myself():
+        if self._hearing_myself():
             log.info("wake word ignored: it is in what I am saying")
             return
         self.bus.publish(WakewordDetected(model=detection.model, score=detection.score))
@@ -211,10 +210,8 @@ class VoiceLoop:
         await self._start_listening()
 
     def _hearing_myself(self) -> bool:
-        speaker = self._speaker
-        if speaker is None or not self.wake_word:
-            return False
-        return self.wake_word in speaker.current_text.lower()
+        """The wake word is in what the speaker plays (whoever asked it to), or just played."""
+        return bool(self.wake_word) and self.wake_word in self.sink.hearing().lower()
 
     async def _barge_in(self) -> None:
         started = time.perf_counter()
@@ -349,7 +346,7 @@ class VoiceLoop:
         """A short message of the assistant's own, after a turn (failed, or no answer)."""
         try:
             audio = await asyncio.to_thread(self.tts.synthesize, text)
-            await self.sink.play(audio)
+            await self.sink.play_text(audio, text)
         except Exception:  # the turn is over and logged; the message is a courtesy
             log.warning("could not say %r", text, exc_info=True)
 
@@ -393,7 +390,6 @@ class VoiceLoop:
             self.assistant.idle("empty transcript", turn_id)
             return
         speaker = Speaker(self.tts, self.sink, self.bus)
-        self._speaker = speaker
         try:
             turn.outcome = await self.assistant.respond(
                 text, source="voice", speaker=speaker, turn_id=turn_id,
@@ -410,7 +406,6 @@ class VoiceLoop:
             turn.interrupted = True
             raise
         finally:
-            self._speaker = None
             if speaker.first_text_at is not None:
                 turn.timings.first_token_s = speaker.first_text_at - ended_at
             if speaker.first_sentence_at is not None:
