@@ -136,6 +136,7 @@ async def test_the_daemon_hands_free_on_a_real_sound_device(
         await asyncio.to_thread(notify.wait_for,
                                 lambda m: m.startswith("STATUS=idle (answered)"), 60, "answered")
         await asyncio.sleep(3.0)  # its own voice, still echoing in the room, must not wake it
+        spoke_at_ms = len(heard) * 80
         async with aiohttp.ClientSession() as session, session.post(
                 f"http://127.0.0.1:{port}/api/v1/speak",
                 json={"text": "Hey Jarvis. That is my name.", "play": True}) as resp:
@@ -155,6 +156,6 @@ async def test_the_daemon_hands_free_on_a_real_sound_device(
     # What the room heard after the question: the answer, spoken through the speaker.
     samples = np.concatenate([c.array() for c in heard])
     assert answer_at_ms > question_at_ms
-    spoken = await asyncio.to_thread(stt.transcribe, samples[answer_at_ms * 16:])
+    spoken = await asyncio.to_thread(stt.transcribe, samples[answer_at_ms * 16:spoke_at_ms * 16])
     words = set(re.findall(r"[a-z']{3,}", turn.assistant.lower()))
     assert words & set(re.findall(r"[a-z']{3,}", spoken.lower())), (turn.assistant, spoken)
