@@ -86,7 +86,7 @@ class VoiceLoop:
     def __init__(self, assistant: Assistant, source: AudioSource, sink: AudioSink,
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
                  vad: WebRtcVad | None = None, earcons: bool = True,
-                 speaking_threshold: float = 0.9, early_stt_s: float = 0.15,
+                 speaking_threshold: float = 0.7, early_stt_s: float = 0.15,
                  camera: Camera | None = None, early_answer: bool = True) -> None:
         cfg = assistant.config
         self.assistant = assistant
