@@ -53,7 +53,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         for i in range(args.samples):
             phrase = phrases[i % len(phrases)]
             scale = round(rng.uniform(0.8, 1.3), 2)
-            tts._syn.length_scale = scale
+            tts._syn.length_scale = scale  # the loaded voice at another rate (no reload)
             said = resample(tts.synthesize(phrase).array(), tts.rate_hz, RATE_HZ)
             audio = np.concatenate([np.zeros(RATE_HZ, np.int16), said,
                                     np.zeros(RATE_HZ * 3 // 2, np.int16)]).astype(np.float64)
