@@ -4,8 +4,10 @@ The whole runtime runs as ``heisenberg run`` would (the bus with its event logge
 history in a temporary SQLite file, the real wake word, whisper, Piper and a real llama.cpp
 server), on a spoken "Hey Jarvis, <question>" replayed from a WAV file. Each replay waits
 until the previous turn is finished, so that every replay is a whole turn, not a barge-in.
-RSS of this process is sampled after each turn; the growth is measured from turn 20 (caches
-and arenas warmed up) to the last turn.
+RSS of this process is sampled after each turn. From turn 20 on (caches and arenas warmed
+up) RSS goes up and down by ~20 MB as the allocators take and give back memory, so one sample
+against another says little; growth is given three ways: last minus turn 20, the peak of the
+second half of the turns minus the peak of the first half, and the least-squares slope.
 
     python bench/soak.py --turns 200 --out bench/results/soak.json
 """
@@ -126,6 +128,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     failed = sum(1 for t in turns_run if t.outcome is not None and t.outcome.error is not None)
     warm = next((rss for n, rss in samples if n >= args.warmup), samples[0][1])
     last = samples[-1][1]
+    after = [(n, rss) for n, rss in samples if n >= args.warmup] or samples
+    half = max(1, len(after) // 2)
+    peaks = max(r for _, r in after[half:] or after) - max(r for _, r in after[:half])
+    slope = (float(np.polyfit([n for n, _ in after], [r for _, r in after], 1)[0]) * 100
+             if len(after) > 1 else 0.0)
     return {
         "benchmark": "soak", "turns_requested": args.turns, "turns_completed": len(turns_run),
         "answered": answered, "failed": failed, "history_rows": stored,
@@ -133,7 +140,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "rss_mb": {"after_turn_1": round(samples[0][1], 1),
                    f"after_turn_{args.warmup}": round(warm, 1),
                    "last": round(last, 1), "max": round(max(r for _, r in samples), 1)},
-        "rss_growth_after_warmup_mb": round(last - warm, 1),
+        "rss_growth_after_warmup_mb": {
+            f"last_minus_turn_{args.warmup}": round(last - warm, 1),
+            "peak_second_half_minus_first_half": round(peaks, 1),
+            "slope_per_100_turns": round(slope, 2)},
         "rss_samples": [(n, round(r, 1)) for n, r in samples[:: max(1, len(samples) // 20)]],
         "turn_total_s": summary([t.timings.total_s for t in turns_run if t.timings.total_s], 2),
         "config": {"max_tokens": args.max_tokens, "server_threads": args.threads,

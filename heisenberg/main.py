@@ -105,7 +105,8 @@ class Runtime:
         if self.config.history.enabled:
             store = HistoryStore.from_config(self.config.history)
             self._stack.callback(store.close)
-        return SessionManager(self.config.session.timeout_min * 60, store=store)
+        return SessionManager(self.config.session.timeout_min * 60, store=store,
+                              max_loaded=max(100, self.config.session.max_turns))
 
     def voice_loop(self, engines: VoiceEngines, source: AudioSource,
                    sink: AudioSink) -> VoiceLoop:

@@ -31,6 +31,16 @@ def test_history_and_max_turns() -> None:
     assert session.get_conversation_history(0) == []
 
 
+def test_memory_keeps_what_a_restart_would_load(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    session = SessionManager(timeout_s=0, store=store, max_loaded=3)
+    for i in range(10):  # a daemon that runs for months must not hold every turn
+        session.add_conversation_turn(f"q{i}", f"a{i}")
+    assert [t.user for t in session.get_conversation_history()] == ["q7", "q8", "q9"]
+    assert store.count() == 10  # the store keeps them all
+    store.close()
+
+
 def test_idle_timeout_starts_a_new_session() -> None:
     clock = Clock()
     session = SessionManager(timeout_s=60, clock=clock)

@@ -21,6 +21,7 @@ from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, Wake
 from heisenberg.core.events import ErrorEvent, Event, EventType, LLMComplete, LLMToken
 from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
+from heisenberg.orchestrator import voice as voice_module
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, VoiceLoop
@@ -486,3 +487,19 @@ async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,
     assert spoken == [NO_ANSWER]
     assert len(read_wav(out)) > tts.rate_hz // 2  # it was said out loud
     assert loop.state is State.IDLE
+
+
+async def test_a_long_running_loop_keeps_only_recent_turns_in_memory(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(voice_module, "KEEP_TURNS", 1)
+    wav = tmp_path / "three.wav"
+    question = np.concatenate([speech(tts, "Hey Jarvis."), silence(0.3),
+                               speech(tts, "What is two plus two?"), silence(2.0)])
+    write_wav(wav, np.concatenate([silence(0.5), *[question] * 3]), RATE_HZ)
+    loop, _ = voice_setup(llama_server, tts, stt, FileSource(wav, realtime=True), NullSink(),
+                          max_tokens=4)
+    turns = await loop.run()
+    assert loop._finished_turns() == 3  # every turn counted, though the oldest are forgotten
+    assert len(turns) == 1 and turns[0].outcome is not None
+    assert len(loop.assistant.session.get_conversation_history()) == 3  # prompt history intact

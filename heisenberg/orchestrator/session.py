@@ -58,7 +58,7 @@ class SessionManager:
 
         With a ``store`` every turn is also saved to disk, and a conversation that was still
         going when the process stopped (its last turn within ``timeout_s``) is continued.
-        ``max_loaded``: turns read back from the store per conversation.
+        ``max_loaded``: turns read back from the store per conversation, and kept in memory.
         """
         self.timeout_s = timeout_s
         self._clock = clock
@@ -114,6 +114,8 @@ class SessionManager:
         conversation = self._conversation(session_id)
         turn = ConversationTurn(user_query, assistant_response, self._clock(), interrupted)
         conversation.turns.append(turn)
+        # Memory holds what a restart would load back; the store keeps everything.
+        del conversation.turns[:-self.max_loaded]
         if self.store is not None:
             self.store.append(turn, conversation.session_id)
         return turn

@@ -44,6 +44,9 @@ from heisenberg.voice.wakeword import WakeWordEngine
 
 log = logging.getLogger(__name__)
 
+KEEP_TURNS = 500
+"""Voice turns kept in memory (at least; twice as many at most)."""
+
 
 @dataclass
 class TurnTimings:
@@ -72,6 +75,10 @@ class VoiceTurn:
     interrupted: bool = False
     early_answer: bool = False
     """The answer was started on the early transcript (before the end of speech)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None or self.interrupted
 
 
 def earcon(rate_hz: int, freq_hz: float, ms: int = 120, volume: float = 0.25) -> AudioChunk:
@@ -107,6 +114,9 @@ class VoiceLoop:
         self._listen_turn = ""
         self._turn_task: asyncio.Task[None] | None = None
         self.turns: list[VoiceTurn] = []
+        """The recent voice turns, oldest first: the last ``KEEP_TURNS`` to ``2 * KEEP_TURNS``
+        (a daemon runs for months; the history store keeps every conversation turn)."""
+        self._forgotten_finished = 0
         self.early_stt_s = early_stt_s
         self.camera = camera
         self._camera_failed = False
@@ -116,7 +126,7 @@ class VoiceLoop:
         self.prefetches = 0
         """Answers started on an early transcript (for the tests and the benchmark)."""
         self._background: set[asyncio.Task[Any]] = set()
-        self.barge_in_ms: list[float] = []
+        self.barge_in_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
         self.wake_word = wake_word_text(getattr(wake, "name", ""))
         self.listening = asyncio.Event()
@@ -180,7 +190,13 @@ class VoiceLoop:
             self.assistant.idle("error")
 
     def _finished_turns(self) -> int:
-        return sum(1 for t in self.turns if t.outcome is not None or t.interrupted)
+        return self._forgotten_finished + sum(1 for t in self.turns if t.finished)
+
+    def _record(self, turn: VoiceTurn) -> None:
+        self.turns.append(turn)
+        if len(self.turns) > 2 * KEEP_TURNS:  # forget in batches: a trim costs a copy
+            old, self.turns = self.turns[:-KEEP_TURNS], self.turns[-KEEP_TURNS:]
+            self._forgotten_finished += sum(1 for t in old if t.finished)
 
     def _error(self, exc: HeisenbergError) -> None:
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message))
@@ -354,7 +370,7 @@ class VoiceLoop:
                     early: asyncio.Task[str] | None = None,
                     prefetch_task: asyncio.Task[Prefetch] | None = None) -> None:
         turn = VoiceTurn(turn_id, "")
-        self.turns.append(turn)
+        self._record(turn)
         # Without an early answer (which took its own), the frame is taken now, at the end
         # of speech, while whisper works.
         grab = None if prefetch_task else asyncio.create_task(self._grab_frame(), name="camera")
