@@ -18,9 +18,9 @@ import platform
 import random
 
 import numpy as np
-from common import run
+from common import WakeScores, longest_run, run
 
-from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk, resample
+from heisenberg.audio.format import RATE_HZ, resample
 from heisenberg.core.config import TTSConfig, WakeWordConfig
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
@@ -35,7 +35,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     tts = PiperTTS(TTSConfig())
     config = WakeWordConfig(refractory_s=0.0)
     engine = OpenWakeWordEngine(config)
-    clock = 0
+    wake_scores = WakeScores(engine)
 
     def speech(text: str) -> np.ndarray:
         audio = tts.synthesize(text).array()
@@ -51,18 +51,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             mix[at:at + len(wake)] += wake
             pcm = np.clip(np.concatenate([np.zeros(RATE_HZ), mix, np.zeros(RATE_HZ)]),
                           -32768, 32767).astype(np.int16)
-            scores: list[float] = []
-            for start in range(0, len(pcm) - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):
-                engine.process(AudioChunk(pcm[start:start + CHUNK_SAMPLES].tobytes(),
-                                          timestamp_ms=clock))
-                clock += CHUNK_SAMPLES * 1000 // RATE_HZ
-                scores.extend(engine.last_scores)
+            scores, _ = wake_scores(pcm)
             for threshold in THRESHOLDS:
-                longest = current = 0
-                for score in scores:
-                    current = current + 1 if score >= threshold else 0
-                    longest = max(longest, current)
-                heard[threshold] += longest >= config.patience
+                heard[threshold] += longest_run(scores, threshold) >= config.patience
         results[str(gain_db)] = {str(t): round(n / args.samples, 3) for t, n in heard.items()}
     engine.close()
     return {

@@ -1,4 +1,5 @@
-"""What the benchmarks share: a free port, summary statistics, the JSON output."""
+"""What the benchmarks share: a free port, summary statistics, the JSON output, and wake word
+scoring."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import socket
 import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import numpy as np
+
+from heisenberg.audio.format import chunks_of
+from heisenberg.voice.wakeword import OpenWakeWordEngine
 
 
 def free_port() -> int:
@@ -34,3 +40,30 @@ def run(measure: Callable[[argparse.Namespace], Awaitable[dict[str, object]]],
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+class WakeScores:
+    """Audio through a wake word engine as one stream (its audio clock keeps running from one
+    call to the next): ``scores, fired = wake_scores(pcm)``, a score per 80 ms frame."""
+
+    def __init__(self, engine: OpenWakeWordEngine) -> None:
+        self.engine = engine
+        self.clock_ms = 0
+
+    def __call__(self, pcm: np.ndarray) -> tuple[list[float], bool]:
+        scores: list[float] = []
+        fired = False
+        for chunk in chunks_of(pcm, start_ms=self.clock_ms):
+            fired = self.engine.process(chunk) is not None or fired
+            scores.extend(self.engine.last_scores)
+            self.clock_ms = chunk.timestamp_ms + int(chunk.duration_ms)
+        return scores, fired
+
+
+def longest_run(scores: list[float], threshold: float) -> int:
+    """The most frames in a row at or above ``threshold`` (a detection needs ``patience``)."""
+    best = current = 0
+    for score in scores:
+        current = current + 1 if score >= threshold else 0
+        best = max(best, current)
+    return best

@@ -20,9 +20,9 @@ import platform
 import random
 
 import numpy as np
-from common import run
+from common import WakeScores, longest_run, run
 
-from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk, resample
+from heisenberg.audio.format import RATE_HZ, resample
 from heisenberg.core.config import TTSConfig, WakeWordConfig
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
@@ -33,21 +33,13 @@ NEAR = ["Hey Java developers.", "Hey Travis.", "Hey Harvey.", "Hey Jervis.", "He
 PATIENCES = range(3, 11)
 
 
-def longest_run(scores: list[float], threshold: float) -> int:
-    best = current = 0
-    for score in scores:
-        current = current + 1 if score >= threshold else 0
-        best = max(best, current)
-    return best
-
-
 async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     noise = np.random.default_rng(args.seed)
     tts = PiperTTS(TTSConfig())  # sampling noise on: no two renderings are the same
     config = WakeWordConfig(refractory_s=0.0)
     engine = OpenWakeWordEngine(config)
-    clock = 0
+    wake_scores = WakeScores(engine)
     rows: dict[str, list[dict[str, object]]] = {"wake": [], "near_miss": []}
     for kind, phrases in (("wake", WAKE), ("near_miss", NEAR)):
         for i in range(args.samples):
@@ -61,13 +53,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 power = float(np.mean(said.astype(np.float64) ** 2))
                 audio += noise.normal(0, np.sqrt(power / 10 ** (args.snr_db / 10)), len(audio))
             pcm = np.clip(audio, -32768, 32767).astype(np.int16)
-            scores: list[float] = []
-            detected = False
-            for start in range(0, len(pcm) - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):
-                chunk = AudioChunk(pcm[start:start + CHUNK_SAMPLES].tobytes(), timestamp_ms=clock)
-                clock += CHUNK_SAMPLES * 1000 // RATE_HZ
-                detected = engine.process(chunk) is not None or detected
-                scores.extend(engine.last_scores)
+            scores, detected = wake_scores(pcm)
             rows[kind].append({"phrase": phrase, "length_scale": scale,
                                "longest_run": longest_run(scores, config.threshold),
                                "max_score": round(max(scores), 4), "detected": detected})
