@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from heisenberg.core.logs import EventLogger
 from heisenberg.llm.backends import backend_url, create_backend
 from heisenberg.llm.server import ManagedLlamaServer
 from heisenberg.orchestrator.assistant import Assistant
-from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.orchestrator.history import HistoryError, HistoryStore
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.vision.camera import Camera, OpenCVCamera
@@ -27,6 +28,8 @@ from heisenberg.voice.stt import SpeechToText, WhisperSTT
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord, WakeWordEngine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,17 +79,20 @@ class Runtime:
         self.config = config
         self.bus = EventBus()
         self.server: ManagedLlamaServer | None = None
+        self.history_error: str | None = None
+        """Why the history store could not be opened (then it is kept in memory)."""
         self._stack = contextlib.AsyncExitStack()
         self.assistant: Assistant
 
     async def __aenter__(self) -> Runtime:
         try:
             url = backend_url(self.config.llm)
+            key = ""
             if not url:
                 self.server = ManagedLlamaServer(self.config.server)
                 await self._stack.enter_async_context(self.server)
-                url = self.server.url
-            backend = create_backend(self.config.llm, url)
+                url, key = self.server.url, self.server.api_key
+            backend = create_backend(self.config.llm, url, key)
             self._stack.push_async_callback(backend.close)
             self._stack.push_async_callback(self.bus.close)
             self.assistant = Assistant(self.config, self.bus, backend, self._session())
@@ -101,12 +107,31 @@ class Runtime:
         self._stack.push_async_callback(callback)
 
     def _session(self) -> SessionManager:
+        """The conversation, kept in the history store when it can be: a store that cannot
+        be opened leaves the history in memory (reported), never the assistant down."""
+        loop = asyncio.get_running_loop()
+
+        def report(message: str) -> None:  # called from the loop or from a worker thread
+            loop.call_soon_threadsafe(self.bus.publish,
+                                      ErrorEvent(code="history", message=message))
+
         store = None
         if self.config.history.enabled:
-            store = HistoryStore.from_config(self.config.history)
-            self._stack.callback(store.close)
+            try:
+                store = HistoryStore.from_config(self.config.history)
+            except HistoryError as exc:
+                self.history_error = (f"{exc.message}; the conversation is kept in memory "
+                                      "only until a restart")
+                log.error("history: %s", self.history_error)
+                report(self.history_error)
+            else:
+                self._stack.callback(store.close)
+                if store.moved_aside is not None:
+                    report(f"the history store {store.path} could not be read; it was moved "
+                           f"to {store.moved_aside} and a new one started")
         return SessionManager(self.config.session.timeout_min * 60, store=store,
-                              max_loaded=max(100, self.config.session.max_turns))
+                              max_loaded=max(100, self.config.session.max_turns),
+                              on_store_error=report, store_error=self.history_error)
 
     def voice_loop(self, engines: VoiceEngines, source: AudioSource,
                    sink: AudioSink) -> VoiceLoop:

@@ -180,7 +180,8 @@ async def test_ask_while_someone_speaks_is_409_and_its_frame_not_shown(
     assert [e.turn_id for e in frames] == [body["turn_id"]]  # the refused frame never shown
 
 @pytest.mark.parametrize(("kwargs", "status", "words"), [
-    ({"data": b"{not json"}, 400, "not valid JSON"),
+    ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400,
+     "not valid JSON"),
     ({"json": ["a list"]}, 400, "JSON object"),
     ({"json": {"image": "x"}}, 400, "missing field 'text'"),
     ({"json": {"text": 42}}, 400, "non-empty string"),

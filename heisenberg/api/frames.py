@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,23 +27,54 @@ class BadImageError(HeisenbergError):
     code = "bad_image"
 
 
-def decode_image(data: str, max_bytes: int, camera: CameraConfig) -> tuple[Frame, np.ndarray]:
-    """A data URI or plain base64 string -> (JPEG frame for the model, decoded BGR image)."""
+#: What an uploaded image may be; Pillow reads their headers, OpenCV decodes them.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
+def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding it; over ``max_pixels``
+    raises, so that a small file claiming a huge picture costs nothing."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        width, height = max_pixels + 1, 1  # Pillow's own limit, far above ours
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise BadImageError("image: not a decodable image (JPEG, PNG, WebP, BMP, GIF, "
+                            "TIFF)") from None
+    if width * height > max_pixels:
+        raise BadImageError(f"image: {width}x{height} pixels is more than the "
+                            f"{max_pixels:,} pixel limit (api.max_image_pixels)")
+    return width, height
+
+
+def decode_image(data: str, max_bytes: int, camera: CameraConfig,
+                 max_pixels: int = 40_000_000) -> tuple[Frame, np.ndarray]:
+    """A data URI or plain base64 string -> (JPEG frame for the model, decoded BGR image).
+
+    Checked before any decoding: the base64 text's length against ``max_bytes``
+    (``api.max_image_mb``), then the pixel count in the header against ``max_pixels``."""
     if not isinstance(data, str) or not data:
         raise BadImageError("image: expected a data URI or a base64 string")
     import cv2
 
     payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
     if len(payload) * 3 // 4 > max_bytes:
-        raise BadImageError(f"image: larger than the {max_bytes // 1_000_000} MB limit "
+        raise BadImageError(f"image: larger than the {max_bytes / 1_000_000:g} MB limit "
                             "(api.max_image_mb)")
     try:
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise BadImageError("image: not valid base64") from None
-    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BadImageError("image: not a decodable image (JPEG, PNG, WebP, BMP...)")
+    width, height = image_size(raw, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None or image.shape[0] * image.shape[1] > max_pixels:
+        raise BadImageError(f"image: a {width}x{height} image that could not be decoded")
     return encode(image, camera.max_side, camera.jpeg_quality), image
 
 

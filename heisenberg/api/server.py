@@ -31,11 +31,12 @@ from heisenberg.api.middleware import fail, middlewares
 from heisenberg.api.openapi import openapi_document
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
-from heisenberg.core.config import Config
+from heisenberg.core.config import Config, is_loopback
 from heisenberg.core.errors import AssistantBusyError, LLMConnectionError, LLMError
 from heisenberg.core.events import Event, EventType, LLMToken
 from heisenberg.llm.backends import Health, probe_health
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
+from heisenberg.orchestrator.history import HistoryError
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
@@ -43,6 +44,7 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 log = logging.getLogger(__name__)
 
 SCENE_PROMPT = "Describe the scene in this image in one or two short sentences."
+MAX_HISTORY_LIMIT = 10_000
 
 
 class API:
@@ -89,8 +91,14 @@ class API:
         return app
 
     async def start(self) -> str:
+        if not is_loopback(self.api.host):
+            log.warning("API: listening on %r, reachable from other machines%s", self.api.host,
+                        "" if self.api.token else
+                        " WITHOUT a token (api.allow_open): anyone there can use it")
         self.bus.subscribe(self.metrics, name="metrics")
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout also closes connections that sent a request only in part.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0,
+                                     keepalive_timeout=self.api.request_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.api.host, self.api.port)
         await site.start()
@@ -121,14 +129,28 @@ class API:
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except web.HTTPRequestEntityTooLarge:
-            raise
+            async with asyncio.timeout(self.api.request_timeout_s):
+                raw = await request.read()
+        except TimeoutError:
+            raise fail(408, f"the request body took longer than "
+                            f"{self.api.request_timeout_s:g}s to arrive "
+                            "(api.request_timeout_s)") from None
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise fail(400, "the body is JSON nested too deeply") from None
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             raise fail(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise fail(400, "the body must be a JSON object")
         return body
+
+    @staticmethod
+    def _flag(body: dict[str, Any], key: str) -> bool:
+        value = body.get(key, False)
+        if not isinstance(value, bool):
+            raise fail(400, f"{key!r} must be true or false, not {json.dumps(value)[:40]}")
+        return value
 
     @staticmethod
     def _text(body: dict[str, Any], key: str) -> str:
@@ -149,7 +171,8 @@ class API:
             return None, 0
         try:
             frame, image = await asyncio.to_thread(
-                decode_image, data, int(self.api.max_image_mb * 1_000_000), self.config.camera)
+                decode_image, data, int(self.api.max_image_mb * 1_000_000), self.config.camera,
+                self.api.max_image_pixels)
         except BadImageError as exc:
             raise fail(400, exc.message) from None
         return frame, await asyncio.to_thread(phash, image)
@@ -207,9 +230,16 @@ class API:
         llm = await self.llm_health()
         vision = self.assistant.backend.vision
         healthy = llm.reachable and llm.model_loaded
-        body = {"status": "ok" if healthy else "unavailable",
+        session = self.assistant.session
+        if session.store_error is not None:
+            await asyncio.to_thread(session.flush)  # the store may work again
+        history = session.store_error
+        status = "unavailable" if not healthy else "degraded" if history else "ok"
+        body = {"status": status,
                 "llm": {"reachable": llm.reachable, "model_loaded": llm.model_loaded,
                         "detail": llm.detail},
+                "history": {"saving": history is None, "detail": history or "ok",
+                            "unsaved_turns": session.unsaved},
                 "vision": vision, "state": str(self.assistant.state),
                 **self.devices(), "uptime_s": round(time.monotonic() - self.started_s, 1)}
         return web.json_response(body, status=200 if healthy else 503)
@@ -217,16 +247,17 @@ class API:
     async def ask(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)
         text = self._text(body, "text")
-        frame, _ = await self._image(body)
-        speak = bool(body.get("speak", False))
+        speak = self._flag(body, "speak")
         if speak and (self.tts is None or self.sink is None):
             raise fail(400, "speak: this process has no voice output")
         session_id = body.get("session_id")
-        if session_id is not None and not isinstance(session_id, str):
-            raise fail(400, "'session_id' must be a string")
-        stream = bool(body.get("stream")) or "text/event-stream" in request.headers.get(
+        if session_id is not None and (not isinstance(session_id, str)
+                                       or len(session_id) > 200):
+            raise fail(400, "'session_id' must be a string of at most 200 characters")
+        stream = self._flag(body, "stream") or "text/event-stream" in request.headers.get(
             "Accept", "")
         async with self._slot():
+            frame, _ = await self._image(body)  # decoded in the slot: bounded memory
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
@@ -306,16 +337,16 @@ class API:
 
     async def process_frame(self, request: web.Request) -> web.Response:
         body = await self._json(request)
-        frame, key = await self._image(body, required=True)
-        assert frame is not None
-        cached = self.frames.get(key)
-        if cached is not None:
-            return web.json_response({"description": cached, "cached": True,
-                                      "hash": f"{key:016x}"})
         prompt_text = body.get("prompt") or SCENE_PROMPT
         if not isinstance(prompt_text, str):
             raise fail(400, "'prompt' must be a string")
         async with self._slot():
+            frame, key = await self._image(body, required=True)
+            assert frame is not None
+            cached = self.frames.get(key)
+            if cached is not None:
+                return web.json_response({"description": cached, "cached": True,
+                                          "hash": f"{key:016x}"})
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
@@ -335,6 +366,10 @@ class API:
     async def speak(self, request: web.Request) -> web.Response:
         body = await self._json(request)
         text = self._text(body, "text")
+        if len(text) > self.api.max_speak_chars:
+            raise fail(400, f"'text' is {len(text)} characters, more than the "
+                            f"{self.api.max_speak_chars} of api.max_speak_chars")
+        play = self._flag(body, "play")
         if self.tts is None:
             raise fail(503, "text-to-speech is not loaded in this process")
         tts = self.tts
@@ -342,7 +377,8 @@ class API:
         sentences = [*splitter.feed(text + " "), *splitter.flush()]
         if not sentences:
             raise fail(400, "'text' has nothing speakable in it")
-        chunks = [await asyncio.to_thread(tts.synthesize, s) for s in sentences]
+        async with self._slot():  # Piper shares the machine with the spoken turns
+            chunks = [await asyncio.to_thread(tts.synthesize, s) for s in sentences]
         samples = np.concatenate([c.array() for c in chunks])
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as wav:
@@ -350,7 +386,7 @@ class API:
             wav.setsampwidth(2)
             wav.setframerate(tts.rate_hz)
             wav.writeframes(samples.astype(np.int16).tobytes())
-        if body.get("play") and self.sink is not None:
+        if play and self.sink is not None:
             self._spawn(self._play(self.sink, list(zip(sentences, chunks, strict=True))),
                         "play")
         return web.Response(body=buffer.getvalue(), content_type="audio/wav")
@@ -365,20 +401,22 @@ class API:
             limit = int(request.query.get("limit", "50"))
         except ValueError:
             raise fail(400, "'limit' must be an integer") from None
+        if not 0 <= limit <= MAX_HISTORY_LIMIT:
+            raise fail(400, f"'limit' must be between 0 and {MAX_HISTORY_LIMIT}")
         wanted = request.query.get("session_id") or None
         session = self.assistant.session
-        if session.store is not None:
-            rows = await asyncio.to_thread(session.store.recent, max(0, limit), 0.0, wanted)
-        else:
-            rows = [(wanted or session.session_id, t)
-                    for t in session.get_conversation_history(limit, wanted)]
+        rows = await asyncio.to_thread(session.saved_turns, limit, wanted)
         return web.json_response({"session_id": wanted or session.session_id, "turns": [
             {"turn_id": t.turn_id, "session_id": s, "timestamp_s": t.timestamp_s,
-             "user": t.user, "assistant": t.assistant, "interrupted": t.interrupted}
+             "user": t.user, "assistant": t.assistant, "interrupted": t.interrupted,
+             "outcome": t.outcome}
             for s, t in rows]})
 
     async def clear_history(self, request: web.Request) -> web.Response:
-        deleted = await asyncio.to_thread(self.assistant.session.clear)
+        try:
+            deleted = await asyncio.to_thread(self.assistant.session.clear)
+        except HistoryError as exc:
+            raise fail(503, exc.message) from None
         return web.json_response({"deleted": deleted})
 
     async def last_frame(self, request: web.Request) -> web.Response:

@@ -9,6 +9,8 @@ the CLI turns into exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import tomllib
 import types
@@ -219,15 +221,34 @@ class APIConfig:
     host: str = _opt("127.0.0.1")
     port: int = _opt(8765, min=1, max=65535)
     token: str = _opt("")
-    """Bearer token required by every endpoint but /api/v1/health; empty = none."""
+    """Bearer token (``Authorization: Bearer ...``) required by every endpoint but
+    /api/v1/health and the dashboard page; empty = none. The WebSocket alone may also take
+    it as ``?token=`` (browsers cannot set its headers)."""
+    allow_open: bool = _opt(False)
+    """Allow ``host`` to be a non-loopback address without a ``token`` (anyone on the network
+    could then use the microphone's assistant); without it such a config is refused."""
+    allowed_hosts: list[str] = _opt([])
+    """Host names (besides localhost and loopback addresses) that requests may name in their
+    Host header, e.g. the machine's name when ``host`` is not loopback. Others get 421
+    (DNS rebinding)."""
     max_body_mb: float = _opt(16.0, min=0.01, max=1024.0)
     """Largest request body accepted (413 above)."""
     max_image_mb: float = _opt(8.0, min=0.01, max=1024.0)
-    """Largest decoded image accepted (400 above)."""
+    """Largest image file accepted, after base64 decoding (400 above)."""
+    max_image_pixels: int = _opt(40_000_000, min=1, max=1_000_000_000)
+    """Largest image accepted, in pixels, read from the image's header before it is decoded
+    (a 47 KB PNG can claim 20000x20000 pixels: 1.2 GB decoded)."""
+    max_speak_chars: int = _opt(2000, min=1, max=1_000_000)
+    """Longest text /api/v1/speak accepts."""
+    request_timeout_s: float = _opt(30.0, min=1.0, max=3600.0)
+    """Seconds a client may take to send its request body; slower ones get 408."""
     cors_origins: list[str] = _opt([])
-    """Origins allowed to call the API from a browser page; empty = no CORS headers."""
+    """Origins of other web pages allowed to call the API (CORS); pages of any other origin
+    are refused with 403. Empty = only the dashboard itself. Env ``CORS_ORIGINS`` or
+    ``HEISENBERG_API_CORS_ORIGINS``: comma-separated."""
     max_queue: int = _opt(4, min=1, max=1000)
-    """Questions (/ask, /process-frame) running or waiting at once; more get 429."""
+    """Requests that run the LLM or Piper (/ask, /process-frame, /speak) running or waiting
+    at once; more get 429."""
     ws_queue: int = _opt(512, min=1, max=100000)
     """Events buffered per WebSocket client; a client that falls further behind is dropped."""
     frame_cache_size: int = _opt(32, min=1, max=10000)
@@ -258,6 +279,7 @@ class Config:
 ENV_ALIASES = {
     "LLAVA_SERVER_URL": ("llm", "llava_url"),
     "LLAVA_AUTH_TOKEN": ("llm", "llava_token"),
+    "CORS_ORIGINS": ("api", "cors_origins"),
 }
 ENV_PREFIX = "HEISENBERG_"
 
@@ -285,6 +307,8 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     origin = typing.get_origin(typ)
+    if from_text and isinstance(value, str) and origin in (list, types.GenericAlias):
+        return [item.strip() for item in value.split(",") if item.strip()]
     if origin in (list, types.GenericAlias):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
@@ -292,6 +316,8 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r} "
                           f"({type(value).__name__})")
+    if typ is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return value
 
 
@@ -338,8 +364,31 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
                 raise ConfigError(f"{var}: names no config section "
                                   f"(known: {', '.join(sections)})")
             merged[named][rest[len(named) + 1:]] = (value, True)
-    return Config(**{name: _build_section(name, cls, merged[name])
-                     for name, cls in sections.items()})
+    config = Config(**{name: _build_section(name, cls, merged[name])
+                       for name, cls in sections.items()})
+    _check_api_exposure(config.api)
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses that only this machine can reach."""
+    if host.lower() in ("localhost", "localhost.localdomain") or \
+            host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_api_exposure(api: APIConfig) -> None:
+    """An API on the network with no token would let anyone there drive the assistant."""
+    if api.enabled and not api.token and not api.allow_open and not is_loopback(api.host):
+        raise ConfigError(
+            f"api.host: {api.host!r} is reachable from other machines and api.token is "
+            "empty; set a token (api.token = \"<a long random string>\", e.g. from "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`), or bind "
+            "127.0.0.1, or set api.allow_open = true to accept the risk")
 
 
 def default_search_paths() -> list[Path]:
@@ -377,6 +426,8 @@ def load_config(explicit: str | None = None,
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 text (byte {exc.start})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         except OSError as exc:

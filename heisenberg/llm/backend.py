@@ -74,8 +74,12 @@ class LLMBackend(ABC):
 
     def __init__(self, config: LLMConfig, base_url: str, *,
                  on_token: TokenCallback | None = None,
-                 on_complete: CompleteCallback | None = None) -> None:
+                 on_complete: CompleteCallback | None = None,
+                 server_key: str = "") -> None:
+        """``server_key``: the key of a managed server (made at its start), used instead of
+        ``llm.api_key``."""
         self.config = config
+        self.server_key = server_key
         self.base_url = base_url.rstrip("/")
         self.on_token = on_token
         self.on_complete = on_complete
@@ -102,7 +106,7 @@ class LLMBackend(ABC):
         return self._session
 
     def headers(self, token: str | None = None) -> dict[str, str]:
-        token = self.config.api_key if token is None else token
+        token = (self.server_key or self.config.api_key) if token is None else token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def stream(self, prompt: Prompt,

@@ -28,13 +28,13 @@ def backend_url(config: LLMConfig) -> str:
     return url
 
 
-def create_backend(config: LLMConfig, base_url: str) -> LLMBackend:
+def create_backend(config: LLMConfig, base_url: str, server_key: str = "") -> LLMBackend:
     try:
         cls = BACKENDS[config.backend]
     except KeyError:
         raise ConfigError(f"llm.backend: {config.backend!r} is not available "
                           f"(available: {', '.join(BACKENDS)})") from None
-    return cls(config, base_url)
+    return cls(config, base_url, server_key=server_key)
 
 
 #: Where each protocol says "I am up": 200 = ready, 503 = loading (llama.cpp, VLM server).

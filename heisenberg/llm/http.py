@@ -137,6 +137,11 @@ async def _lines(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[str]:
         raise LLMStallError(f"LLM stream from {url} stalled (no data within the stall "
                             "timeout)") from exc
     except aiohttp.ClientPayloadError as exc:
-        raise LLMProtocolError(f"LLM stream from {url} broke off: {exc}") from exc
+        # What a client sees when the server process dies mid-answer: the chunked body
+        # ends without its last chunk (aiohttp's TransferEncodingError).
+        raise LLMConnectionError(
+            f"the language model server at {url} stopped in the middle of the answer (it "
+            "crashed or was stopped; a managed server is restarted)") from exc
     except aiohttp.ClientConnectionError as exc:
-        raise LLMConnectionError(f"lost the connection to {url}: {exc}") from exc
+        raise LLMConnectionError(f"lost the connection to the language model server at "
+                                 f"{url}: {exc}") from exc

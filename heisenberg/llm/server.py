@@ -2,14 +2,24 @@
 
 The child is the ``llama-server`` binary when one is installed, else llama.cpp's server from
 the ``xllamacpp`` wheel (``heisenberg.llm.xserver``). It is restarted when it dies.
+
+The server is Heisenberg's alone: it gets a random API key at each start (in its environment,
+``LLAMA_API_KEY``, not on its command line where any local user could read it), so that a
+web page the user opens cannot use it, and CORS headers are off where the engine allows it.
+It dies with the daemon (``PR_SET_PDEATHSIG``), even after a ``kill -9``, so that a restart
+finds its port free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -77,6 +87,13 @@ def server_command(cfg: ServerConfig, model: Path) -> list[str]:
     return [sys.executable, "-m", "heisenberg.llm.xserver", *args, *extra]
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the daemon's thread that started it ends."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -110,6 +127,8 @@ class ManagedLlamaServer:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._command: list[str] = []
+        self.api_key = secrets.token_urlsafe(24)
+        """Required by the server on every endpoint but /health; new at each start."""
 
     @property
     def pid(self) -> int | None:
@@ -128,9 +147,13 @@ class ManagedLlamaServer:
 
     async def _spawn_and_wait(self) -> None:
         log.info("llm-server: starting %s", " ".join(self._command))
+        env = {**os.environ, "LLAMA_API_KEY": self.api_key}
         with self.log_path.open("ab") as out:
+            # The death signal is tied to the thread that forks: the event loop's, which
+            # lives as long as the daemon.
             self._proc = await asyncio.create_subprocess_exec(
-                *self._command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out)
+                *self._command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env=env, preexec_fn=die_with_parent)
         try:
             await wait_healthy(self.url, self.cfg.startup_timeout_s, self._proc)
         except LLMServerProcessError as exc:

@@ -7,6 +7,7 @@ This is the fallback used when no ``llama-server`` binary is installed:
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     params.swa_full = args.swa_full
     params.endpoint_slots = True
     params.endpoint_props = True
+    # Heisenberg's key (see heisenberg/llm/server.py), and no CORS: no web page may use it.
+    key = os.environ.get("LLAMA_API_KEY", "")
+    if key:
+        params.api_keys = [key]
+    params.cors_origins = ""
+    params.cors_origins_explicit = True
     if args.chat_template:
         # The bundled gemma3-270m has no template of its own: name a built-in one.
         params.use_jinja = False

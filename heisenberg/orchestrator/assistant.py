@@ -63,6 +63,7 @@ class Assistant:
         self.not_listening = asyncio.Event()
         """Clear while a spoken question is being heard (typed ones wait for it)."""
         self.not_listening.set()
+        self._saving: set[asyncio.Task[int]] = set()
         self.last_image: bytes | None = None
         """The last JPEG that went with a question (camera frame or API image)."""
 
@@ -191,24 +192,41 @@ class Assistant:
             if speaker is not None:
                 await speaker.cancel()  # settles what was actually heard
                 said = speaker.spoken_text()
-            self.session.add_conversation_turn(question, said, interrupted=True,
-                                               session_id=session_id)
+            self.session.add_conversation_turn(question, said, session_id=session_id,
+                                               turn_id=turn_id, outcome="interrupted",
+                                               save=False)
+            self._save_later()
             self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
             raise
         except HeisenbergError as exc:
-            if speaker is not None:
-                await speaker.cancel()
-            return self._fail(turn_id, question, pieces, exc, session_id)
+            failure = exc
         except Exception as exc:  # a bug in an engine must not end the daemon
             log.exception("unexpected failure in the turn")
-            if speaker is not None:
-                await speaker.cancel()
-            return self._fail(turn_id, question, pieces, InternalError(
-                f"internal error ({type(exc).__name__}: {exc})"), session_id)
-        self.session.add_conversation_turn(question, result.text, session_id=session_id)
-        self._move(State.IDLE, "answered", turn_id)
-        return TurnOutcome(turn_id, question, result.text, result,
-                           session_id=session_id or self.session.session_id)
+            failure = InternalError(f"internal error ({type(exc).__name__}: {exc})")
+        else:
+            self.session.add_conversation_turn(question, result.text, session_id=session_id,
+                                               turn_id=turn_id, save=False)
+            self._move(State.IDLE, "answered", turn_id)
+            await self._save()
+            return TurnOutcome(turn_id, question, result.text, result,
+                               session_id=session_id or self.session.session_id)
+        said = "".join(pieces)
+        if speaker is not None:
+            await speaker.cancel()
+            said = speaker.spoken_text()
+        outcome = self._fail(turn_id, question, "".join(pieces), said, failure, session_id)
+        await self._save()
+        return outcome
+
+    async def _save(self) -> None:
+        """Write the turn to the store off the event loop (a locked file makes it wait).
+        A failure is reported by the session (once) and never fails the turn."""
+        await asyncio.shield(asyncio.to_thread(self.session.flush))
+
+    def _save_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.session.flush))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     def show_frame(self, frame: Frame, turn_id: str = "") -> None:
         """A frame goes with a question: keep it (the API's /frame) and announce it."""
@@ -256,10 +274,14 @@ class Assistant:
                                      turn_id=turn_id))
         return result
 
-    def _fail(self, turn_id: str, question: str, pieces: list[str],
+    def _fail(self, turn_id: str, question: str, answer: str, said: str,
               exc: HeisenbergError, session_id: str | None = None) -> TurnOutcome:
+        """``answer``: what the LLM gave before the failure; ``said``: what was heard of it
+        (the same without speech), kept in the history as a failed turn."""
         # Reported once: the ERROR event (the event log writes it at error level).
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message, turn_id=turn_id))
+        self.session.add_conversation_turn(question, said, session_id=session_id,
+                                           turn_id=turn_id, outcome="failed", save=False)
         self._reset(f"error: {exc.code}", turn_id)
-        return TurnOutcome(turn_id, question, "".join(pieces), None, exc,
+        return TurnOutcome(turn_id, question, answer, None, exc,
                            session_id or self.session.session_id)

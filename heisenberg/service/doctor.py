@@ -117,12 +117,18 @@ def check_history(config: Config) -> Row:
         store = HistoryStore.from_config(config.history)
     except HeisenbergError as exc:
         return Row("history", FAIL, str(exc), "set history.path to a writable file")
-    count = store.count()
-    store.close()
+    try:
+        count = store.count()
+    finally:
+        store.close()
+    if store.moved_aside is not None:
+        return Row("history", WARN, f"{store.path} was unreadable: moved to "
+                                    f"{store.moved_aside}, a new one started")
     return Row("history", OK, f"{store.path} ({count} turns)")
 
 
-async def check_llm_at(config: Config, url: str, managed: str = "") -> list[Row]:
+async def check_llm_at(config: Config, url: str, managed: str = "",
+                       server_key: str = "") -> list[Row]:
     from heisenberg.llm.backends import create_backend, probe_health
 
     llm = config.llm
@@ -135,7 +141,7 @@ async def check_llm_at(config: Config, url: str, managed: str = "") -> list[Row]
                 f"{llm.backend} at {url}{managed}: {health.detail}",
                 "" if health.model_loaded else "wait for the model to load, or check the "
                                                "server log")]
-    backend = create_backend(llm, url)
+    backend = create_backend(llm, url, server_key)
     try:
         vision = await backend.supports_vision()
     finally:
@@ -157,7 +163,8 @@ async def check_llm(config: Config) -> list[Row]:
         return await check_llm_at(config, url)
     try:
         async with ManagedLlamaServer(config.server) as server:
-            return await check_llm_at(config, server.url, " (managed, started for this check)")
+            return await check_llm_at(config, server.url, " (managed, started for this check)",
+                                      server.api_key)
     except HeisenbergError as exc:
         return [Row("LLM server", FAIL, f"managed llama.cpp server: {exc}",
                     "check server.model_path / server.engine, or set llm.url to a running "
