@@ -122,3 +122,37 @@ def test_cli_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["--config", str(bad), "ask", "hi"]) == 2
     err = capsys.readouterr().err
     assert "llm.temperature" in err and "9.0" in err
+
+
+@pytest.mark.parametrize(("data", "env", "key"), [
+    ({"llm": {"temperature": float("nan")}}, {}, "llm.temperature"),
+    ({"api": {"max_body_mb": float("inf")}}, {}, "api.max_body_mb"),
+    ({}, {"HEISENBERG_LLM_TOP_P": "nan"}, "llm.top_p"),
+    ({}, {"HEISENBERG_STATES_THINKING_TIMEOUT_S": "-inf"}, "states.thinking_timeout_s"),
+])
+def test_nan_and_infinity_are_refused(data: dict, env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: expected a finite number"):
+        parse_config(data, env)
+
+
+def test_nan_in_the_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[llm]\ntemperature = nan\n")
+    assert main(["--config", str(bad), "ask", "hi"]) == 2
+    assert "llm.temperature: expected a finite number" in capsys.readouterr().err
+
+
+def test_invalid_utf8_names_the_file(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_bytes(b'[llm]\nsystem_prompt = "caf\xe9"\n')
+    assert main(["--config", str(bad), "ask", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_cors_origins_from_the_environment_are_comma_separated() -> None:
+    value = "http://localhost:3000, http://localhost:8000"
+    for var in ("CORS_ORIGINS", "HEISENBERG_API_CORS_ORIGINS"):
+        cfg = parse_config({}, {var: value})
+        assert cfg.api.cors_origins == ["http://localhost:3000", "http://localhost:8000"]

@@ -5,71 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
-import json
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import cv2
 import numpy as np
-import pytest
 
-from tests.conftest import MakeAPI, free_port
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
-
-
-class Page:
-    """Just enough of the DevTools protocol: navigate and evaluate JavaScript."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        call_id = next(self.ids)
-        await self.ws.send_json({"id": call_id, "method": method, "params": params})
-        while True:
-            message = json.loads((await self.ws.receive()).data)
-            if message.get("id") == call_id:
-                assert "error" not in message, message
-                return dict(message["result"])
-
-    async def js(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Page]:
-    binary = shutil.which("chromium")
-    assert binary, "Debian package chromium is missing (.ci/install)"
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        binary, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
-        f"--user-data-dir={tmp_path / 'profile'}", "about:blank",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        async with aiohttp.ClientSession() as session:
-            targets: list[dict[str, Any]] = []
-            async with asyncio.timeout(30):
-                while not any(t.get("type") == "page" for t in targets):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                            targets = await resp.json()
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.2)
-            page = next(t for t in targets if t["type"] == "page")
-            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                yield Page(ws)
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+from tests.conftest import MakeAPI, Page
 
 
 async def wait_for(page: Page, expression: str, timeout_s: float) -> Any:

@@ -267,7 +267,10 @@ async def test_assistant_turns_a_failure_into_one_error_event_and_idle() -> None
         await bus.drain()
         assert outcome.error is not None and outcome.error.code == "llm_incomplete"
         assert assistant.state is State.IDLE
-        assert assistant.session.get_conversation_history() == []
+        [failed] = assistant.session.get_conversation_history()
+        assert (failed.outcome, failed.assistant, failed.turn_id) == (
+            "failed", "Par", outcome.turn_id)
+        assert assistant.session.prompt_history() == []  # no failed turn in the prompt
         kinds = [e.type for e in events]
         assert kinds.count(EventType.ERROR) == 1
         assert kinds[-1] is EventType.STATE_CHANGED
@@ -275,5 +278,5 @@ async def test_assistant_turns_a_failure_into_one_error_event_and_idle() -> None
         outcome = await assistant.ask("What is the capital of France?")
         assert outcome.error is None and outcome.answer == "The capital is Paris."
         assert [t.assistant for t in assistant.session.get_conversation_history()] == [
-            "The capital is Paris."]
+            "Par", "The capital is Paris."]
         await bus.close()

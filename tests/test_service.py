@@ -95,6 +95,11 @@ def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
         config.write_text("[llm\nbroken = ")  # SIGHUP with a bad file: the old config stays
         proc.send_signal(signal.SIGHUP)
         notify.wait_for(lambda m: "config reload failed" in m, 10, "failed reload")
+        config.write_bytes(b'[llm]\nsystem_prompt = "caf\xe9"\n')  # not UTF-8
+        notify.messages.clear()  # wait for this reload's answer, not the last one's
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for(lambda m: "READY=1" in m and "config reload failed" in m, 10,
+                        "failed reload (bad UTF-8)")
         write_config(config, llama_server, history,
                      'personality = "concise"\n[stt]\nbeam_size = 2\n')
         proc.send_signal(signal.SIGHUP)
@@ -110,6 +115,7 @@ def test_daemon_notifies_systemd_reloads_and_stops_cleanly(
     assert "turn=" in transcript and "text_chars=" in transcript
     assert "capital" not in stderr.lower() and "paris" not in stderr.lower()
     assert any("config reload failed, keeping the running config" in line for line in lines)
+    assert any("not valid UTF-8" in line for line in lines)
     assert any("stt.beam_size changed" in line and "after a restart" in line for line in lines)
     turn = saved_turn(history)
     assert "capital of france" in turn.user.lower() and turn.assistant

@@ -39,8 +39,10 @@ def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as image:
             width, height = image.size
-    except Image.DecompressionBombError:
-        width, height = max_pixels + 1, 1  # Pillow's own limit, far above ours
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+        raise BadImageError(f"image: {exc.args[0].split('exceeds')[0].strip()} is more "
+                            f"than the {max_pixels:,} pixel limit "
+                            "(api.max_image_pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise BadImageError("image: not a decodable image (JPEG, PNG, WebP, BMP, GIF, "
                             "TIFF)") from None

@@ -300,7 +300,7 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
             raise ConfigError(f"{key}: expected a boolean, got {value!r}")
         if typ is int or typ is float:
             try:
-                return typ(value.strip())
+                value = typ(value.strip())
             except ValueError:
                 raise ConfigError(
                     f"{key}: expected {typ.__name__}, got {value!r}") from None

@@ -159,6 +159,11 @@ class Daemon:
             log.error("config reload failed, keeping the running config: %s", exc)
             self.notifier.send("READY=1", "STATUS=config reload failed, running config kept")
             return False
+        except Exception as exc:  # whatever it is, the running daemon goes on serving
+            log.exception("config reload failed, keeping the running config: %s: %s",
+                          type(exc).__name__, exc)
+            self.notifier.send("READY=1", "STATUS=config reload failed, running config kept")
+            return False
         fixed = restart_needed(self.config, new)
         if fixed:
             log.warning("config reload: %s changed; these take effect after a restart",
