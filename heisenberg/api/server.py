@@ -159,6 +159,10 @@ class API:
             raise fail(400, f"missing field {key!r}")
         if not isinstance(value, str) or not value.strip():
             raise fail(400, f"{key!r} must be a non-empty string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON lets "\ud800" through: no engine can take it
+            raise fail(400, f"{key!r} is not valid Unicode (a lone surrogate)") from None
         return value.strip()
 
     async def _image(self, body: dict[str, Any],
