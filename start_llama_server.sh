@@ -10,7 +10,8 @@
 # gemma3-270m, 127.0.0.1:8088, 2048 tokens of context, 2 threads, no vision.
 # The server is llama.cpp's `llama-server` binary when one is on PATH, else llama.cpp's server
 # from the xllamacpp wheel. It runs in the foreground until Ctrl-C / SIGTERM.
-# Then point Heisenberg at it: [llm] url = "http://127.0.0.1:8088".
+# Then point Heisenberg at it: [llm] url = "http://127.0.0.1:8088". With llm.api_key set
+# (or HEISENBERG_LLM_API_KEY), the server requires that key and Heisenberg sends it.
 set -euo pipefail
 
 args=()
@@ -26,7 +27,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --config) config=(--config "$2"); shift 2 ;;
     --model|--mmproj|--port|--ctx|--threads|--host) args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "start_llama_server.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -176,7 +176,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     if args.llm_unit:
         print('set llm.url = "http://127.0.0.1:8088" in config.toml so that Heisenberg uses '
-              "the server of heisenberg-llm.service")
+              "the server of heisenberg-llm.service, and llm.api_key to a random string (both "
+              "units read it: the server requires it, the assistant sends it)")
     print("then:")
     for command in done.commands:
         print(f"  {command}")
@@ -202,7 +203,8 @@ def cmd_history(config: Config, clear: bool, limit: int) -> int:
         for _, turn in turns:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(turn.timestamp_s))
             print(f"{when}  you: {turn.user}")
-            mark = " [interrupted]" if turn.interrupted else ""
+            mark = {"answered": "", "interrupted": " [interrupted]",
+                    "failed": " [failed]"}.get(turn.outcome, "")
             print(f"{' ' * 16}  heisenberg: {turn.assistant.strip()}{mark}")
     finally:
         store.close()
@@ -222,7 +224,11 @@ async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
-    async with ManagedLlamaServer(cfg) as server:
+    if not config.llm.api_key:
+        log.warning("llm-server: llm.api_key is empty, so any program on this machine can "
+                    "use the server; set it (the daemon reads the same key from its config)")
+    # The key other processes know: the daemon's llm.api_key, from the same config.toml.
+    async with ManagedLlamaServer(cfg, api_key=config.llm.api_key) as server:
         print(f"llama.cpp server ready at {server.url} (pid {server.pid}, log "
               f"{server.log_path})", flush=True)
         notifier.ready(f"serving {server.url}")

@@ -83,6 +83,7 @@ def test_command_prefers_the_binary_and_falls_back_to_the_wheel(tmp_path: Path,
 
 def test_start_llama_server_script_serves_until_sigterm() -> None:
     import subprocess
+    import urllib.error
     import urllib.request
 
     from tests.conftest import free_port
@@ -92,13 +93,25 @@ def test_start_llama_server_script_serves_until_sigterm() -> None:
     proc = subprocess.Popen([str(root / "start_llama_server.sh"), "--port", str(port),
                              "--threads", "1"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "HEISENBERG_CONFIG": "", "HEISENBERG_SERVER_ENGINE":
-                                 os.environ.get("TEST_LLAMA_ENGINE", "xllamacpp")})
+                                 os.environ.get("TEST_LLAMA_ENGINE", "xllamacpp"),
+                                 "HEISENBERG_LLM_API_KEY": "shared-key"})
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once /health answered
         assert f"ready at http://127.0.0.1:{port}" in line
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
             assert resp.status == 200
+        # llm.api_key is the key: the daemon's config and the server's are the same file.
+        for key, status in (("", 401), ("wrong", 401), ("shared-key", 200)):
+            ask = urllib.request.Request(
+                f"http://127.0.0.1:{port}/completion", data=b'{"prompt": "hi", "n_predict": 1}',
+                headers={"Authorization": f"Bearer {key}"} if key else {})
+            try:
+                with urllib.request.urlopen(ask, timeout=30) as resp:
+                    got = resp.status
+            except urllib.error.HTTPError as exc:
+                got = exc.code
+            assert got == status, key
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:

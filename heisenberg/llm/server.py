@@ -118,7 +118,11 @@ async def wait_healthy(url: str, timeout_s: float,
 
 
 class ManagedLlamaServer:
-    def __init__(self, cfg: ServerConfig, log_path: Path | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, log_path: Path | None = None,
+                 api_key: str | None = None) -> None:
+        """``api_key``: None = a random one (the server is this process's alone); a string
+        = that key, for a server other processes use (``heisenberg llm-server``); "" = none.
+        """
         self.cfg = cfg
         self.url = f"http://{cfg.host}:{cfg.port}"
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"heisenberg-llama-{cfg.port}.log"
@@ -127,8 +131,8 @@ class ManagedLlamaServer:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._command: list[str] = []
-        self.api_key = secrets.token_urlsafe(24)
-        """Required by the server on every endpoint but /health; new at each start."""
+        self.api_key = secrets.token_urlsafe(24) if api_key is None else api_key
+        """Required by the server on every endpoint but /health."""
 
     @property
     def pid(self) -> int | None:
@@ -147,7 +151,9 @@ class ManagedLlamaServer:
 
     async def _spawn_and_wait(self) -> None:
         log.info("llm-server: starting %s", " ".join(self._command))
-        env = {**os.environ, "LLAMA_API_KEY": self.api_key}
+        env = {k: v for k, v in os.environ.items() if k != "LLAMA_API_KEY"}
+        if self.api_key:
+            env["LLAMA_API_KEY"] = self.api_key
         with self.log_path.open("ab") as out:
             # The death signal is tied to the thread that forks: the event loop's, which
             # lives as long as the daemon.
