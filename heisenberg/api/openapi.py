@@ -63,7 +63,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "200": {"description": "the answer (JSON), or an SSE stream of "
                                            "`data: {\"token\"}` then `event: done`",
                             **_json({"$ref": "#/components/schemas/Answer"})},
-                    **_errors(400, 401, 409, 413, 429, 500, 503)}}},
+                    **_errors(400, 401, 403, 408, 409, 413, 415, 421, 429, 503)}}},
             "/api/v1/process-frame": {"post": {
                 "summary": "Describe a frame; an unchanged scene (perceptual hash) is answered "
                            "from the cache",
@@ -74,7 +74,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "type": "object", "properties": {
                         "description": {"type": "string"}, "cached": {"type": "boolean"},
                         "hash": {"type": "string"}}})},
-                    **_errors(400, 401, 413, 429, 500, 502, 503)}}},
+                    **_errors(400, 401, 403, 408, 413, 415, 421, 429, 502, 503)}}},
             "/api/v1/speak": {"post": {
                 "summary": "Speech for a text (Piper), as WAV; play: true also plays it",
                 "requestBody": {"required": True, **_json({
@@ -83,15 +83,15 @@ def openapi_document(version: str) -> dict[str, Any]:
                                    "play": {"type": "boolean", "default": False}}})},
                 "responses": {"200": {"description": "audio/wav",
                                       "content": {"audio/wav": {}}},
-                              **_errors(400, 401, 413, 503)}}},
+                              **_errors(400, 401, 403, 408, 413, 415, 421, 429, 503)}}},
             "/api/v1/history": {
                 "get": {"summary": "Saved turns, oldest first (?limit=50; ?session_id=X: "
                                    "only that conversation's)",
                         "responses": {"200": {"description": "session_id and turns"},
-                                      **_errors(400, 401)}},
+                                      **_errors(400, 401, 403, 421)}},
                 "delete": {"summary": "Delete every saved turn",
                            "responses": {"200": {"description": "deleted count"},
-                                         **_errors(401)}}},
+                                         **_errors(401, 403, 421, 503)}}},
             "/api/v1/frame": {"get": {
                 "summary": "The last image that went with a question (JPEG)",
                 "responses": {"200": {"description": "image/jpeg"}, **_errors(401, 404)}}},
