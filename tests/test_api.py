@@ -364,3 +364,45 @@ async def test_ask_can_speak_the_answer(make_api: MakeAPI, tmp_path: Path) -> No
     await api.sink.close()
     assert len(read_wav(out)) > 16000  # more than a second of speech at 16 kHz
     assert synthesized and not any(on_loop for _, on_loop in synthesized)  # Piper off the loop
+
+
+async def test_a_streamed_answer_closed_mid_way_leaves_the_assistant_ready(
+        make_api: MakeAPI) -> None:
+    api = await make_api(llm={"max_tokens": 200})
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(api.url + "/api/v1/ask", json={
+            "text": "Write a long story about a dragon who bakes bread.", "stream": True})
+        assert resp.status == 200
+        first = await resp.content.readline()
+        assert first.startswith(b"data: ")
+        resp.close()  # the page was closed mid-answer
+    async with asyncio.timeout(30):
+        while str(api.assistant.state) != "idle":
+            await asyncio.sleep(0.02)
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json={"text": "Say hello."})
+    assert status == 200 and body["error"] is None, body
+    _, history, _ = await call(api, "GET", "/api/v1/history")
+    assert [t["outcome"] for t in history["turns"]] == ["interrupted", "answered"]
+
+
+async def test_a_typed_answer_that_ends_while_the_user_speaks_keeps_listening(
+        make_api: MakeAPI) -> None:
+    api = await make_api(llm={"max_tokens": 40})
+    states: list[str] = []
+
+    async def record(event: Event) -> None:
+        assert isinstance(event, StateChanged)
+        states.append(str(event.new))
+
+    api.bus.subscribe(record, [EventType.STATE_CHANGED], name="states")
+    ask = asyncio.create_task(call(api, "POST", "/api/v1/ask", json={"text": "Say hello."}))
+    async with asyncio.timeout(30):
+        while str(api.assistant.state) != "thinking":
+            await asyncio.sleep(0.005)
+    api.assistant.listen("wake word")  # the user starts speaking meanwhile
+    status, body, _ = await ask
+    assert status == 200 and body["answer"].strip(), body
+    assert str(api.assistant.state) == "listening"  # the spoken question is not dropped
+    await api.bus.drain()
+    assert states == ["thinking", "listening"], states
+    api.assistant.idle("test over")

@@ -110,6 +110,17 @@ class Assistant:
             self.bus.publish(StateChanged(old=step.old, new=step.new, reason=reason,
                                           turn_id=turn_id))
 
+    def _end_move(self, target: State | None, reason: str, turn_id: str, source: str) -> None:
+        """A turn moves the state on (to ``target``; None = back to IDLE), unless it is a
+        typed turn and a spoken question has taken the state over meanwhile (LISTENING):
+        that one is the voice loop's to end."""
+        if source != "voice" and self.state is State.LISTENING:
+            return
+        if target is None:
+            self._reset(reason, turn_id)
+        else:
+            self._move(target, reason, turn_id)
+
     def _track_listening(self) -> None:
         if self.state is State.LISTENING:
             self.not_listening.clear()
@@ -168,8 +179,8 @@ class Assistant:
         self._move(State.THINKING, f"{source} question", turn_id)
         if speaker is not None:
             speaker.turn_id = turn_id
-            speaker.on_first_audio = lambda: self._move(State.SPEAKING, "first audio",
-                                                        turn_id)
+            speaker.on_first_audio = lambda: self._end_move(State.SPEAKING, "first audio",
+                                                            turn_id, source)
         pieces: list[str] = []
         st = self.config.states
         try:
@@ -197,6 +208,8 @@ class Assistant:
                                                save=False)
             self._save_later()
             self.bus.publish(Interrupted(reason="cancelled", turn_id=turn_id))
+            if source != "voice":  # the caller went away: nobody else will end the turn
+                self._end_move(None, "cancelled", turn_id, source)
             raise
         except HeisenbergError as exc:
             failure = exc
@@ -206,7 +219,7 @@ class Assistant:
         else:
             self.session.add_conversation_turn(question, result.text, session_id=session_id,
                                                turn_id=turn_id, save=False)
-            self._move(State.IDLE, "answered", turn_id)
+            self._end_move(State.IDLE, "answered", turn_id, source)
             await self._save()
             return TurnOutcome(turn_id, question, result.text, result,
                                session_id=session_id or self.session.session_id)
@@ -214,7 +227,8 @@ class Assistant:
         if speaker is not None:
             await speaker.cancel()
             said = speaker.spoken_text()
-        outcome = self._fail(turn_id, question, "".join(pieces), said, failure, session_id)
+        outcome = self._fail(turn_id, question, "".join(pieces), said, failure, session_id,
+                             source)
         await self._save()
         return outcome
 
@@ -275,13 +289,14 @@ class Assistant:
         return result
 
     def _fail(self, turn_id: str, question: str, answer: str, said: str,
-              exc: HeisenbergError, session_id: str | None = None) -> TurnOutcome:
+              exc: HeisenbergError, session_id: str | None = None,
+              source: str = "text") -> TurnOutcome:
         """``answer``: what the LLM gave before the failure; ``said``: what was heard of it
         (the same without speech), kept in the history as a failed turn."""
         # Reported once: the ERROR event (the event log writes it at error level).
         self.bus.publish(ErrorEvent(code=exc.code, message=exc.message, turn_id=turn_id))
         self.session.add_conversation_turn(question, said, session_id=session_id,
                                            turn_id=turn_id, outcome="failed", save=False)
-        self._reset(f"error: {exc.code}", turn_id)
+        self._end_move(None, f"error: {exc.code}", turn_id, source)
         return TurnOutcome(turn_id, question, answer, None, exc,
                            session_id or self.session.session_id)
