@@ -27,7 +27,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --config) config=(--config "$2"); shift 2 ;;
     --model|--mmproj|--port|--ctx|--threads|--host) args+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "start_llama_server.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from heisenberg import __version__
 from heisenberg.core.config import Config, load_config
@@ -27,40 +28,51 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", metavar="PATH", help="config.toml to use")
     ap.add_argument("-v", "--verbose", action="count", default=0,
                     help="more log output (-vv for debug)")
+    # The same options after the command (`heisenberg ask -v ...`); SUPPRESS keeps the
+    # value given before it when they are not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config.toml to use")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log output (-vv for debug)")
     sub = ap.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="ask one question, stream the answer to stdout")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    ask = command("ask", help="ask one question, stream the answer to stdout")
     ask.add_argument("question", nargs="+")
     ask.add_argument("--image", metavar="FILE", help="an image to ask about (vision models)")
-    sub.add_parser("chat", help="interactive text chat that keeps history (/reset, /quit)")
-    run = sub.add_parser("run", help="the hands-free assistant (microphone and speaker, or files)")
+    command("chat", help="interactive text chat that keeps history (/reset, /quit)")
+    run = command("run", help="the hands-free assistant (microphone and speaker, or files)")
     run.add_argument("--input", metavar="WAV", help="read audio from a WAV file, not the mic")
     run.add_argument("--output", metavar="WAV", help="write the spoken answers to a WAV file")
     run.add_argument("--realtime", action="store_true",
                      help="with --input: feed the file at the speed of speech")
-    demo = sub.add_parser("demo", help="a whole spoken turn on synthesized speech, no devices")
+    demo = command("demo", help="a whole spoken turn on synthesized speech, no devices")
     demo.add_argument("--output", metavar="WAV", default="heisenberg-demo-reply.wav")
     demo.add_argument("--question", default="What is the capital of France?")
     demo.add_argument("--engine", choices=("llamacpp", "openai", "llava", "vlm-server", "ollama"),
                       help="with --image/--prompt: the backend to ask (default: llm.backend)")
     demo.add_argument("--image", metavar="FILE", help="ask about this image instead of speaking")
     demo.add_argument("--prompt", help="the text to send with --image")
-    say = sub.add_parser("say", help="speak text with Piper")
+    say = command("say", help="speak text with Piper")
     say.add_argument("text", nargs="+")
     say.add_argument("--output", metavar="WAV", help="write to a WAV file, not the speaker")
-    sub.add_parser("devices", help="list audio devices and cameras")
-    snap = sub.add_parser("snapshot", help="save what the camera sees as a JPEG")
+    command("devices", help="list audio devices and cameras")
+    snap = command("snapshot", help="save what the camera sees as a JPEG")
     snap.add_argument("output", metavar="OUT.jpg")
-    svc = sub.add_parser("install-service", help="write the systemd unit(s), print how to "
+    svc = command("install-service", help="write the systemd unit(s), print how to "
                                                  "enable them")
     svc.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
     svc.add_argument("--llm-unit", action="store_true",
                      help="also a unit for the llama.cpp server (else: managed mode)")
     svc.add_argument("--dir", metavar="DIR", help="write the units here instead")
-    sub.add_parser("check", help="check config, models, devices and the LLM server")
-    hist = sub.add_parser("history", help="show (or --clear) the saved conversation")
+    command("check", help="check config, models, devices and the LLM server")
+    hist = command("history", help="show (or --clear) the saved conversation")
     hist.add_argument("--clear", action="store_true", help="delete every saved turn")
     hist.add_argument("--limit", type=int, default=20, help="turns to show (default 20)")
-    srv = sub.add_parser("llm-server", help="run the managed llama.cpp server in the foreground")
+    srv = command("llm-server", help="run the managed llama.cpp server in the foreground")
     srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
     srv.add_argument("--mmproj", help="multimodal projector GGUF (vision)")
     srv.add_argument("--host")
@@ -70,10 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-async def _print_tokens(event: Event) -> None:
-    assert isinstance(event, LLMToken)
-    sys.stdout.write(event.text)
-    sys.stdout.flush()
+class _TokenPrinter:
+    """Streams an answer to stdout without the spaces and newlines models pad it with:
+    leading whitespace is dropped, trailing whitespace held until more text follows."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.pending = ""
+
+    async def __call__(self, event: Event) -> None:
+        assert isinstance(event, LLMToken)
+        if event.index == 0:  # a new answer
+            self.started, self.pending = False, ""
+        text = self.pending + event.text
+        if not self.started:
+            text = text.lstrip()
+        shown = text.rstrip()
+        self.pending = text[len(shown):]
+        if shown:
+            self.started = True
+            sys.stdout.write(shown)
+            sys.stdout.flush()
 
 
 async def _read_image(config: Config, path: str | None) -> bytes | None:
@@ -90,7 +119,7 @@ async def cmd_ask(config: Config, question: str, image_path: str | None = None) 
 
     image = await _read_image(config, image_path)
     async with Runtime(config) as rt:
-        rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
+        rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         outcome = await rt.assistant.ask(question, image=image)
         await rt.bus.drain()
         sys.stdout.write("\n")
@@ -126,7 +155,7 @@ async def cmd_chat(config: Config) -> int:
 
     interactive = sys.stdin.isatty()
     async with Runtime(config) as rt:
-        rt.bus.subscribe(_print_tokens, [EventType.LLM_TOKEN], name="stdout")
+        rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         failures = 0
         while True:
             if interactive:

@@ -34,6 +34,7 @@ def test_ask_streams_the_answer(llama_server: RunningServer) -> None:
     out = run(["ask", "What is the capital of France?"], client_env(llama_server))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
+    assert out.stdout == out.stdout.strip() + "\n"  # no padding around the answer
 
 
 def test_chat_keeps_going_and_resets(llama_server: RunningServer) -> None:
@@ -86,3 +87,26 @@ def test_history_is_saved_shown_and_cleared(llama_server: RunningServer, tmp_pat
     assert "no saved turns" in run(["history"], env).stdout
     off = run(["history"], {**env, "HEISENBERG_HISTORY_ENABLED": "false"})
     assert off.returncode == 1 and "history.enabled = false" in off.stderr
+
+
+def test_options_after_the_command(llama_server: RunningServer, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[llm]\nmax_tokens = 4\n")
+    out = run(["ask", "-v", "--config", str(config), "Say hi."], client_env(llama_server))
+    assert out.returncode == 0, out.stderr
+    assert f"config: {config}" in out.stderr  # -v shows the info line, naming that file
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    out = run(["ask", "hi"], {"HEISENBERG_LLM_TEMPRATURE": "0.5"})
+    assert out.returncode == 2
+    assert "environment variable HEISENBERG_LLM_TEMPRATURE: llm.temprature: unknown key" \
+        in out.stderr
+
+
+def test_start_llama_server_help_is_only_the_help() -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([str(root / "start_llama_server.sh"), "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0 and "--model PATH" in out.stdout
+    assert "set -euo" not in out.stdout

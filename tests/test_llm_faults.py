@@ -280,3 +280,20 @@ async def test_assistant_turns_a_failure_into_one_error_event_and_idle() -> None
         assert [t.assistant for t in assistant.session.get_conversation_history()] == [
             "Par", "The capital is Paris."]
         await bus.close()
+
+
+async def test_answers_come_without_the_models_padding() -> None:
+    async def padded(request: web.Request) -> web.StreamResponse:
+        resp = await open_sse(request)
+        for piece in ["  ", " Paris", " is", " nice.", "\n\n", "\n"]:
+            await resp.write(sse({"content": piece, "stop": False}))
+        await resp.write(sse({"content": "", "stop": True}))
+        return resp
+
+    async with fake_llm(padded) as llm:
+        bus = EventBus()
+        assistant = Assistant(config_for(llm.base_url), bus, llm)
+        outcome = await assistant.ask("Where?")
+        assert outcome.answer == "Paris is nice."
+        assert assistant.session.get_conversation_history()[-1].assistant == "Paris is nice."
+        await bus.close()

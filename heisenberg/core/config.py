@@ -329,16 +329,22 @@ def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
 
 
-def _build_section(name: str, cls: type, values: Mapping[str, tuple[Any, bool]]) -> Any:
+def _build_section(name: str, cls: type, values: Mapping[str, tuple[Any, str]]) -> Any:
+    """``values``: key -> (value, the environment variable it came from, "" for the file)."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
-    for key, (raw, from_text) in values.items():
+    for key, (raw, var) in values.items():
         full = f"{name}.{key}"
-        if key not in known:
-            raise ConfigError(f"{full}: unknown key (known: {', '.join(known)})")
-        value = _coerce(full, raw, hints[key], from_text)
-        _check_range(full, value, known[key].metadata)
+        try:
+            if key not in known:
+                raise ConfigError(f"{full}: unknown key (known: {', '.join(known)})")
+            value = _coerce(full, raw, hints[key], bool(var))
+            _check_range(full, value, known[key].metadata)
+        except ConfigError as exc:
+            if var:  # say where the bad value came from
+                raise ConfigError(f"environment variable {var}: {exc.message}") from None
+            raise
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -346,24 +352,24 @@ def _build_section(name: str, cls: type, values: Mapping[str, tuple[Any, bool]])
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
     """Build a validated ``Config`` from TOML data plus environment overrides."""
     sections = _sections()
-    merged: dict[str, dict[str, tuple[Any, bool]]] = {name: {} for name in sections}
+    merged: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in sections}
     for name, table in data.items():
         if name not in sections:
             raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{name}: expected a table, got {table!r}")
-        merged[name].update({k: (v, False) for k, v in table.items()})
+        merged[name].update({k: (v, "") for k, v in table.items()})
     for var, value in (env or {}).items():
         if var in ENV_ALIASES:
             section, key = ENV_ALIASES[var]
-            merged[section][key] = (value, True)
+            merged[section][key] = (value, var)
         elif var.startswith(ENV_PREFIX) and var != "HEISENBERG_CONFIG":
             rest = var[len(ENV_PREFIX):].lower()
             named = next((s for s in sections if rest.startswith(s + "_")), None)
             if named is None:
                 raise ConfigError(f"{var}: names no config section "
                                   f"(known: {', '.join(sections)})")
-            merged[named][rest[len(named) + 1:]] = (value, True)
+            merged[named][rest[len(named) + 1:]] = (value, var)
     config = Config(**{name: _build_section(name, cls, merged[name])
                        for name, cls in sections.items()})
     _check_api_exposure(config.api)

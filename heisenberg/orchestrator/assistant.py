@@ -217,11 +217,12 @@ class Assistant:
             log.exception("unexpected failure in the turn")
             failure = InternalError(f"internal error ({type(exc).__name__}: {exc})")
         else:
-            self.session.add_conversation_turn(question, result.text, session_id=session_id,
+            answer = result.text.strip()  # models pad with spaces and newlines
+            self.session.add_conversation_turn(question, answer, session_id=session_id,
                                                turn_id=turn_id, save=False)
             self._end_move(State.IDLE, "answered", turn_id, source)
             await self._save()
-            return TurnOutcome(turn_id, question, result.text, result,
+            return TurnOutcome(turn_id, question, answer, result,
                                session_id=session_id or self.session.session_id)
         said = "".join(pieces)
         if speaker is not None:
