@@ -43,12 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     ask = command("ask", help="ask one question, stream the answer to stdout")
     ask.add_argument("question", nargs="+")
     ask.add_argument("--image", metavar="FILE", help="an image to ask about (vision models)")
-    command("chat", help="interactive text chat that keeps history (/reset, /quit)")
+    ask.add_argument("--continue", dest="resume", action="store_true",
+                     help="continue the saved conversation (default: a new one)")
+    chat = command("chat", help="interactive text chat that keeps history (/reset, /quit)")
+    chat.add_argument("--continue", dest="resume", action="store_true",
+                      help="continue the saved conversation (default: a new one)")
     run = command("run", help="the hands-free assistant (microphone and speaker, or files)")
     run.add_argument("--input", metavar="WAV", help="read audio from a WAV file, not the mic")
     run.add_argument("--output", metavar="WAV", help="write the spoken answers to a WAV file")
     run.add_argument("--realtime", action="store_true",
                      help="with --input: feed the file at the speed of speech")
+    run.add_argument("--continue", dest="resume", action="store_true", default=None,
+                     help="with --input: continue the saved conversation (the daemon always "
+                          "does)")
     demo = command("demo", help="a whole spoken turn on synthesized speech, no devices")
     demo.add_argument("--output", metavar="WAV", default="heisenberg-demo-reply.wav")
     demo.add_argument("--question", default="What is the capital of France?")
@@ -114,11 +121,12 @@ async def _read_image(config: Config, path: str | None) -> bytes | None:
     return (await asyncio.to_thread(load_image, path, config.camera)).jpeg
 
 
-async def cmd_ask(config: Config, question: str, image_path: str | None = None) -> int:
+async def cmd_ask(config: Config, question: str, image_path: str | None = None,
+                  resume: bool = False) -> int:
     from heisenberg.main import Runtime
 
     image = await _read_image(config, image_path)
-    async with Runtime(config) as rt:
+    async with Runtime(config, resume=resume) as rt:
         rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         outcome = await rt.assistant.ask(question, image=image)
         await rt.bus.drain()
@@ -138,7 +146,9 @@ async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -
     print(f"prompt: {prompt}")
     print(f"image: {image_path or '(none)'}")
     image = await _read_image(config, image_path)
-    async with Runtime(config) as rt:
+    config = dataclasses.replace(config, history=dataclasses.replace(config.history,
+                                                                     enabled=False))
+    async with Runtime(config, resume=False) as rt:
         outcome = await rt.assistant.ask(prompt, image=image)
         vision = rt.assistant.backend.vision
     if outcome.error is not None:
@@ -150,11 +160,11 @@ async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -
     return 0
 
 
-async def cmd_chat(config: Config) -> int:
+async def cmd_chat(config: Config, resume: bool = False) -> int:
     from heisenberg.main import Runtime
 
     interactive = sys.stdin.isatty()
-    async with Runtime(config) as rt:
+    async with Runtime(config, resume=resume) as rt:
         rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         failures = 0
         while True:
@@ -279,9 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("config: %s", path or "built-in defaults")
     try:
         if args.command == "ask":
-            return asyncio.run(cmd_ask(config, " ".join(args.question), args.image))
+            return asyncio.run(cmd_ask(config, " ".join(args.question), args.image,
+                                       args.resume))
         if args.command == "chat":
-            return asyncio.run(cmd_chat(config))
+            return asyncio.run(cmd_chat(config, args.resume))
         if args.command == "check":
             return asyncio.run(cmd_check(config, path))
         if args.command == "install-service":
@@ -306,7 +317,7 @@ def run_voice_command(config: Config, args: argparse.Namespace) -> int:
 
     if args.command == "run":
         return asyncio.run(voice_cli.cmd_run(config, args.input, args.output, args.realtime,
-                                             args.config, args.verbose))
+                                             args.config, args.verbose, args.resume))
     if args.command == "demo" and (args.image or args.prompt or args.engine):
         if args.engine:
             config = dataclasses.replace(

@@ -75,8 +75,11 @@ class Runtime:
     ``async with Runtime(config) as rt: await rt.assistant.ask("...")``
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, resume: bool = True) -> None:
+        """``resume``: continue the conversation the history store was in (the daemon); a
+        one-shot command starts a new one (its turns are still saved)."""
         self.config = config
+        self.resume = resume
         self.bus = EventBus()
         self.server: ManagedLlamaServer | None = None
         self.history_error: str | None = None
@@ -131,7 +134,8 @@ class Runtime:
                            f"to {store.moved_aside} and a new one started")
         return SessionManager(self.config.session.timeout_min * 60, store=store,
                               max_loaded=max(100, self.config.session.max_turns),
-                              on_store_error=report, store_error=self.history_error)
+                              on_store_error=report, store_error=self.history_error,
+                              resume=self.resume)
 
     def voice_loop(self, engines: VoiceEngines, source: AudioSource,
                    sink: AudioSink) -> VoiceLoop:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import glob
 import sys
 import tempfile
@@ -34,11 +35,15 @@ def _report(turns: list[VoiceTurn]) -> None:
 
 
 async def cmd_run(config: Config, input_path: str | None, output_path: str | None,
-                  realtime: bool, config_path: str | None = None, verbosity: int = 0) -> int:
+                  realtime: bool, config_path: str | None = None, verbosity: int = 0,
+                  resume: bool | None = None) -> int:
+    """``resume``: continue the saved conversation; default: yes for the daemon, no for a
+    WAV file run."""
     from heisenberg.service.daemon import Daemon
 
     daemon = Daemon(config, config_path, input_path=input_path, output_path=output_path,
-                    realtime=realtime, verbosity=verbosity)
+                    realtime=realtime, verbosity=verbosity,
+                    resume=not input_path if resume is None else resume)
     if not input_path:
         print(f"listening for '{config.wakeword.model}' (Ctrl-C to stop)", flush=True)
     turns = await daemon.run()
@@ -62,7 +67,10 @@ def synthesize_question(tts: PiperTTS, wake: str, question: str, path: Path) -> 
 
 
 async def cmd_demo(config: Config, output_path: str, question: str) -> int:
-    async with Runtime(config) as rt:
+    # A demo is not the user's conversation: nothing read from or written to the history.
+    config = dataclasses.replace(config, history=dataclasses.replace(config.history,
+                                                                     enabled=False))
+    async with Runtime(config, resume=False) as rt:
         engines = await load_voice_engines(config, deterministic_tts=True)
         assert isinstance(engines.tts, PiperTTS)
         with tempfile.TemporaryDirectory() as tmp:

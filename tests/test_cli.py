@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from heisenberg import __version__
+from heisenberg.orchestrator.history import HistoryStore
 from tests.conftest import RunningServer, free_port
 
 
@@ -76,14 +77,20 @@ def test_history_is_saved_shown_and_cleared(llama_server: RunningServer, tmp_pat
     env = {**client_env(llama_server), "HEISENBERG_HISTORY_PATH": str(tmp_path / "h.sqlite3")}
     assert run(["ask", "What is the capital of France?"], env).returncode == 0
     assert run(["ask", "And of Spain?"], env).returncode == 0
+    # Each one-shot command starts a new conversation, unless it is told to continue.
+    assert run(["ask", "--continue", "And of Italy?"], env).returncode == 0
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    sessions = [session for session, _ in store.recent()]
+    store.close()
+    assert sessions[0] != sessions[1] and sessions[1] == sessions[2], sessions
     shown = run(["history"], env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert [line.split("you: ")[1] for line in lines if "you: " in line] == [
-        "What is the capital of France?", "And of Spain?"]
-    assert sum("heisenberg: " in line for line in lines) == 2
+        "What is the capital of France?", "And of Spain?", "And of Italy?"]
+    assert sum("heisenberg: " in line for line in lines) == 3
     cleared = run(["history", "--clear"], env)
-    assert cleared.returncode == 0 and "deleted 2 turns" in cleared.stdout
+    assert cleared.returncode == 0 and "deleted 3 turns" in cleared.stdout
     assert "no saved turns" in run(["history"], env).stdout
     off = run(["history"], {**env, "HEISENBERG_HISTORY_ENABLED": "false"})
     assert off.returncode == 1 and "history.enabled = false" in off.stderr

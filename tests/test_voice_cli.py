@@ -51,10 +51,12 @@ def test_run_with_missing_wake_word_model(llama_server: RunningServer, tmp_path:
 
 def test_demo_runs_the_whole_pipeline_in_managed_mode(tmp_path: Path) -> None:
     reply = tmp_path / "demo.wav"
+    history = tmp_path / "history.sqlite3"
     env = {"HEISENBERG_SERVER_PORT": str(free_port()), "HEISENBERG_SERVER_THREADS": "1",
-           "HEISENBERG_LLM_MAX_TOKENS": "24"}
+           "HEISENBERG_LLM_MAX_TOKENS": "24", "HEISENBERG_HISTORY_PATH": str(history)}
     out = run(["demo", "--output", str(reply)], env, timeout=240)
     assert out.returncode == 0, out.stderr
+    assert not history.exists()  # the demo is not the user's conversation
     assert "you: What is the capital of France?" in out.stdout
     assert "heisenberg: " in out.stdout
     assert "latency: end of speech -> transcript" in out.stdout

@@ -72,14 +72,15 @@ class SessionManager:
                  store: HistoryStore | None = None, max_loaded: int = 100,
                  max_sessions: int = 32,
                  on_store_error: Callable[[str], None] | None = None,
-                 store_error: str | None = None) -> None:
+                 store_error: str | None = None, resume: bool = True) -> None:
         """``timeout_s``: idle seconds after which a conversation is forgotten; 0 = never.
 
         With a ``store`` every turn is also saved to disk, and a conversation that was still
         going when the process stopped (its last turn within ``timeout_s``) is continued.
         ``max_loaded``: turns read back from the store per conversation, and kept in memory.
         ``on_store_error``: told (once per outage) when the store fails. ``store_error``:
-        why there is no store although one was wanted (it could not be opened).
+        why there is no store although one was wanted (it could not be opened). ``resume``:
+        False starts a new conversation even when the store's last one is recent.
         """
         self.timeout_s = timeout_s
         self._clock = clock
@@ -95,7 +96,7 @@ class SessionManager:
         self._unsaved: collections.deque[tuple[ConversationTurn, str]] = collections.deque()
         self._unsaved_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        if store is not None:
+        if store is not None and resume:
             recent = self._read_store(max_loaded, self._since())
             if recent:
                 last_session = recent[-1][0]

@@ -55,7 +55,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: str | None = None, *,
                  input_path: str | None = None, output_path: str | None = None,
                  realtime: bool = False, verbosity: int = 0,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, resume: bool = True) -> None:
         self.config = config
         self.config_path = config_path
         self.input_path = input_path
@@ -63,6 +63,7 @@ class Daemon:
         self.realtime = realtime
         self.verbosity = verbosity
         self.notifier = notifier or Notifier()
+        self.resume = resume
         self.started_s = time.monotonic()
         self.runtime: Runtime | None = None
         self.voice: VoiceLoop | None = None
@@ -80,7 +81,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
         try:
-            async with Runtime(self.config) as rt:
+            async with Runtime(self.config, resume=self.resume) as rt:
                 self.runtime = rt
                 engines = await load_voice_engines(self.config)
                 source = make_source(self.config, rt.bus, self.input_path, self.realtime)
