@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", help="check config, models, devices and the LLM server")
     hist = command("history", help="show (or --clear) the saved conversation")
     hist.add_argument("--clear", action="store_true", help="delete every saved turn")
+    hist.add_argument("--yes", action="store_true", help="with --clear: do not ask")
     hist.add_argument("--limit", type=int, default=20, help="turns to show (default 20)")
     srv = command("llm-server", help="run the managed llama.cpp server in the foreground")
     srv.add_argument("--model", help="GGUF model path (default: bundled gemma3-270m)")
@@ -160,10 +161,23 @@ async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -
     return 0
 
 
+CHAT_HELP = ("commands: /reset (start a new conversation), /quit or /exit (or Ctrl-D), "
+             "/help; anything else is a question")
+
+
 async def cmd_chat(config: Config, resume: bool = False) -> int:
     from heisenberg.main import Runtime
 
     interactive = sys.stdin.isatty()
+    # Read stdin on the event loop, not in a thread: a thread blocked in readline() would keep
+    # the process alive after Ctrl-C until Enter is pressed.
+    reader = asyncio.StreamReader()
+    stdin: asyncio.StreamReader | None = reader
+    try:
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except ValueError:  # a regular file (chat < questions.txt): never blocks for long
+        stdin = None
     async with Runtime(config, resume=resume) as rt:
         rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         failures = 0
@@ -171,7 +185,8 @@ async def cmd_chat(config: Config, resume: bool = False) -> int:
             if interactive:
                 sys.stdout.write("you> ")
                 sys.stdout.flush()
-            line = await asyncio.to_thread(sys.stdin.readline)
+            line = (await stdin.readline()).decode("utf-8", "replace") if stdin else \
+                await asyncio.to_thread(sys.stdin.readline)
             if not line:
                 break
             text = line.strip()
@@ -180,6 +195,11 @@ async def cmd_chat(config: Config, resume: bool = False) -> int:
             if text == "/reset":
                 rt.assistant.session.reset()
                 print("(history cleared)")
+                continue
+            if text.startswith("/"):
+                if text != "/help":
+                    print(f"(unknown command {text.split()[0]})")
+                print(CHAT_HELP)
                 continue
             if not text:
                 continue
@@ -223,7 +243,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(config: Config, clear: bool, limit: int) -> int:
+def cmd_history(config: Config, clear: bool, limit: int, yes: bool = False) -> int:
     import time
 
     from heisenberg.orchestrator.history import HistoryStore
@@ -234,6 +254,16 @@ def cmd_history(config: Config, clear: bool, limit: int) -> int:
     store = HistoryStore.from_config(config.history)
     try:
         if clear:
+            if not yes:
+                if not sys.stdin.isatty():
+                    print("heisenberg: history --clear deletes every saved turn; add --yes",
+                          file=sys.stderr)
+                    return 1
+                answer = input(f"delete all {store.count()} saved turns in {store.path}? "
+                               "[y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("nothing deleted")
+                    return 1
             print(f"deleted {store.clear()} turns from {store.path}")
             return 0
         turns = store.recent(max(limit, 0))
@@ -298,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install-service":
             return cmd_install_service(args)
         if args.command == "history":
-            return cmd_history(config, args.clear, args.limit)
+            return cmd_history(config, args.clear, args.limit, args.yes)
         if args.command == "llm-server":
             return asyncio.run(cmd_llm_server(config, args))
         return run_voice_command(config, args)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from heisenberg import __version__
@@ -89,7 +92,9 @@ def test_history_is_saved_shown_and_cleared(llama_server: RunningServer, tmp_pat
     assert [line.split("you: ")[1] for line in lines if "you: " in line] == [
         "What is the capital of France?", "And of Spain?", "And of Italy?"]
     assert sum("heisenberg: " in line for line in lines) == 3
-    cleared = run(["history", "--clear"], env)
+    refused = run(["history", "--clear"], env)  # not a terminal, no --yes: nothing deleted
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    cleared = run(["history", "--clear", "--yes"], env)
     assert cleared.returncode == 0 and "deleted 3 turns" in cleared.stdout
     assert "no saved turns" in run(["history"], env).stdout
     off = run(["history"], {**env, "HEISENBERG_HISTORY_ENABLED": "false"})
@@ -117,3 +122,35 @@ def test_start_llama_server_help_is_only_the_help() -> None:
                          text=True, timeout=30)
     assert out.returncode == 0 and "--model PATH" in out.stdout
     assert "set -euo" not in out.stdout
+
+
+def test_chat_help_is_not_a_question_and_ctrl_c_ends_it(llama_server: RunningServer) -> None:
+    out = run(["chat"], client_env(llama_server), stdin="/help\n/nope\n/quit\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("commands: /reset") == 2 and "unknown command /nope" in out.stdout
+    # Questions from a file (not a pipe) work too.
+    questions = Path(tempfile.mkdtemp()) / "q.txt"
+    questions.write_text("/help\n/quit\n")
+    with questions.open() as stdin:
+        from_file = subprocess.run([sys.executable, "-m", "heisenberg", "chat"], stdin=stdin,
+                                   capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "HEISENBERG_CONFIG": "",
+                                        **client_env(llama_server)})
+    assert from_file.returncode == 0 and "commands: /reset" in from_file.stdout, from_file
+    # Ctrl-C at an empty prompt ends it at once, with no Enter.
+    proc = subprocess.Popen([sys.executable, "-m", "heisenberg", "chat"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HEISENBERG_CONFIG": "",
+                                 **client_env(llama_server)})
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("Say hi.\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not proc.stdout.readline().strip() and time.monotonic() < deadline:
+            pass  # the answer's line: the chat is up and waiting for the next question
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130
+    finally:
+        proc.kill()
