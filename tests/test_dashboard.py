@@ -51,7 +51,7 @@ async def test_dashboard_asks_and_streams_the_answer(make_api: MakeAPI,
     async with aiohttp.ClientSession() as session, session.get(
             api.url + "/api/v1/history", headers={"Authorization": "Bearer dash-token"}) as resp:
         history = await resp.json()
-    assert history["turns"][-1]["assistant"] == answer
+    assert history["turns"][-1]["assistant"] == answer.strip()
     await wait_for(chromium, "document.getElementById('turns').children.length === 1", 10)
     row = await chromium.js("document.getElementById('turns').children[0].innerText")
     assert "What is the capital of France?" in row

@@ -103,7 +103,7 @@ async def test_history_reaches_the_prompt(llama_server: RunningServer) -> None:
     assert f"Assistant: {first.answer}" in server_prompt
     assert server_prompt.rstrip().endswith("User: What is my name?\n\nAssistant:")
     tokens = [e for e in events if e.type is EventType.LLM_TOKEN]
-    assert "".join(e.text for e in tokens if e.turn_id == second.turn_id) == second.answer
+    assert "".join(e.text for e in tokens if e.turn_id == second.turn_id).strip() == second.answer
     states = [(e.old, e.new) for e in events if e.type is EventType.STATE_CHANGED]
     assert states == [("idle", "thinking"), ("thinking", "idle")] * 2
     await llm.close()

@@ -273,15 +273,19 @@ async def run_js(page: Page, script: str) -> Any:
     return result["result"].get("value")
 
 
+async def open_page(page: Page, site: str, api: API) -> str:
+    """Open the other site's page; returns the API's WebSocket URL."""
+    await page.send("Page.navigate", url=site + "/")
+    async with asyncio.timeout(20):
+        while await run_js(page, "document.readyState") != "complete":
+            await asyncio.sleep(0.05)
+    return api.url.replace("http://", "ws://") + "/ws/stream"
+
+
 async def test_a_page_on_another_origin_cannot_use_the_api(
         make_api: MakeAPI, chromium: Page, attack_site: str) -> None:
     api = await make_api()
-    await chromium.send("Page.enable")
-    await chromium.send("Page.navigate", url=attack_site + "/")
-    async with asyncio.timeout(20):
-        while await run_js(chromium, "document.readyState") != "complete":
-            await asyncio.sleep(0.05)
-    ws_url = api.url.replace("http://", "ws://") + "/ws/stream"
+    ws_url = await open_page(chromium, attack_site, api)
     seen = await run_js(chromium, f"""(async () => {{
         const out = {{}};
         // No preflight needed: text/plain, opaque answer.
@@ -312,11 +316,7 @@ async def test_a_listed_origin_can_use_the_api_from_chromium(
     """The same page, once the user lists its origin: proves the refusals above are the
     checks at work and not a page that could not have reached the API anyway."""
     api = await make_api(cors_origins=[attack_site])
-    await chromium.send("Page.navigate", url=attack_site + "/")
-    async with asyncio.timeout(20):
-        while await run_js(chromium, "document.readyState") != "complete":
-            await asyncio.sleep(0.05)
-    ws_url = api.url.replace("http://", "ws://") + "/ws/stream"
+    ws_url = await open_page(chromium, attack_site, api)
     seen = await run_js(chromium, f"""(async () => {{
         const r = await fetch("{api.url}/api/v1/ask", {{method: "POST",
             headers: {{"Content-Type": "application/json"}},
