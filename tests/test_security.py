@@ -58,7 +58,8 @@ ENDPOINTS = [("POST", "/api/v1/ask"), ("POST", "/api/v1/process-frame"),
              ("OPTIONS", "/api/v1/ask")]
 
 
-async def test_foreign_origins_are_refused_on_every_endpoint(make_api: MakeAPI) -> None:
+async def test_foreign_origins_are_refused_on_every_endpoint(
+        make_api: MakeAPI, caplog: pytest.LogCaptureFixture) -> None:
     api = await make_api()
     for method, path in ENDPOINTS:
         status, body, headers = await request(
@@ -82,6 +83,9 @@ async def test_foreign_origins_are_refused_on_every_endpoint(make_api: MakeAPI) 
                                                             "Sec-Fetch-Mode": "navigate"})
     assert status == 200
     assert await turns(api) == []
+    # Logged once, not once per request: a page can send thousands.
+    said = [r for r in caplog.records if EVIL in r.getMessage() and r.levelname == "WARNING"]
+    assert len(said) == 1, [r.getMessage() for r in said]
 
 
 async def test_same_origin_listed_origins_and_plain_clients_are_served(

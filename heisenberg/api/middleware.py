@@ -113,18 +113,28 @@ def middlewares(api: APIConfig) -> list[Middleware]:
             return web.json_response({"detail": "internal error (see the daemon log)"},
                                      status=500)
 
+    refused: set[str] = set()
+
+    def report(what: str) -> None:
+        """Log a refusal once per host or origin: a page can send thousands a second."""
+        if what in refused:
+            log.debug("API: refused %s again", what)
+            return
+        if len(refused) < 1000:
+            refused.add(what)
+        log.warning("API: refused %s (logged once)", what)
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get(hdrs.HOST)
         if host is not None and not host_allowed(api, host):
-            log.warning("API: refused a request for host %r (DNS rebinding?)", host[:100])
+            report(f"requests for host {host[:100]!r} (DNS rebinding?)")
             raise fail(421, f"host {host[:100]!r} is not this daemon's; name it in "
                             "api.allowed_hosts to allow it")
         if not origin_allowed(api, request):
             origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(
                 "Sec-Fetch-Site") or ""
-            log.warning("API: refused a cross-origin request from %r to %s", origin[:100],
-                        request.path)
+            report(f"cross-origin requests from {origin[:100]!r}")
             raise fail(403, f"requests from the web page {origin[:100]!r} are refused; add "
                             "its origin to api.cors_origins to allow it")
         if request.method in BODY_METHODS and request.content_type != "application/json" \
