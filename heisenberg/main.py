@@ -82,8 +82,6 @@ class Runtime:
         self.resume = resume
         self.bus = EventBus()
         self.server: ManagedLlamaServer | None = None
-        self.history_error: str | None = None
-        """Why the history store could not be opened (then it is kept in memory)."""
         self._stack = contextlib.AsyncExitStack()
         self.assistant: Assistant
 
@@ -119,14 +117,15 @@ class Runtime:
                                       ErrorEvent(code="history", message=message))
 
         store = None
+        unusable: str | None = None  # why the store could not be opened
         if self.config.history.enabled:
             try:
                 store = HistoryStore.from_config(self.config.history)
             except HistoryError as exc:
-                self.history_error = (f"{exc.message}; the conversation is kept in memory "
-                                      "only until a restart")
-                log.error("history: %s", self.history_error)
-                report(self.history_error)
+                unusable = (f"{exc.message}; the conversation is kept in memory only "
+                            "until a restart")
+                log.error("history: %s", unusable)
+                report(unusable)
             else:
                 self._stack.callback(store.close)
                 if store.moved_aside is not None:
@@ -134,7 +133,7 @@ class Runtime:
                            f"to {store.moved_aside} and a new one started")
         return SessionManager(self.config.session.timeout_min * 60, store=store,
                               max_loaded=max(100, self.config.session.max_turns),
-                              on_store_error=report, store_error=self.history_error,
+                              on_store_error=report, store_error=unusable,
                               resume=self.resume)
 
     def voice_loop(self, engines: VoiceEngines, source: AudioSource,

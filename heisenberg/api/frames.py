@@ -53,7 +53,7 @@ def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
 
 
 def decode_image(data: str, max_bytes: int, camera: CameraConfig,
-                 max_pixels: int = 40_000_000) -> tuple[Frame, np.ndarray]:
+                 max_pixels: int) -> tuple[Frame, np.ndarray]:
     """A data URI or plain base64 string -> (JPEG frame for the model, decoded BGR image).
 
     Checked before any decoding: the base64 text's length against ``max_bytes``

@@ -109,6 +109,7 @@ class HistoryStore:
             if "outcome" not in columns:  # a store written before outcomes were kept
                 db.execute("ALTER TABLE turns ADD COLUMN outcome TEXT NOT NULL "
                            "DEFAULT 'answered'")
+                db.execute("UPDATE turns SET outcome = 'interrupted' WHERE interrupted")
             self._db = db
             self.prune()
         except BaseException:
@@ -155,8 +156,8 @@ class HistoryStore:
                session_id: str | None = None) -> list[tuple[str, ConversationTurn]]:
         """(session id, turn) pairs, oldest first: the last ``limit`` turns after ``since_s``,
         of one session when ``session_id`` is given."""
-        query = ("SELECT session_id, turn_id, timestamp_s, user, assistant, interrupted, "
-                 "outcome FROM turns WHERE timestamp_s >= ?")
+        query = ("SELECT session_id, turn_id, timestamp_s, user, assistant, outcome "
+                 "FROM turns WHERE timestamp_s >= ?")
         params: tuple[float | int | str, ...] = (since_s,)
         if session_id is not None:
             query += " AND session_id = ?"
@@ -171,10 +172,8 @@ class HistoryStore:
         except (sqlite3.Error, OSError) as exc:
             raise HistoryError(f"the history could not be read from {self.path}: "
                                f"{exc}") from exc
-        return [(session, ConversationTurn(user, assistant, ts, bool(interrupted), turn_id,
-                                           outcome))
-                for session, turn_id, ts, user, assistant, interrupted, outcome
-                in reversed(rows)]
+        return [(session, ConversationTurn(user, assistant, ts, turn_id, outcome))
+                for session, turn_id, ts, user, assistant, outcome in reversed(rows)]
 
     def count(self) -> int:
         with self._lock:

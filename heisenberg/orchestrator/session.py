@@ -46,12 +46,14 @@ class ConversationTurn:
     assistant: str
     timestamp_s: float
     """Wall-clock seconds when the turn ended."""
-    interrupted: bool = False
-    """True when the answer was cut off (barge-in); ``assistant`` holds what was said."""
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     outcome: str = "answered"
-    """answered, interrupted or failed (then ``assistant`` holds what came before the
-    failure)."""
+    """answered, interrupted (cut off, e.g. barge-in) or failed; when not answered,
+    ``assistant`` holds what was said (or given) before that."""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome == "interrupted"
 
     def as_prompt_turn(self) -> Turn:
         said = self.assistant + (" [interrupted]" if self.interrupted else "")
@@ -215,7 +217,6 @@ class SessionManager:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
         turn = ConversationTurn(user_query, assistant_response, self._clock(),
-                                interrupted or outcome == "interrupted",
                                 turn_id or uuid.uuid4().hex[:12], outcome)
         conversation.turns.append(turn)
         # Memory holds what a restart would load back; the store keeps everything.
