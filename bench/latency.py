@@ -28,6 +28,7 @@ from heisenberg.audio.format import RATE_HZ, resample, write_wav
 from heisenberg.audio.sinks import NullSink
 from heisenberg.audio.sources import FileSource
 from heisenberg.core.config import Config, LLMConfig, ServerConfig
+from heisenberg.core.latency import STAGES
 from heisenberg.main import Runtime, load_voice_engines
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
@@ -83,8 +84,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             results["idle_cpu_percent_of_one_core"] = round(100 * cpu / wall, 1)
 
-            timings = {"transcript": [], "first_token": [], "first_sentence": [],
-                       "first_audio": [], "total": []}
+            timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
             transcripts: list[str] = []
             early_answers = 0
             # Why a spoken question gave no timed answer (each should stay at 0).
@@ -107,14 +107,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     if not turn.outcome.answer.strip():
                         missed["empty_answer"] += 1
                         continue
-                    t = turn.timings
-                    timings["transcript"].append(t.transcript_s)
-                    timings["first_token"].append(t.first_token_s)
-                    if t.first_sentence_s:
-                        timings["first_sentence"].append(t.first_sentence_s)
-                    if t.first_audio_s:
-                        timings["first_audio"].append(t.first_audio_s)
-                    timings["total"].append(t.total_s)
+                    for stage, ms in turn.timings.stages_ms.items():
+                        timings[stage].append(ms / 1000)
                     transcripts.append(turn.transcript)
                     early_answers += turn.early_answer
             results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])

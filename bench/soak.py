@@ -145,7 +145,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             "peak_second_half_minus_first_half": round(peaks, 1),
             "slope_per_100_turns": round(slope, 2)},
         "rss_samples": [(n, round(r, 1)) for n, r in samples[:: max(1, len(samples) // 20)]],
-        "turn_total_s": summary([t.timings.total_s for t in turns_run if t.timings.total_s], 2),
+        "turn_total_s": summary([t.timings.seconds("total") for t in turns_run
+                                 if t.timings.seconds("total")], 2),
         "config": {"max_tokens": args.max_tokens, "server_threads": args.threads,
                    "llm_url": args.url or "managed"},
     }

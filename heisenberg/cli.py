@@ -10,13 +10,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heisenberg import __version__
 from heisenberg.core.config import Config, load_config
 from heisenberg.core.errors import ConfigError, HeisenbergError
-from heisenberg.core.events import Event, EventType, LLMToken
+from heisenberg.core.events import Event, LLMToken
 from heisenberg.core.logs import setup_logging
+
+if TYPE_CHECKING:
+    from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
 
 log = logging.getLogger("heisenberg")
 
@@ -98,8 +101,9 @@ class _TokenPrinter:
         self.started = False
         self.pending = ""
 
-    async def __call__(self, event: Event) -> None:
-        assert isinstance(event, LLMToken)
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, LLMToken):
+            return
         if event.index == 0:  # a new answer
             self.started, self.pending = False, ""
         text = self.pending + event.text
@@ -122,15 +126,23 @@ async def _read_image(config: Config, path: str | None) -> bytes | None:
     return (await asyncio.to_thread(load_image, path, config.camera)).jpeg
 
 
+async def _ask_printing(assistant: Assistant, question: str,
+                        image: bytes | None = None) -> TurnOutcome:
+    """One typed turn, its answer streamed to stdout as it comes."""
+    printer = _TokenPrinter()
+    async with assistant.turn(question, image=image) as turn:
+        async for event in turn:
+            printer(event)
+    return turn.outcome
+
+
 async def cmd_ask(config: Config, question: str, image_path: str | None = None,
                   resume: bool = False) -> int:
     from heisenberg.main import Runtime
 
     image = await _read_image(config, image_path)
     async with Runtime(config, resume=resume) as rt:
-        rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
-        outcome = await rt.assistant.ask(question, image=image)
-        await rt.bus.drain()
+        outcome = await _ask_printing(rt.assistant, question, image)
         sys.stdout.write("\n")
         sys.stdout.flush()
         if outcome.error is not None:
@@ -179,7 +191,6 @@ async def cmd_chat(config: Config, resume: bool = False) -> int:
     except ValueError:  # a regular file (chat < questions.txt): never blocks for long
         stdin = None
     async with Runtime(config, resume=resume) as rt:
-        rt.bus.subscribe(_TokenPrinter(), [EventType.LLM_TOKEN], name="stdout")
         failures = 0
         while True:
             if interactive:
@@ -203,8 +214,7 @@ async def cmd_chat(config: Config, resume: bool = False) -> int:
                 continue
             if not text:
                 continue
-            outcome = await rt.assistant.ask(text)
-            await rt.bus.drain()
+            outcome = await _ask_printing(rt.assistant, text)
             sys.stdout.write("\n")
             sys.stdout.flush()
             if outcome.error is not None:

@@ -20,8 +20,19 @@ from heisenberg.api.frames import FrameCache, phash
 from heisenberg.api.server import API
 from heisenberg.audio.format import read_wav
 from heisenberg.audio.sinks import WavFileSink
-from heisenberg.core.events import Event, EventType, LLMToken, StateChanged
+from heisenberg.core.events import (
+    Event,
+    EventType,
+    LLMComplete,
+    LLMToken,
+    StateChanged,
+    TurnEnded,
+    WakewordDetected,
+)
 from tests.conftest import MakeAPI, OffLoopSpy, free_port
+
+WAKE = WakewordDetected(model="hey_jarvis", score=0.9, turn_id="spoken")
+"""What the hearing records when someone says the wake word."""
 
 
 def png(image: np.ndarray) -> str:
@@ -94,7 +105,13 @@ async def test_ask_answers_keeps_history_and_counts_in_metrics(make_api: MakeAPI
 
 async def test_each_session_id_keeps_its_own_conversation(make_api: MakeAPI) -> None:
     api = await make_api()
-    backend = api.assistant.backend
+    answers: list[LLMComplete] = []
+
+    async def keep(event: Event) -> None:
+        assert isinstance(event, LLMComplete)
+        answers.append(event)
+
+    api.bus.subscribe(keep, [EventType.LLM_COMPLETE], name="answers")
 
     async def ask(text: str, session_id: str) -> dict[str, Any]:
         status, body, _ = await call(api, "POST", "/api/v1/ask",
@@ -106,12 +123,14 @@ async def test_each_session_id_keeps_its_own_conversation(make_api: MakeAPI) -> 
     alice = await ask("My name is Zorblax.", "alice")
     await ask("My name is Quuxle.", "bob")
     await ask("What is my name?", "alice")
-    prompt = backend.last_result.server_prompt
+    await api.bus.drain()
+    prompt = answers[-1].server_prompt
     assert "User: My name is Zorblax." in prompt and f"Assistant: {alice['answer']}" in prompt
     assert "Quuxle" not in prompt
     await ask("What is my name?", "bob")
-    assert "Zorblax" not in backend.last_result.server_prompt
-    assert "Quuxle" in backend.last_result.server_prompt
+    await api.bus.drain()
+    assert "Zorblax" not in answers[-1].server_prompt
+    assert "Quuxle" in answers[-1].server_prompt
 
     _, mine, _ = await call(api, "GET", "/api/v1/history?session_id=alice")
     assert mine["session_id"] == "alice"
@@ -170,10 +189,14 @@ async def test_ask_while_someone_speaks_is_409_and_its_frame_not_shown(
         frames.append(event)
     api.bus.subscribe(keep, [EventType.FRAME_CAPTURED], name="frames")
     ask = {"text": "What do you see?", "image": png(scene(3))}
-    api.assistant.listen("wake word")  # a spoken question is being heard
+    api.assistant.record(WAKE)  # a spoken question is being heard
     status, body, _ = await call(api, "POST", "/api/v1/ask", json=ask)
     assert status == 409 and "listening to someone" in body["detail"]
-    api.assistant.idle("heard")
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json={**ask, "speak": True})
+    assert status == 409
+    # A refused spoken answer started nothing (no speech tasks left behind).
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("tts-")]
+    api.assistant.record(TurnEnded(outcome="no_speech", turn_id=WAKE.turn_id))
     status, body, _ = await call(api, "POST", "/api/v1/ask", json=ask)
     assert status == 200 and body["answer"].strip()
     await api.bus.drain()
@@ -358,7 +381,7 @@ async def test_ask_can_speak_the_answer(make_api: MakeAPI, tmp_path: Path) -> No
                               json={"text": "And this is played too.", "play": True})
     assert status == 200
     async with asyncio.timeout(10):
-        while api._tasks and any(not t.done() and t.get_name() != "frames" for t in api._tasks):
+        while api._tasks and any(not t.done() and t.get_name() != "api:frames" for t in api._tasks):
             await asyncio.sleep(0.05)
     assert api.sink is not None
     await api.sink.close()
@@ -399,10 +422,10 @@ async def test_a_typed_answer_that_ends_while_the_user_speaks_keeps_listening(
     async with asyncio.timeout(30):
         while str(api.assistant.state) != "thinking":
             await asyncio.sleep(0.005)
-    api.assistant.listen("wake word")  # the user starts speaking meanwhile
+    api.assistant.record(WAKE)  # the user starts speaking meanwhile
     status, body, _ = await ask
     assert status == 200 and body["answer"].strip(), body
     assert str(api.assistant.state) == "listening"  # the spoken question is not dropped
     await api.bus.drain()
     assert states == ["thinking", "listening"], states
-    api.assistant.idle("test over")
+    api.assistant.record(TurnEnded(outcome="no_speech", turn_id=WAKE.turn_id))

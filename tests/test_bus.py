@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from heisenberg.core.bus import EventBus
-from heisenberg.core.events import ErrorEvent, Event, EventType, Interrupted, LLMToken, Stop
+from heisenberg.core.events import ErrorEvent, Event, EventType, Interrupted, LLMToken, TurnEnded
 
 
 async def test_delivers_in_order_and_filters_by_type() -> None:
@@ -17,7 +17,7 @@ async def test_delivers_in_order_and_filters_by_type() -> None:
     bus.subscribe(handler, [EventType.LLM_TOKEN])
     for text in "abc":
         bus.publish(LLMToken(text=text))
-    bus.publish(Stop())
+    bus.publish(TurnEnded(outcome="answered"))
     await bus.drain(timeout_s=2)
     assert got == ["a", "b", "c"]
     await bus.close()
@@ -102,12 +102,12 @@ async def test_control_events_overtake_queued_data() -> None:
     await asyncio.wait_for(busy.wait(), 2)
     for text in ("t2", "t3"):
         bus.publish(LLMToken(text=text))
-    bus.publish(Interrupted())
-    bus.publish(Stop())
+    bus.publish(Interrupted(reason="barge_in"))
+    bus.publish(Interrupted(reason="cancelled"))
     gate.set()
     await bus.drain(timeout_s=2)
-    # t1 was already being handled; the control events jump ahead of t2 and t3.
-    assert seen == ["t1", "interrupted", "stop", "t2", "t3"]
+    # t1 was already being handled; the control events jump ahead of t2 and t3, in order.
+    assert seen == ["t1", "interrupted", "interrupted", "t2", "t3"]
     await bus.close()
 
 
@@ -120,6 +120,6 @@ async def test_unsubscribe_stops_delivery() -> None:
 
     sub = bus.subscribe(handler)
     await bus.unsubscribe(sub)
-    bus.publish(Stop())
+    bus.publish(TurnEnded(outcome="answered"))
     await bus.drain(timeout_s=1)
     assert got == []

@@ -15,12 +15,14 @@ SAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.FRAME_CAPTURED: {"width": 640, "height": 480, "jpeg_bytes": 31000},
     EventType.LLM_TOKEN: {"text": " Paris", "index": 3},
     EventType.LLM_COMPLETE: {"text": "Paris.", "prompt_tokens": 20, "completion_tokens": 3,
-                             "first_token_ms": 95.5, "total_ms": 300.0, "stop_reason": "eos"},
+                             "first_token_ms": 95.5, "total_ms": 300.0, "stop_reason": "eos",
+                             "timings": {"predicted_per_second": 41.5},
+                             "server_prompt": "User: Capital of France?\nAssistant:"},
     EventType.TTS_STARTED: {"text": "Paris."},
     EventType.TTS_FINISHED: {"audio_ms": 900},
     EventType.INTERRUPTED: {"reason": "barge_in"},
-    EventType.STOP: {"reason": "shutdown"},
     EventType.ERROR: {"code": "llm_connection", "message": "refused"},
+    EventType.TURN_ENDED: {"outcome": "answered"},
     EventType.STATE_CHANGED: {"old": "idle", "new": "thinking", "reason": "text question"},
 }
 
@@ -54,5 +56,5 @@ def test_bad_dicts_are_rejected(data: dict[str, Any]) -> None:
 def test_timestamp_is_milliseconds() -> None:
     import time
 
-    event: Event = EVENT_CLASSES[EventType.STOP]()
+    event: Event = EVENT_CLASSES[EventType.INTERRUPTED]()
     assert abs(event.timestamp_ms - time.time() * 1000) < 5000

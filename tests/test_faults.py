@@ -21,8 +21,7 @@ from heisenberg.core.errors import LLMConnectionError
 from heisenberg.core.events import ErrorEvent, Event, EventType, LLMToken
 from heisenberg.llm.server import port_in_use
 from heisenberg.main import Runtime
-from heisenberg.orchestrator.history import HistoryStore
-from heisenberg.orchestrator.session import ConversationTurn
+from heisenberg.orchestrator.history import ConversationTurn, HistoryStore
 from tests.conftest import MakeAPI, RunningServer, free_port, make_server_config
 from tests.test_security import request
 

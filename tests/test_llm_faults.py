@@ -94,11 +94,14 @@ async def test_completion_streams_pieces_usage_and_callbacks() -> None:
         done.append(result)
 
     async with fake_llm(good_completion) as llm:
+        *pieces, last = [p async for p in llm.stream(PROMPT)]
+        assert isinstance(last, LLMResult) and last.text == "The capital is Paris."
+        assert (tokens, done) == ([], [])  # the stream itself calls nothing
         llm.on_token = tokens.append
         llm.on_complete = on_complete
-        pieces = [p async for p in llm.stream(PROMPT)]
+        result = await llm.generate(PROMPT)  # seed 004's callbacks
     assert pieces == tokens == ["The", " capital", " is", " Paris."]
-    [result] = done
+    assert done == [result]
     assert result.text == "The capital is Paris."
     assert (result.prompt_tokens, result.completion_tokens) == (17, 4)
     assert result.stop_reason == "eos" and result.server_prompt == PROMPT.text

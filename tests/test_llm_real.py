@@ -11,7 +11,8 @@ import pytest
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import LLMConfig
-from heisenberg.core.events import Event, EventType
+from heisenberg.core.events import Event, EventType, LLMComplete
+from heisenberg.llm.backend import LLMResult
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
@@ -26,10 +27,9 @@ async def test_completion_endpoint_streams(llama_server: RunningServer,
                                            llm_config: LLMConfig) -> None:
     llm = LlamaCppLLM(llm_config, llama_server.url)
     prompt = PromptBuilder("plain").build(QUESTION)
-    pieces = [p async for p in llm.stream(prompt)]
+    *pieces, result = [p async for p in llm.stream(prompt)]
     await llm.close()
-    result = llm.last_result
-    assert result is not None
+    assert isinstance(result, LLMResult) and all(isinstance(p, str) for p in pieces)
     assert len(pieces) >= 2 and result.text == "".join(pieces) and result.text.strip()
     assert result.server_prompt.endswith(prompt.text)
     assert result.prompt_tokens > 10 and 0 < result.completion_tokens <= 24
@@ -97,8 +97,8 @@ async def test_history_reaches_the_prompt(llama_server: RunningServer) -> None:
     second = await assistant.ask("What is my name?")
     await bus.drain()
     assert first.error is None and second.error is None
-    assert llm.last_result is not None
-    server_prompt = llm.last_result.server_prompt
+    [*_, last] = [e for e in events if isinstance(e, LLMComplete)]
+    server_prompt = last.server_prompt
     assert "User: My name is Zorblax." in server_prompt
     assert f"Assistant: {first.answer}" in server_prompt
     assert server_prompt.rstrip().endswith("User: What is my name?\n\nAssistant:")

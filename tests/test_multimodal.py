@@ -23,7 +23,7 @@ from heisenberg.audio.sinks import NullSink
 from heisenberg.audio.sources import FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import CameraConfig, Config, LLMConfig
-from heisenberg.core.events import EventType, LLMComplete
+from heisenberg.core.events import Event, EventType, LLMComplete
 from heisenberg.llm.openai_compat import OpenAICompatLLM
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
@@ -123,10 +123,17 @@ async def test_voice_turn_with_a_frame_on_a_vision_model(
 async def test_process_frame_on_a_vision_model(vision_server: RunningServer, make_api: MakeAPI,
                                                image_file: Path) -> None:
     api = await make_api(url=vision_server.url)
+    answers: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        answers.append(event)
+
+    api.bus.subscribe(keep, [EventType.LLM_COMPLETE], name="answers")
     image = base64.b64encode(await asyncio.to_thread(image_file.read_bytes)).decode()
     async with aiohttp.ClientSession() as session, session.post(
             api.url + "/api/v1/process-frame", json={"image": image}) as resp:
         body = await resp.json()
     assert resp.status == 200 and body["cached"] is False and body["vision"] is True
-    assert api.assistant.backend.last_result is not None
-    assert api.assistant.backend.last_result.prompt_tokens > IMAGE_TOKENS
+    await api.bus.drain()
+    [done] = answers
+    assert isinstance(done, LLMComplete) and done.prompt_tokens > IMAGE_TOKENS

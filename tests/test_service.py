@@ -19,8 +19,7 @@ import numpy as np
 
 from heisenberg.audio.format import RATE_HZ, write_wav
 from heisenberg.core.config import HistoryConfig
-from heisenberg.orchestrator.history import HistoryStore
-from heisenberg.orchestrator.session import ConversationTurn
+from heisenberg.orchestrator.history import ConversationTurn, HistoryStore
 from heisenberg.service.units import install, render
 from heisenberg.voice.tts import PiperTTS
 from tests.conftest import NotifySocket, RunningServer, free_port, silence, speech

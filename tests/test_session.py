@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from heisenberg.orchestrator.history import HistoryError, HistoryStore
-from heisenberg.orchestrator.session import ConversationTurn, SessionManager
+from heisenberg.orchestrator.history import ConversationTurn, HistoryError, HistoryStore
+from heisenberg.orchestrator.session import SessionManager
 
 
 class Clock:
@@ -156,7 +156,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from heisenberg.orchestrator.history import HistoryStore
-from heisenberg.orchestrator.session import ConversationTurn
+from heisenberg.orchestrator.history import ConversationTurn
 store = HistoryStore(Path(sys.argv[1]))
 i = store.count()
 while True:

@@ -1,56 +1,95 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from heisenberg.core.errors import IllegalTransitionError
-from heisenberg.core.states import TRANSITIONS, State, StateMachine
+from heisenberg.core.events import (
+    EVENT_CLASSES,
+    Event,
+    EventType,
+    StateChanged,
+    TranscriptionFinal,
+    TTSStarted,
+    TurnEnded,
+    WakewordDetected,
+)
+from heisenberg.core.states import TRANSITIONS, Current, State, StateKeeper, next_state
+from tests.test_events import SAMPLES
 
 
-def _machine_in(state: State) -> StateMachine:
-    paths = {State.IDLE: [], State.LISTENING: [State.LISTENING],
-             State.THINKING: [State.LISTENING, State.THINKING],
-             State.SPEAKING: [State.LISTENING, State.THINKING, State.SPEAKING]}
-    sm = StateMachine()
-    for step in paths[state]:
-        sm.transition(step, 0.0)
-    return sm
+def every_event(turn_id: str) -> list[Event]:
+    return [EVENT_CLASSES[t](turn_id=turn_id, **SAMPLES[t]) for t in EventType]
 
 
-ALL_PAIRS = [(a, b) for a in State for b in State]
+CURRENTS = [Current(), *(Current(s, "a") for s in State if s is not State.IDLE)]
 
 
-@pytest.mark.parametrize(("source", "target"), ALL_PAIRS)
-def test_every_transition(source: State, target: State) -> None:
-    sm = _machine_in(source)
-    if target in TRANSITIONS[source]:
-        step = sm.transition(target, 1.0, "test")
-        assert (step.old, step.new, sm.state) == (source, target, target)
-    else:
-        with pytest.raises(IllegalTransitionError, match=f"{source} -> {target}"):
-            sm.transition(target, 1.0)
-        assert sm.state is source
+@pytest.mark.parametrize("current", CURRENTS, ids=lambda c: str(c.state))
+@pytest.mark.parametrize("turn_id", ["a", "b", ""])
+def test_every_event_in_every_state_makes_an_allowed_move(current: Current,
+                                                          turn_id: str) -> None:
+    for event in every_event(turn_id):
+        after = next_state(current, event)
+        assert after.state in {current.state, *TRANSITIONS[current.state]}, (current, event)
+        if after.state is State.IDLE:
+            assert after.turn_id == ""
 
 
-def test_the_voice_loop_walks_its_cycle() -> None:
-    sm = StateMachine()
-    for target in (State.LISTENING, State.THINKING, State.SPEAKING, State.IDLE):
-        sm.transition(target, 0.0)
-    assert sm.state is State.IDLE
+def test_a_voice_turn_walks_the_cycle() -> None:
+    current = Current()
+    for event, state in [(WakewordDetected(model="hey_jarvis", score=0.9, turn_id="v"),
+                          State.LISTENING),
+                         (TranscriptionFinal(text="hi", source="voice", turn_id="v"),
+                          State.THINKING),
+                         (TTSStarted(text="Hello.", turn_id="v"), State.SPEAKING),
+                         (TurnEnded(outcome="answered", turn_id="v"), State.IDLE)]:
+        current = next_state(current, event)
+        assert current.state is state
 
 
-@pytest.mark.parametrize("state", list(State))
-def test_reset_always_returns_to_idle(state: State) -> None:
-    sm = _machine_in(state)
-    step = sm.reset(5.0, "error")
-    assert sm.state is State.IDLE
-    assert step is None if state is State.IDLE else step is not None and step.old is state
+def test_a_turn_that_lost_the_state_cannot_move_it() -> None:
+    """A typed answer that ends (or starts speaking) while the user is speaking."""
+    current = next_state(Current(), TranscriptionFinal(text="hi", source="api", turn_id="t"))
+    assert current == Current(State.THINKING, "t")
+    current = next_state(current, WakewordDetected(model="m", score=1.0, turn_id="v"))
+    assert current == Current(State.LISTENING, "v")
+    for event in (TTSStarted(turn_id="t"), TurnEnded(outcome="answered", turn_id="t"),
+                  TranscriptionFinal(text="again", source="api", turn_id="t2")):
+        assert next_state(current, event) == current
 
 
-def test_timeouts_are_per_state_and_use_the_callers_clock() -> None:
-    sm = StateMachine({State.LISTENING: 10.0, State.THINKING: 30.0}, now_s=100.0)
-    assert sm.deadline_s() is None and not sm.timed_out(1e9)
-    sm.transition(State.LISTENING, 100.0)
-    assert sm.deadline_s() == 110.0
-    assert not sm.timed_out(109.9) and sm.timed_out(110.0)
-    sm.transition(State.THINKING, 105.0)
-    assert sm.deadline_s() == 135.0
+def test_barge_in_goes_straight_back_to_listening() -> None:
+    speaking = Current(State.SPEAKING, "v1")
+    after = next_state(speaking, WakewordDetected(model="m", score=1.0, turn_id="v2"))
+    assert after == Current(State.LISTENING, "v2")
+    # The cancelled turn's end does not touch the new one.
+    assert next_state(after, TurnEnded(outcome="interrupted", turn_id="v1")) == after
+
+
+async def test_the_keeper_publishes_the_event_then_the_change() -> None:
+    published: list[Event] = []
+    keeper = StateKeeper(published.append)
+    keeper.record(TranscriptionFinal(text="hi", source="text", turn_id="t"))
+    keeper.record(TTSStarted(turn_id="other"))  # not the state's turn: no change
+    keeper.record(TurnEnded(outcome="answered", turn_id="t"))
+    kinds = [(e.type, getattr(e, "new", None)) for e in published]
+    assert kinds == [(EventType.TRANSCRIPTION_FINAL, None),
+                     (EventType.STATE_CHANGED, State.THINKING),
+                     (EventType.TTS_STARTED, None),
+                     (EventType.TURN_ENDED, None),
+                     (EventType.STATE_CHANGED, State.IDLE)]
+    changes = [e for e in published if isinstance(e, StateChanged)]
+    assert [c.reason for c in changes] == ["text question", "answered"]
+    assert keeper.state is State.IDLE
+
+
+async def test_waiting_while_listening_ends_with_the_listening() -> None:
+    keeper = StateKeeper(lambda event: None)
+    assert await keeper.wait_while(State.LISTENING, 0.01)  # not listening: at once
+    keeper.record(WakewordDetected(model="m", score=1.0, turn_id="v"))
+    assert not await keeper.wait_while(State.LISTENING, 0.01)
+    waiter = asyncio.create_task(keeper.wait_while(State.LISTENING, 5.0))
+    await asyncio.sleep(0)
+    keeper.record(TranscriptionFinal(text="hi", source="voice", turn_id="v"))
+    assert await asyncio.wait_for(waiter, 5.0)

@@ -18,7 +18,7 @@ from heisenberg.audio.sinks import NullSink, WavFileSink
 from heisenberg.audio.sources import AudioDeviceError, AudioSource, FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, WakeWordConfig
-from heisenberg.core.events import ErrorEvent, Event, EventType, LLMComplete, LLMToken
+from heisenberg.core.events import ErrorEvent, Event, EventType, LLMComplete, LLMToken, TTSStarted
 from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator import voice as voice_module
@@ -141,20 +141,25 @@ def test_stt_transcribes_speech_and_drops_silence(tts: PiperTTS, stt: WhisperSTT
 
 
 async def test_speech_starts_before_the_answer_is_complete(tts: PiperTTS) -> None:
-    bus = EventBus()
     sink = NullSink()
-    speaker = Speaker(tts, sink, bus)
+    said: list[Event] = []
+    speaker = Speaker(tts, sink, said.append, turn_id="t")
     for token in ["The", " capital", " of", " France", " is", " Paris.", " It"]:
         speaker.feed(token)
+    await asyncio.sleep(0.2)
+    assert said == [] and sink.played_ms == 0  # nothing runs before start()
+    speaker.start()
     async with asyncio.timeout(10):
-        while speaker.first_audio_at is None:
+        while not said:
             await asyncio.sleep(0.01)
     # The first sentence is already playing while the "LLM" has more to say.
-    assert sink.played_ms > 0 or speaker.current_text == "The capital of France is Paris."
+    [started] = said
+    assert isinstance(started, TTSStarted) and started.text == "The capital of France is Paris."
+    assert started.turn_id == "t"
     speaker.feed(" is big.")
     await speaker.finish()
     assert speaker.spoken_text() == "The capital of France is Paris. It is big."
-    await bus.close()
+    assert [e.type for e in said] == [EventType.TTS_STARTED, EventType.TTS_FINISHED]
 
 
 def voice_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, source: AudioSource,
@@ -184,8 +189,8 @@ async def test_spoken_question_to_spoken_answer(llama_server: RunningServer, tts
     [turn] = turns
     assert "capital of france" in turn.transcript.lower()
     assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
-    assert 0 < turn.timings.transcript_s < turn.timings.first_token_s
-    assert turn.timings.first_audio_s > 0
+    assert 0 < turn.timings.seconds("transcript") < turn.timings.seconds("first_token")
+    assert turn.timings.seconds("first_audio") > 0
     assert len(read_wav(reply)) > RATE_HZ // 2  # more than earcons: a spoken answer
     kinds = [e.type for e in events]
     for kind in (EventType.WAKEWORD_DETECTED, EventType.SPEECH_STARTED, EventType.SPEECH_ENDED,
@@ -412,7 +417,7 @@ async def test_early_answer_is_used_when_the_speaker_is_done(
     tokens = "".join(e.text for e in events if isinstance(e, LLMToken))
     assert tokens.strip() == turn.outcome.answer
     # Its first token was there as soon as the transcript was confirmed.
-    assert turn.timings.first_token_s - turn.timings.transcript_s < 0.1
+    assert turn.timings.seconds("first_token") - turn.timings.seconds("transcript") < 0.1
     assert not await slots_busy(llama_server)
 
 

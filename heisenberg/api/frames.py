@@ -19,13 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from heisenberg.core.config import CameraConfig
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import BadImageError
 from heisenberg.vision.camera import Frame, encode
-
-
-class BadImageError(HeisenbergError):
-    code = "bad_image"
-
 
 #: What an uploaded image may be; Pillow reads their headers, OpenCV decodes them.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")

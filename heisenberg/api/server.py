@@ -15,9 +15,8 @@ import io
 import json
 import logging
 import time
-import uuid
 import wave
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from typing import Any
 
@@ -32,12 +31,17 @@ from heisenberg.api.openapi import openapi_document
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.core.config import Config, is_loopback
-from heisenberg.core.errors import AssistantBusyError, LLMConnectionError, LLMError
-from heisenberg.core.events import Event, EventType, LLMToken
+from heisenberg.core.errors import (
+    AssistantBusyError,
+    LLMConnectionError,
+    LLMError,
+    LLMLoadingError,
+)
+from heisenberg.core.events import Event, LLMToken
+from heisenberg.core.tasks import TaskSet
 from heisenberg.llm.backends import Health, probe_health
-from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
+from heisenberg.orchestrator.assistant import Assistant, Turn, TurnOutcome, Voice
 from heisenberg.orchestrator.history import HistoryError
-from heisenberg.orchestrator.speech import Speaker
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
@@ -65,7 +69,7 @@ class API:
         self._pending = 0
         self._health: tuple[float, Health] | None = None
         self._health_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("api")
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.ws_dropped = 0
@@ -109,16 +113,13 @@ class API:
         return self.url
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.close(1.0)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     async def _clean_frames(self) -> None:
         while True:
@@ -203,12 +204,6 @@ class API:
         finally:
             self._pending -= 1
 
-    async def _not_listening(self) -> None:
-        """A typed question waits while a spoken one is being heard."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.assistant.not_listening.wait(),
-                                   self.config.states.listening_timeout_s)
-
     # --- endpoints ------------------------------------------------------------------------
 
     async def dashboard(self, request: web.Request) -> web.Response:
@@ -265,27 +260,28 @@ class API:
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
-            await self._not_listening()
-            turn_id = uuid.uuid4().hex[:12]
-            speaker = Speaker(self.tts, self.sink, self.bus) if speak and self.tts and \
-                self.sink else None
-            turn = self.assistant.respond(text, image=frame.jpeg if frame else None,
-                                          source="api",
-                                          speaker=speaker, turn_id=turn_id,
-                                          session_id=session_id or None, show=frame)
-            if stream:
-                return await self._stream_answer(request, turn, turn_id)
-            outcome = await self._outcome(turn)
-            return web.json_response(self._answer(outcome, speak))
+            # A typed question waits while a spoken one is being heard.
+            await self.assistant.wait_until_heard(self.config.states.listening_timeout_s)
+            voice = Voice(self.tts, self.sink) if speak and self.tts and self.sink else None
+            turn = self.assistant.turn(text, image=frame.jpeg if frame else None,
+                                       source="api", voice=voice,
+                                       session_id=session_id or None, show=frame)
+            try:
+                async with turn:
+                    if stream:
+                        return await self._stream_answer(request, turn)
+                    async for _ in turn:
+                        pass
+            except AssistantBusyError as exc:
+                raise fail(409, exc.message) from None
+            return web.json_response(self._answer(self._checked(turn.outcome), speak))
 
-    async def _outcome(self, turn: Awaitable[TurnOutcome]) -> TurnOutcome:
-        try:
-            outcome = await turn
-        except AssistantBusyError as exc:
-            raise fail(409, exc.message) from None
+    @staticmethod
+    def _checked(outcome: TurnOutcome) -> TurnOutcome:
+        """A turn whose LLM could not be used at all is the server's problem: 503."""
         if isinstance(outcome.error, LLMConnectionError):
             raise fail(503, f"the LLM is not reachable: {outcome.error}")
-        if isinstance(outcome.error, LLMError) and "loading" in outcome.error.message:
+        if isinstance(outcome.error, LLMLoadingError):
             raise fail(503, outcome.error.message)
         return outcome
 
@@ -299,45 +295,24 @@ class API:
                 "first_token_ms": round(result.first_token_ms) if result else None,
                 "total_ms": round(result.total_ms) if result else None}
 
-    async def _stream_answer(self, request: web.Request, turn: Awaitable[TurnOutcome],
-                             turn_id: str) -> web.StreamResponse:
-        tokens: asyncio.Queue[str] = asyncio.Queue()
-
-        async def collect(event: Event) -> None:
-            if isinstance(event, LLMToken) and event.turn_id == turn_id:
-                tokens.put_nowait(event.text)
-
-        sub = self.bus.subscribe(collect, [EventType.LLM_TOKEN], name=f"sse:{turn_id}",
-                                 max_queue=1_000_000)
-        task = asyncio.ensure_future(self._outcome(turn))
+    async def _stream_answer(self, request: web.Request, turn: Turn) -> web.StreamResponse:
+        """The turn as server-sent events: ``data: {"token"}`` per piece, then ``event:
+        done`` (the answer) or ``event: error``. A client that goes away ends the turn (the
+        write fails; leaving the turn stops the LLM stream)."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
-        try:
-            await response.prepare(request)
-            while True:
-                getter = asyncio.ensure_future(tokens.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                await response.write(f"data: {json.dumps({'token': getter.result()})}\n\n"
+        await response.prepare(request)
+        async for event in turn:
+            if isinstance(event, LLMToken):
+                await response.write(f"data: {json.dumps({'token': event.text})}\n\n"
                                      .encode())
-            await sub.drained()  # tokens published just before the end
-            while not tokens.empty():
-                await response.write(
-                    f"data: {json.dumps({'token': tokens.get_nowait()})}\n\n".encode())
-            try:
-                done = self._answer(task.result(), False)
-                await response.write(f"event: done\ndata: {json.dumps(done)}\n\n".encode())
-            except web.HTTPException as exc:
-                await response.write(f"event: error\ndata: {exc.text}\n\n".encode())
-            await response.write_eof()
-            return response
-        except (ConnectionResetError, asyncio.CancelledError):
-            task.cancel()  # the caller went away: stop generating
-            raise
-        finally:
-            await self.bus.unsubscribe(sub)
+        try:
+            done = self._answer(self._checked(turn.outcome), False)
+            await response.write(f"event: done\ndata: {json.dumps(done)}\n\n".encode())
+        except web.HTTPException as exc:
+            await response.write(f"event: error\ndata: {exc.text}\n\n".encode())
+        await response.write_eof()
+        return response
 
     async def process_frame(self, request: web.Request) -> web.Response:
         body = await self._json(request)
@@ -359,8 +334,10 @@ class API:
                 result = await self.assistant.describe(prompt_text, frame.jpeg)
             except LLMConnectionError as exc:
                 raise fail(503, f"the LLM is not reachable: {exc}") from None
+            except LLMLoadingError as exc:
+                raise fail(503, exc.message) from None
             except LLMError as exc:
-                raise fail(503 if "loading" in exc.message else 502, exc.message) from None
+                raise fail(502, exc.message) from None
         description = result.text.strip()
         self.frames.put(key, description)
         return web.json_response({"description": description, "cached": False,

@@ -20,13 +20,10 @@ from heisenberg.audio.format import (
     read_wav,
     resample,
 )
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
-
-class AudioDeviceError(HeisenbergError):
-    code = "audio_device"
 
 
 class AudioSource(ABC):

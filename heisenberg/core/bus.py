@@ -1,7 +1,7 @@
 """The event bus: publish never blocks, every subscriber has its own queue and task.
 
 A slow subscriber only delays itself (its bounded queue drops its oldest *data* events when
-full), a failing one is logged and keeps receiving, and control events (interrupt, stop) are
+full), a failing one is logged and keeps receiving, and control events (interrupt) are
 delivered before any queued data event.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from heisenberg.core.events import CONTROL_EVENTS, ErrorEvent, Event, EventType
+from heisenberg.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,8 @@ class Subscription:
         await self._idle.wait()
 
     async def close(self, timeout_s: float) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self._task, timeout_s)
-        self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task, timeout_s)
 
 
 class EventBus:

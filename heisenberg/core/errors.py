@@ -1,7 +1,8 @@
 """Typed errors: every failure Heisenberg reports has a stable code and a human message.
 
-Stages wrap foreign exceptions with ``raise SomeError(...) from exc``; the orchestrator turns
-any ``HeisenbergError`` into one ERROR event and goes back to IDLE.
+Every error type lives here. Stages wrap foreign exceptions with ``raise SomeError(...) from
+exc``; a turn turns any ``HeisenbergError`` into one ERROR event (then its end), and callers
+map errors by type (the API: ``LLMConnectionError`` and ``LLMLoadingError`` are 503).
 """
 
 from __future__ import annotations
@@ -38,8 +39,50 @@ class ConfigError(HeisenbergError):
     code = "config"
 
 
-class IllegalTransitionError(HeisenbergError):
-    code = "illegal_transition"
+class TurnTimeoutError(HeisenbergError):
+    """A turn stage ran past its limit (``states.thinking_timeout_s``, ``speaking_timeout_s``)."""
+
+    code = "turn_timeout"
+
+
+class STTError(HeisenbergError):
+    """Speech-to-text failed on an utterance."""
+
+    code = "stt"
+
+
+class TTSError(HeisenbergError):
+    """Text-to-speech failed on a sentence."""
+
+    code = "tts"
+
+
+class ModelError(HeisenbergError):
+    """A model file is missing or cannot be loaded."""
+
+    code = "model"
+
+
+class AudioDeviceError(HeisenbergError):
+    """The microphone or speaker failed (missing, unplugged, PortAudio error)."""
+
+    code = "audio_device"
+
+
+class CameraError(HeisenbergError):
+    code = "camera"
+
+
+class BadImageError(HeisenbergError):
+    """An uploaded image is not one, or too large."""
+
+    code = "bad_image"
+
+
+class HistoryError(HeisenbergError):
+    """The history store cannot be opened, read or written."""
+
+    code = "history"
 
 
 class LLMError(HeisenbergError):

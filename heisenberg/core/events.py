@@ -24,13 +24,13 @@ class EventType(StrEnum):
     TTS_STARTED = "tts_started"
     TTS_FINISHED = "tts_finished"
     INTERRUPTED = "interrupted"
-    STOP = "stop"
     ERROR = "error"
+    TURN_ENDED = "turn_ended"
     STATE_CHANGED = "state_changed"
 
 
 #: Control events overtake queued data events in every subscriber's queue.
-CONTROL_EVENTS = frozenset({EventType.INTERRUPTED, EventType.STOP})
+CONTROL_EVENTS = frozenset({EventType.INTERRUPTED})
 
 
 def now_ms() -> int:
@@ -108,12 +108,19 @@ class LLMComplete(Event):
     """Milliseconds from request to the first token."""
     total_ms: float = 0.0
     stop_reason: str = ""
+    timings: dict[str, Any] = field(default_factory=dict)
+    """The server's own figures, when it reports them (llama.cpp: ``predicted_per_second``)."""
+    server_prompt: str = ""
+    """The prompt as the server saw it, when it echoes it (llama.cpp ``/completion``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class TTSStarted(Event):
+    """The first audio sample of the answer went to the speaker."""
+
     type: ClassVar[EventType] = EventType.TTS_STARTED
     text: str = ""
+    """The sentence that starts playing."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,9 +137,13 @@ class Interrupted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Stop(Event):
-    type: ClassVar[EventType] = EventType.STOP
-    reason: str = "shutdown"
+class TurnEnded(Event):
+    """The last event of every turn (and of a listening that heard no question)."""
+
+    type: ClassVar[EventType] = EventType.TURN_ENDED
+    outcome: str
+    """``answered``, ``failed``, ``interrupted``, ``empty`` (nothing intelligible was said)
+    or ``no_speech`` (the wake word, then silence)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +164,8 @@ class StateChanged(Event):
 EVENT_CLASSES: dict[EventType, type[Event]] = {
     cls.type: cls
     for cls in (WakewordDetected, SpeechStarted, SpeechEnded, TranscriptionFinal, FrameCaptured,
-                LLMToken, LLMComplete, TTSStarted, TTSFinished, Interrupted, Stop, ErrorEvent,
-                StateChanged)
+                LLMToken, LLMComplete, TTSStarted, TTSFinished, Interrupted, ErrorEvent,
+                TurnEnded, StateChanged)
 }
 
 

@@ -1,26 +1,42 @@
-"""The assistant's state machine: plain synchronous code with explicit transitions.
+"""The assistant's state: derived from events by one pure function, written in one place.
 
-Time is passed in by the caller (``now_s``), so tests need no sleeps; the orchestrator owns the
-clock and the side effects.
+``next_state`` is plain synchronous code (no clock, no I/O): the state a single event leads to.
+``StateKeeper.record`` is the only writer: every event of every turn goes through it, and it
+then publishes the event (and a STATE_CHANGED when the state moved) to the bus, whose
+subscribers only observe.
+
+The state belongs to one turn at a time (``Current.turn_id``). A turn's events move the state
+only while the state is that turn's: a typed answer that ends while the user is speaking (a
+wake word gave the state to a new turn) leaves LISTENING alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from heisenberg.core.errors import IllegalTransitionError
+from heisenberg.core.events import (
+    Event,
+    StateChanged,
+    TranscriptionFinal,
+    TTSStarted,
+    TurnEnded,
+    WakewordDetected,
+)
 
 
 class State(StrEnum):
     IDLE = "idle"
     LISTENING = "listening"
+    """From the wake word until the question is transcribed."""
     THINKING = "thinking"
     SPEAKING = "speaking"
 
 
-#: Allowed moves. Any state may also return to IDLE through ``reset`` (error, interrupt,
-#: timeout); barge-in moves THINKING/SPEAKING back to LISTENING.
+#: The moves ``next_state`` can make (besides staying). Barge-in moves THINKING/SPEAKING
+#: back to LISTENING; a turn's end (or a wake word with no question after it) goes to IDLE.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.IDLE: frozenset({State.LISTENING, State.THINKING}),
     State.LISTENING: frozenset({State.THINKING, State.IDLE}),
@@ -30,52 +46,71 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 
 @dataclass(frozen=True)
-class Transition:
-    old: State
-    new: State
-    reason: str
+class Current:
+    state: State = State.IDLE
+    turn_id: str = ""
+    """The turn the state belongs to ("" in IDLE)."""
 
 
-class StateMachine:
-    def __init__(self, timeouts_s: dict[State, float] | None = None, now_s: float = 0.0) -> None:
-        """``timeouts_s``: seconds a state may last (states not listed never time out)."""
-        self._timeouts = dict(timeouts_s or {})
-        self._state = State.IDLE
-        self._entered_s = now_s
+def next_state(current: Current, event: Event) -> Current:
+    """The state after ``event``."""
+    mine = bool(event.turn_id) and event.turn_id == current.turn_id
+    if isinstance(event, WakewordDetected):  # from anywhere: a new question, or a barge-in
+        return Current(State.LISTENING, event.turn_id)
+    if isinstance(event, TranscriptionFinal):
+        if current.state is State.IDLE or (mine and current.state is State.LISTENING):
+            return Current(State.THINKING, event.turn_id)
+        return current  # someone else's question holds the state (the user is speaking)
+    if isinstance(event, TTSStarted) and mine and current.state is State.THINKING:
+        return Current(State.SPEAKING, current.turn_id)
+    if isinstance(event, TurnEnded) and mine:
+        return Current()
+    return current
+
+
+def reason(event: Event) -> str:
+    """Why the state moved, for STATE_CHANGED and the log."""
+    if isinstance(event, WakewordDetected):
+        return "wake word"
+    if isinstance(event, TranscriptionFinal):
+        return f"{event.source} question"
+    if isinstance(event, TTSStarted):
+        return "first audio"
+    if isinstance(event, TurnEnded):
+        return event.outcome.replace("_", " ")
+    return str(event.type)
+
+
+class StateKeeper:
+    """The one writer of the state: ``record`` every event, in order, from the loop."""
+
+    def __init__(self, publish: Callable[[Event], None]) -> None:
+        self.current = Current()
+        self._publish = publish
+        self._changed = asyncio.Event()
 
     @property
     def state(self) -> State:
-        return self._state
+        return self.current.state
 
-    def can(self, target: State) -> bool:
-        return target in TRANSITIONS[self._state]
+    def record(self, event: Event) -> None:
+        """Apply ``event`` to the state, then publish it (and the change, if any). Never
+        awaits: a cancellation cannot come between an event and its state."""
+        old, self.current = self.current, next_state(self.current, event)
+        self._publish(event)
+        if self.current.state is not old.state:
+            self._publish(StateChanged(old=old.state, new=self.current.state,
+                                       reason=reason(event), turn_id=event.turn_id))
+            self._changed.set()
+            self._changed = asyncio.Event()
 
-    def set_timeouts(self, timeouts_s: dict[State, float]) -> None:
-        self._timeouts = dict(timeouts_s)
-
-    def transition(self, target: State, now_s: float, reason: str = "") -> Transition:
-        if not self.can(target):
-            raise IllegalTransitionError(
-                f"illegal transition {self._state} -> {target} ({reason or 'no reason'})")
-        return self._move(target, now_s, reason)
-
-    def reset(self, now_s: float, reason: str) -> Transition | None:
-        """Back to IDLE from anywhere (error, interruption, timeout); None if already IDLE."""
-        if self._state is State.IDLE:
-            return None
-        return self._move(State.IDLE, now_s, reason)
-
-    def deadline_s(self) -> float | None:
-        """When the current state times out, in the caller's clock; None = never."""
-        limit = self._timeouts.get(self._state)
-        return None if limit is None else self._entered_s + limit
-
-    def timed_out(self, now_s: float) -> bool:
-        deadline = self.deadline_s()
-        return deadline is not None and now_s >= deadline
-
-    def _move(self, target: State, now_s: float, reason: str) -> Transition:
-        step = Transition(self._state, target, reason)
-        self._state = target
-        self._entered_s = now_s
-        return step
+    async def wait_while(self, state: State, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until the state is no longer ``state``; False if it
+        still is."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.current.state is state:
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -1,18 +1,22 @@
-"""The one interface every LLM backend implements: a stream of text pieces.
+"""The one interface every LLM backend implements: a stream of text pieces, then the result.
 
-``LLMBackend.stream`` wraps a backend's raw ``_generate`` with what they all share: the
-``on_token`` / ``on_complete`` callbacks (seed 004), timing of the first token, the final
-``LLMResult``. Closing the stream early (``aclose``/cancel) closes the HTTP connection, which
-is how llama-server learns to free the slot.
+``LLMBackend.stream`` wraps a backend's raw ``_generate`` with what they all share: timing of
+the first token, the fallback to text when a server refuses an image, and the final
+``LLMResult`` as the stream's last item. The base also holds what the five protocols have in
+common: the POST with retries and the auth header (``_post``), one image encoder
+(``encode_image``), where the health check is (``health_path``) and one policy for vision
+(``supports_vision``). Closing the stream early (``aclose``/cancel) closes the HTTP
+connection, which is how llama-server learns to free the slot.
 """
 
 from __future__ import annotations
 
-import inspect
+import base64
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,7 +24,7 @@ import aiohttp
 
 from heisenberg.core.config import LLMConfig
 from heisenberg.core.errors import LLMServerError
-from heisenberg.llm.http import stream_timeout
+from heisenberg.llm.http import post, stream_timeout
 from heisenberg.llm.prompts import Prompt
 
 
@@ -51,15 +55,14 @@ class LLMResult:
 
 log = logging.getLogger(__name__)
 
-TokenCallback = Callable[[str], Awaitable[None] | None]
-CompleteCallback = Callable[[LLMResult], Awaitable[None] | None]
+
+def encode_image(image: bytes) -> str:
+    """A JPEG as the base64 text every protocol carries images in."""
+    return base64.b64encode(image).decode("ascii")
 
 
-async def _call(callback: Callable[[Any], Any] | None, arg: Any) -> None:
-    if callback is not None:
-        result = callback(arg)
-        if inspect.isawaitable(result):
-            await result
+def data_uri(image: bytes) -> str:
+    return "data:image/jpeg;base64," + encode_image(image)
 
 
 def image_refused(message: str) -> bool:
@@ -71,19 +74,15 @@ def image_refused(message: str) -> bool:
 
 class LLMBackend(ABC):
     name: ClassVar[str]
+    health_path: ClassVar[str | None] = None
+    """Where the server says "I am up": 200 ready, 503 loading; None: the protocol has none."""
 
-    def __init__(self, config: LLMConfig, base_url: str, *,
-                 on_token: TokenCallback | None = None,
-                 on_complete: CompleteCallback | None = None,
-                 server_key: str = "") -> None:
+    def __init__(self, config: LLMConfig, base_url: str, *, server_key: str = "") -> None:
         """``server_key``: the key of a managed server (made at its start), used instead of
         ``llm.api_key``."""
         self.config = config
         self.server_key = server_key
         self.base_url = base_url.rstrip("/")
-        self.on_token = on_token
-        self.on_complete = on_complete
-        self.last_result: LLMResult | None = None
         self.vision: bool | None = None
         """Whether the server accepts images; None until asked."""
         self._vision_warned = False
@@ -109,14 +108,35 @@ class LLMBackend(ABC):
         token = (self.server_key or self.config.api_key) if token is None else token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    async def _post(self, url: str, payload: dict[str, Any],
+                    token: str | None = None) -> aiohttp.ClientResponse:
+        """POST with the auth header, the stream timeouts and the 503 retries (``http.post``)."""
+        return await post(self.session, url, payload, headers=self.headers(token),
+                          client_timeout=self.timeout, max_retries=self.config.max_retries,
+                          retry_backoff_s=self.config.retry_backoff_s)
+
+    async def _get_json(self, url: str, payload: dict[str, Any] | None = None) -> Any:
+        """A small JSON request (a capability probe): the body, or None on any failure."""
+        try:
+            request = (self.session.post(url, json=payload, headers=self.headers(),
+                                         timeout=aiohttp.ClientTimeout(total=5))
+                       if payload is not None else
+                       self.session.get(url, headers=self.headers(),
+                                        timeout=aiohttp.ClientTimeout(total=5)))
+            async with request as resp:
+                return await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("llm: could not read %s: %s", url, exc)
+            return None
+
     async def stream(self, prompt: Prompt,
-                     image: bytes | None = None) -> AsyncGenerator[str, None]:
-        """Yield the answer piece by piece. ``image`` is a JPEG for vision-capable servers."""
+                     image: bytes | None = None) -> AsyncGenerator[str | LLMResult, None]:
+        """Yield the answer piece by piece (``str``), then its ``LLMResult`` as the last item.
+        ``image`` is a JPEG for vision-capable servers."""
         start = time.perf_counter()
         first_ms = 0.0
         pieces: list[str] = []
         usage = Usage()
-        self.last_result = None
         if image is not None and not await self.supports_vision():
             self._no_vision("the server does not report image input")
             image = None
@@ -128,7 +148,6 @@ class LLMBackend(ABC):
                     if not pieces:
                         first_ms = (time.perf_counter() - start) * 1000
                     pieces.append(piece)
-                    await _call(self.on_token, piece)
                     yield piece
                 break
             except LLMServerError as exc:
@@ -139,21 +158,25 @@ class LLMBackend(ABC):
                 self.vision = False
                 self._no_vision(exc.server_message)
                 image, usage = None, Usage()
-        result = LLMResult("".join(pieces), usage.prompt_tokens,
-                           usage.completion_tokens or len(pieces), first_ms,
-                           (time.perf_counter() - start) * 1000, usage.stop_reason,
-                           usage.server_prompt, usage.timings)
-        self.last_result = result
-        await _call(self.on_complete, result)
+        yield LLMResult("".join(pieces), usage.prompt_tokens,
+                        usage.completion_tokens or len(pieces), first_ms,
+                        (time.perf_counter() - start) * 1000, usage.stop_reason,
+                        usage.server_prompt, usage.timings)
 
     async def supports_vision(self) -> bool:
-        """Whether the server accepts images; asked once, then remembered in ``vision``."""
+        """Whether the server accepts images; asked once, then remembered in ``vision``.
+
+        One policy for every backend: what the server says about itself decides; a server
+        that says nothing (or cannot be asked) is given the benefit of the doubt, and if it
+        then refuses the image, the question is asked again as text (``stream``)."""
         if self.vision is None:
-            self.vision = await self._detect_vision()
+            said = await self._detect_vision()
+            self.vision = True if said is None else said
         return self.vision
 
-    async def _detect_vision(self) -> bool:
-        return False
+    async def _detect_vision(self) -> bool | None:
+        """What the server says about image input; None when it does not say."""
+        return None
 
     def _no_vision(self, why: str) -> None:
         if not self._vision_warned:
@@ -161,10 +184,12 @@ class LLMBackend(ABC):
             log.warning("vision unavailable (%s): questions go to the model as text only", why)
 
     async def complete(self, prompt: Prompt, image: bytes | None = None) -> LLMResult:
-        async for _ in self.stream(prompt, image):
-            pass
-        assert self.last_result is not None
-        return self.last_result
+        """The whole answer at once: the stream's last item."""
+        async with contextlib.aclosing(self.stream(prompt, image)) as items:
+            async for item in items:
+                if isinstance(item, LLMResult):
+                    return item
+        raise AssertionError("a stream always ends with its result")
 
     @abstractmethod
     def _generate(self, prompt: Prompt, image: bytes | None,

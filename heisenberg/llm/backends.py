@@ -37,11 +37,6 @@ def create_backend(config: LLMConfig, base_url: str, server_key: str = "") -> LL
     return cls(config, base_url, server_key=server_key)
 
 
-#: Where each protocol says "I am up": 200 = ready, 503 = loading (llama.cpp, VLM server).
-HEALTH_PATHS = {"llamacpp": "/health", "openai": "/v1/models", "ollama": "/api/tags",
-                "vlm-server": "/health"}
-
-
 @dataclass(frozen=True)
 class Health:
     reachable: bool
@@ -52,7 +47,7 @@ class Health:
 async def probe_health(backend: str, url: str, timeout_s: float = 2.0) -> Health:
     """Ask the server whether it is up and its model loaded. Protocols without a health
     endpoint (LLaVA) are reported reachable, unprobed."""
-    path = HEALTH_PATHS.get(backend)
+    path = BACKENDS[backend].health_path if backend in BACKENDS else None
     if path is None:
         return Health(True, True, "not probed (no health endpoint in this protocol)")
     try:

@@ -7,20 +7,19 @@ server does not stream: the whole answer arrives as one piece.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 from heisenberg.core.errors import LLMProtocolError
-from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import parse_json, post
+from heisenberg.llm.backend import LLMBackend, Usage, encode_image
+from heisenberg.llm.http import parse_json
 from heisenberg.llm.prompts import Prompt
 
 
 class LlavaLLM(LLMBackend):
     name = "llava"
 
-    async def _detect_vision(self) -> bool:
+    async def _detect_vision(self) -> bool | None:
         return True  # the endpoint exists to look at images
 
     async def _generate(self, prompt: Prompt, image: bytes | None,
@@ -28,11 +27,8 @@ class LlavaLLM(LLMBackend):
         url = self.config.llava_url or self.base_url
         payload: dict[str, Any] = {"prompt": prompt.as_text()}
         if image is not None:
-            payload["image"] = base64.b64encode(image).decode("ascii")
-        resp = await post(self.session, url, payload,
-                          headers=self.headers(self.config.llava_token or self.config.api_key),
-                          client_timeout=self.timeout, max_retries=self.config.max_retries,
-                          retry_backoff_s=self.config.retry_backoff_s)
+            payload["image"] = encode_image(image)
+        resp = await self._post(url, payload, self.config.llava_token or self.config.api_key)
         async with resp:
             body = (await resp.read()).decode("utf-8", "replace")
         text = parse_json(body, url).get("text")

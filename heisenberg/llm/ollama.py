@@ -5,44 +5,37 @@ base64 in the ``images`` list of the last user message; ``POST /api/show`` lists
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from heisenberg.core.errors import LLMIncompleteError, LLMServerError
-from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import finish_response, ndjson, post
+from heisenberg.llm.backend import LLMBackend, Usage, encode_image
+from heisenberg.llm.http import finish_response, ndjson
 from heisenberg.llm.prompts import Prompt
 
 
 class OllamaLLM(LLMBackend):
     name = "ollama"
+    health_path = "/api/tags"
 
-    async def _detect_vision(self) -> bool:
-        try:
-            async with self.session.post(self.base_url + "/api/show",
-                                         json={"model": self.config.model},
-                                         timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                info = await resp.json(content_type=None) if resp.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return False
+    async def _detect_vision(self) -> bool | None:
+        """``POST /api/show``: the model's ``capabilities`` list ``vision`` when it sees."""
+        info = await self._get_json(self.base_url + "/api/show", {"model": self.config.model})
+        if not isinstance(info, dict) or "capabilities" not in info:
+            return None
         return "vision" in (info.get("capabilities") or [])
 
     async def _generate(self, prompt: Prompt, image: bytes | None,
                         usage: Usage) -> AsyncIterator[str]:
         messages: list[dict[str, Any]] = [dict(m) for m in prompt.messages]
         if image is not None:
-            messages[-1]["images"] = [base64.b64encode(image).decode("ascii")]
+            messages[-1]["images"] = [encode_image(image)]
         payload = {"model": self.config.model, "messages": messages, "stream": True,
                    "options": {"temperature": self.config.temperature,
                                "top_p": self.config.top_p,
                                "num_predict": self.config.max_tokens}}
         url = self.base_url + "/api/chat"
-        resp = await post(self.session, url, payload, headers=self.headers(),
-                          client_timeout=self.timeout, max_retries=self.config.max_retries,
-                          retry_backoff_s=self.config.retry_backoff_s)
+        resp = await self._post(url, payload)
         done = False
         try:
             async for event in ndjson(resp, url):

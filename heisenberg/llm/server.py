@@ -30,6 +30,7 @@ import aiohttp
 
 from heisenberg.core.config import ServerConfig
 from heisenberg.core.errors import LLMServerProcessError
+from heisenberg.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,8 @@ class ManagedLlamaServer:
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        supervisor, self._supervisor = self._supervisor, None
+        await cancel_and_wait(supervisor)
         await self._terminate(timeout_s)
 
     async def __aenter__(self) -> ManagedLlamaServer:

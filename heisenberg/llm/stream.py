@@ -1,52 +1,78 @@
-"""``LlamaCppLLM``: streaming client of llama.cpp's server.
+"""``LlamaCppLLM``: streaming client of llama.cpp's server (seed 004).
 
 Two endpoints:
 - native ``POST /completion``: SSE ``data: {"content": ..., "stop": false}``; the last event
   has ``"stop": true`` and a ``timings`` object; there is no ``[DONE]``.
 - ``POST /v1/chat/completions`` with ``stream: true``: ``choices[0].delta.content`` pieces,
   ended by ``data: [DONE]``.
+
+Seed 004's callbacks: ``LlamaCppLLM(config, url, on_token=..., on_complete=...)`` and
+``await llm.generate(prompt)``, a thin loop over ``stream`` that calls ``on_token`` with each
+piece and ``on_complete`` with the result (either may be a coroutine function).
 """
 
 from __future__ import annotations
 
-import base64
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
 from heisenberg.core.config import LLMConfig
 from heisenberg.core.errors import LLMIncompleteError, LLMProtocolError
-from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import finish_response, parse_json, post, sse_data
+from heisenberg.llm.backend import LLMBackend, LLMResult, Usage, data_uri, encode_image
+from heisenberg.llm.http import finish_response, parse_json, sse_data
 from heisenberg.llm.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
+TokenCallback = Callable[[str], Awaitable[None] | None]
+CompleteCallback = Callable[[LLMResult], Awaitable[None] | None]
+
+
+async def _call(callback: Callable[[Any], Any] | None, arg: Any) -> None:
+    if callback is not None:
+        result = callback(arg)
+        if inspect.isawaitable(result):
+            await result
+
 
 class LlamaCppLLM(LLMBackend):
     name = "llamacpp"
+    health_path = "/health"
     _media_marker = "<__media__>"
+
+    def __init__(self, config: LLMConfig, base_url: str, *,
+                 on_token: TokenCallback | None = None,
+                 on_complete: CompleteCallback | None = None, server_key: str = "") -> None:
+        super().__init__(config, base_url, server_key=server_key)
+        self.on_token = on_token
+        self.on_complete = on_complete
+
+    async def generate(self, prompt: Prompt, image: bytes | None = None) -> LLMResult:
+        """The answer, with ``on_token`` called for each piece and ``on_complete`` at the end."""
+        result: LLMResult | None = None
+        async for item in self.stream(prompt, image):
+            if isinstance(item, LLMResult):
+                result = item
+            else:
+                await _call(self.on_token, item)
+        assert result is not None  # a stream always ends with its result
+        await _call(self.on_complete, result)
+        return result
 
     async def _open(self, path: str, payload: dict[str, Any]) -> tuple[str, aiohttp.ClientResponse]:
         url = self.base_url + path
-        resp = await post(self.session, url, payload, headers=self.headers(),
-                          client_timeout=self.timeout, max_retries=self.config.max_retries,
-                          retry_backoff_s=self.config.retry_backoff_s)
-        return url, resp
+        return url, await self._post(url, payload)
 
-    async def _detect_vision(self) -> bool:
+    async def _detect_vision(self) -> bool | None:
         """``GET /props``: ``modalities.vision`` says whether an mmproj is loaded, and
         ``media_marker`` (random per server start) is where an image goes in a prompt."""
-        url = self.base_url + "/props"
-        try:
-            async with self.session.get(url, headers=self.headers(),
-                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                props = await resp.json(content_type=None) if resp.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("llm: could not read %s: %s", url, exc)
-            return False
+        props = await self._get_json(self.base_url + "/props")
+        if not isinstance(props, dict):
+            return None
         self._media_marker = str(props.get("media_marker") or "<__media__>")
         return bool((props.get("modalities") or {}).get("vision"))
 
@@ -65,7 +91,7 @@ class LlamaCppLLM(LLMBackend):
             with_marker = (f"{head}{self._media_marker}\n{found}{tail}" if found
                            else f"{self._media_marker}\n{text}")
             text = {"prompt_string": with_marker,
-                    "multimodal_data": [base64.b64encode(image).decode("ascii")]}
+                    "multimodal_data": [encode_image(image)]}
         payload = {
             "prompt": text, "stream": True, "n_predict": self.config.max_tokens,
             "temperature": self.config.temperature, "top_p": self.config.top_p,
@@ -147,8 +173,7 @@ def with_image(messages: list[dict[str, Any]], image: bytes | None) -> list[dict
     """OpenAI-style messages whose last user turn carries ``image`` as a data URI."""
     if image is None:
         return messages
-    uri = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
     last = messages[-1]
-    content = [{"type": "image_url", "image_url": {"url": uri}},
+    content = [{"type": "image_url", "image_url": {"url": data_uri(image)}},
                {"type": "text", "text": last["content"]}]
     return [*messages[:-1], {"role": last["role"], "content": content}]

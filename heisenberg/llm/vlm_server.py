@@ -7,39 +7,34 @@ Errors are ``{"detail": "..."}`` with 400, 503 (model not loaded: retried) or 50
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from heisenberg.core.errors import LLMProtocolError
-from heisenberg.llm.backend import LLMBackend, Usage
-from heisenberg.llm.http import parse_json, post
+from heisenberg.llm.backend import LLMBackend, Usage, data_uri
+from heisenberg.llm.http import parse_json
 from heisenberg.llm.prompts import Prompt
 
 
 def vlm_messages(messages: list[dict[str, str]], image: bytes | None) -> list[dict[str, Any]]:
     if image is None:
         return list(messages)
-    uri = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
     last = messages[-1]
-    content = [{"type": "image", "image": uri}, {"type": "text", "text": last["content"]}]
+    content = [{"type": "image", "image": data_uri(image)},
+               {"type": "text", "text": last["content"]}]
     return [*messages[:-1], {"role": last["role"], "content": content}]
 
 
 class VLMServerLLM(LLMBackend):
     name = "vlm-server"
+    health_path = "/health"
 
-    async def _detect_vision(self) -> bool:
+    async def _detect_vision(self) -> bool | None:
         """``GET /health``: the server is a vision model; it can take images once loaded."""
-        try:
-            async with self.session.get(self.base_url + "/health",
-                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                health = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return True  # unknown: try, and fall back to text if refused
-        return bool(health.get("model_loaded", True))
+        health = await self._get_json(self.base_url + "/health")
+        if not isinstance(health, dict) or "model_loaded" not in health:
+            return None
+        return bool(health["model_loaded"])
 
     async def _generate(self, prompt: Prompt, image: bytes | None,
                         usage: Usage) -> AsyncIterator[str]:
@@ -47,9 +42,7 @@ class VLMServerLLM(LLMBackend):
         payload = {"messages": vlm_messages(prompt.messages, image),
                    "max_new_tokens": self.config.max_tokens,
                    "temperature": self.config.temperature, "top_p": self.config.top_p}
-        resp = await post(self.session, url, payload, headers=self.headers(),
-                          client_timeout=self.timeout, max_retries=self.config.max_retries,
-                          retry_backoff_s=self.config.retry_backoff_s)
+        resp = await self._post(url, payload)
         async with resp:
             body = (await resp.read()).decode("utf-8", "replace")
         data = parse_json(body, url)

@@ -19,20 +19,41 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from heisenberg.core.config import HistoryConfig
-from heisenberg.core.errors import HeisenbergError
-from heisenberg.orchestrator.session import ConversationTurn
+from heisenberg.core.errors import HistoryError
+from heisenberg.llm.prompts import Turn
 
 log = logging.getLogger(__name__)
 
 #: Seconds a write waits for a file another program holds locked, before it fails.
 BUSY_TIMEOUT_S = 2.0
 
+#: How a turn ended.
+OUTCOMES = ("answered", "interrupted", "failed")
 
-class HistoryError(HeisenbergError):
-    code = "history"
+
+@dataclass(frozen=True)
+class ConversationTurn:
+    user: str
+    assistant: str
+    timestamp_s: float
+    """Wall-clock seconds when the turn ended."""
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    outcome: str = "answered"
+    """answered, interrupted (cut off, e.g. barge-in) or failed; when not answered,
+    ``assistant`` holds what was said (or given) before that."""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome == "interrupted"
+
+    def as_prompt_turn(self) -> Turn:
+        said = self.assistant + (" [interrupted]" if self.interrupted else "")
+        return Turn(self.user, said)
 
 
 def default_history_path() -> Path:

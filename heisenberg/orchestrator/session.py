@@ -20,46 +20,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from heisenberg.core.errors import HistoryError
 from heisenberg.llm.prompts import Turn
-
-if TYPE_CHECKING:
-    from heisenberg.orchestrator.history import HistoryStore
+from heisenberg.orchestrator.history import OUTCOMES, ConversationTurn, HistoryStore
 
 log = logging.getLogger(__name__)
 
 #: Unsaved turns kept for a store that fails; beyond that the oldest are dropped (counted).
 MAX_UNSAVED = 10_000
-#: How a turn ended.
-OUTCOMES = ("answered", "interrupted", "failed")
 
 
 def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-@dataclass(frozen=True)
-class ConversationTurn:
-    user: str
-    assistant: str
-    timestamp_s: float
-    """Wall-clock seconds when the turn ended."""
-    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    outcome: str = "answered"
-    """answered, interrupted (cut off, e.g. barge-in) or failed; when not answered,
-    ``assistant`` holds what was said (or given) before that."""
-
-    @property
-    def interrupted(self) -> bool:
-        return self.outcome == "interrupted"
-
-    def as_prompt_turn(self) -> Turn:
-        said = self.assistant + (" [interrupted]" if self.interrupted else "")
-        return Turn(self.user, said)
-
-
 @dataclass
 class Conversation:
     session_id: str
@@ -132,8 +106,6 @@ class SessionManager:
 
     def _read_store(self, limit: int, since_s: float = 0.0,
                     session_id: str | None = None) -> list[tuple[str, ConversationTurn]]:
-        from heisenberg.orchestrator.history import HistoryError
-
         if self.store is None:
             return []
         try:
@@ -169,8 +141,6 @@ class SessionManager:
     def flush(self) -> int:
         """Write the unsaved turns to the store, in order; returns how many were written.
         Stops at the first failure (reported once), keeping the rest for the next flush."""
-        from heisenberg.orchestrator.history import HistoryError
-
         if self.store is None:
             return 0
         written = 0

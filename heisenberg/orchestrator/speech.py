@@ -8,16 +8,14 @@ first sentence. ``cancel`` stops playback at once and keeps track of what was ac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
-from heisenberg.core.bus import EventBus
-from heisenberg.core.events import TTSFinished, TTSStarted
+from heisenberg.core.events import Event, TTSFinished, TTSStarted
+from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -30,60 +28,50 @@ class Spoken:
 
 
 class Speaker:
-    def __init__(self, tts: TextToSpeech, sink: AudioSink, bus: EventBus, turn_id: str = "",
-                 on_first_audio: Callable[[], None] | None = None) -> None:
+    """Speaks one answer. Its events (TTS_STARTED at the first sample, TTS_FINISHED) go to
+    ``emit``, given by whoever builds it (the turn). No task runs before ``start``."""
+
+    def __init__(self, tts: TextToSpeech, sink: AudioSink, emit: Callable[[Event], None],
+                 turn_id: str = "") -> None:
         self.tts = tts
         self.sink = sink
-        self.bus = bus
         self.turn_id = turn_id
-        self.on_first_audio = on_first_audio
-        self.first_text_at: float | None = None
-        """``time.perf_counter()`` when the first piece of the answer arrived."""
-        self.first_sentence_at: float | None = None
-        """``time.perf_counter()`` when the first sentence was ready for synthesis."""
-        self.first_audio_at: float | None = None
-        """``time.perf_counter()`` when the first audio sample went to the sink."""
+        self._emit = emit
+        self.started_playing = False
         self.spoken: list[Spoken] = []
         self._splitter = SentenceSplitter()
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._audio: asyncio.Queue[tuple[str, AudioChunk] | None] = asyncio.Queue(maxsize=2)
         self._partial: tuple[str, float, float] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
         self._tasks = [asyncio.create_task(self._synthesize(), name="tts-synth"),
                        asyncio.create_task(self._play(), name="tts-play")]
 
     def feed(self, token: str) -> None:
-        if self.first_text_at is None:
-            self.first_text_at = time.perf_counter()
         for sentence in self._splitter.feed(token):
-            self._queue(sentence)
-
-    def _queue(self, sentence: str) -> None:
-        if self.first_sentence_at is None:
-            self.first_sentence_at = time.perf_counter()
-        self._sentences.put_nowait(sentence)
+            self._sentences.put_nowait(sentence)
 
     async def finish(self) -> None:
         """No more tokens: speak the rest and return once everything has been played."""
         for sentence in self._splitter.flush():
-            self._queue(sentence)
+            self._sentences.put_nowait(sentence)
         self._sentences.put_nowait(None)
         try:
             await asyncio.gather(*self._tasks)
         except BaseException:
             await self.cancel()
             raise
-        if self.first_audio_at is not None:
-            self.bus.publish(TTSFinished(audio_ms=int(sum(s.audio_ms for s in self.spoken)),
-                                         turn_id=self.turn_id))
+        if self.started_playing:
+            self._emit(TTSFinished(audio_ms=int(sum(s.audio_ms for s in self.spoken)),
+                                   turn_id=self.turn_id))
 
     async def cancel(self, timeout_s: float = 1.0) -> None:
-        """Stop speaking now (barge-in, error, shutdown)."""
-        stop = asyncio.create_task(self.sink.stop())
+        """Stop speaking now (barge-in, error, shutdown); what was heard stays in ``spoken``."""
+        stop = asyncio.ensure_future(self.sink.stop())
         for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True),
-                                   timeout_s)
+            await cancel_and_wait(task, timeout_s)
         await stop
         if self._partial is not None:
             text, start_ms, length_ms = self._partial
@@ -112,11 +100,9 @@ class Speaker:
             if item is None:
                 return
             sentence, chunk = item
-            if self.first_audio_at is None:
-                self.first_audio_at = time.perf_counter()
-                self.bus.publish(TTSStarted(text=sentence, turn_id=self.turn_id))
-                if self.on_first_audio is not None:
-                    self.on_first_audio()
+            if not self.started_playing:
+                self.started_playing = True
+                self._emit(TTSStarted(text=sentence, turn_id=self.turn_id))
             self._partial = (sentence, self.sink.played_ms, chunk.duration_ms)
             await self.sink.play_text(chunk, sentence)
             self._partial = None

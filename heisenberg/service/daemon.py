@@ -11,7 +11,6 @@ cancelled, devices closed, the managed server stopped, the history closed; all w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -24,6 +23,7 @@ from heisenberg.core.config import Config, load_config
 from heisenberg.core.errors import ConfigError
 from heisenberg.core.events import Event, EventType, StateChanged
 from heisenberg.core.logs import setup_logging
+from heisenberg.core.tasks import TaskSet, cancel_and_wait
 from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
 from heisenberg.orchestrator.voice import VoiceLoop, VoiceTurn
 from heisenberg.service.notify import Notifier
@@ -69,7 +69,7 @@ class Daemon:
         self.voice: VoiceLoop | None = None
         self.api: API | None = None
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks = TaskSet("daemon")
 
     def stop(self) -> None:
         self._stop.set()
@@ -112,25 +112,18 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            for task in self._tasks:
-                task.cancel()
+            await self._tasks.close(0.5)
             self.notifier.close()
 
     async def _finish(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
         """Stop the voice loop: its ``finally`` cancels the turn (LLM stream, playback)."""
         if not voice_task.done():
             voice_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(voice_task, STOP_BUDGET_S / 2)
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 0.5)
+            await asyncio.wait({voice_task}, timeout=STOP_BUDGET_S / 2)
+        await self._tasks.close(0.5)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, getattr(coro, "__name__", "task"))
 
     async def _announce_ready(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
         assert self.voice is not None
@@ -141,7 +134,7 @@ class Daemon:
             log.info("listening for %r", word)
             self.notifier.ready(f"idle, listening for {word}")
         else:
-            listening.cancel()
+            await cancel_and_wait(listening)
 
     async def _on_state(self, event: Event) -> None:
         assert isinstance(event, StateChanged)

@@ -7,7 +7,7 @@ to ``max_side`` pixels and JPEG-encoded. ``capture`` is blocking: call it in a w
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from heisenberg.core.config import CameraConfig
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import CameraError
 
 log = logging.getLogger(__name__)
-
-
-class CameraError(HeisenbergError):
-    code = "camera"
 
 
 @dataclass(frozen=True)
@@ -32,12 +28,6 @@ class Frame:
     """Pixels, after resizing."""
     height: int
 
-    def base64(self) -> str:
-        return base64.b64encode(self.jpeg).decode("ascii")
-
-    def data_uri(self) -> str:
-        return f"data:image/jpeg;base64,{self.base64()}"
-
 
 class Camera(ABC):
     @abstractmethod
@@ -46,6 +36,35 @@ class Camera(ABC):
 
     def close(self) -> None:
         return None
+
+
+class FrameGrabber:
+    """Frames for questions, off the event loop; a failing camera is said once (and that it
+    works again), and the question goes on without an image."""
+
+    def __init__(self, camera: Camera | None) -> None:
+        self.camera = camera
+        self.failed = False
+
+    @property
+    def status(self) -> str:
+        """For the health endpoint: disabled, ok or failed."""
+        return "disabled" if self.camera is None else "failed" if self.failed else "ok"
+
+    async def grab(self) -> Frame | None:
+        if self.camera is None:
+            return None
+        try:
+            frame = await asyncio.to_thread(self.camera.capture)
+        except CameraError as exc:
+            if not self.failed:
+                log.warning("%s; the question goes on without an image", exc)
+                self.failed = True
+            return None
+        if self.failed:
+            log.info("camera works again")
+        self.failed = False
+        return frame
 
 
 def encode(image: Any, max_side: int, jpeg_quality: int) -> Frame:

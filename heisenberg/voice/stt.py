@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from heisenberg.audio.format import RATE_HZ
 from heisenberg.core.config import STTConfig
-from heisenberg.voice.wakeword import ModelError
+from heisenberg.core.errors import ModelError, STTError
 
 
 class SpeechToText(ABC):
     @abstractmethod
     def transcribe(self, samples: np.ndarray) -> str:
-        """16 kHz mono int16 to text ('' when nothing intelligible was said)."""
+        """16 kHz mono int16 to text ("" when nothing intelligible was said); raises
+        ``STTError``."""
 
 
 def default_model_path() -> Path:
@@ -85,8 +87,12 @@ class WhisperSTT(SpeechToText):
 
     def transcribe(self, samples: np.ndarray) -> str:
         audio = samples.astype(np.float32) / 32768.0
-        segments, _info = self._model.transcribe(
-            audio, language=self.config.language or None, beam_size=self.config.beam_size,
-            condition_on_previous_text=False, without_timestamps=True)
-        text = " ".join(segment.text.strip() for segment in segments).strip()
+        try:
+            segments, _info = self._model.transcribe(
+                audio, language=self.config.language or None, beam_size=self.config.beam_size,
+                condition_on_previous_text=False, without_timestamps=True)
+            text = " ".join(segment.text.strip() for segment in segments).strip()
+        except Exception as exc:  # CTranslate2 and faster-whisper raise their own types
+            raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
+                           f"{type(exc).__name__}: {exc}") from exc
         return text if is_meaningful(text) else ""

@@ -16,7 +16,7 @@ import numpy as np
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.config import TTSConfig
-from heisenberg.voice.wakeword import ModelError
+from heisenberg.core.errors import ModelError, TTSError
 
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 _CLOSED_CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
@@ -108,7 +108,7 @@ class TextToSpeech(ABC):
 
     @abstractmethod
     def synthesize(self, text: str) -> AudioChunk:
-        """Speech for ``text`` as one chunk at ``rate_hz``."""
+        """Speech for ``text`` as one chunk at ``rate_hz``; raises ``TTSError``."""
 
 
 def default_voice_path() -> Path:
@@ -141,6 +141,11 @@ class PiperTTS(TextToSpeech):
             self._syn.noise_w_scale = 0.0
 
     def synthesize(self, text: str) -> AudioChunk:
-        parts = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=self._syn)]
+        try:
+            parts = [c.audio_int16_array
+                     for c in self._voice.synthesize(text, syn_config=self._syn)]
+        except Exception as exc:  # onnxruntime and piper raise their own types
+            raise TTSError(f"Piper failed on {text[:80]!r}: {type(exc).__name__}: {exc}") \
+                from exc
         samples = np.concatenate(parts) if parts else np.zeros(0, np.int16)
         return AudioChunk(samples.astype(np.int16).tobytes(), self.rate_hz)

@@ -19,13 +19,7 @@ from pathlib import Path
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.config import WakeWordConfig
-from heisenberg.core.errors import HeisenbergError
-
-
-class ModelError(HeisenbergError):
-    """A model file is missing or cannot be loaded."""
-
-    code = "model"
+from heisenberg.core.errors import ModelError
 
 
 @dataclass(frozen=True)
