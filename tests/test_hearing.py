@@ -9,7 +9,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, chunks_of
 from heisenberg.core.config import STTConfig, WakeWordConfig
 from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
-from heisenberg.orchestrator.hearing import Hearing, Heard, Pause, Resumed, Utterance
+from heisenberg.orchestrator.hearing import Heard, Hearing, Pause, Resumed, Utterance
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.vad import Endpointer, WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine

@@ -6,7 +6,7 @@ import pytest
 
 from heisenberg.core.config import LogConfig
 from heisenberg.core.errors import ConfigError
-from heisenberg.core.events import LLMToken, TranscriptionFinal
+from heisenberg.core.events import LLMComplete, LLMToken, TranscriptionFinal
 from heisenberg.core.logs import (
     EventLogger,
     LogfmtFormatter,
@@ -67,3 +67,16 @@ async def test_event_lines_keep_transcripts_private_unless_asked(
         assert fields["text"] == "my bank password is 1234"
     else:
         assert fields == {"event": "transcription_final", "source": "voice", "text_chars": 24}
+
+
+@pytest.mark.parametrize("transcripts", [False, True])
+async def test_the_prompt_the_server_saw_is_never_logged(
+        transcripts: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="heisenberg.events")
+    await EventLogger(transcripts)(LLMComplete(
+        text="Paris.", turn_id="t9", server_prompt="User: my bank password is 1234\nAssistant:",
+        timings={"predicted_per_second": 41.27, "prompt_n": 20}))
+    [rec] = caplog.records
+    fields = rec.fields  # type: ignore[attr-defined]
+    assert "server_prompt" not in fields and "password" not in str(fields)
+    assert fields["prompt_chars"] == 41 and fields["tokens_per_s"] == 41.3

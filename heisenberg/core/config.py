@@ -208,11 +208,14 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class StatesConfig:
-    """Seconds each state may last before the assistant gives up and returns to IDLE."""
+    """Time limits of a turn (a turn past one fails with code ``turn_timeout``)."""
 
     listening_timeout_s: float = _opt(20.0, min=1.0, max=3600.0)
+    """Seconds a typed question waits while a spoken one is being heard (then 409)."""
     thinking_timeout_s: float = _opt(60.0, min=1.0, max=3600.0)
+    """Seconds until the answer is complete."""
     speaking_timeout_s: float = _opt(120.0, min=1.0, max=3600.0)
+    """Seconds to speak the rest once the answer is complete."""
 
 
 @dataclass(frozen=True)

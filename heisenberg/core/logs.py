@@ -120,4 +120,9 @@ class EventLogger:
         for key in self._TEXT_FIELDS:
             if key in data and not self.transcripts:
                 data[f"{key}_chars"] = len(data.pop(key))
+        if "server_prompt" in data:  # the whole conversation: never in the log
+            data["prompt_chars"] = len(data.pop("server_prompt"))
+        timings = data.pop("timings", None) or {}
+        if "predicted_per_second" in timings:
+            data["tokens_per_s"] = round(float(timings["predicted_per_second"]), 1)
         self.log.log(level, "", extra={"turn": turn, "fields": {"event": kind, **data}})
