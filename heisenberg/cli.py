@@ -231,12 +231,14 @@ async def cmd_check(config: Config, path: Path | None) -> int:
     return 1 if any(row.status == FAIL for row in rows) else 0
 
 
-def cmd_install_service(args: argparse.Namespace) -> int:
+def cmd_install_service(args: argparse.Namespace, config: Config,
+                        config_path: Path | None) -> int:
     from heisenberg.service.units import install
 
     try:
         done = install(user=args.user, llm_unit=args.llm_unit,
-                       directory=Path(args.dir) if args.dir else None)
+                       directory=Path(args.dir) if args.dir else None,
+                       config=config_path.resolve() if config_path else None)
     except OSError as exc:
         print(f"heisenberg: cannot write the unit: {exc} (system units need root; or use "
               "--user)", file=sys.stderr)
@@ -244,9 +246,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     for path in done.paths:
         print(f"wrote {path}")
     if args.llm_unit:
-        print('set llm.url = "http://127.0.0.1:8088" in config.toml so that Heisenberg uses '
-              "the server of heisenberg-llm.service, and llm.api_key to a random string (both "
-              "units read it: the server requires it, the assistant sends it)")
+        print(f'set llm.url = "http://127.0.0.1:{config.server.port}" in '
+              f"{config_path or 'config.toml'} so that Heisenberg uses the server of "
+              "heisenberg-llm.service (server.port), and llm.api_key to a random string "
+              "(both units read it: the server requires it, the assistant sends it)")
     print("then:")
     for command in done.commands:
         print(f"  {command}")
@@ -336,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(cmd_check(config, path))
         if args.command == "install-service":
-            return cmd_install_service(args)
+            return cmd_install_service(args, config, path)
         if args.command == "history":
             return cmd_history(config, args.clear, args.limit, args.yes)
         if args.command == "llm-server":

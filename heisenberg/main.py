@@ -15,7 +15,7 @@ from heisenberg.audio.sinks import AudioSink, NullSink, SpeakerSink, WavFileSink
 from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
-from heisenberg.core.events import ErrorEvent
+from heisenberg.core.events import ErrorEvent, Event
 from heisenberg.core.logs import EventLogger
 from heisenberg.llm.backends import backend_url, create_backend
 from heisenberg.llm.server import ManagedLlamaServer
@@ -51,13 +51,14 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
     return VoiceEngines(engine, stt, tts)
 
 
-def make_source(config: Config, bus: EventBus, input_path: str | None,
+def make_source(config: Config, record: Callable[[Event], None], input_path: str | None,
                 realtime: bool = False) -> AudioSource:
+    """``record``: where the microphone's failures go (``Assistant.record``)."""
     if input_path:
         return FileSource(input_path, realtime=realtime)
     return MicrophoneSource(
         config.audio.input_device,
-        on_error=lambda message: bus.publish(ErrorEvent(code="audio_device", message=message)))
+        on_error=lambda message: record(ErrorEvent(code="audio_device", message=message)))
 
 
 def make_sink(config: Config, output_path: str | None, rate_hz: int,

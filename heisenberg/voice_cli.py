@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import glob
+import os
 import sys
 import tempfile
+import wave
 from pathlib import Path
 
 import numpy as np
 
 from heisenberg.audio.format import RATE_HZ, resample, write_wav
+from heisenberg.audio.portaudio import sounddevice
 from heisenberg.core.config import Config
+from heisenberg.core.errors import AudioDeviceError
 from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
 from heisenberg.orchestrator.voice import VoiceTurn
 from heisenberg.voice.tts import PiperTTS, SentenceSplitter
@@ -41,19 +45,47 @@ async def cmd_run(config: Config, input_path: str | None, output_path: str | Non
     WAV file run."""
     from heisenberg.service.daemon import Daemon
 
+    if not under_systemd():  # there, a missing device is waited for (no restart loop)
+        check_devices(input_path, output_path)
     daemon = Daemon(config, config_path, input_path=input_path, output_path=output_path,
                     realtime=realtime, verbosity=verbosity,
-                    resume=not input_path if resume is None else resume)
-    if not input_path:
-        print(f"listening for '{config.wakeword.model}' (Ctrl-C to stop)", flush=True)
+                    resume=not input_path if resume is None else resume,
+                    on_listening=None if input_path else lambda: print(
+                        f"listening for '{config.wakeword.model}' (Ctrl-C to stop)",
+                        flush=True))
     turns = await daemon.run()
     _report(turns)
+    if daemon.stopped:  # SIGTERM/SIGINT is how a service ends: a clean stop is 0
+        return 0
     if input_path and not turns:
         print(f"heisenberg: no wake word ('{config.wakeword.model}') heard in {input_path}",
               file=sys.stderr)
         return 1
     failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
     return 1 if failed else 0
+
+
+def under_systemd() -> bool:
+    """Started by systemd (a unit sets these), not by someone at a terminal."""
+    return bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
+
+
+def check_devices(input_path: str | None, output_path: str | None) -> None:
+    """What ``run`` and ``say`` need, checked before anything is started (the LLM server
+    takes seconds): PortAudio for a real device, a readable WAV for ``--input``."""
+    if input_path:
+        try:
+            with wave.open(input_path, "rb") as wav:
+                if wav.getsampwidth() != 2:
+                    raise AudioDeviceError(f"--input {input_path!r}: 16-bit PCM WAV expected, "
+                                           f"got {8 * wav.getsampwidth()}-bit")
+        except FileNotFoundError:
+            raise AudioDeviceError(f"--input {input_path!r} does not exist") from None
+        except (OSError, EOFError, wave.Error) as exc:
+            raise AudioDeviceError(f"--input {input_path!r} is not a readable WAV file: "
+                                   f"{exc}") from exc
+    if not input_path or not output_path:
+        sounddevice()
 
 
 def synthesize_question(tts: PiperTTS, wake: str, question: str, path: Path) -> None:
@@ -67,9 +99,11 @@ def synthesize_question(tts: PiperTTS, wake: str, question: str, path: Path) -> 
 
 
 async def cmd_demo(config: Config, output_path: str, question: str) -> int:
-    # A demo is not the user's conversation: nothing read from or written to the history.
-    config = dataclasses.replace(config, history=dataclasses.replace(config.history,
-                                                                     enabled=False))
+    # A demo is not the user's conversation: nothing read from or written to the history;
+    # and it asks about nothing it could see (no camera, no warning about a missing one).
+    config = dataclasses.replace(
+        config, history=dataclasses.replace(config.history, enabled=False),
+        camera=dataclasses.replace(config.camera, enabled=False))
     async with Runtime(config, resume=False) as rt:
         engines = await load_voice_engines(config, deterministic_tts=True)
         assert isinstance(engines.tts, PiperTTS)
@@ -77,7 +111,7 @@ async def cmd_demo(config: Config, output_path: str, question: str) -> int:
             wav = Path(tmp) / "question.wav"
             await asyncio.to_thread(synthesize_question, engines.tts, DEMO_WAKE, question, wav)
             print(f"demo input: spoken '{DEMO_WAKE} {question}' (Piper, resampled to 16 kHz)")
-            loop = rt.voice_loop(engines, make_source(config, rt.bus, str(wav)),
+            loop = rt.voice_loop(engines, make_source(config, rt.assistant.record, str(wav)),
                                  make_sink(config, output_path, engines.tts.rate_hz))
             turns = await loop.run()
         await rt.bus.drain()
@@ -91,6 +125,8 @@ async def cmd_demo(config: Config, output_path: str, question: str) -> int:
 
 
 async def cmd_say(config: Config, text: str, output_path: str | None) -> int:
+    if not output_path:
+        sounddevice()  # before Piper loads: a missing PortAudio is a one-line error
     tts = await asyncio.to_thread(PiperTTS, config.tts)
     sink = make_sink(config, output_path, tts.rate_hz)
     splitter = SentenceSplitter()

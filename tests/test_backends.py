@@ -3,6 +3,7 @@ the seed describes it, including its error cases."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,17 +14,20 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from heisenberg.core.config import LLMConfig
+from heisenberg.core.bus import EventBus
+from heisenberg.core.config import Config, LLMConfig, StatesConfig
 from heisenberg.core.errors import (
     ConfigError,
     LLMIncompleteError,
     LLMLoadingError,
     LLMProtocolError,
     LLMServerError,
+    TurnTimeoutError,
 )
 from heisenberg.llm.backend import LLMBackend
-from heisenberg.llm.backends import backend_url, create_backend
+from heisenberg.llm.backends import backend_url, create_backend, probe_health
 from heisenberg.llm.prompts import PromptBuilder
+from heisenberg.orchestrator.assistant import Assistant
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-bytes\xff\xd9"
 B64 = base64.b64encode(JPEG).decode()
@@ -197,6 +201,21 @@ async def test_vlm_server_errors(status: int, detail: str, error: type[Exception
             await llm.complete(PROMPT)
 
 
+async def test_vlm_server_that_is_still_loading_is_not_reported_loaded() -> None:
+    """Seed 002: /health answers 200 with "model_loaded": false while the model loads."""
+    loaded = False
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "healthy", "model_loaded": loaded})
+
+    async with backend("vlm-server", {("GET", "/health"): health}) as llm:
+        health_now = await probe_health("vlm-server", llm.base_url)
+        assert health_now.reachable and not health_now.model_loaded
+        assert "not loaded" in health_now.detail
+        loaded = True
+        assert (await probe_health("vlm-server", llm.base_url)).model_loaded
+
+
 # ------------------------------------------------------------------ ollama (seed 003)
 
 def ollama_chat(lines: list[dict[str, Any]], seen: list[dict[str, Any]]) -> Handler:
@@ -265,3 +284,23 @@ async def test_ollama_without_vision_capability_gets_text_only() -> None:
     async with backend("ollama", routes, model="gemma3:270m") as llm:
         await llm.complete(PROMPT, JPEG)
     assert "images" not in seen[0]["messages"][-1]
+
+
+async def test_a_slow_non_streaming_server_is_waited_for_up_to_the_turn_limit() -> None:
+    """Seed 000 warns of CPU servers that take a minute: no stall timeout cuts them; the one
+    limit is states.thinking_timeout_s, and its message names it."""
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)
+        return web.json_response({"response": "A cat.", "usage": {}})
+
+    async with backend("vlm-server", {("POST", "/api/v1/generate"): slow},
+                       stall_timeout_s=0.5) as llm:
+        result = await llm.complete(PROMPT)  # 1.5 s > llm.stall_timeout_s
+        assert result.text == "A cat."
+        states = StatesConfig(thinking_timeout_s=1.0)
+        assistant = Assistant(Config(llm=llm.config, states=states), EventBus(), llm)
+        outcome = await assistant.ask("What is this?")
+        assert outcome.error is not None and outcome.error.code == "turn_timeout"
+        assert "states.thinking_timeout_s" in outcome.error.message
+        with pytest.raises(TurnTimeoutError, match="states.thinking_timeout_s"):
+            await assistant.describe("What is this?", JPEG)

@@ -73,3 +73,16 @@ async def test_dashboard_asks_and_streams_the_answer(make_api: MakeAPI,
     assert shown == [200, 120]
     assert await chromium.js("document.getElementById('transcript').textContent") == (
         "What do you see?")
+
+
+async def test_the_dashboard_says_which_device_is_missing(make_api: MakeAPI,
+                                                          chromium: Page) -> None:
+    api = await make_api()
+    api.devices = lambda: {"microphone": "mic:default: error: microphone (default) "
+                                         "unavailable: Error querying device -1",
+                           "speaker": "speaker:default: ok",
+                           "camera": "missing: no webcam (/dev/video0 does not exist)"}
+    await chromium.send("Page.navigate", url=api.url + "/")
+    shown = await wait_for(chromium, "document.getElementById('devices').textContent", 20)
+    assert "microphone (default) unavailable" in shown and "no webcam" in shown
+    assert "speaker" not in shown  # only what does not work

@@ -25,7 +25,7 @@ from heisenberg.core.errors import (
 )
 from heisenberg.core.events import Event, EventType
 from heisenberg.core.states import State
-from heisenberg.llm.backend import LLMResult
+from heisenberg.llm.backend import LLMResult, SpeakerTurnGuard
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
@@ -211,6 +211,29 @@ async def test_chat_stream_without_done_is_incomplete() -> None:
             await llm.complete(PROMPT)
 
 
+def chat_piece(text: str, finish: str | None = None) -> bytes:
+    return sse({"choices": [{"index": 0, "delta": {"content": text} if text else {},
+                             "finish_reason": finish}]})
+
+
+async def test_chat_stream_error_shows_the_servers_words_even_before_done() -> None:
+    """Seed 003's custom URL: an error object mid-stream (then [DONE]) is an error with the
+    server's message, never a truncated answer reported as success."""
+    chunks = [chat_piece("Par"), sse({"error": {"message": "CUDA out of memory", "code": 500}}),
+              sse("[DONE]")]
+    async with fake_llm(broken_stream(chunks), "/v1/chat/completions", endpoint="chat") as llm:
+        with pytest.raises(LLMServerError, match="CUDA out of memory"):
+            await llm.complete(PROMPT)
+
+
+async def test_chat_stream_complete_without_done_is_accepted() -> None:
+    chunks = [chat_piece("Paris"), chat_piece(".", "stop"),
+              sse({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}})]
+    async with fake_llm(broken_stream(chunks), "/v1/chat/completions", endpoint="chat") as llm:
+        result = await llm.complete(PROMPT)
+    assert (result.text, result.stop_reason, result.completion_tokens) == ("Paris.", "stop", 2)
+
+
 async def test_stall_timeout() -> None:
     handler = broken_stream([sse({"content": "a", "stop": False})], pause_s=3.0)
     async with fake_llm(handler, stall_timeout_s=0.3) as llm:
@@ -300,3 +323,49 @@ async def test_answers_come_without_the_models_padding() -> None:
         assert outcome.answer == "Paris is nice."
         assert assistant.session.get_conversation_history()[-1].assistant == "Paris is nice."
         await bus.close()
+
+
+INVENTED = "Nice to meet you, Bob.\nBob: I was at a party.\nAssistant: Tell me more."
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 5, 7])
+def test_an_invented_speaker_turn_is_cut_however_the_tokens_fall(split: int) -> None:
+    guard = SpeakerTurnGuard()
+    out = ""
+    for i in range(0, len(INVENTED), split):
+        out += guard.feed(INVENTED[i:i + split])
+        if guard.cut:
+            break
+    out += guard.flush()
+    assert guard.cut and out == "Nice to meet you, Bob."
+
+
+@pytest.mark.parametrize("text", ["Paris.\nIt is big.", "Yes.\n\nThe Eiffel tower is tall.",
+                                  "Two lines\nand more\n", "A\nB C d: lower case is prose."])
+def test_an_answers_own_lines_are_kept(text: str) -> None:
+    guard = SpeakerTurnGuard()
+    out = "".join(guard.feed(c) for c in text) + guard.flush()
+    assert out == text and not guard.cut
+
+
+async def test_the_stream_stops_at_an_invented_turn_and_closes_the_request() -> None:
+    closed = asyncio.Event()
+
+    async def runaway(request: web.Request) -> web.StreamResponse:
+        resp = await open_sse(request)
+        try:
+            for piece in ["Nice", " to meet you", ", Bob.", "\n", "Bob", ":", " I was",
+                          " at a party."] + [" more"] * 200:
+                await resp.write(sse({"content": piece, "stop": False}))
+                await asyncio.sleep(0.005)
+        except (ConnectionResetError, asyncio.CancelledError):
+            closed.set()
+            raise
+        await resp.write(sse({"content": "", "stop": True}))
+        return resp
+
+    async with fake_llm(runaway) as llm:
+        *pieces, result = [p async for p in llm.stream(PROMPT)]
+        assert "".join(pieces) == "Nice to meet you, Bob." == result.text
+        assert result.stop_reason == "speaker_turn"
+        await asyncio.wait_for(closed.wait(), 5)  # the server saw the request go away

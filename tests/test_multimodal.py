@@ -42,6 +42,7 @@ from tests.conftest import (
     speech,
 )
 from tests.mmproj import IMAGE_TOKENS, write_gemma3_mmproj
+from tests.test_api import call, png, scene
 from tests.test_voice_real import record
 
 pytestmark = pytest.mark.usefixtures("close_llms")
@@ -137,3 +138,26 @@ async def test_process_frame_on_a_vision_model(vision_server: RunningServer, mak
     await api.bus.drain()
     [done] = answers
     assert isinstance(done, LLMComplete) and done.prompt_tokens > IMAGE_TOKENS
+
+
+async def test_process_frame_caches_an_unchanged_scene(vision_server: RunningServer,
+                                                       make_api: MakeAPI) -> None:
+    api = await make_api(url=vision_server.url)
+    image = scene(1)
+    status, first, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(image)})
+    assert status == 200 and first["cached"] is False and first["vision"] is True
+    noisy = np.clip(image.astype(int) + np.random.default_rng(0).integers(-6, 7, image.shape),
+                    0, 255).astype(np.uint8)
+    calls_before = api.frames.misses
+    status, again, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(noisy)})
+    if first["description"]:  # a description made from the image is kept...
+        assert status == 200 and again["cached"] is True and api.frames.misses == calls_before
+        assert again["description"] == first["description"]
+        assert set(again) == set(first)  # ...and comes back with the same fields
+    else:  # ...an empty one is not (random weights may say nothing)
+        assert status == 200 and again["cached"] is False
+    status, other, _ = await call(api, "POST", "/api/v1/process-frame",
+                                  json={"image": png(scene(2))})
+    assert status == 200 and other["cached"] is False

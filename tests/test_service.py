@@ -6,6 +6,7 @@ The daemon runs as a real subprocess (``heisenberg run``) on a spoken WAV fed in
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -155,12 +156,23 @@ def test_units_and_install_service(tmp_path: Path) -> None:
     assert "Restart=on-failure" in system and "ExecReload=/bin/kill -HUP $MAINPID" in system
     assert "User=alice" in system and "WantedBy=multi-user.target" in system
     assert "@" not in system.replace("$MAINPID", "")  # every placeholder filled
-    done = install(user=True, llm_unit=True, directory=tmp_path)
+    assert "After=network.target sound.target\n" in system and "Wants=" not in system
+    config = tmp_path / "my config.toml"
+    done = install(user=True, llm_unit=True, directory=tmp_path, config=config)
     main, llm = (tmp_path / "heisenberg.service").read_text(), (
         tmp_path / "heisenberg-llm.service").read_text()
     assert "\nUser=" not in main and "WantedBy=default.target" in main
-    assert "After=network.target sound.target heisenberg-llm.service" in main
-    assert "-m heisenberg llm-server" in llm and "Type=notify" in llm
+    # A user manager has no network.target or sound.target: only the LLM unit to wait for.
+    assert "After=heisenberg-llm.service\nWants=heisenberg-llm.service\n" in main
+    assert "After=" not in llm and "network.target" not in main + llm
+    for unit in (main, llm):  # both read the same config, neither downloads models
+        assert f"-m heisenberg --config '{config}' " in unit
+        assert "HF_HUB_OFFLINE=1" in unit
+        assert "@" not in unit.replace("$MAINPID", "")
+    assert "-m heisenberg --config" in llm and "llm-server" in llm and "Type=notify" in llm
+    # Written to a folder of the user's choice: the first step puts them in place.
+    assert done.commands[0].startswith(f"cp {tmp_path}/heisenberg.service ")
+    assert done.commands[0].endswith("/systemd/user/")
     assert "systemctl --user enable --now heisenberg-llm.service heisenberg.service" in (
         done.commands)
 
@@ -193,3 +205,76 @@ def test_check_reports_each_problem_with_a_fix(tmp_path: Path) -> None:
     assert " WARN " in rows["camera"]
     assert " OK " in rows["speech-to-text"] and " OK " in rows["text-to-speech"]
     assert text.count("fix: ") >= 3
+
+
+def test_no_microphone_is_a_ready_degraded_daemon_that_retries(
+        llama_server: RunningServer, tmp_path: Path, notify: NotifySocket) -> None:
+    """As systemd starts it on a machine where the microphone is missing: READY (no restart
+    loop), STATUS and /health say what is missing, and it keeps retrying."""
+    config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
+    api_port = free_port()
+    write_config(config, llama_server, history,
+                 f'[audio]\ninput_device = "no-such-microphone-xyz"\n'
+                 f'output_device = "no-such-speaker-xyz"\n[api]\nenabled = true\n'
+                 f"port = {api_port}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NOTIFY_SOCKET": str(notify.path),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "heisenberg", "--config", str(config),
+                             "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        ready = notify.wait_for(lambda m: "READY=1" in m, 90, "READY=1")
+        assert "no-such-microphone-xyz" in ready and "retrying" in ready, ready
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v1/health",
+                                    timeout=5) as resp:
+            health = json.load(resp)
+        assert health["status"] == "degraded" and health["llm"]["model_loaded"]
+        assert health["microphone"].startswith("mic:no-such-microphone-xyz: error: ")
+        assert health["camera"] == "disabled"
+        stderr = stop(proc, signal.SIGTERM, notify)
+    finally:
+        proc.kill()
+    assert "no-such-microphone-xyz" in stderr
+
+
+def test_sigterm_ends_a_streamed_answer_with_an_error_event_and_exits_0(
+        llama_server: RunningServer, tmp_path: Path, notify: NotifySocket) -> None:
+    """A WAV with no wake word (a run that heard nothing) stopped by SIGTERM is a clean stop
+    (0), and an API client in the middle of a streamed answer is told why it ends."""
+    config, history = tmp_path / "config.toml", tmp_path / "history.sqlite3"
+    api_port = free_port()
+    write_config(config, llama_server, history, f"[api]\nenabled = true\nport = {api_port}\n",
+                 llm='prompt_format = "gemma"\nmax_tokens = 400\ntemperature = 0.7')
+    wav = tmp_path / "silence.wav"
+    write_wav(wav, silence(60.0), RATE_HZ)
+    proc = start_daemon(config, wav, notify, tmp_path)
+    try:
+        notify.wait_for(lambda m: "READY=1" in m, 60, "READY=1")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/api/v1/ask", method="POST",
+            data=json.dumps({"text": "Tell me a long story about a dragon.",
+                             "stream": True}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            assert resp.readline().startswith(b"data: ")  # the answer is streaming
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rest = resp.read().decode()
+            except http.client.IncompleteRead as exc:  # reported with what came before it
+                raise AssertionError(f"the stream was cut: {exc.partial[-300:]!r}") from exc
+        assert "event: error" in rest and "stopping" in rest, rest[-300:]
+        assert "event: done" not in rest
+        stop_wait = proc.wait(timeout=10)
+        assert stop_wait == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+
+
+def test_install_service_hint_names_the_configured_port(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[server]\nport = 9099\n")
+    out = run(["install-service", "--user", "--llm-unit", "--dir", str(tmp_path / "units"),
+               "--config", str(config)])
+    assert out.returncode == 0, out.stderr
+    assert 'llm.url = "http://127.0.0.1:9099"' in out.stdout and "8088" not in out.stdout
+    assert f"--config {config}" in (tmp_path / "units" / "heisenberg-llm.service").read_text()

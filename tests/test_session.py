@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.history import ConversationTurn, HistoryError, HistoryStore
 from heisenberg.orchestrator.session import SessionManager
 
@@ -192,3 +193,25 @@ def test_kill_9_during_writes_never_corrupts_the_store(tmp_path: Path) -> None:
         turns = store.recent(5)
         assert all(t.assistant == "answer " * 4000 for _, t in turns)  # none torn
         store.close()
+
+
+def test_seed_004s_example_runs_as_written() -> None:
+    """docs: ../shared/seeds/004 "Gestion de l'historique", verbatim but for the setup."""
+    session = SessionManager()
+    builder = PromptBuilder("plain")
+    current_query = "Et celle de l'Italie ?"
+    # SessionManager stocke les tours de conversation
+    session.add_turn(
+        user_query="Quelle est la capitale de la France ?",
+        assistant_response="La capitale de la France est Paris."
+    )
+
+    # PromptBuilder construit le prompt avec contexte
+    history = session.get_history(max_turns=5)
+    prompt = builder.build(history, current_query)
+    assert prompt.text.endswith("User: Quelle est la capitale de la France ?\n\nAssistant: "
+                                "La capitale de la France est Paris.\n\n"
+                                "User: Et celle de l'Italie ?\n\nAssistant:")
+    assert prompt == builder.build(current_query, history)  # the usual order, same prompt
+    with pytest.raises(TypeError):
+        builder.build(history, history)  # type: ignore[arg-type]

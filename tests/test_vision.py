@@ -25,7 +25,7 @@ from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.voice import VoiceLoop
-from heisenberg.vision.camera import CameraError, OpenCVCamera, load_image
+from heisenberg.vision.camera import CameraError, FrameGrabber, OpenCVCamera, load_image
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.vad import WebRtcVad
@@ -293,3 +293,23 @@ async def test_no_inference_runs_on_the_event_loop(
     assert names == {"OpenWakeWordEngine.process", "WhisperSTT.transcribe",
                      "PiperTTS.synthesize", "OpenCVCamera.capture"}, names
     assert [name for name, on_loop in seen if on_loop] == []
+
+
+async def test_a_missing_webcam_is_reported_as_missing_and_never_opened(
+        caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    grabber = FrameGrabber(OpenCVCamera(CameraConfig(source="97")))
+    assert grabber.status == "missing: no webcam (/dev/video97 does not exist)"
+    assert await grabber.grab() is None and await grabber.grab() is None
+    warnings = [r for r in caplog.records if "no webcam" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not every turn
+    assert "WARN" not in capfd.readouterr().err  # OpenCV was not asked to open it
+    assert FrameGrabber(None).status == "disabled"
+
+
+def test_a_bad_image_gives_our_message_not_opencvs(tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"this is text")
+    with pytest.raises(CameraError, match="not a readable image file"):
+        load_image(str(bad), CameraConfig())
+    assert "findDecoder" not in capfd.readouterr().err

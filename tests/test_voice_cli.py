@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from heisenberg.audio.format import RATE_HZ, read_wav, write_wav
 from heisenberg.voice.tts import PiperTTS
@@ -44,7 +48,9 @@ def test_run_with_missing_input_file(llama_server: RunningServer, tmp_path: Path
 
 def test_run_with_missing_wake_word_model(llama_server: RunningServer, tmp_path: Path) -> None:
     env = {**client_env(llama_server), "HEISENBERG_WAKEWORD_MODEL": "/no/such/model.tflite"}
-    out = run(["run", "--input", str(tmp_path / "x.wav")], env)
+    wav = tmp_path / "x.wav"
+    write_wav(wav, silence(1.0), RATE_HZ)
+    out = run(["run", "--input", str(wav)], env)
     assert out.returncode == 1
     assert "wakeword.model: '/no/such/model.tflite' is neither a built-in model" in out.stderr
 
@@ -75,3 +81,39 @@ def test_devices_lists_what_there_is() -> None:
     out = run(["devices"])
     assert out.returncode == 0, out.stderr
     assert "audio devices:" in out.stdout and "cameras:" in out.stdout
+
+
+def no_portaudio(tmp_path: Path) -> dict[str, str]:
+    """An environment where ``import sounddevice`` fails the way it does without Debian's
+    libportaudio2 (fault injection: the library cannot be uninstalled for one test)."""
+    fake = tmp_path / "fake_site"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text('raise OSError("PortAudio library not found")\n')
+    return {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "HEISENBERG_SERVER_MODEL_PATH": str(tmp_path / "never-loaded.gguf")}
+
+
+@pytest.mark.parametrize("args", [["run"], ["say", "hello"]])
+def test_without_portaudio_one_line_and_exit_1_before_anything_starts(
+        tmp_path: Path, args: list[str]) -> None:
+    env = no_portaudio(tmp_path)
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("INVOCATION_ID", None)
+    done = subprocess.run([sys.executable, "-m", "heisenberg", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done
+    # The model path is bogus: had anything started, the error would be about the model.
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1:] == [
+        "heisenberg: the PortAudio library is missing: install Debian's libportaudio2 "
+        "(sudo apt install libportaudio2)"]
+
+
+def test_run_with_a_missing_input_fails_before_anything_starts(tmp_path: Path) -> None:
+    env = no_portaudio(tmp_path)  # a file run needs no PortAudio either
+    done = subprocess.run([sys.executable, "-m", "heisenberg", "run", "--input",
+                           str(tmp_path / "missing.wav"), "--output", str(tmp_path / "a.wav")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1:] == [
+        f"heisenberg: --input {str(tmp_path / 'missing.wav')!r} does not exist"]

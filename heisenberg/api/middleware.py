@@ -46,6 +46,7 @@ def fail(status: int, detail: str, **headers: str) -> web.HTTPException:
         400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
         404: web.HTTPNotFound, 408: web.HTTPRequestTimeout, 409: web.HTTPConflict,
         415: web.HTTPUnsupportedMediaType, 421: web.HTTPMisdirectedRequest,
+        422: web.HTTPUnprocessableEntity,
         429: web.HTTPTooManyRequests, 502: web.HTTPBadGateway,
         503: web.HTTPServiceUnavailable}[status]
     return cls(text=json.dumps({"detail": detail}), content_type="application/json",

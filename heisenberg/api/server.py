@@ -36,6 +36,8 @@ from heisenberg.core.errors import (
     LLMConnectionError,
     LLMError,
     LLMLoadingError,
+    TurnTimeoutError,
+    VisionUnavailableError,
 )
 from heisenberg.core.events import Event, LLMToken
 from heisenberg.core.tasks import TaskSet
@@ -70,6 +72,8 @@ class API:
         self._health: tuple[float, Health] | None = None
         self._health_lock = asyncio.Lock()
         self._tasks = TaskSet("api")
+        self._streams: set[asyncio.Task[Any]] = set()
+        """The handlers streaming an answer (stopped first, with a last event, by ``stop``)."""
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.ws_dropped = 0
@@ -113,6 +117,13 @@ class API:
         return self.url
 
     async def stop(self) -> None:
+        # Streamed answers first, while their connections are open: each says why it ends
+        # (aiohttp's own shutdown would close the socket before a handler could write).
+        streams, self._streams = set(self._streams), set()
+        for task in streams:
+            task.cancel()
+        if streams:
+            await asyncio.wait(streams, timeout=2.0)
         await self._tasks.close(1.0)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -233,14 +244,20 @@ class API:
         if session.store_error is not None:
             await asyncio.to_thread(session.flush)  # the store may work again
         history = session.store_error
-        status = "unavailable" if not healthy else "degraded" if history else "ok"
+        devices = self.devices()
+        # The microphone and the speaker are what a voice assistant is; a missing camera
+        # only means questions go without an image (it is shown, not counted).
+        broken = [name for name in ("microphone", "speaker")
+                  if ": error: " in devices.get(name, "")]
+        status = ("unavailable" if not healthy else "degraded" if history or broken
+                  else "ok")
         body = {"status": status,
                 "llm": {"reachable": llm.reachable, "model_loaded": llm.model_loaded,
                         "detail": llm.detail},
                 "history": {"saving": history is None, "detail": history or "ok",
                             "unsaved_turns": session.unsaved},
                 "vision": vision, "state": str(self.assistant.state),
-                **self.devices(), "uptime_s": round(time.monotonic() - self.started_s, 1)}
+                **devices, "uptime_s": round(time.monotonic() - self.started_s, 1)}
         return web.json_response(body, status=200 if healthy else 503)
 
     async def ask(self, request: web.Request) -> web.StreamResponse:
@@ -302,10 +319,23 @@ class API:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
-        async for event in turn:
-            if isinstance(event, LLMToken):
-                await response.write(f"data: {json.dumps({'token': event.text})}\n\n"
-                                     .encode())
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._streams.add(handler)
+        try:
+            async for event in turn:
+                if isinstance(event, LLMToken):
+                    await response.write(f"data: {json.dumps({'token': event.text})}\n\n"
+                                         .encode())
+        except asyncio.CancelledError:  # the daemon stops: say so, not just EOF
+            stopping = json.dumps({"detail": "the assistant is stopping; ask again when it "
+                                             "is back"})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._end_stream(
+                    response, f"event: error\ndata: {stopping}\n\n"), 0.5)
+            raise
+        finally:
+            self._streams.discard(handler)
         try:
             done = self._answer(self._checked(turn.outcome), False)
             await response.write(f"event: done\ndata: {json.dumps(done)}\n\n".encode())
@@ -313,6 +343,11 @@ class API:
             await response.write(f"event: error\ndata: {exc.text}\n\n".encode())
         await response.write_eof()
         return response
+
+    @staticmethod
+    async def _end_stream(response: web.StreamResponse, last: str) -> None:
+        await response.write(last.encode())
+        await response.write_eof()
 
     async def process_frame(self, request: web.Request) -> web.Response:
         body = await self._json(request)
@@ -323,26 +358,30 @@ class API:
             frame, key = await self._image(body, required=True)
             assert frame is not None
             cached = self.frames.get(key)
-            if cached is not None:
+            if cached is not None:  # only descriptions made from the image are kept
                 return web.json_response({"description": cached, "cached": True,
-                                          "hash": f"{key:016x}"})
+                                          "hash": f"{key:016x}", "vision": True})
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
                 raise fail(503, f"the LLM is not ready: {llm.detail}")
             self.assistant.show_frame(frame)
             try:
                 result = await self.assistant.describe(prompt_text, frame.jpeg)
+            except VisionUnavailableError as exc:
+                raise fail(422, exc.message) from None
             except LLMConnectionError as exc:
                 raise fail(503, f"the LLM is not reachable: {exc}") from None
             except LLMLoadingError as exc:
                 raise fail(503, exc.message) from None
+            except TurnTimeoutError as exc:
+                raise fail(503, exc.message) from None
             except LLMError as exc:
                 raise fail(502, exc.message) from None
         description = result.text.strip()
-        self.frames.put(key, description)
+        if description:  # an empty answer is not a description of the scene
+            self.frames.put(key, description)
         return web.json_response({"description": description, "cached": False,
-                                  "hash": f"{key:016x}",
-                                  "vision": bool(self.assistant.backend.vision)})
+                                  "hash": f"{key:016x}", "vision": True})
 
     async def speak(self, request: web.Request) -> web.Response:
         body = await self._json(request)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from heisenberg.audio.format import AudioChunk, resample, write_wav
-from heisenberg.audio.sources import AudioDeviceError
+from heisenberg.audio.portaudio import sounddevice
+from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class AudioSink(ABC):
         self.now_playing: str | None = None
         """The text being played now ('' for a sound without words), None when quiet."""
         self._ended: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
+        self.error: str | None = None
+        """Why the device could not play the last time it was asked, None when it could."""
 
     async def play_text(self, chunk: AudioChunk, text: str) -> None:
         """``play``, remembering that ``text`` is what is being said."""
@@ -121,9 +124,12 @@ class SpeakerSink(AudioSink):
         self._lock = asyncio.Lock()
 
     def _ensure_stream(self) -> Any:
-        import sounddevice as sd
-
         if self._stream is None:
+            try:
+                sd = sounddevice()
+            except AudioDeviceError as exc:
+                self.error = exc.message
+                raise
             try:
                 self._stream = sd.RawOutputStream(samplerate=self.rate_hz, channels=1,
                                                   dtype="int16", device=self.device,
@@ -131,13 +137,13 @@ class SpeakerSink(AudioSink):
                 self._stream.start()
             except (sd.PortAudioError, ValueError) as exc:
                 self._stream = None
-                raise AudioDeviceError(
-                    f"speaker {self.device or '(default)'} unavailable: {exc}") from exc
+                self.error = f"speaker {self.device or '(default)'} unavailable: {exc}"
+                raise AudioDeviceError(self.error) from exc
+            self.error = None
         return self._stream
 
     def _write_blocking(self, samples: np.ndarray) -> float:
-        import sounddevice as sd
-
+        sd = sounddevice()
         stream = self._ensure_stream()
         step = self.rate_hz // 50
         written = 0
@@ -151,7 +157,8 @@ class SpeakerSink(AudioSink):
         except sd.PortAudioError as exc:
             if not self._stop.is_set():  # an abort() from stop() is expected to end a write
                 self._discard_stream()
-                raise AudioDeviceError(f"speaker failed while playing: {exc}") from exc
+                self.error = f"speaker failed while playing: {exc}"
+                raise AudioDeviceError(self.error) from exc
         return written * 1000 / self.rate_hz
 
     def _discard_stream(self) -> None:

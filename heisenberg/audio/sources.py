@@ -20,16 +20,18 @@ from heisenberg.audio.format import (
     read_wav,
     resample,
 )
+from heisenberg.audio.portaudio import sounddevice
 from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
-
 
 
 class AudioSource(ABC):
     """An async stream of ``AudioChunk`` in the pipeline format (16 kHz, 16-bit, mono)."""
 
     name = "audio"
+    error: str | None = None
+    """Why no audio comes now (a device that retries), None while it flows."""
 
     @abstractmethod
     def chunks(self) -> AsyncIterator[AudioChunk]:
@@ -91,17 +93,22 @@ class MicrophoneSource(AudioSource):
 
     def _report(self, message: str) -> None:
         self.failures += 1
+        self.error = message
         if self.failures == 1:
             log.error("%s (retrying every %.0fs)", message, self.retry_s)
             if self.on_error is not None:
                 self.on_error(message)
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
-        import sounddevice as sd
-
         loop = asyncio.get_running_loop()
         position = 0
         while True:
+            try:
+                sd = sounddevice()
+            except AudioDeviceError as exc:  # a daemon waits for the package, like a mic
+                self._report(exc.message)
+                await asyncio.sleep(self.retry_s)
+                continue
             queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
 
             def callback(data: Any, frames: int, time_info: Any, status: Any,
@@ -133,6 +140,7 @@ class MicrophoneSource(AudioSource):
                         pending = np.concatenate([pending, resample(pcm, rate, RATE_HZ)])
                         while len(pending) >= CHUNK_SAMPLES:
                             part, pending = pending[:CHUNK_SAMPLES], pending[CHUNK_SAMPLES:]
+                            self.error = None
                             yield AudioChunk(part.tobytes(), RATE_HZ,
                                              position * 1000 // RATE_HZ)
                             position += CHUNK_SAMPLES

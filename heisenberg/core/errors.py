@@ -130,6 +130,12 @@ class LLMStallError(LLMError):
     code = "llm_stall"
 
 
+class VisionUnavailableError(LLMError):
+    """An image had to reach the model (``/process-frame``) and the model cannot see."""
+
+    code = "no_vision"
+
+
 class LLMServerProcessError(LLMError):
     """The managed llama.cpp server could not be started or kept alive."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from heisenberg.core.config import LLMConfig
-from heisenberg.core.errors import LLMServerError
+from heisenberg.core.errors import LLMServerError, VisionUnavailableError
 from heisenberg.llm.http import post, stream_timeout
 from heisenberg.llm.prompts import Prompt
 
@@ -65,6 +66,42 @@ def data_uri(image: bytes) -> str:
     return "data:image/jpeg;base64," + encode_image(image)
 
 
+#: A line where someone else starts speaking in a plain transcript: "User:", "Bob:", "Dr Who:".
+SPEAKER_LINE = re.compile(r"\n[ \t]*[A-Z][A-Za-z]{0,20}(?: [A-Z][A-Za-z]{0,20})?:")
+#: What may still become such a line: a newline and the start of a name.
+_SPEAKER_START = re.compile(r"\n[ \t]*(?:[A-Z][A-Za-z]{0,20}(?: (?:[A-Z][A-Za-z]{0,20})?)?)?")
+
+
+class SpeakerTurnGuard:
+    """Cuts an answer where the model starts another speaker's line ("\nBob: ..."), which a
+    stop string cannot catch (the names are the model's own). Text after a newline is held
+    back while it could still be such a line, so nothing of an invented turn is released."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.sent = 0
+        self.cut = False
+
+    def feed(self, piece: str) -> str:
+        """The part of the answer that can be released now."""
+        self.text += piece
+        if (found := SPEAKER_LINE.search(self.text)) is not None:
+            self.cut = True
+            return self._release(found.start())
+        hold = self.text.rfind("\n", self.sent)
+        if hold == -1 or not _SPEAKER_START.fullmatch(self.text, hold):
+            hold = len(self.text)
+        return self._release(hold)
+
+    def flush(self) -> str:
+        """The end of the answer (held text that turned out to be the answer's own)."""
+        return "" if self.cut else self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        out, self.sent = self.text[self.sent:end], max(self.sent, end)
+        return out
+
+
 def image_refused(message: str) -> bool:
     """Whether an error message says that the model cannot take images."""
     text = message.lower()
@@ -76,6 +113,9 @@ class LLMBackend(ABC):
     name: ClassVar[str]
     health_path: ClassVar[str | None] = None
     """Where the server says "I am up": 200 ready, 503 loading; None: the protocol has none."""
+    streams: ClassVar[bool] = True
+    """False: the whole answer comes at once, after as long as the model takes (no stall
+    timeout then: the turn's ``states.thinking_timeout_s`` is the one limit)."""
 
     def __init__(self, config: LLMConfig, base_url: str, *, server_key: str = "") -> None:
         """``server_key``: the key of a managed server (made at its start), used instead of
@@ -87,12 +127,16 @@ class LLMBackend(ABC):
         """Whether the server accepts images; None until asked."""
         self._vision_warned = False
         self._session: aiohttp.ClientSession | None = None
-        self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
+        self.timeout = self._timeout(config)
+
+    def _timeout(self, config: LLMConfig) -> aiohttp.ClientTimeout:
+        return stream_timeout(config.connect_timeout_s,
+                              config.stall_timeout_s if self.streams else None)
 
     def reconfigure(self, config: LLMConfig) -> None:
         """New sampling, prompt and timeout settings for the next request (config reload)."""
         self.config = config
-        self.timeout = stream_timeout(config.connect_timeout_s, config.stall_timeout_s)
+        self.timeout = self._timeout(config)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -129,26 +173,40 @@ class LLMBackend(ABC):
             log.warning("llm: could not read %s: %s", url, exc)
             return None
 
-    async def stream(self, prompt: Prompt,
-                     image: bytes | None = None) -> AsyncGenerator[str | LLMResult, None]:
+    async def stream(self, prompt: Prompt, image: bytes | None = None, *,
+                     require_image: bool = False) -> AsyncGenerator[str | LLMResult, None]:
         """Yield the answer piece by piece (``str``), then its ``LLMResult`` as the last item.
-        ``image`` is a JPEG for vision-capable servers."""
+        ``image`` is a JPEG for vision-capable servers; a server that cannot take it gets the
+        question as text, unless ``require_image`` (then ``VisionUnavailableError``)."""
         start = time.perf_counter()
         first_ms = 0.0
         pieces: list[str] = []
         usage = Usage()
         if image is not None and not await self.supports_vision():
+            if require_image:
+                raise VisionUnavailableError(self._cannot_see())
             self._no_vision("the server does not report image input")
             image = None
         while True:
+            # A plain transcript invites the model to go on writing it ("Bob: ...").
+            guard = SpeakerTurnGuard() if prompt.format == "plain" else None
             try:
-                async for piece in self._generate(prompt, image, usage):
-                    if not piece:
-                        continue
-                    if not pieces:
-                        first_ms = (time.perf_counter() - start) * 1000
-                    pieces.append(piece)
-                    yield piece
+                raw = self._generate(prompt, image, usage)
+                async with contextlib.aclosing(raw):  # type: ignore[type-var]
+                    async for piece in raw:
+                        if guard is not None:
+                            piece = guard.feed(piece)
+                        if piece:
+                            if not pieces:
+                                first_ms = (time.perf_counter() - start) * 1000
+                            pieces.append(piece)
+                            yield piece
+                        if guard is not None and guard.cut:
+                            usage.stop_reason = "speaker_turn"  # closing the stream stops it
+                            break
+                if guard is not None and (rest := guard.flush()):
+                    pieces.append(rest)
+                    yield rest
                 break
             except LLMServerError as exc:
                 # llama-server without --mmproj answers 500 "image input is not supported";
@@ -156,6 +214,8 @@ class LLMBackend(ABC):
                 if image is None or pieces or not image_refused(exc.server_message):
                     raise
                 self.vision = False
+                if require_image:
+                    raise VisionUnavailableError(self._cannot_see()) from exc
                 self._no_vision(exc.server_message)
                 image, usage = None, Usage()
         yield LLMResult("".join(pieces), usage.prompt_tokens,
@@ -178,14 +238,20 @@ class LLMBackend(ABC):
         """What the server says about image input; None when it does not say."""
         return None
 
+    def _cannot_see(self) -> str:
+        return (f"the model at {self.base_url} cannot see images: serve it with a vision "
+                "projector (llama-server --mmproj, server.mmproj_path) or use a vision model")
+
     def _no_vision(self, why: str) -> None:
         if not self._vision_warned:
             self._vision_warned = True
             log.warning("vision unavailable (%s): questions go to the model as text only", why)
 
-    async def complete(self, prompt: Prompt, image: bytes | None = None) -> LLMResult:
+    async def complete(self, prompt: Prompt, image: bytes | None = None, *,
+                       require_image: bool = False) -> LLMResult:
         """The whole answer at once: the stream's last item."""
-        async with contextlib.aclosing(self.stream(prompt, image)) as items:
+        stream = self.stream(prompt, image, require_image=require_image)
+        async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, LLMResult):
                     return item

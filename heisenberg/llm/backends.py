@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import aiohttp
@@ -44,6 +45,15 @@ class Health:
     detail: str
 
 
+def _says_not_loaded(body: str) -> bool:
+    """The VLM server answers 200 with ``{"model_loaded": false}`` while it loads."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("model_loaded") is False
+
+
 async def probe_health(backend: str, url: str, timeout_s: float = 2.0) -> Health:
     """Ask the server whether it is up and its model loaded. Protocols without a health
     endpoint (LLaVA) are reported reachable, unprobed."""
@@ -53,9 +63,11 @@ async def probe_health(backend: str, url: str, timeout_s: float = 2.0) -> Health
     try:
         async with aiohttp.ClientSession() as session, session.get(
                 url.rstrip("/") + path, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            status, body = resp.status, (await resp.text())[:200]
+            status, body = resp.status, (await resp.text())[:2000]
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Health(False, False, f"unreachable ({type(exc).__name__}: {exc})")
+    if status == 200 and _says_not_loaded(body):
+        return Health(True, False, f"reachable, but {path} says the model is not loaded")
     if status == 200:
         return Health(True, True, "reachable, model loaded")
     if status == 503:

@@ -25,8 +25,18 @@ from heisenberg.core.errors import (
 log = logging.getLogger(__name__)
 
 
-def stream_timeout(connect_s: float, stall_s: float) -> aiohttp.ClientTimeout:
+def stream_timeout(connect_s: float, stall_s: float | None) -> aiohttp.ClientTimeout:
+    """``stall_s``: the longest silence of a stream; None for a server that answers all at
+    once (its wait is bounded by the turn's ``states.thinking_timeout_s``)."""
     return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=stall_s)
+
+
+def _waited(timeout: aiohttp.ClientTimeout) -> str:
+    """Which setting ran out, for the message."""
+    if timeout.sock_read is None:
+        return f"within {timeout.sock_connect:.0f} s to connect (llm.connect_timeout_s)"
+    return (f"within {timeout.sock_read:.0f} s (llm.stall_timeout_s; connecting: "
+            f"llm.connect_timeout_s = {timeout.sock_connect:.0f} s)")
 
 
 def error_message(body: bytes) -> str:
@@ -59,7 +69,8 @@ async def post(session: aiohttp.ClientSession, url: str, payload: Mapping[str, A
         try:
             resp = await session.post(url, json=payload, headers=headers, timeout=client_timeout)
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise LLMStallError(f"LLM server at {url} did not answer in time") from exc
+            raise LLMStallError(f"LLM server at {url} did not answer "
+                                f"{_waited(client_timeout)}") from exc
         except aiohttp.ClientConnectionError as exc:
             raise LLMConnectionError(f"cannot reach the LLM server at {url}: {exc}") from exc
         if resp.status < 300:
@@ -134,8 +145,8 @@ async def _lines(resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[str]:
         async for raw in resp.content:
             yield raw.decode("utf-8", "replace")
     except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        raise LLMStallError(f"LLM stream from {url} stalled (no data within the stall "
-                            "timeout)") from exc
+        raise LLMStallError(f"LLM stream from {url} stalled: no data within "
+                            "llm.stall_timeout_s") from exc
     except aiohttp.ClientPayloadError as exc:
         # What a client sees when the server process dies mid-answer: the chunked body
         # ends without its last chunk (aiohttp's TransferEncodingError).

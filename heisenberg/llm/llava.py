@@ -18,6 +18,7 @@ from heisenberg.llm.prompts import Prompt
 
 class LlavaLLM(LLMBackend):
     name = "llava"
+    streams = False
 
     async def _detect_vision(self) -> bool | None:
         return True  # the endpoint exists to look at images

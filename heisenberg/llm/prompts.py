@@ -93,7 +93,15 @@ class PromptBuilder:
             kept.append(turn)
         return tuple(reversed(kept))
 
-    def build(self, question: str, history: Sequence[Turn] = ()) -> Prompt:
+    def build(self, question: str | Sequence[Turn],
+              history: Sequence[Turn] | str = ()) -> Prompt:
+        """The prompt for ``question`` after ``history``. Seed 004's order,
+        ``build(history, current_query)``, is accepted too."""
+        if not isinstance(question, str):
+            question, history = history, question
+        if not isinstance(question, str) or isinstance(history, str):
+            raise TypeError("build(question, history) needs one question (str) and a "
+                            "sequence of turns")
         turns = self.select_history(history)
         render = {"plain": _plain, "chatml": _chatml, "llama2": _llama2, "gemma": _gemma}
         if self.format == "openai":

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from heisenberg.core.config import LLMConfig
-from heisenberg.core.errors import LLMIncompleteError, LLMProtocolError
+from heisenberg.core.errors import LLMIncompleteError, LLMProtocolError, LLMServerError
 from heisenberg.llm.backend import LLMBackend, LLMResult, Usage, data_uri, encode_image
 from heisenberg.llm.http import finish_response, parse_json, sse_data
 from heisenberg.llm.prompts import Prompt
@@ -144,27 +144,40 @@ def chat_payload(config: LLMConfig, prompt: Prompt, image: bytes | None) -> dict
 
 
 async def chat_sse(resp: aiohttp.ClientResponse, url: str, usage: Usage) -> AsyncIterator[str]:
-    """Pieces of an OpenAI-style chat completion stream, which must end with ``[DONE]``."""
-    done = False
+    """Pieces of an OpenAI-style chat completion stream.
+
+    It ends with ``[DONE]``; a stream that ends without it but after a ``finish_reason`` is
+    complete too (some servers omit it). An ``error`` object in the stream is the server's
+    failure, reported in its words, even when ``[DONE]`` follows it.
+    """
+    done = finished = False
     try:
         async for data in sse_data(resp, url):
             if data.strip() == "[DONE]":
                 done = True
                 break
             event = parse_json(data, url)
+            if event.get("error"):
+                error = event["error"]
+                message = error.get("message", error) if isinstance(error, dict) else error
+                code = error.get("code") if isinstance(error, dict) else None
+                raise LLMServerError(code if isinstance(code, int) else 500, str(message))
             for choice in event.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content") or ""
                 if piece:
                     yield piece
                 if choice.get("finish_reason"):
                     usage.stop_reason = str(choice["finish_reason"])
+                    finished = True
             if event.get("usage"):
                 usage.prompt_tokens = int(event["usage"].get("prompt_tokens", 0))
                 usage.completion_tokens = int(event["usage"].get("completion_tokens", 0))
             if event.get("timings"):
                 usage.timings = event["timings"]
-        if not done:
-            raise LLMIncompleteError(f"stream from {url} ended without [DONE]")
+        if not done and not finished:
+            raise LLMIncompleteError(f"stream from {url} ended without [DONE] (and without a "
+                                     "finish_reason): the answer is incomplete")
+        done = True
     finally:
         finish_response(resp, done)
 

@@ -27,6 +27,7 @@ def vlm_messages(messages: list[dict[str, str]], image: bytes | None) -> list[di
 
 class VLMServerLLM(LLMBackend):
     name = "vlm-server"
+    streams = False
     health_path = "/health"
 
     async def _detect_vision(self) -> bool | None:

@@ -15,6 +15,7 @@ import uuid
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
+from heisenberg.core.errors import TurnTimeoutError
 from heisenberg.core.events import Event, FrameCaptured
 from heisenberg.core.states import State, StateKeeper
 from heisenberg.core.tasks import TaskSet
@@ -129,8 +130,16 @@ class Assistant:
     async def describe(self, question: str, image: bytes) -> LLMResult:
         """A one-off question about an image, outside the conversation: no history, no
         state change, but in turn with the conversation's questions (one at a time). Its
-        LLM_COMPLETE (no turn id) tells observers what it cost."""
+        LLM_COMPLETE (no turn id) tells observers what it cost. A model that cannot see
+        raises ``VisionUnavailableError``: nothing is described without the image."""
+        limit_s = self.config.states.thinking_timeout_s
         async with self.lock:
-            result = await self.backend.complete(self.prompts.build(question), image)
+            try:
+                async with asyncio.timeout(limit_s):
+                    result = await self.backend.complete(self.prompts.build(question), image,
+                                                         require_image=True)
+            except TimeoutError:
+                raise TurnTimeoutError(f"no description within {limit_s:.0f}s "
+                                       "(states.thinking_timeout_s)") from None
         self.record(complete_event(result))
         return result

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from heisenberg.core.errors import HistoryError
 from heisenberg.llm.prompts import Turn
@@ -200,6 +201,17 @@ class SessionManager:
             if save:
                 self.flush()
         return turn
+
+    def add_turn(self, user_query: str, assistant_response: str,
+                 **kwargs: Any) -> ConversationTurn:
+        """Seed 004's name for ``add_conversation_turn``."""
+        return self.add_conversation_turn(user_query, assistant_response, **kwargs)
+
+    def get_history(self, max_turns: int | None = None,
+                    session_id: str | None = None) -> list[Turn]:
+        """Seed 004's ``get_history``: the past turns as ``PromptBuilder.build`` takes them
+        (``prompt_history``)."""
+        return self.prompt_history(max_turns, session_id)
 
     def get_conversation_history(self, max_turns: int | None = None,
                                  session_id: str | None = None) -> list[ConversationTurn]:

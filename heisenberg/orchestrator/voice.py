@@ -156,13 +156,17 @@ class VoiceLoop:
             await self._tasks.close()
 
     def device_status(self) -> dict[str, str]:
-        """Microphone, speaker and camera, as the health endpoint reports them."""
-        if self.audio_error:
-            mic = f"error: {self.audio_error}"
+        """Microphone, speaker and camera, as the health endpoint reports them: ``<device>:
+        ok``, ``<device>: error: <why>`` (the device retries), or for the microphone
+        ``starting`` until audio flows."""
+        mic_error = self.audio_error or self.source.error
+        if mic_error:
+            mic = f"error: {mic_error}"
         else:
             mic = "ok" if self.listening.is_set() else "starting"
-        return {"microphone": f"{self.source.name}: {mic}", "speaker": self.sink.name,
-                "camera": self.frames.status}
+        speaker = f"error: {self.sink.error}" if self.sink.error else "ok"
+        return {"microphone": f"{self.source.name}: {mic}",
+                "speaker": f"{self.sink.name}: {speaker}", "camera": self.frames.status}
 
     def _finished_turns(self) -> int:
         return self._forgotten_finished + sum(1 for t in self.turns if t.finished)

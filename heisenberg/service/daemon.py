@@ -15,13 +15,13 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from heisenberg.api.server import API
 from heisenberg.core.config import Config, load_config
 from heisenberg.core.errors import ConfigError
-from heisenberg.core.events import Event, EventType, StateChanged
+from heisenberg.core.events import ErrorEvent, Event, EventType, StateChanged
 from heisenberg.core.logs import setup_logging
 from heisenberg.core.tasks import TaskSet, cancel_and_wait
 from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
@@ -55,8 +55,13 @@ class Daemon:
     def __init__(self, config: Config, config_path: str | None = None, *,
                  input_path: str | None = None, output_path: str | None = None,
                  realtime: bool = False, verbosity: int = 0,
-                 notifier: Notifier | None = None, resume: bool = True) -> None:
+                 notifier: Notifier | None = None, resume: bool = True,
+                 on_listening: Callable[[], None] | None = None) -> None:
+        """``on_listening``: called once audio flows through the wake word engine (the
+        command line prints "listening for ..." then)."""
         self.config = config
+        self.on_listening = on_listening
+        self._device_failed = asyncio.Event()
         self.config_path = config_path
         self.input_path = input_path
         self.output_path = output_path
@@ -74,6 +79,11 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        """Asked to stop (SIGTERM, SIGINT): a clean end, whatever the turns before it did."""
+        return self._stop.is_set()
+
     async def run(self) -> list[VoiceTurn]:
         """Run until the input ends or a stop is asked; returns the voice turns."""
         loop = asyncio.get_running_loop()
@@ -84,10 +94,12 @@ class Daemon:
             async with Runtime(self.config, resume=self.resume) as rt:
                 self.runtime = rt
                 engines = await load_voice_engines(self.config)
-                source = make_source(self.config, rt.bus, self.input_path, self.realtime)
+                source = make_source(self.config, rt.assistant.record, self.input_path,
+                                     self.realtime)
                 sink = make_sink(self.config, self.output_path, engines.tts.rate_hz)
                 self.voice = rt.voice_loop(engines, source, sink)
-                rt.bus.subscribe(self._on_state, [EventType.STATE_CHANGED], name="systemd")
+                rt.bus.subscribe(self._on_event, [EventType.STATE_CHANGED, EventType.ERROR],
+                                 name="systemd")
                 if self.config.api.enabled:
                     self.api = API(self.config, rt.assistant, tts=engines.tts, sink=sink,
                                    devices=self.voice.device_status)
@@ -126,19 +138,37 @@ class Daemon:
         self._tasks.spawn(coro, getattr(coro, "__name__", "task"))
 
     async def _announce_ready(self, voice_task: asyncio.Task[list[VoiceTurn]]) -> None:
+        """READY once the daemon serves (LLM, API, models) and the microphone either works
+        or has failed: a missing microphone is a degraded daemon that retries (STATUS says
+        so, /health too), not one that never starts (systemd would restart it in a loop)."""
         assert self.voice is not None
+        word = self.config.wakeword.model
         listening = asyncio.create_task(self.voice.listening.wait())
-        await asyncio.wait({listening, voice_task}, return_when=asyncio.FIRST_COMPLETED)
-        if listening.done():
-            word = self.config.wakeword.model
-            log.info("listening for %r", word)
-            self.notifier.ready(f"idle, listening for {word}")
+        failed = asyncio.create_task(self._device_failed.wait())
+        await asyncio.wait({listening, failed, voice_task},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done() and not voice_task.done():
+            self.notifier.ready(f"{self.voice.source.error or 'no audio yet'}; retrying, "
+                                f"then listening for {word}")
+            await asyncio.wait({listening, voice_task}, return_when=asyncio.FIRST_COMPLETED)
         else:
-            await cancel_and_wait(listening)
+            self.notifier.ready(f"idle, listening for {word}" if listening.done()
+                                else "the audio input ended")
+        if listening.done():
+            log.info("listening for %r", word)
+            self.notifier.status(f"idle, listening for {word}")
+            if self.on_listening is not None:
+                self.on_listening()
+        await cancel_and_wait(listening)
+        await cancel_and_wait(failed)
 
-    async def _on_state(self, event: Event) -> None:
-        assert isinstance(event, StateChanged)
-        self.notifier.status(f"{event.new} ({event.reason})" if event.reason else event.new)
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self.notifier.status(f"{event.new} ({event.reason})" if event.reason
+                                 else event.new)
+        elif isinstance(event, ErrorEvent) and event.code == "audio_device":
+            self._device_failed.set()
+            self.notifier.status(f"{event.message}; retrying")
 
     def _spawn_reload(self) -> None:
         self._spawn(self.reload())

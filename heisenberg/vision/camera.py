@@ -8,9 +8,12 @@ to ``max_side`` pixels and JPEG-encoded. ``capture`` is blocking: call it in a w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,24 @@ class Camera(ABC):
     def capture(self) -> Frame:
         """One current frame; raises ``CameraError`` when there is none."""
 
+    def missing(self) -> str | None:
+        """Why there cannot be a frame without even trying (no such device); None if there
+        may be one."""
+        return None
+
     def close(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def quiet_opencv(cv2: Any) -> Iterator[None]:
+    """OpenCV's own warnings off (Heisenberg reports the failure in its words)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 class FrameGrabber:
@@ -48,11 +67,23 @@ class FrameGrabber:
 
     @property
     def status(self) -> str:
-        """For the health endpoint: disabled, ok or failed."""
-        return "disabled" if self.camera is None else "failed" if self.failed else "ok"
+        """For the health endpoint: disabled, ``missing: <why>``, failed or ok."""
+        if self.camera is None:
+            return "disabled"
+        missing = self.camera.missing()
+        if missing:
+            return f"missing: {missing}"
+        return "failed" if self.failed else "ok"
 
     async def grab(self) -> Frame | None:
         if self.camera is None:
+            return None
+        missing = self.camera.missing()
+        if missing:
+            if not self.failed:
+                log.warning("camera: %s; questions go without an image (camera.enabled = "
+                            "false turns this off)", missing)
+                self.failed = True
             return None
         try:
             frame = await asyncio.to_thread(self.camera.capture)
@@ -90,6 +121,13 @@ class OpenCVCamera(Camera):
         self._capture: Any = None
         self._lock = threading.Lock()
 
+    def missing(self) -> str | None:
+        if self.source.isdigit() and Path("/dev").is_dir() and sys.platform == "linux":
+            device = Path(f"/dev/video{self.source}")
+            if not device.exists():
+                return f"no webcam ({device} does not exist)"
+        return None
+
     def _open(self) -> Any:
         try:
             import cv2
@@ -102,17 +140,13 @@ class OpenCVCamera(Camera):
                               "an existing file")
         # OpenCV prints its own warnings for each backend that cannot open the source (every
         # turn, on a machine without a webcam); the failure is reported once, below.
-        level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        try:
+        with quiet_opencv(cv2):
             if source.isdigit():
                 capture = cv2.VideoCapture(int(source))
             elif "%" in source:
                 capture = cv2.VideoCapture(source, cv2.CAP_IMAGES)
             else:
                 capture = cv2.VideoCapture(str(Path(source).expanduser()))
-        finally:
-            cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             raise CameraError(f"camera {source!r} could not be opened")
@@ -151,7 +185,8 @@ def load_image(path: str, config: CameraConfig) -> Frame:
         import cv2
     except ImportError as exc:
         raise CameraError("images need OpenCV: pip install 'heisenberg[vision]'") from exc
-    image = cv2.imread(str(Path(path).expanduser()))
+    with quiet_opencv(cv2):  # not its "[ WARN ] findDecoder" line: ours, below
+        image = cv2.imread(str(Path(path).expanduser()))
     if image is None:
         raise CameraError(f"{path!r} is not a readable image file")
     return encode(image, config.max_side, config.jpeg_quality)

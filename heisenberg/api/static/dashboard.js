@@ -49,10 +49,15 @@ async function refreshFrame() {
 }
 
 async function refreshHealth() {
-  const response = await fetch("/api/v1/health");
+  const response = await fetch("/api/v1/health", { headers: auth });
   const health = await response.json();
-  $("health").textContent = health.status === "ok"
+  $("health").textContent = health.llm.reachable && health.llm.model_loaded
     ? "LLM ready" + (health.vision ? ", vision" : "") : "LLM: " + health.llm.detail;
+  // Devices that do not work: a missing microphone, speaker or camera is said here.
+  const problems = ["microphone", "speaker", "camera"]
+    .filter((k) => k in health && /error|missing|failed/.test(health[k]))
+    .map((k) => health[k].startsWith(k) ? health[k] : k + ": " + health[k]);
+  $("devices").textContent = problems.join("; ");
 }
 
 function onEvent(event) {
