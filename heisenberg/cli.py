@@ -159,8 +159,10 @@ async def cmd_vision_demo(config: Config, image_path: str | None, prompt: str) -
     print(f"prompt: {prompt}")
     print(f"image: {image_path or '(none)'}")
     image = await _read_image(config, image_path)
-    config = dataclasses.replace(config, history=dataclasses.replace(config.history,
-                                                                     enabled=False))
+    # Seed 000: the prompt goes to the engine as written (no system prompt, no history).
+    config = dataclasses.replace(
+        config, history=dataclasses.replace(config.history, enabled=False),
+        llm=dataclasses.replace(config.llm, llava_prompt="question"))
     async with Runtime(config, resume=False) as rt:
         outcome = await rt.assistant.ask(prompt, image=image)
         vision = rt.assistant.backend.vision

@@ -19,7 +19,7 @@ import pytest
 from heisenberg.api.frames import FrameCache, phash
 from heisenberg.api.server import API
 from heisenberg.audio.format import read_wav
-from heisenberg.audio.sinks import WavFileSink
+from heisenberg.audio.sinks import SpeakerSink, WavFileSink
 from heisenberg.core.events import (
     Event,
     EventType,
@@ -142,6 +142,9 @@ async def test_each_session_id_keeps_its_own_conversation(make_api: MakeAPI) -> 
     assert api.assistant.session.get_conversation_history() == []
     _, everything, _ = await call(api, "GET", "/api/v1/history")
     assert len(everything["turns"]) == 4
+    assert everything["session_id"] is None  # not one conversation's: each turn says its own
+    assert {t["session_id"] for t in everything["turns"]} == {"alice", "bob"}
+    assert everything["current_session_id"] == status["session_id"]
 
 
 async def test_ask_streams_tokens_as_sse(make_api: MakeAPI) -> None:
@@ -173,9 +176,11 @@ async def test_ask_with_an_image_on_a_text_only_server(make_api: MakeAPI) -> Non
                                  json={"text": "What do you see?",
                                        "image": "data:image/png;base64," + png(scene())})
     assert status == 200 and body["answer"].strip()
+    assert body["image_dropped"].startswith("vision unavailable")  # said, not silent
     status, frame, headers = await call(api, "GET", "/api/v1/frame")
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and frame[:2] == b"\xff\xd8"
-
+    status, body, _ = await call(api, "POST", "/api/v1/ask", json={"text": "Hi."})
+    assert status == 200 and body["image_dropped"] is None
 
 
 async def test_ask_while_someone_speaks_is_409_and_its_frame_not_shown(
@@ -424,3 +429,65 @@ async def test_a_typed_answer_that_ends_while_the_user_speaks_keeps_listening(
     await api.bus.drain()
     assert states == ["thinking", "listening"], states
     api.assistant.record(TurnEnded(outcome="no_speech", turn_id=WAKE.turn_id))
+
+
+async def test_a_spoken_answer_without_a_speaker_says_so_and_is_kept(make_api: MakeAPI) -> None:
+    api = await make_api(sink=SpeakerSink("no-such-speaker-xyz"))
+    status, body, _ = await call(api, "POST", "/api/v1/ask",
+                                 json={"text": "What is the capital of France?", "speak": True})
+    assert status == 200 and body["error"] is None and body["answer"]
+    assert body["spoken"] is False and "no-such-speaker-xyz" in body["speech_error"]
+    _, history, _ = await call(api, "GET", "/api/v1/history")
+    [turn] = history["turns"]
+    assert (turn["outcome"], turn["assistant"]) == ("answered", body["answer"])
+    status, wav, headers = await call(api, "POST", "/api/v1/speak",
+                                      json={"text": "Hello there.", "play": True})
+    assert status == 200 and wav[:4] == b"RIFF"  # the audio itself is still the answer
+    assert headers["Heisenberg-Played"] == "no"
+    assert "no-such-speaker-xyz" in headers["Heisenberg-Play-Error"]
+
+
+async def next_reply(ws: aiohttp.ClientWebSocketResponse, kinds: set[str],
+                     seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The next message of one of ``kinds``, skipping (and keeping) the bus events."""
+    async with asyncio.timeout(60):
+        while True:
+            message = await ws.receive()
+            assert message.type is aiohttp.WSMsgType.TEXT, message
+            data = json.loads(message.data)
+            if seen is not None:
+                seen.append(data)
+            if data["type"] in kinds:
+                return data
+
+
+async def test_websocket_takes_questions_and_frames(make_api: MakeAPI) -> None:
+    """Seed 001's real-time stream: a client sends over the socket and gets its replies and
+    the events; what it cannot use is rejected and the connection stays open."""
+    api = await make_api()
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(api.url + "/ws/stream")
+        await ws.send_json({"type": "ask", "text": "What is the capital of France?",
+                            "session_id": "ws"})
+        seen: list[dict[str, Any]] = []
+        answer = await next_reply(ws, {"answer"}, seen)
+        assert answer["error"] is None and answer["answer"] and answer["session_id"] == "ws"
+        kinds = [m["type"] for m in seen if m.get("turn_id") == answer["turn_id"]]
+        assert {"transcription_final", "llm_token", "llm_complete", "turn_ended"} <= set(kinds)
+        # A frame, as the image file's bytes: this model cannot see, and says so.
+        await ws.send_bytes(base64.b64decode(png(scene(1))))
+        rejected = await next_reply(ws, {"rejected", "description"})
+        assert rejected["type"] == "rejected" and "cannot see images" in rejected["detail"]
+        for bad, words in [("not json", "must be JSON"), ("[1, 2]", "JSON object"),
+                           ('{"type": "dance"}', "unknown message type"),
+                           ('{"type": "frame", "image": "@@@"}', "not valid base64"),
+                           ('{"type": "ask"}', "needs 'text'")]:
+            await ws.send_str(bad)
+            reply = await next_reply(ws, {"rejected"})
+            assert words in reply["detail"], (bad, reply)
+        await ws.send_bytes(b"\x89PNG not really")
+        assert "not a decodable image" in (await next_reply(ws, {"rejected"}))["detail"]
+        assert not ws.closed
+        await ws.close()
+    _, history, _ = await call(api, "GET", "/api/v1/history?session_id=ws")
+    assert [t["outcome"] for t in history["turns"]] == ["answered"]

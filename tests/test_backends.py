@@ -150,6 +150,18 @@ async def test_llava_without_valid_text_is_a_clear_error(answer: Any) -> None:
             await llm.complete(PROMPT, JPEG)
 
 
+async def test_llava_prompt_can_be_the_question_alone() -> None:
+    seen: list[str] = []
+
+    async def vision(request: web.Request) -> web.Response:
+        seen.append((await request.json())["prompt"])
+        return web.json_response({"text": "ok"})
+
+    async with backend("llava", {("POST", "/"): vision}, llava_prompt="question") as llm:
+        await llm.complete(PROMPT, JPEG)
+    assert seen == ["What is in this image?"]
+
+
 def test_llava_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="LLAVA_SERVER_URL"):
         backend_url(LLMConfig(backend="llava"))

@@ -86,3 +86,24 @@ async def test_the_dashboard_says_which_device_is_missing(make_api: MakeAPI,
     shown = await wait_for(chromium, "document.getElementById('devices').textContent", 20)
     assert "microphone (default) unavailable" in shown and "no webcam" in shown
     assert "speaker" not in shown  # only what does not work
+
+
+async def test_the_api_page_is_interactive_and_served_from_the_package(
+        make_api: MakeAPI, chromium: Page) -> None:
+    """Seed 001's /docs (Swagger UI), with nothing fetched from outside the machine."""
+    api = await make_api(token="docs-token")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(api.url + "/docs") as resp:
+            page = await resp.text()
+        assert resp.status == 200 and "http" not in page  # every asset is the daemon's own
+        async with session.get(api.url + "/docs/swagger-ui-bundle.js") as resp:
+            assert resp.status == 200 and len(await resp.read()) > 100_000
+        async with session.get(api.url + "/docs/..%2Fconfig.toml",
+                               headers={"Authorization": "Bearer docs-token"}) as resp:
+            assert resp.status == 404  # only Swagger UI's own files, by name
+    await chromium.send("Page.navigate", url=f"{api.url}/docs?token=docs-token")
+    paths = await wait_for(chromium, """(() => {
+        const p = [...document.querySelectorAll('.opblock-summary-path')]
+            .map((e) => e.textContent.trim());
+        return p.length ? p : null; })()""", 30)
+    assert "/api/v1/ask" in paths and "/api/v1/process-frame" in paths

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import cv2
@@ -42,7 +44,7 @@ from tests.conftest import (
     speech,
 )
 from tests.mmproj import IMAGE_TOKENS, write_gemma3_mmproj
-from tests.test_api import call, png, scene
+from tests.test_api import call, next_reply, png, scene
 from tests.test_voice_real import record
 
 pytestmark = pytest.mark.usefixtures("close_llms")
@@ -161,3 +163,37 @@ async def test_process_frame_caches_an_unchanged_scene(vision_server: RunningSer
     status, other, _ = await call(api, "POST", "/api/v1/process-frame",
                                   json={"image": png(scene(2))})
     assert status == 200 and other["cached"] is False
+
+
+async def test_websocket_frames_are_described_bounded_and_cached(
+        vision_server: RunningServer, make_api: MakeAPI) -> None:
+    api = await make_api(url=vision_server.url, ws_max_fps=1.0)
+    burst = [base64.b64decode(png(scene(i))) for i in range(5)]
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(api.url + "/ws/stream")
+        for frame in burst:  # far faster than 1 a second
+            await ws.send_bytes(frame)
+        replies: list[dict[str, Any]] = []
+        async with asyncio.timeout(120):
+            while not any(r["type"] == "description" and r["hash"] == phash_hex(scene(4))
+                          for r in replies):
+                reply = json.loads((await ws.receive()).data)
+                if reply["type"] in ("description", "dropped", "rejected"):
+                    replies.append(reply)
+        kinds = [r["type"] for r in replies]
+        assert "rejected" not in kinds, replies
+        # The first is described; those that waited behind it were replaced by the newest.
+        assert kinds.count("description") < len(burst) and "dropped" in kinds
+        last = replies[-1]
+        assert last["vision"] is True and last["cached"] is False
+        if last["description"]:  # the same scene again: from the cache, not the model
+            await ws.send_json({"type": "frame", "image": png(scene(4))})
+            again = await next_reply(ws, {"description"})
+            assert again["cached"] is True and again["description"] == last["description"]
+        await ws.close()
+
+
+def phash_hex(image: np.ndarray) -> str:
+    from heisenberg.api.frames import phash
+
+    return f"{phash(image):016x}"

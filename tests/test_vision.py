@@ -30,7 +30,8 @@ from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord
-from tests.conftest import OffLoopSpy, RunningServer, silence, speech
+from tests.conftest import MakeAPI, OffLoopSpy, RunningServer, silence, speech
+from tests.test_api import call
 from tests.test_cli import client_env, run
 from tests.test_voice_real import record
 
@@ -103,6 +104,9 @@ class FakeVisionServer:
         return web.json_response({"modalities": {"vision": self.vision},
                                   "media_marker": MARKER})
 
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
     async def completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
@@ -121,6 +125,7 @@ class FakeVisionServer:
     async def __aenter__(self) -> LlamaCppLLM:
         app = web.Application()
         app.router.add_get("/props", self.props)
+        app.router.add_get("/health", self.health)
         app.router.add_post("/completion", self.completion)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
@@ -168,6 +173,26 @@ async def test_image_refused_with_500_is_retried_as_text(image_file: Path) -> No
         assert llm.vision is False
         await llm.complete(PROMPT, frame.jpeg)
     assert [isinstance(b["prompt"], dict) for b in fake.requests] == [True, False, False]
+
+
+async def test_vision_is_asked_again_and_a_dropped_image_is_said(
+        image_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that could not see when first asked (loading, or restarted later with a
+    projector) is asked again; every image that does not go says so in the result."""
+    frame = load_image(str(image_file), CameraConfig())
+    fake = FakeVisionServer(vision=False)
+    async with fake as llm:
+        first = await llm.complete(PROMPT, frame.jpeg)
+        assert first.image_dropped.startswith("vision unavailable")
+        fake.vision = True  # the projector is there now
+        again = await llm.complete(PROMPT, frame.jpeg)
+        assert again.image_dropped  # believed for VISION_RECHECK_S...
+        monkeypatch.setattr("heisenberg.llm.backend.VISION_RECHECK_S", 0.0)
+        later = await llm.complete(PROMPT, frame.jpeg)  # ...then asked again
+        assert later.image_dropped == "" and llm.vision is True
+        assert (await llm.complete(PROMPT)).image_dropped == ""  # no image, nothing dropped
+    assert [isinstance(b["prompt"], dict) for b in fake.requests] == [False, False, True,
+                                                                     False]
 
 
 async def test_real_server_without_mmproj_reports_no_vision(llama_server: RunningServer,
@@ -259,6 +284,7 @@ async def test_vision_demo_for_the_llava_engine(image_file: Path) -> None:
         "engine: llava", "prompt: Décrire la scène", f"image: {image_file}", "vision: yes",
         "answer: Un mur rouge et un mur noir."]
     assert base64.b64decode(seen[0]["image"])[:2] == b"\xff\xd8"  # a JPEG
+    assert seen[0]["prompt"] == "Décrire la scène"  # as the user wrote it (seed 000)
 
 
 def test_vision_demo_for_llamacpp_without_mmproj(llama_server: RunningServer,
@@ -313,3 +339,35 @@ def test_a_bad_image_gives_our_message_not_opencvs(tmp_path: Path,
     with pytest.raises(CameraError, match="not a readable image file"):
         load_image(str(bad), CameraConfig())
     assert "findDecoder" not in capfd.readouterr().err
+
+
+async def test_the_last_scene_goes_with_the_sessions_next_questions(
+        make_api: MakeAPI) -> None:
+    """Seed 001: "questions contextuelles sur la dernière scène"."""
+    fake = FakeVisionServer(vision=True)
+    llm = await fake.__aenter__()
+    try:
+        api = await make_api(url=llm.base_url)
+        image = base64.b64encode(cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1]
+                                 .tobytes()).decode()
+        status, body, _ = await call(api, "POST", "/api/v1/process-frame",
+                                     json={"image": image, "session_id": "desk"})
+        assert status == 200 and body["description"] == "A red wall."
+        status, _, _ = await call(api, "POST", "/api/v1/ask",
+                                  json={"text": "What colour is it?", "session_id": "desk"})
+        assert status == 200
+        asked = fake.requests[-1]["prompt"]
+        assert isinstance(asked, dict), asked  # the frame went with the question...
+        assert "What you saw in it: A red wall." in asked["prompt_string"]  # ...and what it showed
+        assert asked["prompt_string"].rstrip().endswith("What colour is it?\n\nAssistant:")
+        # Another session was shown nothing.
+        await call(api, "POST", "/api/v1/ask", json={"text": "Hi.", "session_id": "other"})
+        assert isinstance(fake.requests[-1]["prompt"], str)
+        assert "red wall" not in fake.requests[-1]["prompt"]
+        # Past its time, the scene is forgotten.
+        api.assistant.config = dataclasses.replace(api.assistant.config, session=(
+            dataclasses.replace(api.assistant.config.session, scene_ttl_s=0.0)))
+        await call(api, "POST", "/api/v1/ask", json={"text": "And now?", "session_id": "desk"})
+        assert isinstance(fake.requests[-1]["prompt"], str)
+    finally:
+        await fake.__aexit__()

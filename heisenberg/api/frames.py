@@ -55,7 +55,6 @@ def decode_image(data: str, max_bytes: int, camera: CameraConfig,
     (``api.max_image_mb``), then the pixel count in the header against ``max_pixels``."""
     if not isinstance(data, str) or not data:
         raise BadImageError("image: expected a data URI or a base64 string")
-    import cv2
 
     payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
     if len(payload) * 3 // 4 > max_bytes:
@@ -65,6 +64,18 @@ def decode_image(data: str, max_bytes: int, camera: CameraConfig,
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise BadImageError("image: not valid base64") from None
+    return decode_bytes(raw, max_bytes, camera, max_pixels)
+
+
+def decode_bytes(raw: bytes, max_bytes: int, camera: CameraConfig,
+                 max_pixels: int) -> tuple[Frame, np.ndarray]:
+    """An image file's bytes -> (JPEG frame for the model, decoded BGR image), with the same
+    checks as ``decode_image``."""
+    import cv2
+
+    if len(raw) > max_bytes:
+        raise BadImageError(f"image: larger than the {max_bytes / 1_000_000:g} MB limit "
+                            "(api.max_image_mb)")
     width, height = image_size(raw, max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)

@@ -30,13 +30,16 @@ from heisenberg.core.config import APIConfig, is_loopback
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: No token needed: the health check, and the dashboard page and script (they hold no data).
-OPEN_PATHS = frozenset({"/api/v1/health", "/", "/dashboard.js"})
+#: No token needed: the health check, the dashboard page and script, the API page and its
+#: Swagger UI files (they hold no data).
+OPEN_PATHS = frozenset({"/api/v1/health", "/", "/dashboard.js", "/docs", "/docs/docs.js",
+                        "/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js",
+                        "/docs/favicon-32x32.png"})
 #: The one path that may carry its token in the query string.
 WEBSOCKET_PATHS = frozenset({"/ws/stream"})
 #: Pages a user may open from a link on another site (a top-level navigation, read by no one
 #: but the user).
-NAVIGABLE_PATHS = frozenset({"/"})
+NAVIGABLE_PATHS = frozenset({"/", "/docs"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

@@ -19,7 +19,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(version: str) -> dict[str, Any]:
     image = {"type": "string", "description": "data URI or plain base64 (JPEG, PNG, WebP...)"}
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": "Heisenberg local API", "version": version,
                  "description": "Ask by text (optionally with an image), send frames, speak, "
                                 "read history, watch the assistant. See docs/API.md."},
@@ -30,13 +30,15 @@ def openapi_document(version: str) -> dict[str, Any]:
                           "properties": {"detail": {"type": "string"}}},
                 "Answer": {"type": "object", "properties": {
                     "turn_id": {"type": "string"}, "answer": {"type": "string"},
-                    "error": {"type": ["string", "null"]}, "session_id": {"type": "string"},
-                    "spoken": {"type": "boolean"},
+                    "error": {"type": "string", "nullable": True},
+                    "session_id": {"type": "string"}, "spoken": {"type": "boolean"},
+                    "speech_error": {"type": "string", "nullable": True},
+                    "image_dropped": {"type": "string", "nullable": True},
                     "usage": {"type": "object", "properties": {
                         "prompt_tokens": {"type": "integer"},
                         "completion_tokens": {"type": "integer"}}},
-                    "first_token_ms": {"type": ["integer", "null"]},
-                    "total_ms": {"type": ["integer", "null"]}}},
+                    "first_token_ms": {"type": "integer", "nullable": True},
+                    "total_ms": {"type": "integer", "nullable": True}}},
             }},
         "security": [{"bearer": []}],
         "paths": {
@@ -66,15 +68,17 @@ def openapi_document(version: str) -> dict[str, Any]:
                     **_errors(400, 401, 403, 408, 409, 413, 415, 421, 429, 503)}}},
             "/api/v1/process-frame": {"post": {
                 "summary": "Describe a frame; an unchanged scene (perceptual hash) is answered "
-                           "from the cache",
+                           "from the cache. The frame and its description go with the "
+                           "session's next questions (session.scene_ttl_s)",
                 "requestBody": {"required": True, **_json({
                     "type": "object", "required": ["image"],
-                    "properties": {"image": image, "prompt": {"type": "string"}}})},
+                    "properties": {"image": image, "prompt": {"type": "string"},
+                                   "session_id": {"type": "string", "maxLength": 200}}})},
                 "responses": {"200": {"description": "description, cached, hash", **_json({
                     "type": "object", "properties": {
                         "description": {"type": "string"}, "cached": {"type": "boolean"},
-                        "hash": {"type": "string"}}})},
-                    **_errors(400, 401, 403, 408, 413, 415, 421, 429, 502, 503)}}},
+                        "hash": {"type": "string"}, "vision": {"type": "boolean"}}})},
+                    **_errors(400, 401, 403, 408, 413, 415, 421, 422, 429, 502, 503)}}},
             "/api/v1/speak": {"post": {
                 "summary": "Speech for a text (Piper), as WAV; play: true also plays it",
                 "requestBody": {"required": True, **_json({

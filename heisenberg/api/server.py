@@ -18,28 +18,38 @@ import time
 import wave
 from collections.abc import Callable, Coroutine
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
 
 from heisenberg import __version__
-from heisenberg.api.frames import BadImageError, FrameCache, decode_image, phash
+from heisenberg.api.frames import (
+    BadImageError,
+    FrameCache,
+    decode_bytes,
+    decode_image,
+    phash,
+)
 from heisenberg.api.metrics import TurnMetrics
 from heisenberg.api.middleware import fail, middlewares
 from heisenberg.api.openapi import openapi_document
+from heisenberg.api.ws import StreamConnection
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.core.config import Config, is_loopback
 from heisenberg.core.errors import (
     AssistantBusyError,
+    AudioDeviceError,
     LLMConnectionError,
     LLMError,
     LLMLoadingError,
     TurnTimeoutError,
     VisionUnavailableError,
 )
-from heisenberg.core.events import Event, LLMToken
+from heisenberg.core.events import LLMToken
 from heisenberg.core.tasks import TaskSet
 from heisenberg.llm.backends import Health, probe_health
 from heisenberg.orchestrator.assistant import Assistant, Turn, TurnOutcome, Voice
@@ -49,6 +59,9 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 log = logging.getLogger(__name__)
 
+#: Swagger UI's files that /docs uses, and their types.
+SWAGGER_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
+                 "favicon-32x32.png": "image/png"}
 SCENE_PROMPT = "Describe the scene in this image in one or two short sentences."
 MAX_HISTORY_LIMIT = 10_000
 
@@ -94,6 +107,8 @@ class API:
         app.router.add_delete("/api/v1/history", self.clear_history)
         app.router.add_get("/api/v1/frame", self.last_frame)
         app.router.add_get("/api/v1/openapi.json", self.openapi)
+        app.router.add_get("/docs", self.docs)
+        app.router.add_get("/docs/{name}", self.docs_asset)
         app.router.add_get("/ws/stream", self.stream)
         app.router.add_get("/metrics", self.prometheus)
         return app
@@ -185,10 +200,19 @@ class API:
             if required:
                 raise fail(400, "missing field 'image'")
             return None, 0
+        return await self.decode(data)
+
+    async def decode(self, data: str | bytes) -> tuple[Frame, int]:
+        """An image (base64 text, or the file's bytes) as a JPEG frame and its perceptual
+        hash, decoded off the loop after the size checks; 400 when it is not one."""
+        max_bytes = int(self.api.max_image_mb * 1_000_000)
         try:
-            frame, image = await asyncio.to_thread(
-                decode_image, data, int(self.api.max_image_mb * 1_000_000), self.config.camera,
-                self.api.max_image_pixels)
+            if isinstance(data, bytes):
+                frame, image = await asyncio.to_thread(
+                    decode_bytes, data, max_bytes, self.config.camera, self.api.max_image_pixels)
+            else:
+                frame, image = await asyncio.to_thread(
+                    decode_image, data, max_bytes, self.config.camera, self.api.max_image_pixels)
         except BadImageError as exc:
             raise fail(400, exc.message) from None
         return frame, await asyncio.to_thread(phash, image)
@@ -204,7 +228,7 @@ class API:
             return self._health[1]
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> Any:
+    async def slot(self) -> Any:
         """Bound the questions running or waiting; over the bound: 429."""
         if self._pending >= self.api.max_queue:
             raise fail(429, f"too many questions in progress ({self._pending}, api.max_queue); "
@@ -224,6 +248,23 @@ class API:
     async def dashboard_js(self, request: web.Request) -> web.Response:
         script = resources.files("heisenberg.api").joinpath("static", "dashboard.js")
         return web.Response(text=script.read_text("utf-8"), content_type="text/javascript")
+
+    async def docs(self, request: web.Request) -> web.Response:
+        page = resources.files("heisenberg.api").joinpath("static", "docs.html")
+        return web.Response(text=page.read_text("utf-8"), content_type="text/html")
+
+    async def docs_asset(self, request: web.Request) -> web.Response:
+        """Swagger UI's files, from the swagger-ui-bundle package; only these names."""
+        name = request.match_info["name"]
+        if name == "docs.js":
+            path = Path(str(resources.files("heisenberg.api").joinpath("static", name)))
+        elif name in SWAGGER_FILES:
+            path = Path(swagger_ui_path) / name
+        else:
+            raise fail(404, f"no such file: {name[:100]!r}")
+        return web.Response(body=await asyncio.to_thread(path.read_bytes),
+                            content_type=SWAGGER_FILES.get(name, "text/javascript"),
+                            headers={"Cache-Control": "max-age=86400"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(__version__))
@@ -266,13 +307,10 @@ class API:
         speak = self._flag(body, "speak")
         if speak and (self.tts is None or self.sink is None):
             raise fail(400, "speak: this process has no voice output")
-        session_id = body.get("session_id")
-        if session_id is not None and (not isinstance(session_id, str)
-                                       or len(session_id) > 200):
-            raise fail(400, "'session_id' must be a string of at most 200 characters")
+        session_id = self._session_id(body)
         stream = self._flag(body, "stream") or "text/event-stream" in request.headers.get(
             "Accept", "")
-        async with self._slot():
+        async with self.slot():
             frame, _ = await self._image(body)  # decoded in the slot: bounded memory
             llm = await self.llm_health()
             if not (llm.reachable and llm.model_loaded):
@@ -282,7 +320,7 @@ class API:
             voice = Voice(self.tts, self.sink) if speak and self.tts and self.sink else None
             turn = self.assistant.turn(text, image=frame.jpeg if frame else None,
                                        source="api", voice=voice,
-                                       session_id=session_id or None, show=frame)
+                                       session_id=session_id, show=frame)
             try:
                 async with turn:
                     if stream:
@@ -291,7 +329,15 @@ class API:
                         pass
             except AssistantBusyError as exc:
                 raise fail(409, exc.message) from None
-            return web.json_response(self._answer(self._checked(turn.outcome), speak))
+            return web.json_response(self.answer(self._checked(turn.outcome)))
+
+    @staticmethod
+    def _session_id(body: dict[str, Any]) -> str | None:
+        session_id = body.get("session_id")
+        if session_id is not None and (not isinstance(session_id, str)
+                                       or len(session_id) > 200):
+            raise fail(400, "'session_id' must be a string of at most 200 characters")
+        return session_id or None
 
     @staticmethod
     def _checked(outcome: TurnOutcome) -> TurnOutcome:
@@ -302,13 +348,15 @@ class API:
             raise fail(503, outcome.error.message)
         return outcome
 
-    def _answer(self, outcome: TurnOutcome, spoken: bool) -> dict[str, Any]:
+    def answer(self, outcome: TurnOutcome) -> dict[str, Any]:
         result = outcome.result
         return {"turn_id": outcome.turn_id, "answer": outcome.answer,
                 "error": str(outcome.error) if outcome.error else None,
-                "session_id": outcome.session_id, "spoken": spoken,
+                "session_id": outcome.session_id, "spoken": outcome.spoken,
+                "speech_error": outcome.speech_error or None,
                 "usage": {"prompt_tokens": result.prompt_tokens if result else 0,
                           "completion_tokens": result.completion_tokens if result else 0},
+                "image_dropped": result.image_dropped or None if result else None,
                 "first_token_ms": round(result.first_token_ms) if result else None,
                 "total_ms": round(result.total_ms) if result else None}
 
@@ -337,7 +385,7 @@ class API:
         finally:
             self._streams.discard(handler)
         try:
-            done = self._answer(self._checked(turn.outcome), False)
+            done = self.answer(self._checked(turn.outcome))
             await response.write(f"event: done\ndata: {json.dumps(done)}\n\n".encode())
         except web.HTTPException as exc:
             await response.write(f"event: error\ndata: {exc.text}\n\n".encode())
@@ -354,34 +402,43 @@ class API:
         prompt_text = body.get("prompt") or SCENE_PROMPT
         if not isinstance(prompt_text, str):
             raise fail(400, "'prompt' must be a string")
-        async with self._slot():
+        session_id = self._session_id(body)
+        async with self.slot():
             frame, key = await self._image(body, required=True)
             assert frame is not None
-            cached = self.frames.get(key)
-            if cached is not None:  # only descriptions made from the image are kept
-                return web.json_response({"description": cached, "cached": True,
-                                          "hash": f"{key:016x}", "vision": True})
-            llm = await self.llm_health()
-            if not (llm.reachable and llm.model_loaded):
-                raise fail(503, f"the LLM is not ready: {llm.detail}")
-            self.assistant.show_frame(frame)
-            try:
-                result = await self.assistant.describe(prompt_text, frame.jpeg)
-            except VisionUnavailableError as exc:
-                raise fail(422, exc.message) from None
-            except LLMConnectionError as exc:
-                raise fail(503, f"the LLM is not reachable: {exc}") from None
-            except LLMLoadingError as exc:
-                raise fail(503, exc.message) from None
-            except TurnTimeoutError as exc:
-                raise fail(503, exc.message) from None
-            except LLMError as exc:
-                raise fail(502, exc.message) from None
+            return web.json_response(await self.describe_frame(frame, key, prompt_text,
+                                                               session_id))
+
+    async def describe_frame(self, frame: Frame, key: int, prompt_text: str,
+                             session_id: str | None) -> dict[str, Any]:
+        """What the model sees in ``frame`` (``key``: its perceptual hash), from the cache
+        when the scene is unchanged; raises the HTTP error the failure deserves."""
+        cached = self.frames.get(key)
+        if cached is not None:  # only descriptions made from the image are kept
+            self.assistant.session.set_scene(frame.jpeg, cached, session_id)
+            return {"description": cached, "cached": True, "hash": f"{key:016x}",
+                    "vision": True}
+        llm = await self.llm_health()
+        if not (llm.reachable and llm.model_loaded):
+            raise fail(503, f"the LLM is not ready: {llm.detail}")
+        self.assistant.show_frame(frame)
+        try:
+            result = await self.assistant.describe(prompt_text, frame.jpeg, session_id)
+        except VisionUnavailableError as exc:
+            raise fail(422, exc.message) from None
+        except LLMConnectionError as exc:
+            raise fail(503, f"the LLM is not reachable: {exc}") from None
+        except LLMLoadingError as exc:
+            raise fail(503, exc.message) from None
+        except TurnTimeoutError as exc:
+            raise fail(503, exc.message) from None
+        except LLMError as exc:
+            raise fail(502, exc.message) from None
         description = result.text.strip()
         if description:  # an empty answer is not a description of the scene
             self.frames.put(key, description)
-        return web.json_response({"description": description, "cached": False,
-                                  "hash": f"{key:016x}", "vision": True})
+        return {"description": description, "cached": False, "hash": f"{key:016x}",
+                "vision": True}
 
     async def speak(self, request: web.Request) -> web.Response:
         body = await self._json(request)
@@ -397,7 +454,7 @@ class API:
         sentences = [*splitter.feed(text + " "), *splitter.flush()]
         if not sentences:
             raise fail(400, "'text' has nothing speakable in it")
-        async with self._slot():  # Piper shares the machine with the spoken turns
+        async with self.slot():  # Piper shares the machine with the spoken turns
             chunks = [await asyncio.to_thread(tts.synthesize, s) for s in sentences]
         samples = np.concatenate([c.array() for c in chunks])
         buffer = io.BytesIO()
@@ -406,15 +463,28 @@ class API:
             wav.setsampwidth(2)
             wav.setframerate(tts.rate_hz)
             wav.writeframes(samples.astype(np.int16).tobytes())
-        if play and self.sink is not None:
-            self._spawn(self._play(self.sink, list(zip(sentences, chunks, strict=True))),
-                        "play")
-        return web.Response(body=buffer.getvalue(), content_type="audio/wav")
+        headers = {}
+        if play:  # the WAV is the answer either way; the headers say whether it was played
+            try:
+                if self.sink is None:
+                    raise AudioDeviceError("this process has no speaker")
+                await self.sink.ready()
+            except AudioDeviceError as exc:
+                headers = {"Heisenberg-Played": "no", "Heisenberg-Play-Error": exc.message}
+            else:
+                headers = {"Heisenberg-Played": "yes"}
+                self._spawn(self._play(self.sink, list(zip(sentences, chunks, strict=True))),
+                            "play")
+        return web.Response(body=buffer.getvalue(), content_type="audio/wav",
+                            headers=headers)
 
     @staticmethod
     async def _play(sink: AudioSink, said: list[tuple[str, AudioChunk]]) -> None:
-        for sentence, chunk in said:  # in order, one after the other
-            await sink.play_text(chunk, sentence)
+        try:
+            for sentence, chunk in said:  # in order, one after the other
+                await sink.play_text(chunk, sentence)
+        except AudioDeviceError as exc:  # it was ready a moment ago: unplugged meanwhile
+            log.error("API: /speak could not play: %s", exc.message)
 
     async def history(self, request: web.Request) -> web.Response:
         try:
@@ -426,7 +496,10 @@ class API:
         wanted = request.query.get("session_id") or None
         session = self.assistant.session
         rows = await asyncio.to_thread(session.saved_turns, limit, wanted)
-        return web.json_response({"session_id": wanted or session.session_id, "turns": [
+        # Without a session_id: every conversation's turns, each with its own id (the
+        # top-level id is then none: it would mislabel the others).
+        return web.json_response({"session_id": wanted,
+                                  "current_session_id": session.session_id, "turns": [
             {"turn_id": t.turn_id, "session_id": s, "timestamp_s": t.timestamp_s,
              "user": t.user, "assistant": t.assistant, "interrupted": t.interrupted,
              "outcome": t.outcome}
@@ -450,38 +523,4 @@ class API:
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0)
-        await ws.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.api.ws_queue)
-        too_slow = asyncio.Event()
-
-        async def forward(event: Event) -> None:
-            try:
-                queue.put_nowait(event.to_dict())
-            except asyncio.QueueFull:
-                too_slow.set()
-
-        sub = self.bus.subscribe(forward, name="ws", max_queue=self.api.ws_queue * 2)
-
-        async def send() -> None:
-            while True:
-                await ws.send_json(await queue.get())
-
-        sender = asyncio.ensure_future(send())
-        reader = asyncio.ensure_future(ws.receive())  # the client closing, or pings
-        slow = asyncio.ensure_future(too_slow.wait())
-        try:
-            await asyncio.wait({sender, reader, slow}, return_when=asyncio.FIRST_COMPLETED)
-            if slow.done():
-                self.ws_dropped += 1
-                log.warning("API: a WebSocket client fell %d events behind; dropped",
-                            self.api.ws_queue)
-        finally:
-            for task in (sender, reader, slow):
-                task.cancel()
-            await self.bus.unsubscribe(sub)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(code=1008 if too_slow.is_set() else 1000,
-                                                message=b"too slow" if too_slow.is_set()
-                                                else b""), 1.0)
-        return ws
+        return await StreamConnection(self, request).run()

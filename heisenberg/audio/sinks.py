@@ -63,6 +63,9 @@ class AudioSink(ABC):
     async def stop(self) -> None:  # noqa: B027 - a sink that plays instantly has nothing to cut
         """Cut what is playing now (barge-in)."""
 
+    async def ready(self) -> None:  # noqa: B027 - files and the null sink always are
+        """Raise ``AudioDeviceError`` if the device cannot play now (checked, not played)."""
+
     async def close(self) -> None:
         return None
 
@@ -169,6 +172,10 @@ class SpeakerSink(AudioSink):
                 stream.close()
             except Exception as exc:  # the device is already gone
                 log.warning("speaker: closing the stream failed: %s", exc)
+
+    async def ready(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._ensure_stream)
 
     async def play(self, chunk: AudioChunk) -> None:
         samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)

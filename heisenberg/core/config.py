@@ -55,6 +55,9 @@ class LLMConfig:
     """Full URL of a LLaVA-style ``{prompt,image}->{text}`` endpoint (env LLAVA_SERVER_URL)."""
     llava_token: str = _opt("")
     """Bearer token for the LLaVA endpoint (env LLAVA_AUTH_TOKEN)."""
+    llava_prompt: str = _opt("conversation", choices=("conversation", "question"))
+    """What goes into the LLaVA request's ``prompt``: the conversation as plain text (system
+    prompt, past turns, the question) or only the user's question as asked."""
     prompt_format: str = _opt("plain", choices=PROMPT_FORMATS)
     personality: str = _opt("default", choices=PERSONALITIES)
     system_prompt: str = _opt("")
@@ -181,6 +184,9 @@ class SessionConfig:
     """Minutes idle after which a new session starts; 0 = never."""
     speak_errors: bool = _opt(True)
     """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
+    scene_ttl_s: float = _opt(300.0, min=0.0, max=86400.0)
+    """Seconds the last scene described by /process-frame (its frame and description) stays
+    part of that session's next questions; 0 = not kept."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,9 @@ class APIConfig:
     at once; more get 429."""
     ws_queue: int = _opt(512, min=1, max=100000)
     """Events buffered per WebSocket client; a client that falls further behind is dropped."""
+    ws_max_fps: float = _opt(2.0, min=0.01, max=60.0)
+    """Frames of one WebSocket client described per second at most; a newer frame
+    replaces one still waiting."""
     frame_cache_size: int = _opt(32, min=1, max=10000)
     """Scene descriptions kept by /process-frame."""
     frame_cache_ttl_s: float = _opt(300.0, min=1.0, max=86400.0)

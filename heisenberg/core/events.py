@@ -112,6 +112,8 @@ class LLMComplete(Event):
     """The server's own figures, when it reports them (llama.cpp: ``predicted_per_second``)."""
     server_prompt: str = ""
     """The prompt as the server saw it, when it echoes it (llama.cpp ``/completion``)."""
+    image_dropped: str = ""
+    """Why the question's image did not reach the model (empty: it did, or there was none)."""
 
 
 @dataclass(frozen=True, kw_only=True)

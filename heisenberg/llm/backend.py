@@ -52,9 +52,16 @@ class LLMResult:
     stop_reason: str
     server_prompt: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
+    image_dropped: str = ""
+    """Why an image given with the question did not reach the model (empty: it did, or
+    there was none)."""
 
 
 log = logging.getLogger(__name__)
+
+VISION_RECHECK_S = 60.0
+"""How long "cannot see" (or "did not say") is believed before the server is asked again:
+a server that was loading, or was restarted with a vision projector, is found out."""
 
 
 def encode_image(image: bytes) -> str:
@@ -125,6 +132,9 @@ class LLMBackend(ABC):
         self.base_url = base_url.rstrip("/")
         self.vision: bool | None = None
         """Whether the server accepts images; None until asked."""
+        self._vision_asked_s: float | None = None
+        self._vision_said = False
+        """The server itself said (not a guess, not a refusal to one image)."""
         self._vision_warned = False
         self._session: aiohttp.ClientSession | None = None
         self.timeout = self._timeout(config)
@@ -182,10 +192,11 @@ class LLMBackend(ABC):
         first_ms = 0.0
         pieces: list[str] = []
         usage = Usage()
+        dropped = ""
         if image is not None and not await self.supports_vision():
             if require_image:
                 raise VisionUnavailableError(self._cannot_see())
-            self._no_vision("the server does not report image input")
+            dropped = self._no_vision("the server does not report image input")
             image = None
         while True:
             # A plain transcript invites the model to go on writing it ("Bob: ...").
@@ -213,26 +224,36 @@ class LLMBackend(ABC):
                 # other servers say it in their own words.
                 if image is None or pieces or not image_refused(exc.server_message):
                     raise
-                self.vision = False
+                self.vision, self._vision_said = False, False
+                self._vision_asked_s = time.monotonic()
                 if require_image:
                     raise VisionUnavailableError(self._cannot_see()) from exc
-                self._no_vision(exc.server_message)
+                dropped = self._no_vision(exc.server_message)
                 image, usage = None, Usage()
         yield LLMResult("".join(pieces), usage.prompt_tokens,
                         usage.completion_tokens or len(pieces), first_ms,
                         (time.perf_counter() - start) * 1000, usage.stop_reason,
-                        usage.server_prompt, usage.timings)
+                        usage.server_prompt, usage.timings, dropped)
 
     async def supports_vision(self) -> bool:
-        """Whether the server accepts images; asked once, then remembered in ``vision``.
+        """Whether the server accepts images, remembered in ``vision``.
 
         One policy for every backend: what the server says about itself decides; a server
         that says nothing (or cannot be asked) is given the benefit of the doubt, and if it
-        then refuses the image, the question is asked again as text (``stream``)."""
-        if self.vision is None:
+        then refuses the image, the question is asked again as text (``stream``). Anything
+        but a "yes" from the server itself is asked again after ``VISION_RECHECK_S``."""
+        now = time.monotonic()
+        stale = self._vision_asked_s is None or (
+            not (self.vision and self._vision_said)
+            and now - self._vision_asked_s > VISION_RECHECK_S)
+        if stale:
             said = await self._detect_vision()
+            self._vision_asked_s, self._vision_said = now, said is not None
+            if said and self.vision is False:
+                log.info("vision available again: images go to the model")
+                self._vision_warned = False
             self.vision = True if said is None else said
-        return self.vision
+        return bool(self.vision)
 
     async def _detect_vision(self) -> bool | None:
         """What the server says about image input; None when it does not say."""
@@ -242,10 +263,14 @@ class LLMBackend(ABC):
         return (f"the model at {self.base_url} cannot see images: serve it with a vision "
                 "projector (llama-server --mmproj, server.mmproj_path) or use a vision model")
 
-    def _no_vision(self, why: str) -> None:
+    def _no_vision(self, why: str) -> str:
+        """Say (loudly once, then at info level) that an image is not sent; returns why."""
         if not self._vision_warned:
             self._vision_warned = True
             log.warning("vision unavailable (%s): questions go to the model as text only", why)
+        else:
+            log.info("image not sent: vision unavailable (%s)", why)
+        return f"vision unavailable: {why}"
 
     async def complete(self, prompt: Prompt, image: bytes | None = None, *,
                        require_image: bool = False) -> LLMResult:

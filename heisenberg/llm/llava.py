@@ -26,7 +26,9 @@ class LlavaLLM(LLMBackend):
     async def _generate(self, prompt: Prompt, image: bytes | None,
                         usage: Usage) -> AsyncIterator[str]:
         url = self.config.llava_url or self.base_url
-        payload: dict[str, Any] = {"prompt": prompt.as_text()}
+        question_only = self.config.llava_prompt == "question"
+        payload: dict[str, Any] = {"prompt": prompt.question if question_only
+                                   else prompt.as_text()}
         if image is not None:
             payload["image"] = encode_image(image)
         resp = await self._post(url, payload, self.config.llava_token or self.config.api_key)

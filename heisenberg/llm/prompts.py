@@ -94,22 +94,24 @@ class PromptBuilder:
         return tuple(reversed(kept))
 
     def build(self, question: str | Sequence[Turn],
-              history: Sequence[Turn] | str = ()) -> Prompt:
+              history: Sequence[Turn] | str = (), context: str = "") -> Prompt:
         """The prompt for ``question`` after ``history``. Seed 004's order,
-        ``build(history, current_query)``, is accepted too."""
+        ``build(history, current_query)``, is accepted too. ``context``: what the model
+        should know besides (the last scene), added to the system prompt."""
         if not isinstance(question, str):
             question, history = history, question
         if not isinstance(question, str) or isinstance(history, str):
             raise TypeError("build(question, history) needs one question (str) and a "
                             "sequence of turns")
         turns = self.select_history(history)
+        system = f"{self.system}\n\n{context}" if context else self.system
         render = {"plain": _plain, "chatml": _chatml, "llama2": _llama2, "gemma": _gemma}
         if self.format == "openai":
-            return Prompt(self.format, self.system, question, turns,
-                          messages=_messages(self.system, turns, question))
-        text = render[self.format](self.system, turns, question)
-        return Prompt(self.format, self.system, question, turns, text=text,
-                      messages=_messages(self.system, turns, question),
+            return Prompt(self.format, system, question, turns,
+                          messages=_messages(system, turns, question))
+        text = render[self.format](system, turns, question)
+        return Prompt(self.format, system, question, turns, text=text,
+                      messages=_messages(system, turns, question),
                       stop=list(STOP_STRINGS[self.format]))
 
 

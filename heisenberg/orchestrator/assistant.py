@@ -127,7 +127,8 @@ class Assistant:
         prefetch.start()
         return prefetch
 
-    async def describe(self, question: str, image: bytes) -> LLMResult:
+    async def describe(self, question: str, image: bytes,
+                       session_id: str | None = None) -> LLMResult:
         """A one-off question about an image, outside the conversation: no history, no
         state change, but in turn with the conversation's questions (one at a time). Its
         LLM_COMPLETE (no turn id) tells observers what it cost. A model that cannot see
@@ -142,4 +143,6 @@ class Assistant:
                 raise TurnTimeoutError(f"no description within {limit_s:.0f}s "
                                        "(states.thinking_timeout_s)") from None
         self.record(complete_event(result))
+        if result.text.strip():  # the session's next questions are about this scene
+            self.session.set_scene(image, result.text.strip(), session_id)
         return result

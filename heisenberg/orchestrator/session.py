@@ -35,12 +35,23 @@ MAX_UNSAVED = 10_000
 
 def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
+@dataclass(frozen=True)
+class Scene:
+    """The last frame a session showed (``/process-frame``) and what the model saw in it."""
+
+    jpeg: bytes
+    description: str
+    at_s: float
+    """Wall-clock seconds when it was described."""
+
+
 @dataclass
 class Conversation:
     session_id: str
     turns: list[ConversationTurn]
     last_activity_s: float
     """Wall-clock seconds of the last turn or look at the history."""
+    scene: Scene | None = None
 
 
 class SessionManager:
@@ -230,6 +241,17 @@ class SessionManager:
         if max_turns is not None:
             turns = turns[-max_turns:] if max_turns > 0 else []
         return [t.as_prompt_turn() for t in turns]
+
+    def set_scene(self, jpeg: bytes, description: str, session_id: str | None = None) -> None:
+        """Remember the scene a session was shown; it replaces the one before."""
+        self._conversation(session_id).scene = Scene(jpeg, description, self._clock())
+
+    def scene(self, max_age_s: float, session_id: str | None = None) -> Scene | None:
+        """The session's last scene, if it is younger than ``max_age_s``."""
+        scene = self._conversation(session_id).scene
+        if scene is None or not max_age_s or self._clock() - scene.at_s > max_age_s:
+            return None
+        return scene
 
     def reset(self) -> None:
         """Start a new current conversation: the prompt forgets past turns (the store keeps

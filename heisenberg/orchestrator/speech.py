@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
+from heisenberg.core.errors import AudioDeviceError, HeisenbergError, TTSError
 from heisenberg.core.events import Event, TTSFinished, TTSStarted
 from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
@@ -44,6 +45,9 @@ class Speaker:
         self._audio: asyncio.Queue[tuple[str, AudioChunk] | None] = asyncio.Queue(maxsize=2)
         self._partial: tuple[str, float, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.error: HeisenbergError | None = None
+        """Why (some of) the answer could not be spoken: the speaker or Piper failed. The
+        answer itself goes on; the rest of it is not spoken."""
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._synthesize(), name="tts-synth"),
@@ -63,7 +67,7 @@ class Speaker:
         except BaseException:
             await self.cancel()
             raise
-        if self.started_playing:
+        if self.spoken:
             self._emit(TTSFinished(audio_ms=int(sum(s.audio_ms for s in self.spoken)),
                                    turn_id=self.turn_id))
 
@@ -91,7 +95,13 @@ class Speaker:
             if sentence is None:  # the end
                 await self._audio.put(None)
                 return
-            chunk = await asyncio.to_thread(self.tts.synthesize, sentence)
+            if self.error is not None:
+                continue  # nothing more is spoken; the queue is drained to its end
+            try:
+                chunk = await asyncio.to_thread(self.tts.synthesize, sentence)
+            except TTSError as exc:
+                self._failed(exc)
+                continue
             await self._audio.put((sentence, chunk))
 
     async def _play(self) -> None:
@@ -100,10 +110,22 @@ class Speaker:
             if item is None:
                 return
             sentence, chunk = item
+            if self.error is not None:
+                continue
             if not self.started_playing:
                 self.started_playing = True
                 self._emit(TTSStarted(text=sentence, turn_id=self.turn_id))
             self._partial = (sentence, self.sink.played_ms, chunk.duration_ms)
-            await self.sink.play_text(chunk, sentence)
+            try:
+                await self.sink.play_text(chunk, sentence)
+            except AudioDeviceError as exc:
+                self._partial = None
+                self._failed(exc)
+                continue
             self._partial = None
             self.spoken.append(Spoken(sentence, chunk.duration_ms))
+
+    def _failed(self, exc: HeisenbergError) -> None:
+        if self.error is None:
+            log.error("the answer cannot be spoken: %s", exc.message)
+            self.error = exc

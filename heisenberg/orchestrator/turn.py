@@ -39,7 +39,6 @@ from heisenberg.core.events import (
     LLMComplete,
     LLMToken,
     TranscriptionFinal,
-    TTSStarted,
     TurnEnded,
 )
 from heisenberg.core.logs import current_turn
@@ -77,6 +76,12 @@ class TurnOutcome:
     """The conversation the turn belongs to."""
     spoken: bool = False
     """Some of the answer was played."""
+    speech_error: str = ""
+    """Why the answer (or its rest) was not spoken, when the speaker or Piper failed."""
+
+
+def scene_context(description: str) -> str:
+    return f"The user showed you an image a moment ago. What you saw in it: {description}"
 
 
 def complete_event(result: LLMResult, turn_id: str = "") -> LLMComplete:
@@ -84,7 +89,8 @@ def complete_event(result: LLMResult, turn_id: str = "") -> LLMComplete:
                        completion_tokens=result.completion_tokens,
                        first_token_ms=result.first_token_ms, total_ms=result.total_ms,
                        stop_reason=result.stop_reason, timings=result.timings,
-                       server_prompt=result.server_prompt, turn_id=turn_id)
+                       server_prompt=result.server_prompt,
+                       image_dropped=result.image_dropped, turn_id=turn_id)
 
 
 class Turn:
@@ -110,6 +116,7 @@ class Turn:
         self._result: LLMResult | None = None
         self._answer = ""
         self._spoken = False
+        self._speech_error = ""
         self._token: contextvars.Token[str] | None = None
 
     # --- the caller's side ----------------------------------------------------------------
@@ -159,13 +166,11 @@ class Turn:
         return TurnOutcome(self.turn_id, self.question, self._answer,
                            None if self._failed else self._result, self._failed,
                            self._session_id or self._assistant.session.session_id,
-                           self._spoken)
+                           self._spoken, self._speech_error)
 
     def _record(self, event: Event) -> None:
         self._assistant.record(event)
-        if isinstance(event, TTSStarted):
-            self._spoken = True
-        elif isinstance(event, TurnEnded):
+        if isinstance(event, TurnEnded):
             self._ended = True
 
     # --- the stages -----------------------------------------------------------------------
@@ -178,7 +183,13 @@ class Turn:
                                 jpeg_bytes=len(self._show.jpeg), turn_id=self.turn_id)
         yield TranscriptionFinal(text=self.question, source=self.source, turn_id=self.turn_id)
         history = a.session.prompt_history(a.config.session.max_turns, self._session_id)
-        prompt = a.prompts.build(self.question, history)
+        context = ""
+        if self._image is None:  # the last scene this session was shown, if still fresh
+            scene = a.session.scene(a.config.session.scene_ttl_s, self._session_id)
+            if scene is not None:
+                self._image = scene.jpeg
+                context = scene_context(scene.description)
+        prompt = a.prompts.build(self.question, history, context)
         out: asyncio.Queue[Event | None] = asyncio.Queue()
         speaker = None if self._voice is None else Speaker(
             self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id)
@@ -214,6 +225,12 @@ class Turn:
             return
         self._result = result
         self._answer = result.text.strip()  # models pad with spaces and newlines
+        if speaker is not None:
+            self._spoken = bool(speaker.spoken)
+            if speaker.error is not None:  # the answer stands; the user is told it was mute
+                self._speech_error = speaker.error.message
+                yield ErrorEvent(code=speaker.error.code, message=speaker.error.message,
+                                 turn_id=self.turn_id)
         a.session.add_conversation_turn(self.question, self._answer,
                                         session_id=self._session_id, turn_id=self.turn_id,
                                         save=False)
@@ -225,6 +242,7 @@ class Turn:
         if speaker is None:
             return "".join(pieces)
         await speaker.cancel()
+        self._spoken = bool(speaker.spoken)
         return speaker.spoken_text()
 
     async def _answer_with(self, prompt: Prompt, out: asyncio.Queue[Event | None],

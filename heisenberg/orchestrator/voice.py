@@ -318,7 +318,7 @@ class VoiceLoop:
         if turn.outcome.error is not None:
             if self.assistant.config.session.speak_errors:
                 await self._say(SORRY)
-        elif not turn.outcome.spoken:
+        elif not turn.outcome.spoken and not turn.outcome.speech_error:
             # Silence after "got it" would leave the user wondering; small models do
             # sometimes stop at once (or answer only with symbols).
             log.warning("the model gave no speakable answer (%r)", turn.outcome.answer)
