@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -316,3 +317,30 @@ async def test_a_slow_non_streaming_server_is_waited_for_up_to_the_turn_limit() 
         assert "states.thinking_timeout_s" in outcome.error.message
         with pytest.raises(TurnTimeoutError, match="states.thinking_timeout_s"):
             await assistant.describe("What is this?", JPEG)
+
+
+async def test_ask_while_the_vlm_model_is_not_loaded_is_503(make_api: Any) -> None:
+    """Seed 002: the VLM server's /health says "model_loaded": false; docs/API.md: 503."""
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "loading", "model_loaded": False})
+
+    async def generate(request: web.Request) -> web.Response:
+        raise AssertionError("no question may reach a server whose model is not loaded")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/api/v1/generate", generate)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        api = await make_api(url=str(server.make_url("")).rstrip("/"),
+                             llm={"backend": "vlm-server"})
+        async with aiohttp.ClientSession() as session:
+            async with session.post(api.url + "/api/v1/ask", json={"text": "Hi"}) as resp:
+                body = await resp.json()
+            assert resp.status == 503 and "not loaded" in body["detail"]
+            async with session.get(api.url + "/api/v1/health") as resp:
+                health_body = await resp.json()
+            assert resp.status == 503 and health_body["llm"]["model_loaded"] is False
+    finally:
+        await server.close()
