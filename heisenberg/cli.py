@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--llm-unit", action="store_true",
                      help="also a unit for the llama.cpp server (else: managed mode)")
     svc.add_argument("--dir", metavar="DIR", help="write the units here instead")
+    wyo = command("wyoming", help="serve speech-to-text, text-to-speech, wake word and the "
+                                  "conversation over the Wyoming protocol (Home Assistant)")
+    wyo.add_argument("--uri", help="tcp://host:port or unix:///path (default: wyoming.uri, "
+                                   "tcp://127.0.0.1:10300)")
     command("check", help="check config, models, devices and the LLM server")
     hist = command("history", help="show (or --clear) the saved conversation")
     hist.add_argument("--clear", action="store_true", help="delete every saved turn")
@@ -322,6 +326,29 @@ async def cmd_llm_server(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_wyoming(config: Config, uri: str | None) -> int:
+    from heisenberg.api.wyoming import WyomingServer, wyoming_engines
+    from heisenberg.core.config import check_wyoming_uri
+    from heisenberg.main import Runtime, load_voice_engines
+
+    if uri:
+        config = dataclasses.replace(config, wyoming=dataclasses.replace(config.wyoming,
+                                                                         uri=uri))
+        check_wyoming_uri(config.wyoming)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(config) as rt:
+        engines = await load_voice_engines(config)
+        served = wyoming_engines(config, rt.assistant, engines.stt, engines.tts)
+        async with WyomingServer(config.wyoming, served):
+            print(f"Wyoming server at {config.wyoming.uri} (asr, tts, wake, handle)",
+                  flush=True)
+            await stop.wait()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -346,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_history(config, args.clear, args.limit, args.yes)
         if args.command == "llm-server":
             return asyncio.run(cmd_llm_server(config, args))
+        if args.command == "wyoming":
+            return asyncio.run(cmd_wyoming(config, args.uri))
         return run_voice_command(config, args)
     except ConfigError as exc:
         print(f"heisenberg: configuration error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from heisenberg.audio.sinks import AudioSink, NullSink, SpeakerSink, WavFileSink
 from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
@@ -30,6 +31,8 @@ from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord, WakeWordEngine
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,6 +107,11 @@ class Runtime:
             await self._stack.aclose()
             raise
         return self
+
+    async def enter_async_context(self, context: contextlib.AbstractAsyncContextManager[T]
+                                  ) -> T:
+        """Enter ``context`` now; it is left at exit, before what was set up earlier."""
+        return await self._stack.enter_async_context(context)
 
     def push_async_callback(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` at exit, before what was set up earlier is closed."""

@@ -307,7 +307,7 @@ class API:
         speak = self._flag(body, "speak")
         if speak and (self.tts is None or self.sink is None):
             raise fail(400, "speak: this process has no voice output")
-        session_id = self._session_id(body)
+        session_id = self.session_id(body)
         stream = self._flag(body, "stream") or "text/event-stream" in request.headers.get(
             "Accept", "")
         async with self.slot():
@@ -332,7 +332,7 @@ class API:
             return web.json_response(self.answer(self._checked(turn.outcome)))
 
     @staticmethod
-    def _session_id(body: dict[str, Any]) -> str | None:
+    def session_id(body: dict[str, Any]) -> str | None:
         session_id = body.get("session_id")
         if session_id is not None and (not isinstance(session_id, str)
                                        or len(session_id) > 200):
@@ -402,7 +402,7 @@ class API:
         prompt_text = body.get("prompt") or SCENE_PROMPT
         if not isinstance(prompt_text, str):
             raise fail(400, "'prompt' must be a string")
-        session_id = self._session_id(body)
+        session_id = self.session_id(body)
         async with self.slot():
             frame, key = await self._image(body, required=True)
             assert frame is not None

@@ -116,9 +116,10 @@ class StreamConnection:
         if not isinstance(data, dict):
             self._reject("a text message must be a JSON object")
             return
-        session_id = data.get("session_id")
-        if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 200):
-            self._reject("'session_id' must be a string of at most 200 characters")
+        try:
+            session_id = self.api.session_id(data)
+        except web.HTTPException as exc:
+            self._reject(json.loads(exc.text or "{}").get("detail", exc.reason))
             return
         kind = data.get("type")
         if kind == "frame":

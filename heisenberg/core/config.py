@@ -225,6 +225,20 @@ class StatesConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """Heisenberg's engines as a Wyoming server (Home Assistant, satellites)."""
+
+    enabled: bool = _opt(False)
+    """Serve it inside the daemon (``heisenberg run``); ``heisenberg wyoming`` always does."""
+    uri: str = _opt("tcp://127.0.0.1:10300")
+    """``tcp://host:port`` or ``unix:///path``."""
+    allow_remote: bool = _opt(False)
+    """Wyoming has no authentication: an address beyond loopback needs this set."""
+    max_clients: int = _opt(64, min=1, max=10000)
+    """Connections served at once; one more is told so and closed."""
+
+
+@dataclass(frozen=True)
 class APIConfig:
     enabled: bool = _opt(False)
     host: str = _opt("127.0.0.1")
@@ -283,6 +297,7 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     states: StatesConfig = field(default_factory=StatesConfig)
     api: APIConfig = field(default_factory=APIConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -385,6 +400,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     config = Config(**{name: _build_section(name, cls, merged[name])
                        for name, cls in sections.items()})
     _check_api_exposure(config.api)
+    check_wyoming_uri(config.wyoming)
     return config
 
 
@@ -407,6 +423,29 @@ def _check_api_exposure(api: APIConfig) -> None:
             "empty; set a token (api.token = \"<a long random string>\", e.g. from "
             "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`), or bind "
             "127.0.0.1, or set api.allow_open = true to accept the risk")
+
+
+def wyoming_host(uri: str) -> str:
+    """The host of a ``tcp://host:port`` URI ("" for a unix socket)."""
+    return uri.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]") \
+        if uri.startswith("tcp://") else ""
+
+
+def check_wyoming_uri(wyoming: WyomingConfig) -> None:
+    """A Wyoming URI the wyoming package can serve, on loopback unless allowed otherwise
+    (the protocol has no authentication)."""
+    uri = wyoming.uri
+    if uri.startswith("tcp://"):
+        _, _, port = uri.removeprefix("tcp://").rpartition(":")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"wyoming.uri: {uri!r} needs a port (tcp://127.0.0.1:10300)")
+    elif not uri.startswith("unix://") or len(uri) <= len("unix://"):
+        raise ConfigError(f"wyoming.uri: {uri!r} is not tcp://host:port or unix:///path")
+    host = wyoming_host(uri)
+    if host and not is_loopback(host) and not wyoming.allow_remote:
+        raise ConfigError(f"wyoming.uri: {uri!r} is reachable from other machines and "
+                          "Wyoming has no authentication; set wyoming.allow_remote = true to "
+                          "serve it anyway (behind a firewall or VPN: docs/HOME_ASSISTANT.md)")
 
 
 def default_search_paths() -> list[Path]:

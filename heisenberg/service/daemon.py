@@ -100,6 +100,12 @@ class Daemon:
                 self.voice = rt.voice_loop(engines, source, sink)
                 rt.bus.subscribe(self._on_event, [EventType.STATE_CHANGED, EventType.ERROR],
                                  name="systemd")
+                if self.config.wyoming.enabled:
+                    from heisenberg.api.wyoming import WyomingServer, wyoming_engines
+
+                    served = wyoming_engines(self.config, rt.assistant, engines.stt,
+                                             engines.tts)
+                    await rt.enter_async_context(WyomingServer(self.config.wyoming, served))
                 if self.config.api.enabled:
                     self.api = API(self.config, rt.assistant, tts=engines.tts, sink=sink,
                                    devices=self.voice.device_status)
