@@ -16,6 +16,7 @@ from heisenberg.audio.sinks import AudioSink, NullSink, SpeakerSink, WavFileSink
 from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
+from heisenberg.core.errors import ConfigError
 from heisenberg.core.events import ErrorEvent, Event
 from heisenberg.core.logs import EventLogger
 from heisenberg.llm.backends import backend_url, create_backend
@@ -43,13 +44,24 @@ class VoiceEngines:
 
 
 async def load_voice_engines(config: Config, deterministic_tts: bool = False) -> VoiceEngines:
-    """Load the three models at once, each in a worker thread (they take ~0.1-5 s)."""
+    """Load the three models at once, each in a worker thread (they take ~0.1-5 s); a stage
+    with ``engine = "wyoming"`` is the Wyoming service at its ``uri`` instead."""
+    from heisenberg.voice.remote import WyomingSTT, WyomingTTS, WyomingWake
+
+    ww, st, ts = config.wakeword, config.stt, config.tts
+    for name, cfg in (("wakeword", ww), ("stt", st), ("tts", ts)):
+        if cfg.engine == "wyoming" and not cfg.uri:
+            raise ConfigError(f"{name}.uri must name the Wyoming service for {name}.engine = "
+                              '"wyoming" (e.g. "tcp://192.168.1.20:10300")')
     wake, stt, tts = await asyncio.gather(
-        asyncio.to_thread(OpenWakeWordEngine, config.wakeword),
-        asyncio.to_thread(WhisperSTT, config.stt),
-        asyncio.to_thread(PiperTTS, config.tts, deterministic_tts))
+        asyncio.to_thread(OpenWakeWordEngine, ww) if ww.engine == "local" else
+        asyncio.to_thread(WyomingWake, ww.uri, ww.model, ww.remote_timeout_s),
+        asyncio.to_thread(WhisperSTT, st) if st.engine == "local" else
+        asyncio.to_thread(WyomingSTT, st.uri, st.remote_timeout_s, st.language),
+        asyncio.to_thread(PiperTTS, ts, deterministic_tts) if ts.engine == "local" else
+        asyncio.to_thread(WyomingTTS, ts.uri, ts.remote_timeout_s))
     engine: WakeWordEngine = wake
-    if config.wakeword.vad_gate:
+    if ww.vad_gate:
         engine = VadGatedWakeWord(wake, WebRtcVad(config.stt.vad_aggressiveness).any_speech)
     return VoiceEngines(engine, stt, tts)
 

