@@ -21,12 +21,14 @@ from heisenberg.audio.sources import FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import STTConfig, TTSConfig, WakeWordConfig
 from heisenberg.core.errors import STTError, TTSError
+from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.main import load_voice_engines
 from heisenberg.orchestrator.assistant import Assistant
-from heisenberg.orchestrator.voice import VoiceLoop
+from heisenberg.orchestrator.voice import SORRY, VoiceLoop
 from heisenberg.voice.remote import WyomingSTT, WyomingTTS, WyomingWake
 from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import RunningServer, config_for, free_port, silence, speech
 
 
@@ -91,6 +93,15 @@ async def test_a_voice_turn_on_remote_engines(
         await asyncio.to_thread(engines.tts.synthesize, "Hello.")
     assert await asyncio.to_thread(engines.wake.process, silent_chunk()) is None
     assert time.monotonic() - started < 30
+    # A spoken question meanwhile: the turn fails, the user hears it once, the loop goes on.
+    sink2 = WavFileSink(tmp_path / "sorry.wav", tts.rate_hz)
+    loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), sink2,
+                     OpenWakeWordEngine(WakeWordConfig()), engines.stt, tts, earcons=False)
+    [failed] = await asyncio.wait_for(loop.run(), 60)
+    assert failed.outcome is not None and failed.outcome.error is not None
+    assert failed.outcome.error.code == "stt" and "cannot be reached" in str(
+        failed.outcome.error)
+    assert SORRY in sink2.hearing(echo_s=600) and loop.state is State.IDLE
     # ...and comes back: the next call connects again.
     proc2 = start_server(llama_server, uri)
     try:

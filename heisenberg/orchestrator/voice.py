@@ -283,8 +283,10 @@ class VoiceLoop:
             grab = None if early else self._tasks.spawn(self.frames.grab(), "camera")
             got = await early if early is not None else await self._transcribe(heard.samples)
             prefetch = got.prefetch
-            if got.error is not None:
+            if got.error is not None:  # said, like any failed turn (a lost remote STT...)
                 self._fail(turn, got.error)
+                if self.assistant.config.session.speak_errors:
+                    await self._say(SORRY)
                 return
             text = turn.transcript = strip_wake_word(got.raw, self.wake_word)
             if prefetch is not None:
