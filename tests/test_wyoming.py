@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncTcpClient
+from wyoming.client import AsyncTcpClient, AsyncUnixClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.handle import Handled
@@ -27,7 +30,7 @@ from wyoming.tts import (
 from wyoming.wake import Detect, Detection, NotDetected
 
 from heisenberg.api.wyoming import WyomingServer, wyoming_engines
-from heisenberg.audio.format import RATE_HZ, resample
+from heisenberg.audio.format import RATE_HZ, resample, write_wav
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, WyomingConfig, load_config
 from heisenberg.core.errors import ConfigError
@@ -185,3 +188,47 @@ def test_wyoming_stays_on_loopback_unless_told() -> None:
     with pytest.raises(ConfigError, match="tcp://host:port"):
         load_config(None, env={"HEISENBERG_WYOMING_URI": "http://x"})
     assert Config().wyoming.uri == "tcp://127.0.0.1:10300"
+
+
+async def test_too_much_audio_is_refused_and_memory_stays_bounded(server: str) -> None:
+    async with client(server) as c:
+        await c.write_event(Transcribe().event())
+        await c.write_event(AudioStart(rate=RATE_HZ, width=2, channels=1).event())
+        second = np.zeros(RATE_HZ, np.int16).tobytes()
+        for _ in range(61):
+            await c.write_event(AudioChunk(rate=RATE_HZ, width=2, channels=1,
+                                           audio=second).event())
+        error = Error.from_event(await read(c))
+        assert error.code == "audio_too_long" and "60 s" in error.text
+        await c.write_event(Describe().event())  # and the connection goes on
+        assert Info.is_type((await read(c)).type)
+
+
+async def test_the_daemon_serves_wyoming_on_a_unix_socket(
+        llama_server: RunningServer, tmp_path: Path) -> None:
+    sock = tmp_path / "heisenberg.sock"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[llm]\nurl = "{llama_server.url}"\n[camera]\nenabled = false\n'
+                      f'[history]\nenabled = false\n[wyoming]\nenabled = true\n'
+                      f'uri = "unix://{sock}"\n')
+    wav = tmp_path / "quiet.wav"
+    write_wav(wav, silence(60.0), RATE_HZ)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heisenberg", "--config", str(config), "run", "--input",
+        str(wav), "--realtime", "--output", str(tmp_path / "out.wav"),
+        env={**os.environ, "HEISENBERG_CONFIG": "", "HF_HUB_OFFLINE": "1"},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(90):
+            while not sock.exists():
+                await asyncio.sleep(0.2)
+        async with AsyncUnixClient(str(sock)) as c:
+            await c.write_event(Describe().event())
+            info = Info.from_event(await read(c))
+            assert info.asr and info.tts and info.wake and info.handle
+            await c.write_event(Transcript(text="Say hello.").event())
+            assert Handled.from_event(await read(c)).text
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
+    assert proc.returncode == 0
