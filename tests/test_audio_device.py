@@ -19,6 +19,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
+from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from tests.conftest import NotifySocket, RunningServer, free_port, reinit_portaudio
@@ -48,8 +49,7 @@ async def test_speaker_to_microphone_loopback_is_transcribed(pulse: None, tts: P
         assert time.perf_counter() - started >= said.duration_ms / 1000 * 0.8
         await asyncio.sleep(0.8)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task, 5.0)
         await speaker.close()
     assert mic.failures == 0
     assert [c.timestamp_ms for c in heard[:3]] == [0, 80, 160]
@@ -93,8 +93,7 @@ async def test_no_sound_server_is_reported_and_retried(tmp_path: Path,
     async with asyncio.timeout(10):
         while mic.failures < 3:
             await asyncio.sleep(0.05)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait(task, 5.0)
     assert len(errors) == 1 and "unavailable" in errors[0]  # said once per outage
 
 
@@ -147,8 +146,7 @@ async def test_the_daemon_hands_free_on_a_real_sound_device(
         stderr = await asyncio.to_thread(stop, proc, signal.SIGTERM, notify)
     finally:
         proc.kill()
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
+        await cancel_and_wait(recorder, 5.0)
         await user.close()
     statuses = [m for m in notify.messages if m.startswith("STATUS=listening")]
     assert len(statuses) == 1, (notify.messages, stderr)  # woken once: by the user only

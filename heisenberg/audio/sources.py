@@ -131,7 +131,11 @@ class MicrophoneSource(AudioSource):
                     pending = np.zeros(0, np.int16)
                     while True:
                         try:
-                            data = await asyncio.wait_for(queue.get(), self.stall_s)
+                            # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a
+                            # cancellation that races a chunk's arrival, and the loop then
+                            # never ends (seen once in CI as a hung test).
+                            async with asyncio.timeout(self.stall_s):
+                                data = await queue.get()
                         except TimeoutError:
                             self._report(f"microphone {self.device or '(default)'} stopped "
                                          f"delivering audio for {self.stall_s:.0f}s")
