@@ -1,0 +1,83 @@
+"""Benchmark: which prompt format the bundled model answers in, and how well.
+
+    python bench/prompt_formats.py [--out bench/results/prompt_formats.json]
+
+The bundled gemma3-270m is Google's *base* model (google/gemma-3-270m, not the -it one): it
+continues text, it was not trained on a chat template. Each format gets the same questions at
+temperature 0 on a managed llama.cpp server; an answer counts as "clean" when it is not empty,
+does not repeat the question or the system prompt, leaks no role marker or template token, and
+has no run of non-Latin script; "right" when it is clean and contains the expected word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+
+from common import free_port, run
+
+from heisenberg.core.config import Config, LLMConfig, ServerConfig
+from heisenberg.main import Runtime
+
+QUESTIONS = [("What is the capital of France?", "paris"),
+             ("How many legs does a spider have?", "eight|8"),
+             ("What colour is the sky on a clear day?", "blue"),
+             ("What is two plus two?", "four|4"),
+             ("What is the capital of Italy?", "rome"),
+             ("Which animal says moo?", "cow"),
+             ("What is frozen water called?", "ice"),
+             ("How many days are in a week?", "seven|7"),
+             ("My name is Bob. What is my name?", "bob"),
+             ("What do bees make?", "honey")]
+LEAKS = re.compile(r"<start_of_turn>|<end_of_turn>|<\|im_|\[INST\]|^\s*(user|model)\b|"
+                   r"\n\s*(User|Assistant|System|model|user)\s*:?", re.IGNORECASE)
+NON_LATIN = re.compile(r"[^\x00-\u024f\u2000-\u206f]{2,}")
+SETUPS = {"plain, /completion (default)": {"prompt_format": "plain"},
+          "gemma template, /completion": {"prompt_format": "gemma"},
+          "chatml, /completion": {"prompt_format": "chatml"},
+          "/v1/chat/completions (the GGUF's template)": {"prompt_format": "openai",
+                                                          "endpoint": "chat"}}
+
+
+async def measure(args: argparse.Namespace) -> dict[str, object]:
+    results: dict[str, object] = {"model": "gemma3-270m q4_k_m (base model)",
+                                  "questions": len(QUESTIONS)}
+    base = Config(llm=LLMConfig(max_tokens=40, temperature=0.0),
+                  server=ServerConfig(port=free_port(), threads=2))
+    base = dataclasses.replace(base, history=dataclasses.replace(base.history, enabled=False))
+    table: dict[str, object] = {}
+    async with Runtime(base) as rt:
+        for label, llm in SETUPS.items():
+            config = dataclasses.replace(base, llm=dataclasses.replace(base.llm, **llm))
+            rt.assistant.reconfigure(config)
+            clean = right = empty = 0
+            samples = []
+            for question, expected in QUESTIONS:
+                rt.assistant.session.reset()
+                outcome = await rt.assistant.ask(question)
+                answer = outcome.answer if outcome.error is None else ""
+                echo = (question.lower()[:24] in answer.lower()
+                        or "short spoken sentences" in answer.lower())
+                ok = (bool(answer) and not echo and not LEAKS.search(answer)
+                      and not NON_LATIN.search(answer))
+                clean += ok
+                empty += not answer
+                right += ok and bool(re.search(expected, answer.lower()))
+                samples.append({"question": question, "answer": answer[:160]})
+            table[label] = {"clean": clean, "right": right, "empty": empty,
+                            "samples": samples}
+    results["formats"] = table
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" /
+                                         "prompt_formats.json"))
+    run(measure, ap)
+
+
+if __name__ == "__main__":
+    main()
