@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import statistics
 from pathlib import Path
 
 from common import free_port, run
@@ -42,10 +43,11 @@ SETUPS = {"plain, /completion (default)": {"prompt_format": "plain"},
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    results: dict[str, object] = {"model": "gemma3-270m q4_k_m (base model)",
-                                  "questions": len(QUESTIONS)}
+    results: dict[str, object] = {
+        "model": args.model or "gemma3-270m q4_k_m (base model)", "questions": len(QUESTIONS)}
     base = Config(llm=LLMConfig(max_tokens=40, temperature=0.0),
-                  server=ServerConfig(port=free_port(), threads=2))
+                  server=ServerConfig(port=free_port(), threads=2,
+                                      **({"model_path": args.model} if args.model else {})))
     base = dataclasses.replace(base, history=dataclasses.replace(base.history, enabled=False))
     table: dict[str, object] = {}
     async with Runtime(base) as rt:
@@ -54,10 +56,17 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             rt.assistant.reconfigure(config)
             clean = right = empty = 0
             samples = []
+            firsts: list[float] = []
+            speeds: list[float] = []
             for question, expected in QUESTIONS:
                 rt.assistant.session.reset()
                 outcome = await rt.assistant.ask(question)
                 answer = outcome.answer if outcome.error is None else ""
+                if outcome.result is not None:
+                    firsts.append(outcome.result.first_token_ms)
+                    per_s = outcome.result.timings.get("predicted_per_second")
+                    if per_s:
+                        speeds.append(float(per_s))
                 echo = (question.lower()[:24] in answer.lower()
                         or "short spoken sentences" in answer.lower())
                 ok = (bool(answer) and not echo and not LEAKS.search(answer)
@@ -66,14 +75,20 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 empty += not answer
                 right += ok and bool(re.search(expected, answer.lower()))
                 samples.append({"question": question, "answer": answer[:160]})
+            first_ms = round(statistics.median(firsts)) if firsts else None
+            speed = round(statistics.median(speeds), 1) if speeds else None
             table[label] = {"clean": clean, "right": right, "empty": empty,
-                            "samples": samples}
+                            "samples": samples, "first_token_ms": first_ms,
+                            "tokens_per_s": speed}
     results["formats"] = table
+    results["note"] = ("first_token_ms: median from the request (the server measured); "
+                       "tokens_per_s: llama.cpp's predicted_per_second, median")
     return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="another GGUF to serve (default: the bundled gemma3-270m)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                          "prompt_formats.json"))
     run(measure, ap)
