@@ -66,6 +66,17 @@ SCENE_PROMPT = "Describe the scene in this image in one or two short sentences."
 MAX_HISTORY_LIMIT = 10_000
 
 
+def llm_failure(exc: LLMError | TurnTimeoutError) -> web.HTTPException:
+    """The HTTP error for a model that could not answer, by the failure's type."""
+    if isinstance(exc, LLMConnectionError):
+        return fail(503, f"the LLM is not reachable: {exc}")
+    if isinstance(exc, LLMLoadingError | TurnTimeoutError):
+        return fail(503, exc.message)
+    if isinstance(exc, VisionUnavailableError):
+        return fail(422, exc.message)
+    return fail(502, exc.message)
+
+
 class API:
     def __init__(self, config: Config, assistant: Assistant, *,
                  tts: TextToSpeech | None = None, sink: AudioSink | None = None,
@@ -342,10 +353,8 @@ class API:
     @staticmethod
     def _checked(outcome: TurnOutcome) -> TurnOutcome:
         """A turn whose LLM could not be used at all is the server's problem: 503."""
-        if isinstance(outcome.error, LLMConnectionError):
-            raise fail(503, f"the LLM is not reachable: {outcome.error}")
-        if isinstance(outcome.error, LLMLoadingError):
-            raise fail(503, outcome.error.message)
+        if isinstance(outcome.error, LLMConnectionError | LLMLoadingError):
+            raise llm_failure(outcome.error)
         return outcome
 
     def answer(self, outcome: TurnOutcome) -> dict[str, Any]:
@@ -424,16 +433,8 @@ class API:
         self.assistant.show_frame(frame)
         try:
             result = await self.assistant.describe(prompt_text, frame.jpeg, session_id)
-        except VisionUnavailableError as exc:
-            raise fail(422, exc.message) from None
-        except LLMConnectionError as exc:
-            raise fail(503, f"the LLM is not reachable: {exc}") from None
-        except LLMLoadingError as exc:
-            raise fail(503, exc.message) from None
-        except TurnTimeoutError as exc:
-            raise fail(503, exc.message) from None
-        except LLMError as exc:
-            raise fail(502, exc.message) from None
+        except (LLMError, TurnTimeoutError) as exc:
+            raise llm_failure(exc) from None
         description = result.text.strip()
         if description:  # an empty answer is not a description of the scene
             self.frames.put(key, description)

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def detail(exc: web.HTTPException) -> str:
+    """The ``{"detail"}`` of an HTTP error the API's helpers raised."""
+    return str(json.loads(exc.text or "{}").get("detail", exc.reason))
+
+
 class StreamConnection:
     def __init__(self, api: API, request: web.Request) -> None:
         self.api = api
@@ -119,7 +124,7 @@ class StreamConnection:
         try:
             session_id = self.api.session_id(data)
         except web.HTTPException as exc:
-            self._reject(json.loads(exc.text or "{}").get("detail", exc.reason))
+            self._reject(detail(exc))
             return
         kind = data.get("type")
         if kind == "frame":
@@ -170,7 +175,7 @@ class StreamConnection:
                     reply = await self.api.describe_frame(frame, key, prompt or SCENE_PROMPT,
                                                           session_id)
             except web.HTTPException as exc:
-                self._reject(json.loads(exc.text or "{}").get("detail", exc.reason))
+                self._reject(detail(exc))
                 continue
             self.send({"type": "description", **reply})
 
@@ -192,6 +197,6 @@ class StreamConnection:
                     await asyncio.wait_for(self._sub.drained(), 5.0)
             self.send({"type": "answer", **self.api.answer(turn.outcome)})
         except web.HTTPException as exc:
-            self._reject(json.loads(exc.text or "{}").get("detail", exc.reason))
+            self._reject(detail(exc))
         finally:
             self._asking = False

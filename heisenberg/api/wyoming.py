@@ -81,7 +81,14 @@ MAX_AUDIO_S = 60.0
 """Audio one transcription may carry; more is refused (memory stays bounded)."""
 WIDTHS = (1, 2, 4)
 """Bytes per sample the converter takes."""
-HEISENBERG = Attribution(name="Heisenberg", url="https://example.invalid/heisenberg")
+#: Who made each engine (Home Assistant shows it). Heisenberg itself has no public home page.
+ATTRIBUTION = {
+    "faster-whisper": Attribution(name="SYSTRAN", url="https://github.com/SYSTRAN/faster-whisper"),
+    "piper": Attribution(name="Open Home Foundation", url="https://github.com/OHF-Voice/piper1-gpl"),
+    "openwakeword": Attribution(name="David Scripka",
+                                url="https://github.com/dscripka/openWakeWord"),
+    "heisenberg": Attribution(name="Heisenberg", url=""),
+}
 
 
 @dataclass
@@ -117,23 +124,25 @@ def wyoming_engines(config: Config, assistant: Assistant, stt: SpeechToText,
 
 
 def describe(engines: WyomingEngines) -> Info:
-    def program(cls: Any, name: str, description: str, **fields: Any) -> Any:
-        return cls(name=name, description=description, attribution=HEISENBERG,
+    def program(cls: Any, engine: str, name: str, description: str, **fields: Any) -> Any:
+        return cls(name=name, description=description, attribution=ATTRIBUTION[engine],
                    installed=True, version=__version__, **fields)
 
     phrase = engines.wake_name.replace("_", " ")
+    asr, tts, wake, handle = "faster-whisper", "piper", "openwakeword", "heisenberg"
     return Info(
-        asr=[program(AsrProgram, "faster-whisper", "Heisenberg's speech-to-text", models=[
-            program(AsrModel, engines.stt_model, f"whisper {engines.stt_model}",
+        asr=[program(AsrProgram, asr, asr, "Heisenberg's speech-to-text", models=[
+            program(AsrModel, asr, engines.stt_model, f"whisper {engines.stt_model}",
                     languages=engines.stt_languages)])],
-        tts=[program(TtsProgram, "piper", "Heisenberg's text-to-speech", voices=[
-            program(TtsVoice, engines.voice_name, f"Piper {engines.voice_name}",
+        tts=[program(TtsProgram, tts, tts, "Heisenberg's text-to-speech", voices=[
+            program(TtsVoice, tts, engines.voice_name, f"Piper {engines.voice_name}",
                     languages=engines.voice_languages)], supports_synthesize_streaming=True)],
-        wake=[program(WakeProgram, "openwakeword", "Heisenberg's wake word detection",
-                      models=[program(WakeModel, engines.wake_name, f"openWakeWord {phrase}",
-                                      languages=["en"], phrase=phrase)])],
-        handle=[program(HandleProgram, "heisenberg", "Heisenberg's conversation (local LLM)",
-                        models=[program(HandleModel, "heisenberg", "the configured LLM",
+        wake=[program(WakeProgram, wake, wake, "Heisenberg's wake word detection",
+                      models=[program(WakeModel, wake, engines.wake_name,
+                                      f"openWakeWord {phrase}", languages=["en"],
+                                      phrase=phrase)])],
+        handle=[program(HandleProgram, handle, handle, "Heisenberg's conversation (local LLM)",
+                        models=[program(HandleModel, handle, handle, "the configured LLM",
                                         languages=engines.voice_languages)])])
 
 

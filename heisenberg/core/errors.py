@@ -79,6 +79,12 @@ class BadImageError(HeisenbergError):
     code = "bad_image"
 
 
+class RemoteError(HeisenbergError):
+    """A Wyoming service used as a remote engine is unreachable, silent or failing."""
+
+    code = "remote"
+
+
 class HistoryError(HeisenbergError):
     """The history store cannot be opened, read or written."""
 

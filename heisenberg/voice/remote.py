@@ -31,7 +31,7 @@ from wyoming.tts import Synthesize
 from wyoming.wake import Detect, Detection
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
-from heisenberg.core.errors import HeisenbergError, STTError, TTSError
+from heisenberg.core.errors import RemoteError, STTError, TTSError
 from heisenberg.voice.stt import SpeechToText, is_meaningful
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.wakeword import Detection as WakeDetection
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 RETRY_S = 2.0
 """Seconds between reconnections of the remote wake word."""
 SEND_SAMPLES = 1024
-
-
-class RemoteError(HeisenbergError):
-    code = "remote"
 
 
 def parse_uri(uri: str) -> tuple[str, int] | str:
