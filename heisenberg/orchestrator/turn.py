@@ -163,8 +163,8 @@ class Turn:
     @property
     def outcome(self) -> TurnOutcome:
         """What the turn came to (so far, while it runs)."""
-        return TurnOutcome(self.turn_id, self.question, self._answer,
-                           None if self._failed else self._result, self._failed,
+        return TurnOutcome(self.turn_id, self.question, self._answer, self._result,
+                           self._failed,
                            self._session_id or self._assistant.session.session_id,
                            self._spoken, self._speech_error)
 
