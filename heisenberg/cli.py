@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     say = command("say", help="speak text with Piper")
     say.add_argument("text", nargs="+")
     say.add_argument("--output", metavar="WAV", help="write to a WAV file, not the speaker")
+    say.add_argument("--seed", type=int, metavar="N",
+                     help="Piper's sampling noise from this seed: the same audio every time")
+    lis = command("listen", help="the hearing path alone: wake word, end of speech, "
+                                 "transcript (no LLM, no speech); shows why it woke or not")
+    lis.add_argument("--input", metavar="WAV", help="hear a WAV file, not the microphone")
+    lis.add_argument("--json", action="store_true",
+                     help="one JSON object per line on stdout (logs on stderr)")
+    enr = command("enroll", help="train a personal wake word verifier on your own voice")
+    enr.add_argument("--input", metavar="WAV", nargs="+",
+                     help="recordings of you saying the wake phrase (else: the microphone)")
+    enr.add_argument("--takes", type=int, default=6,
+                     help="with the microphone: how many times to say it (default 6)")
+    enr.add_argument("--model", help="which wake word (default: the first of wakeword.model)")
+    enr.add_argument("--remove", action="store_true",
+                     help="delete the personal verifier (the bundled one is used again)")
     command("devices", help="list audio devices and cameras")
     snap = command("snapshot", help="save what the camera sees as a JPEG")
     snap.add_argument("output", metavar="OUT.jpg")
@@ -401,7 +416,17 @@ def run_voice_command(config: Config, args: argparse.Namespace) -> int:
     if args.command == "demo":
         return asyncio.run(voice_cli.cmd_demo(config, args.output, args.question))
     if args.command == "say":
-        return asyncio.run(voice_cli.cmd_say(config, " ".join(args.text), args.output))
+        return asyncio.run(voice_cli.cmd_say(config, " ".join(args.text), args.output,
+                                             args.seed))
+    if args.command == "listen":
+        from heisenberg.listen import cmd_listen
+
+        return asyncio.run(cmd_listen(config, args.input, args.json))
+    if args.command == "enroll":
+        from heisenberg.enroll import cmd_enroll
+
+        return asyncio.run(cmd_enroll(config, args.input, args.takes, args.model,
+                                      args.remove))
     if args.command == "devices":
         return voice_cli.cmd_devices()
     if args.command == "snapshot":

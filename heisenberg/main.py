@@ -55,7 +55,7 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
                               '"wyoming" (e.g. "tcp://192.168.1.20:10300")')
     wake, stt, tts = await asyncio.gather(
         asyncio.to_thread(OpenWakeWordEngine, ww) if ww.engine == "local" else
-        asyncio.to_thread(WyomingWake, ww.uri, ww.model, ww.remote_timeout_s),
+        asyncio.to_thread(WyomingWake, ww.uri, ww.models[0], ww.remote_timeout_s),
         asyncio.to_thread(WhisperSTT, st) if st.engine == "local" else
         asyncio.to_thread(WyomingSTT, st.uri, st.remote_timeout_s, st.language),
         asyncio.to_thread(PiperTTS, ts, deterministic_tts) if ts.engine == "local" else

@@ -51,14 +51,14 @@ async def cmd_run(config: Config, input_path: str | None, output_path: str | Non
                     realtime=realtime, verbosity=verbosity,
                     resume=not input_path if resume is None else resume,
                     on_listening=None if input_path else lambda: print(
-                        f"listening for '{config.wakeword.model}' (Ctrl-C to stop)",
+                        f"listening for {', '.join(config.wakeword.models)} (Ctrl-C to stop)",
                         flush=True))
     turns = await daemon.run()
     _report(turns)
     if daemon.stopped:  # SIGTERM/SIGINT is how a service ends: a clean stop is 0
         return 0
     if input_path and not turns:
-        print(f"heisenberg: no wake word ('{config.wakeword.model}') heard in {input_path}",
+        print(f"heisenberg: no wake word ({', '.join(config.wakeword.models)}) heard in {input_path}",
               file=sys.stderr)
         return 1
     failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
@@ -124,9 +124,16 @@ async def cmd_demo(config: Config, output_path: str, question: str) -> int:
         return 0
 
 
-async def cmd_say(config: Config, text: str, output_path: str | None) -> int:
+async def cmd_say(config: Config, text: str, output_path: str | None,
+                  seed: int | None = None) -> int:
+    """``seed``: Piper's sampling noise drawn from it, so the same text gives the same
+    audio every time (onnxruntime's random ops are seeded when the voice loads)."""
     if not output_path:
         sounddevice()  # before Piper loads: a missing PortAudio is a one-line error
+    if seed is not None:
+        import onnxruntime
+
+        onnxruntime.set_seed(seed)
     tts = await asyncio.to_thread(PiperTTS, config.tts)
     sink = make_sink(config, output_path, tts.rate_hz)
     splitter = SentenceSplitter()

@@ -10,7 +10,8 @@ import pytest
 
 from heisenberg.audio.format import CHUNK_SAMPLES, AudioChunk, chunks_of, read_wav, resample
 from heisenberg.audio.sinks import NullSink
-from heisenberg.orchestrator.voice import earcon, strip_wake_word, wake_word_text
+from heisenberg.orchestrator.hearing import wake_word_text
+from heisenberg.orchestrator.voice import earcon, strip_wake_word
 from heisenberg.voice.tts import SentenceSplitter, speakable
 from heisenberg.voice.vad import Endpointer, EndpointEvent
 

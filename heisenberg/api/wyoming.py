@@ -100,7 +100,7 @@ class WyomingEngines:
     stt: SpeechToText
     tts: TextToSpeech
     new_wake: Callable[[], WakeWordEngine]
-    wake_name: str
+    wake_names: list[str]
     stt_model: str
     stt_languages: list[str]
     voice_name: str
@@ -118,7 +118,7 @@ def wyoming_engines(config: Config, assistant: Assistant, stt: SpeechToText,
     return WyomingEngines(
         assistant=assistant, stt=stt, tts=tts,
         new_wake=lambda: OpenWakeWordEngine(config.wakeword),
-        wake_name=Path(config.wakeword.model).stem, stt_model=config.stt.model or "tiny.en",
+        wake_names=[Path(m).stem for m in config.wakeword.models], stt_model=config.stt.model or "tiny.en",
         stt_languages=[language], voice_name=voice,
         voice_languages=[voice.split("-", 1)[0] if "-" in voice else "en_US"])
 
@@ -128,7 +128,6 @@ def describe(engines: WyomingEngines) -> Info:
         return cls(name=name, description=description, attribution=ATTRIBUTION[engine],
                    installed=True, version=__version__, **fields)
 
-    phrase = engines.wake_name.replace("_", " ")
     asr, tts, wake, handle = "faster-whisper", "piper", "openwakeword", "heisenberg"
     return Info(
         asr=[program(AsrProgram, asr, asr, "Heisenberg's speech-to-text", models=[
@@ -138,9 +137,10 @@ def describe(engines: WyomingEngines) -> Info:
             program(TtsVoice, tts, engines.voice_name, f"Piper {engines.voice_name}",
                     languages=engines.voice_languages)], supports_synthesize_streaming=True)],
         wake=[program(WakeProgram, wake, wake, "Heisenberg's wake word detection",
-                      models=[program(WakeModel, wake, engines.wake_name,
-                                      f"openWakeWord {phrase}", languages=["en"],
-                                      phrase=phrase)])],
+                      models=[program(WakeModel, wake, name,
+                                      f"openWakeWord {name.replace('_', ' ')}",
+                                      languages=["en"], phrase=name.replace("_", " "))
+                              for name in engines.wake_names])],
         handle=[program(HandleProgram, handle, handle, "Heisenberg's conversation (local LLM)",
                         models=[program(HandleModel, handle, handle, "the configured LLM",
                                         languages=engines.voice_languages)])])
@@ -198,9 +198,9 @@ class WyomingHandler(AsyncEventHandler):
             self._mode, self._audio, self._audio_bytes = "transcribe", [], 0
         elif Detect.is_type(event.type):
             names = Detect.from_event(event).names
-            if names and self.engines.wake_name not in names:
+            if names and not set(names) & set(self.engines.wake_names):
                 await self._error(f"no such wake word model {names!r} (this server has "
-                                  f"{self.engines.wake_name!r})", "wake_model")
+                                  f"{', '.join(self.engines.wake_names)})", "wake_model")
                 return
             self._mode, self._detected, self._pending = "detect", False, b""
             self._wake_ms = 0  # a new stream: the engine sees its audio clock restart

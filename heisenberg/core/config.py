@@ -122,17 +122,30 @@ class WakeWordConfig:
     """The Wyoming service for ``engine = "wyoming"``: ``tcp://host:port``."""
     remote_timeout_s: float = _opt(5.0, min=0.5, max=600.0)
     """The longest wait for the remote service's answer."""
-    model: str = _opt("hey_jarvis")
-    """Built-in model name or a path to a .tflite file."""
+    model: str | list[str] = _opt("hey_jarvis")
+    """Built-in model name or a path to a .tflite file, or a list of them (all listen)."""
     threshold: float = _opt(0.5, min=0.0, max=1.0)
+    """Stage 1: the model's score a frame must reach to make a candidate."""
     patience: int = _opt(6, min=1, max=100)
-    """Consecutive 80 ms frames above the threshold needed to trigger."""
+    """Stage 1: consecutive 80 ms frames at or above the threshold for a candidate."""
+    verify: bool = _opt(True)
+    """Stage 2: confirm each candidate with the model's verifier (the enrolled one in
+    ``verifier_dir``, else the bundled one), when it has one."""
+    verifier_threshold: float = _opt(0.5, min=0.0, max=1.0)
+    """The bundled verifier's probability needed to confirm (an enrolled one keeps its own)."""
+    verifier_dir: str = _opt("")
+    """Where ``heisenberg enroll`` stores personal verifiers; empty = a ``wakeword`` folder
+    beside the config file (``~/.config/heisenberg/wakeword`` without one)."""
     refractory_s: float = _opt(2.0, min=0.0, max=60.0)
     """Seconds after a detection during which no new detection fires."""
     speaking_threshold: float = _opt(0.7, min=0.0, max=1.0)
     """Threshold while the speaker plays, so that its own voice does not wake it."""
     vad_gate: bool = _opt(True)
     """Run the wake word models only around speech (saves CPU in a quiet room)."""
+
+    @property
+    def models(self) -> list[str]:
+        return [self.model] if isinstance(self.model, str) else list(self.model)
 
 
 @dataclass(frozen=True)
@@ -352,6 +365,14 @@ def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     origin = typing.get_origin(typ)
+    if origin is types.UnionType and set(typing.get_args(typ)) == {str, list[str]}:
+        if from_text and isinstance(value, str) and "," in value:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, str) or (isinstance(value, list) and value
+                                      and all(isinstance(v, str) for v in value)):
+            return value
+        raise ConfigError(f"{key}: expected a name or a non-empty list of names, got "
+                          f"{value!r}")
     if from_text and isinstance(value, str) and origin in (list, types.GenericAlias):
         return [item.strip() for item in value.split(",") if item.strip()]
     if origin in (list, types.GenericAlias):
@@ -508,7 +529,12 @@ def load_config(explicit: str | None = None,
         except OSError as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from exc
     relevant = {k: v for k, v in env.items() if k in ENV_ALIASES or k.startswith(ENV_PREFIX)}
-    return parse_config(data, relevant), path
+    config = parse_config(data, relevant)
+    if not config.wakeword.verifier_dir:  # personal verifiers live beside the config file
+        beside = (path.parent if path is not None else default_search_paths()[0].parent)
+        config = dataclasses.replace(config, wakeword=dataclasses.replace(
+            config.wakeword, verifier_dir=str(beside / "wakeword")))
+    return config, path
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

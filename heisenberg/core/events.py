@@ -55,6 +55,8 @@ class WakewordDetected(Event):
     model: str
     score: float
     """Highest model score of the triggering frames, 0..1."""
+    verifier: float | None = None
+    """The second stage's probability, 0..1; None when the model has no verifier."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +73,9 @@ class SpeechEnded(Event):
     """Audio time of the end-of-speech decision, milliseconds since listening began."""
     duration_ms: int = 0
     """Length of the captured utterance."""
+    reason: str = "silence"
+    """Why it ended: ``silence``, ``max_length`` (``stt.max_utterance_s``) or
+    ``end_of_input`` (the audio source ended mid-utterance)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,12 @@
 """The hearing front end: microphone chunks in, what was heard out. Synchronous, audio time.
 
-Until a wake word every chunk goes to the wake word engine, and the last ``preroll`` chunks
-are kept. After a detection the pre-roll and what follows go to the end-of-speech detector
-(VAD + ``Endpointer``) until the utterance ends; then the wake word engine hears again (a new
-wake word is a barge-in, even while the answer is being transcribed).
+Every chunk goes to the wake word engine, which therefore hears one continuous stream (its
+features never jump over a stretch of audio); the last ``preroll`` chunks are kept. After a
+confirmed detection the pre-roll and what follows also go to the end-of-speech detector
+(VAD + ``Endpointer``) until the utterance ends; detections meanwhile are part of the
+question and ignored. Then a new wake word is a barge-in, even while the answer is being
+transcribed. A candidate that a later stage of the wake word engine rejected is returned as
+``Rejected`` (it starts nothing; ``heisenberg listen`` shows it).
 
 ``Hearing.feed`` returns bus events (WAKEWORD_DETECTED, SPEECH_STARTED, and TURN_ENDED when
 the wake word was followed by silence) and cues for the task side: ``Pause`` (the speaker
@@ -33,7 +36,7 @@ from heisenberg.core.events import (
     WakewordDetected,
 )
 from heisenberg.voice.vad import Endpointer, EndpointEvent, WebRtcVad
-from heisenberg.voice.wakeword import WakeWordEngine
+from heisenberg.voice.wakeword import Detection, WakeWordEngine
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,14 @@ class Utterance:
     ended: SpeechEnded
 
 
-Cue = Pause | Resumed | Utterance
+@dataclass(frozen=True)
+class Rejected:
+    """A wake word candidate that the engine's confirmation stage turned down."""
+
+    detection: Detection
+
+
+Cue = Pause | Resumed | Utterance | Rejected
 Heard = Event | Cue
 
 
@@ -85,27 +95,46 @@ class Hearing:
         self._paused = False
         self.listening_to = ""
         """The turn whose question is being heard; empty while waiting for the wake word."""
+        self.listen_start_ms = 0
+        """Audio time at which hearing the current question began (the detection's chunk
+        end), milliseconds on the source's clock."""
 
     def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "") -> list[Heard]:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
         ``echo``: the words the microphone may be hearing from the speaker."""
+        detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
         if self.listening_to:
             return self._listen(chunk)
-        detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
         self._recent.append(chunk)
         if detection is None:
             return []
-        if self.wake_word and self.wake_word in echo.lower():
+        if not detection.confirmed:
+            return [Rejected(detection)]
+        word = wake_word_text(detection.model) or self.wake_word
+        if word and word in echo.lower():
             log.info("wake word ignored: it is in what I am saying")
             return []
         self.listening_to = uuid.uuid4().hex[:12]
+        self.listen_start_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         self.endpointer.reset()
         self._paused = False
         # Pre-roll: the audio just before the detection, else the first word is lost.
         self._utterance = list(self._recent)
         self._recent.clear()
         return [WakewordDetected(model=detection.model, score=detection.score,
-                                 turn_id=self.listening_to)]
+                                 verifier=detection.verdict, turn_id=self.listening_to)]
+
+    def finish(self) -> list[Heard]:
+        """The input ended: the question being heard ends here (``end_of_input``) and is
+        returned as an ``Utterance`` if speech had started, else as no speech."""
+        turn_id, ep = self.listening_to, self.endpointer
+        if not turn_id:
+            return []
+        self.listening_to = ""
+        if not ep.in_speech:
+            self._utterance = []
+            return [TurnEnded(outcome="no_speech", turn_id=turn_id)]
+        return [self._utterance_done(turn_id, "end_of_input")]
 
     def stop(self, reason: str) -> list[Heard]:
         """Stop hearing the current question (the input ended, or failed)."""
@@ -141,12 +170,26 @@ class Hearing:
             self.listening_to, self._utterance = "", []
             heard.append(TurnEnded(outcome="no_speech", turn_id=turn_id))
         elif event in (EndpointEvent.SPEECH_ENDED, EndpointEvent.MAX_LENGTH):
-            samples = self._samples()
-            self.listening_to, self._utterance = "", []
-            ended = SpeechEnded(audio_ms=at_ms, duration_ms=len(samples) * 1000 // RATE_HZ,
-                                turn_id=turn_id)
-            heard.append(Utterance(turn_id, samples, ended))
+            self.listening_to = ""
+            heard.append(self._utterance_done(
+                turn_id, "max_length" if event is EndpointEvent.MAX_LENGTH else "silence"))
         return heard
+
+    def _utterance_done(self, turn_id: str, reason: str) -> Utterance:
+        samples = self._samples()
+        self._utterance = []
+        ended = SpeechEnded(audio_ms=int(self.endpointer.elapsed_s * 1000),
+                            duration_ms=len(samples) * 1000 // RATE_HZ, reason=reason,
+                            turn_id=turn_id)
+        self.endpointer.reset()
+        return Utterance(turn_id, samples, ended)
 
     def _samples(self) -> np.ndarray:
         return np.concatenate([c.array() for c in self._utterance])
+
+
+def wake_word_text(model_name: str) -> str:
+    """The distinctive word of a wake word model's name ("hey_jarvis" -> "jarvis")."""
+    words = [w for w in model_name.lower().replace("-", "_").split("_")
+             if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
+    return words[-1] if words else ""

@@ -29,13 +29,21 @@ from heisenberg.core.latency import TurnRecord
 from heisenberg.core.states import State
 from heisenberg.core.tasks import TaskSet, cancel_and_wait
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome, Voice
-from heisenberg.orchestrator.hearing import Heard, Hearing, Pause, Resumed, Utterance
+from heisenberg.orchestrator.hearing import (
+    Heard,
+    Hearing,
+    Pause,
+    Rejected,
+    Resumed,
+    Utterance,
+    wake_word_text,
+)
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.vad import Endpointer, WebRtcVad
-from heisenberg.voice.wakeword import WakeWordEngine
+from heisenberg.voice.wakeword import WakeWordEngine, wake_names
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +102,12 @@ class VoiceLoop:
         self.tts = tts
         self.earcons = earcons
         self.early_answer = early_answer
-        self.wake_word = wake_word_text(getattr(wake, "name", ""))
+        self.wake_words = tuple(wake_word_text(name) for name in wake_names(wake))
         self.hearing = Hearing(
             wake, vad or WebRtcVad(cfg.vad_aggressiveness),
             Endpointer(cfg.end_silence_ms / 1000, cfg.max_utterance_s, cfg.no_speech_timeout_s),
             preroll_chunks=round(cfg.preroll_ms / 80), early_stt_s=early_stt_s,
-            speaking_threshold=speaking_threshold, wake_word=self.wake_word)
+            speaking_threshold=speaking_threshold, wake_word=self.wake_words[0])
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -182,7 +190,7 @@ class VoiceLoop:
 
     def _record_all(self, heard: list[Heard]) -> None:
         for item in heard:
-            if not isinstance(item, Pause | Resumed | Utterance):
+            if not isinstance(item, Pause | Resumed | Utterance | Rejected):
                 self.assistant.record(item)
 
     # --- what the hearing heard -----------------------------------------------------------
@@ -210,6 +218,10 @@ class VoiceLoop:
                     await self._barge_in()
                 if self.earcons:
                     await self._play_earcon(880.0)
+            elif isinstance(item, Rejected):
+                log.info("wake word candidate rejected by the verifier (%s, score %.2f, "
+                         "verifier %.2f)", item.detection.model, item.detection.score,
+                         item.detection.verdict or 0.0)
             else:
                 if isinstance(item, TurnEnded):  # the wake word, then silence
                     self._drop_early()
@@ -237,7 +249,7 @@ class VoiceLoop:
         if got.error is not None:
             return got
         raw = got.raw
-        text = strip_wake_word(raw, self.wake_word)
+        text = strip_wake_word(raw, *self.wake_words)
         if not (self.early_answer and text):
             return EarlyAnswer(raw)
         frame = await self.frames.grab()
@@ -288,7 +300,7 @@ class VoiceLoop:
                 if self.assistant.config.session.speak_errors:
                     await self._say(SORRY)
                 return
-            text = turn.transcript = strip_wake_word(got.raw, self.wake_word)
+            text = turn.transcript = strip_wake_word(got.raw, *self.wake_words)
             if prefetch is not None:
                 frame = prefetch.frame
             elif grab is not None:
@@ -344,16 +356,13 @@ class VoiceLoop:
             log.warning("could not say %r", text, exc_info=True)
 
 
-def wake_word_text(model_name: str) -> str:
-    """The distinctive word of a wake word model's name ("hey_jarvis" -> "jarvis")."""
-    words = [w for w in model_name.lower().replace("-", "_").split("_")
-             if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
-    return words[-1] if words else ""
-
-
-def strip_wake_word(text: str, wake_word: str) -> str:
-    """Drop a leading "hey jarvis," that the pre-roll brought into the transcript."""
-    if wake_word:
-        pattern = rf"^\W*((hey|hi|okay|ok)\W+)?{re.escape(wake_word)}\b\W*"
-        text = re.sub(pattern, "", text.strip(), flags=re.IGNORECASE)
-    return text.strip()
+def strip_wake_word(text: str, *wake_words: str) -> str:
+    """Drop a leading "hey jarvis," that the pre-roll brought into the transcript (any of
+    ``wake_words``: several models may listen at once)."""
+    text = text.strip()
+    for word in filter(None, wake_words):
+        pattern = rf"^\W*((hey|hi|okay|ok)\W+)?{re.escape(word)}\b\W*"
+        stripped = re.sub(pattern, "", text, flags=re.IGNORECASE)
+        if stripped != text:
+            return stripped.strip()
+    return text

@@ -148,7 +148,7 @@ class Daemon:
         or has failed: a missing microphone is a degraded daemon that retries (STATUS says
         so, /health too), not one that never starts (systemd would restart it in a loop)."""
         assert self.voice is not None
-        word = self.config.wakeword.model
+        word = ", ".join(self.config.wakeword.models)
         listening = asyncio.create_task(self.voice.listening.wait())
         failed = asyncio.create_task(self._device_failed.wait())
         await asyncio.wait({listening, failed, voice_task},

@@ -16,19 +16,25 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.config import WakeWordConfig
 from heisenberg.core.errors import ModelError
+from heisenberg.voice.verifier import WINDOW_FRAMES, Verifier, find_verifier
 
 
 @dataclass(frozen=True)
 class Detection:
     model: str
     score: float
-    """Highest score of the frames that triggered, 0..1."""
+    """Highest model score of the candidate's frames, 0..1."""
     audio_ms: int
-    """Audio time of the end of the chunk that triggered."""
+    """Audio time of the end of the chunk on which it was decided."""
+    confirmed: bool = True
+    """False: a candidate that the verifier turned down (it starts nothing)."""
+    verdict: float | None = None
+    """The verifier's probability (best one for a rejected candidate); None without one."""
 
 
 class WakeWordEngine(ABC):
@@ -39,8 +45,17 @@ class WakeWordEngine(ABC):
         ``threshold`` overrides the configured one for this chunk (raised while speaking).
         """
 
+    @property
+    def names(self) -> list[str]:
+        """The wake words it listens for (model names)."""
+        return [str(getattr(self, "name", ""))]
+
     def close(self) -> None:
         return None
+
+
+def wake_names(engine: WakeWordEngine) -> list[str]:
+    return engine.names
 
 
 BUILTIN_MODELS = ("alexa", "hey_jarvis", "hey_mycroft", "hey_rhasspy", "okay_nabu")
@@ -80,57 +95,138 @@ def probe_model(path: Path, timeout_s: float = 60.0) -> None:
                          f"model (TensorFlow Lite failed on it, {how}: {said or 'no message'})")
 
 
+class _Listener:
+    """One model's detection state: the candidate rule (stage 1) and its verifier (stage 2)."""
+
+    def __init__(self, name: str, model: Any, verifier: Verifier | None,
+                 config: WakeWordConfig) -> None:
+        self.name = name
+        self.model = model
+        self.verifier = verifier
+        self.config = config
+        self.streak = 0
+        self.best = 0.0
+        self.confirmed = False
+        self.best_verdict = 0.0
+        self.quiet_until_ms = -1
+
+    def reset(self) -> None:
+        self.quiet_until_ms = -1
+
+    def frame(self, score: float, limit: float, end_ms: int) -> Detection | None:
+        """One 80 ms frame's score; the window it was computed on is ``model.embeddings``."""
+        cfg = self.config
+        if score < limit:
+            rejected = None
+            if self.streak >= cfg.patience and not self.confirmed and self.verifier:
+                rejected = Detection(self.name, self.best, end_ms, confirmed=False,
+                                     verdict=self.best_verdict)
+            self.streak, self.best, self.confirmed, self.best_verdict = 0, 0.0, False, 0.0
+            return rejected
+        self.streak += 1
+        self.best = max(self.best, score)
+        if self.streak < cfg.patience or self.confirmed or end_ms < self.quiet_until_ms:
+            return None
+        verdict = None
+        if self.verifier is not None:
+            verdict = self.verifier.score(self.model.embeddings[-WINDOW_FRAMES:])
+            self.best_verdict = max(self.best_verdict, verdict)
+            if verdict < self.verifier.threshold:
+                return None
+        self.confirmed = True
+        self.quiet_until_ms = end_ms + int(cfg.refractory_s * 1000)
+        return Detection(self.name, self.best, end_ms, verdict=verdict)
+
+
 class OpenWakeWordEngine(WakeWordEngine):
-    def __init__(self, config: WakeWordConfig) -> None:
+    """openWakeWord: shared features (mel spectrogram + speech embedding), then one small
+    model per wake word, each with its own detection state and verifier."""
+
+    def __init__(self, config: WakeWordConfig, verifiers: dict[str, Verifier] | None = None
+                 ) -> None:
+        """``verifiers``: model name → verifier; default: the user's enrolled one beside
+        the config, else the bundled one, when ``wakeword.verify`` is on."""
         from pyopen_wakeword import Model, OpenWakeWord, OpenWakeWordFeatures
 
         self.config = config
+        self._listeners: list[_Listener] = []
         try:
-            if config.model in BUILTIN_MODELS:
-                self._model = OpenWakeWord.from_builtin(Model(config.model))
-            else:
-                path = Path(config.model).expanduser()
-                if not path.is_file():
-                    raise ModelError(
-                        f"wakeword.model: {config.model!r} is neither a built-in model "
-                        f"({', '.join(BUILTIN_MODELS)}) nor an existing .tflite file")
-                probe_model(path)
-                self._model = OpenWakeWord.from_model(path)
+            for spec in config.models:
+                if spec in BUILTIN_MODELS:
+                    model = OpenWakeWord.from_builtin(Model(spec))
+                    name = spec
+                else:
+                    path = Path(spec).expanduser()
+                    if not path.is_file():
+                        raise ModelError(
+                            f"wakeword.model: {spec!r} is neither a built-in model "
+                            f"({', '.join(BUILTIN_MODELS)}) nor an existing .tflite file")
+                    probe_model(path)
+                    model = OpenWakeWord.from_model(path)
+                    name = path.stem
+                if verifiers is not None:
+                    verifier = verifiers.get(name)
+                elif config.verify:
+                    verifier = find_verifier(name, config.verifier_dir,
+                                             config.verifier_threshold)
+                else:
+                    verifier = None
+                self._listeners.append(_Listener(name, model, verifier, config))
             self._features = OpenWakeWordFeatures.from_builtin()
         except (OSError, RuntimeError) as exc:
+            self.close()
             raise ModelError(f"wake word model {config.model!r} failed to load: {exc}") from exc
-        self.name = config.model if config.model in BUILTIN_MODELS else Path(config.model).stem
-        self._streak = 0
-        self._best = 0.0
-        self._quiet_until_ms = -1
+        except ModelError:
+            self.close()
+            raise
+        self.name = self._listeners[0].name
         self._last_ms = -1
         self.last_scores: list[float] = []
+        """The first model's scores of the last chunk, one per 80 ms frame."""
+
+    @property
+    def names(self) -> list[str]:
+        return [listener.name for listener in self._listeners]
+
+    @property
+    def verifiers(self) -> dict[str, Verifier | None]:
+        return {listener.name: listener.verifier for listener in self._listeners}
 
     def process(self, chunk: AudioChunk, threshold: float | None = None) -> Detection | None:
-        limit = self.config.threshold if threshold is None else threshold
         end_ms = chunk.timestamp_ms + int(chunk.duration_ms)
         if chunk.timestamp_ms < self._last_ms:  # a new stream: its audio clock restarted
-            self._quiet_until_ms = -1
+            for listener in self._listeners:
+                listener.reset()
         self._last_ms = chunk.timestamp_ms
-        scores = [score for features in self._features.process_streaming(chunk.pcm)
-                  for score in self._model.process_streaming(features)]
-        self.last_scores = scores
-        detection = None
-        for score in scores:
-            if score >= limit:
-                self._streak += 1
-                self._best = max(self._best, score)
-            else:
-                self._streak, self._best = 0, 0.0
-            if self._streak >= self.config.patience and end_ms >= self._quiet_until_ms:
-                detection = Detection(self.name, self._best, end_ms)
-                self._quiet_until_ms = end_ms + int(self.config.refractory_s * 1000)
-                self._streak, self._best = 0, 0.0
-        return detection
+        confirmed: Detection | None = None
+        rejected: Detection | None = None
+        for i, listener in enumerate(self._listeners):
+            limit = self.config.threshold if threshold is None else max(
+                threshold, self.config.threshold)
+            scores = []
+            for features in self._features_of(chunk, i):
+                for score in listener.model.process_streaming(features):
+                    scores.append(score)
+                    found = listener.frame(score, limit, end_ms)
+                    if found is not None and found.confirmed:
+                        confirmed = confirmed or found
+                    elif found is not None:
+                        rejected = rejected or found
+            if i == 0:
+                self.last_scores = scores
+        return confirmed or rejected
+
+    def _features_of(self, chunk: AudioChunk, index: int) -> list[Any]:
+        """The chunk's embeddings, computed once and shared by every model."""
+        if index == 0:
+            self._chunk_features = list(self._features.process_streaming(chunk.pcm))
+        return self._chunk_features
 
     def close(self) -> None:
-        self._model.close()
-        self._features.close()
+        for listener in self._listeners:
+            listener.model.close()
+        if hasattr(self, "_features"):
+            self._features.close()
 
 
 class VadGatedWakeWord(WakeWordEngine):
@@ -171,6 +267,10 @@ class VadGatedWakeWord(WakeWordEngine):
             self.chunks_processed += 1
         self.chunks_processed += 1
         return self.inner.process(chunk, threshold) or detection
+
+    @property
+    def names(self) -> list[str]:
+        return self.inner.names
 
     def close(self) -> None:
         self.inner.close()

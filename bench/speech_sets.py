@@ -1,0 +1,198 @@
+"""Speech and sound the defaults were not tuned on, for the wake word and hearing benchmarks.
+
+Voices (``VOICES``): Debian's flite (five built-in voices), festival (three voices), Piper's
+joe with its sampling noise and another speaking rate, and pitch-shifted copies of them (a
+higher or lower voice, the tempo changed with it). Each voice belongs to a split: ``dev``
+voices may be used to choose or train something, ``test`` voices only to measure it; the
+figures that matter are the test ones. espeak-ng voices, Debian's English asterisk prompts,
+pocketsphinx's LibriVox clips and whisper's JFK sample are an independent evaluation and
+are never used here.
+
+Real recordings (``recordings``): Debian's asterisk prompts in Spanish, Italian, French and
+Russian (human speech), the asterisk music on hold and game soundtracks (music). ``bash
+bench/install-data`` installs the packages.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, read_wav, resample
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str
+    split: str
+    """``dev`` (may be tuned on) or ``test`` (only measured on)."""
+    render: Callable[[str, np.random.Generator], np.ndarray]
+    """Text → mono int16 at 16 kHz."""
+
+
+def _run_to_wav(args: list[str], out: Path, stdin: str | None = None) -> np.ndarray:
+    subprocess.run(args, input=stdin, text=True, check=True, capture_output=True, timeout=60)
+    return read_wav(out)
+
+
+def _flite(voice: str) -> Callable[[str, np.random.Generator], np.ndarray]:
+    def render(text: str, rng: np.random.Generator) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "say.wav"
+            stretch = f"{rng.uniform(0.85, 1.2):.2f}"
+            return _run_to_wav(["flite", "-voice", voice, "--setf",
+                                f"duration_stretch={stretch}", "-t", text, "-o", str(out)], out)
+    return render
+
+
+def _festival(voice: str) -> Callable[[str, np.random.Generator], np.ndarray]:
+    def render(text: str, rng: np.random.Generator) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "say.wav"
+            stretch = rng.uniform(0.85, 1.2)
+            quoted = text.replace('"', "")
+            script = (f"({voice})\n(Parameter.set 'Duration_Stretch {stretch:.2f})\n"
+                      f'(utt.save.wave (SayText "{quoted}") "{out}" \'riff)\n')
+            # SayText also plays; festival's audio_method none keeps it silent.
+            script = "(Parameter.set 'Audio_Method 'none)\n" + script
+            subprocess.run(["festival", "--pipe"], input=script, text=True, check=True,
+                           capture_output=True, timeout=60)
+            return read_wav(out)
+    return render
+
+
+@functools.cache
+def _piper() -> object:
+    from heisenberg.core.config import TTSConfig
+    from heisenberg.voice.tts import PiperTTS
+    return PiperTTS(TTSConfig())  # sampling noise on: every rendering differs
+
+
+def _piper_render(text: str, rng: np.random.Generator) -> np.ndarray:
+    tts = _piper()
+    tts._syn.length_scale = float(rng.uniform(0.8, 1.3))  # type: ignore[attr-defined]
+    chunk = tts.synthesize(text)  # type: ignore[attr-defined]
+    return resample(chunk.array(), chunk.rate_hz, RATE_HZ)
+
+
+def pitch_shift(render: Callable[[str, np.random.Generator], np.ndarray],
+                factor: float) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """The voice ``factor`` times higher (and faster), as a tape played faster would be."""
+    def shifted(text: str, rng: np.random.Generator) -> np.ndarray:
+        audio = render(text, rng)
+        return resample(audio, int(RATE_HZ * factor), RATE_HZ)
+    return shifted
+
+
+def voices() -> list[Voice]:
+    return [
+        Voice("piper-joe", "dev", _piper_render),
+        Voice("flite-kal16", "dev", _flite("kal16")),
+        Voice("flite-awb", "dev", _flite("awb")),
+        Voice("festival-kal", "dev", _festival("voice_kal_diphone")),
+        Voice("piper-joe-high", "dev", pitch_shift(_piper_render, 1.18)),
+        Voice("flite-rms", "test", _flite("rms")),
+        Voice("flite-slt", "test", _flite("slt")),
+        Voice("flite-kal", "test", _flite("kal")),
+        Voice("festival-ked", "test", _festival("voice_ked_diphone")),
+        Voice("festival-slt-hts", "test", _festival("voice_cmu_us_slt_arctic_hts")),
+        Voice("piper-joe-low", "test", pitch_shift(_piper_render, 0.87)),
+        Voice("flite-slt-low", "test", pitch_shift(_flite("slt"), 0.9)),
+    ]
+
+
+SOUNDS = "/usr/share/asterisk/sounds"
+SPEECH_GLOBS = {  # the voices' own folders: the short names (it, ru, ...) are symlinks to them
+    "asterisk-es": f"{SOUNDS}/es_MX_f_Allison/**/*.wav",
+    "asterisk-it": f"{SOUNDS}/it_IT_[fm]_*/**/*.wav",
+    "asterisk-fr": f"{SOUNDS}/fr_CA_f_June/**/*.wav",
+    "asterisk-ru": f"{SOUNDS}/ru_RU_f_IvrvoiceRU/**/*.wav",
+}
+MUSIC_GLOBS = {
+    "moh-opsound": "/usr/share/asterisk/moh/*.wav",
+    "wesnoth-music": "/usr/share/games/wesnoth/*/data/core/music/*.ogg",
+    "hyperrogue-music": "/usr/share/hyperrogue/music/*.ogg",
+    "singularity-music": "/usr/share/games/singularity/music/*.ogg",
+    "drascula-music": "/usr/share/scummvm/drascula/audio/*.ogg",
+}
+
+
+def files(pattern: str) -> list[str]:
+    return sorted(glob.glob(pattern, recursive=True))
+
+
+def load(path: str) -> np.ndarray:
+    """Any WAV or Ogg file as mono int16 at 16 kHz (Ogg decoded by sox)."""
+    if path.endswith(".wav"):
+        try:
+            return read_wav(path)
+        except ValueError:
+            pass  # 8-bit or µ-law: let sox convert it
+    sox = shutil.which("sox")
+    if sox is None:
+        raise RuntimeError("sox is needed to decode " + path + ": bash bench/install-data")
+    raw = subprocess.run([sox, path, "-t", "raw", "-r", str(RATE_HZ), "-e", "signed",
+                          "-b", "16", "-c", "1", "-"], capture_output=True, check=True,
+                         timeout=300).stdout
+    return np.frombuffer(raw, dtype=np.int16)
+
+
+def recordings(kinds: dict[str, str], split: str | None = None) -> Iterator[tuple[str, str]]:
+    """``(kind, path)`` of every file; ``split`` ``dev``/``test`` takes alternate files."""
+    for kind, pattern in kinds.items():
+        for i, path in enumerate(files(pattern)):
+            if split is None or (i % 2 == 0) == (split == "dev"):
+                yield kind, path
+
+
+def noise_bank(seconds_each: float = 60.0) -> dict[str, np.ndarray]:
+    """Real recorded noise to mix under speech: music, and babble made of three speakers of
+    other languages talking at once. Files are taken from the ``test`` half, so that noise
+    and negatives (``dev`` half for tuning) do not overlap."""
+    bank: dict[str, np.ndarray] = {}
+    want = int(seconds_each * RATE_HZ)
+    for kind in MUSIC_GLOBS:
+        audio: list[np.ndarray] = []
+        for _, path in recordings({kind: MUSIC_GLOBS[kind]}, "test"):
+            audio.append(load(path))
+            if sum(map(len, audio)) >= want:
+                break
+        if audio:
+            bank[kind] = np.concatenate(audio)[:want]
+    streams = []
+    for kind in ("asterisk-es", "asterisk-it", "asterisk-ru"):
+        audio = [load(p) for _, p in list(recordings({kind: SPEECH_GLOBS[kind]}, "test"))[:60]]
+        if audio:
+            streams.append(np.concatenate(audio).astype(np.float64))
+    if streams:
+        n = min(min(map(len, streams)), want)
+        bank["babble"] = np.clip(sum(s[:n] for s in streams), -32768, 32767).astype(np.int16)
+    return bank
+
+
+def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator,
+        pad_before: int, pad_after: int) -> np.ndarray:
+    """``speech`` over a random stretch of ``noise`` at ``snr_db`` (speech power over noise
+    power), the noise running through the padding before and after it."""
+    total = pad_before + len(speech) + pad_after
+    start = int(rng.integers(0, max(1, len(noise) - total)))
+    bed = np.resize(noise[start:start + total], total).astype(np.float64)
+    voiced = speech.astype(np.float64)
+    p_speech = float(np.mean(voiced[np.abs(voiced) > 0.05 * np.abs(voiced).max()] ** 2))
+    p_noise = float(np.mean(bed ** 2)) or 1.0
+    bed *= np.sqrt(p_speech / p_noise / 10 ** (snr_db / 10))
+    bed[pad_before:pad_before + len(speech)] += voiced
+    return np.clip(bed, -32768, 32767).astype(np.int16)
+
+
+def hours(paths: list[str]) -> float:
+    return sum(os.path.getsize(p) for p in paths) / 3600 / 16000 / 2

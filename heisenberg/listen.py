@@ -1,0 +1,190 @@
+"""``heisenberg listen``: the hearing path alone, to see why it did or did not wake.
+
+Wake word (both stages) → end of speech → speech-to-text, with the daemon's own ``Hearing``
+built from the same config, on one continuous stream; no LLM and no speech output. A file
+is processed as fast as possible in audio time, so what it prints does not depend on the
+machine's speed. ``--json`` prints one object per line (schema in docs/VOICE.md):
+``{"event": "wake" | "speech_start" | "speech_end" | "no_speech" | "transcript",
+"audio_s": seconds from the start of the input, "turn": id, ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from heisenberg.audio.format import AudioChunk
+from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
+from heisenberg.core.config import Config
+from heisenberg.core.errors import AudioDeviceError
+from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
+from heisenberg.orchestrator.hearing import Heard, Hearing, Rejected, Utterance, wake_word_text
+from heisenberg.orchestrator.voice import strip_wake_word
+from heisenberg.voice.stt import SpeechToText
+from heisenberg.voice.vad import Endpointer, WebRtcVad
+from heisenberg.voice.wakeword import WakeWordEngine
+
+Record = dict[str, Any]
+
+
+def hearing_for(config: Config, wake: WakeWordEngine) -> Hearing:
+    """The daemon's hearing front end for ``config`` (``Runtime.voice_loop`` passes the
+    same values to ``VoiceLoop``)."""
+    stt = config.stt
+    return Hearing(wake, WebRtcVad(stt.vad_aggressiveness),
+                   Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s,
+                              stt.no_speech_timeout_s),
+                   preroll_chunks=round(stt.preroll_ms / 80), early_stt_s=stt.early_start_ms / 1000,
+                   speaking_threshold=config.wakeword.speaking_threshold,
+                   wake_word=wake_word_text(wake.names[0]))
+
+
+class Listener:
+    """Chunks in, records out (dicts with ``event``, ``audio_s``, ``turn``). Synchronous:
+    the caller runs it off the event loop."""
+
+    def __init__(self, hearing: Hearing, stt: SpeechToText) -> None:
+        self.hearing = hearing
+        self.stt = stt
+        self.words = [wake_word_text(name) for name in hearing.wake.names]
+        self.turns = 0
+        self._ids: dict[str, str] = {}
+
+    def feed(self, chunk: AudioChunk) -> list[Record]:
+        return self._records(self.hearing.feed(chunk), chunk)
+
+    def finish(self, end_ms: int) -> list[Record]:
+        """The input ended at ``end_ms``: a question being heard ends there."""
+        return self._records(self.hearing.finish(), None, end_ms)
+
+    def _turn(self, turn_id: str) -> str:
+        if turn_id not in self._ids:
+            self.turns += 1
+            self._ids[turn_id] = str(self.turns)
+        return self._ids[turn_id]
+
+    def _records(self, heard: list[Heard], chunk: AudioChunk | None,
+                 end_ms: int = 0) -> list[Record]:
+        if chunk is not None:
+            end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        start_ms = self.hearing.listen_start_ms
+        out: list[Record] = []
+        for item in heard:
+            if isinstance(item, Rejected):
+                d = item.detection
+                out.append(_wake(d.model, d.score, d.verdict, d.audio_ms, "", False))
+            elif isinstance(item, WakewordDetected):
+                out.append(_wake(item.model, item.score, item.verifier, end_ms,
+                                 self._turn(item.turn_id), True))
+            elif isinstance(item, SpeechStarted):
+                first_s = self.hearing.endpointer.speech_start_at_s or 0.0
+                out.append({"event": "speech_start", "audio_s": _s(start_ms + first_s * 1000),
+                            "turn": self._turn(item.turn_id)})
+            elif isinstance(item, TurnEnded) and item.outcome == "no_speech":
+                out.append({"event": "no_speech", "audio_s": _s(end_ms),
+                            "turn": self._turn(item.turn_id)})
+            elif isinstance(item, Utterance):
+                turn = self._turn(item.turn_id)
+                at = _s(start_ms + item.ended.audio_ms)
+                out.append({"event": "speech_end", "audio_s": at, "turn": turn,
+                            "reason": item.ended.reason})
+                text = strip_wake_word(self.stt.transcribe(item.samples), *self.words)
+                out.append({"event": "transcript", "audio_s": at, "turn": turn, "text": text})
+        return out
+
+
+def _s(ms: float) -> float:
+    return round(ms / 1000, 3)
+
+
+def _wake(model: str, score: float, verdict: float | None, at_ms: float, turn: str,
+          confirmed: bool) -> Record:
+    record: Record = {"event": "wake", "audio_s": _s(at_ms), "turn": turn or None,
+                      "model": model, "score": round(score, 3), "confirmed": confirmed}
+    if verdict is not None:
+        record["verifier"] = round(verdict, 3)
+    return record
+
+
+def describe(record: Record) -> str:
+    """One human-readable line."""
+    at = f"{record['audio_s']:8.2f} s  "
+    event = record["event"]
+    if event == "wake":
+        verifier = f", verifier {record['verifier']:.2f}" if "verifier" in record else ""
+        what = "wake word" if record["confirmed"] else "rejected candidate"
+        return f"{at}{what}: {record['model']} (score {record['score']:.2f}{verifier})"
+    if event == "speech_start":
+        return f"{at}speech started"
+    if event == "speech_end":
+        return f"{at}speech ended ({record['reason'].replace('_', ' ')})"
+    if event == "no_speech":
+        return f"{at}woken, but nobody spoke"
+    return f"{at}heard: {record['text']!r}" if record["text"] else f"{at}heard nothing intelligible"
+
+
+async def listen(config: Config, wake: WakeWordEngine, stt: SpeechToText,
+                 source: AudioSource, emit: Callable[[Record], None],
+                 live: Callable[[AudioChunk, list[float]], None] | None = None) -> int:
+    """Hear ``source`` to its end; every record goes to ``emit``. Returns the turns heard."""
+    listener = Listener(hearing_for(config, wake), stt)
+    end_ms = 0
+    async for chunk in source.chunks():
+        for record in await asyncio.to_thread(listener.feed, chunk):
+            emit(record)
+        end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        if live is not None:
+            live(chunk, list(getattr(getattr(wake, "inner", wake), "last_scores", [])))
+    for record in await asyncio.to_thread(listener.finish, end_ms):
+        emit(record)
+    return listener.turns
+
+
+def level_dbfs(chunk: AudioChunk) -> float:
+    rms = float(np.sqrt(np.mean(chunk.array().astype(np.float64) ** 2)))
+    return 20 * math.log10(max(rms, 1.0) / 32768)
+
+
+async def cmd_listen(config: Config, input_path: str | None, as_json: bool) -> int:
+    from heisenberg.main import load_voice_engines
+    from heisenberg.voice_cli import check_devices
+
+    try:
+        check_devices(input_path, "-")  # a readable WAV, or PortAudio for the microphone
+    except AudioDeviceError as exc:
+        print(f"heisenberg listen: {exc.message}", file=sys.stderr)
+        return 1
+    engines = await load_voice_engines(config)
+    source: AudioSource = FileSource(input_path, tail_silence_s=0.0) if input_path else \
+        MicrophoneSource(config.audio.input_device)
+    live_line = not as_json and not input_path and sys.stdout.isatty()
+
+    def emit(record: Record) -> None:
+        if live_line:
+            print("\r\033[K", end="")
+        print(json.dumps(record) if as_json else describe(record), flush=True)
+
+    def live(chunk: AudioChunk, scores: list[float]) -> None:
+        score = max(scores, default=0.0)
+        print(f"\r\033[Klevel {level_dbfs(chunk):6.1f} dBFS   wake score {score:.2f}", end="",
+              flush=True)
+
+    if not input_path and not as_json:
+        names = ", ".join(engines.wake.names)
+        print(f"listening for {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        await listen(config, engines.wake, engines.stt, source, emit,
+                     live if live_line else None)
+    except AudioDeviceError as exc:
+        print(f"heisenberg listen: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await source.close()
+        engines.wake.close()
+    return 0

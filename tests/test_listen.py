@@ -1,0 +1,100 @@
+"""``heisenberg listen``: the daemon's hearing path alone, its JSON schema and exit codes, on
+real models and a voice the defaults were not tuned on; and ``say --seed``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, write_wav
+from tests.conftest import flite, silence
+
+EVENTS = {"wake", "speech_start", "speech_end", "no_speech", "transcript"}
+
+
+def listen(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "heisenberg", "listen", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def session_wav(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
+    """Three turns on one stream: a question; the wake word then silence; a question the
+    file cuts off. And where each part ends, in seconds."""
+    parts = [silence(1.0), flite("Hey Jarvis, what time is it?", "kal"), silence(2.0)]
+    first_end = sum(map(len, parts)) / RATE_HZ - 2.0
+    parts += [flite("Hey Jarvis.", "kal"), silence(6.0)]
+    parts += [flite("Hey Jarvis, tell me a long story about a dragon", "kal")]
+    path = tmp_path_factory.mktemp("listen") / "session.wav"
+    audio = np.concatenate(parts)
+    write_wav(path, audio, RATE_HZ)
+    return path, {"first_end": first_end, "total": len(audio) / RATE_HZ}
+
+
+def test_listen_json_is_one_object_per_line_in_audio_time(
+        session_wav: tuple[Path, dict[str, float]]) -> None:
+    path, when = session_wav
+    out = listen("--input", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert records and all(r["event"] in EVENTS for r in records)
+    assert all(isinstance(r["audio_s"], float) and "turn" in r for r in records)
+    times = [r["audio_s"] for r in records]
+    assert times == sorted(times) and times[-1] <= when["total"] + 0.01
+    confirmed = [r for r in records if r["event"] != "wake" or r["confirmed"]]
+    by_turn: dict[str, list[str]] = {}
+    for r in confirmed:
+        by_turn.setdefault(r["turn"], []).append(r["event"])
+    assert list(by_turn.values()) == [
+        ["wake", "speech_start", "speech_end", "transcript"],
+        ["wake", "no_speech"],
+        ["wake", "speech_start", "speech_end", "transcript"]], records
+    wake = confirmed[0]
+    assert wake["model"] == "hey_jarvis" and wake["confirmed"] is True
+    assert 0.0 < wake["score"] <= 1.0 and 0.0 <= wake["verifier"] <= 1.0
+    ends = [r for r in confirmed if r["event"] == "speech_end"]
+    assert [e["reason"] for e in ends] == ["silence", "end_of_input"]
+    # The first end is decided end_silence_ms (650) after the last word, in audio time.
+    assert when["first_end"] + 0.3 <= ends[0]["audio_s"] <= when["first_end"] + 1.2
+    assert ends[1]["audio_s"] == pytest.approx(when["total"], abs=0.09)
+    texts = [r["text"] for r in confirmed if r["event"] == "transcript"]
+    assert "time" in texts[0].lower() and "jarvis" not in texts[0].lower()
+    assert "dragon" in texts[1].lower()
+    # Audio time, not the machine's: a second run prints the same thing.
+    assert listen("--input", str(path), "--json").stdout == out.stdout
+
+
+def test_listen_reads_like_a_log_without_json(session_wav: tuple[Path, dict[str, float]]
+                                              ) -> None:
+    out = listen("--input", str(session_wav[0]))
+    assert out.returncode == 0, out.stderr
+    assert "wake word: hey_jarvis" in out.stdout and "speech ended (silence)" in out.stdout
+    assert "woken, but nobody spoke" in out.stdout and "heard: " in out.stdout
+
+
+def test_listen_exit_codes_name_the_problem(tmp_path: Path) -> None:
+    missing = listen("--input", str(tmp_path / "none.wav"), "--json")
+    assert missing.returncode == 1 and "none.wav" in missing.stderr and not missing.stdout
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF nonsense")
+    bad = listen("--input", str(junk))
+    assert bad.returncode == 1 and "junk.wav" in bad.stderr
+    config = tmp_path / "config.toml"
+    config.write_text("[wakeword]\nthreshold = 3\n")
+    wrong = listen("--config", str(config), "--input", str(junk))
+    assert wrong.returncode == 2 and "wakeword.threshold" in wrong.stderr
+
+
+def test_say_with_a_seed_renders_the_same_audio(tmp_path: Path) -> None:
+    def say(seed: str, name: str) -> bytes:
+        subprocess.run([sys.executable, "-m", "heisenberg", "say", "--seed", seed, "--output",
+                        str(tmp_path / name), "Hey Jarvis."], check=True, timeout=120,
+                       capture_output=True)
+        return (tmp_path / name).read_bytes()
+
+    assert say("3", "a.wav") == say("3", "b.wav") != say("4", "c.wav")

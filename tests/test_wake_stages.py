@@ -1,0 +1,150 @@
+"""The wake word's two stages, several models at once, and the personal verifier: the real
+openWakeWord models on speech in voices the defaults were not tuned on (Debian's flite)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import chunks_of
+from heisenberg.core.config import ConfigError, WakeWordConfig, load_config, parse_config
+from heisenberg.core.errors import ModelError
+from heisenberg.core.events import WakewordDetected
+from heisenberg.orchestrator.hearing import Rejected
+from heisenberg.voice.verifier import Verifier, block_features, find_verifier, personal_path
+from heisenberg.voice.wakeword import Detection, OpenWakeWordEngine
+from tests.conftest import flite, silence
+from tests.test_hearing import hear, hearing
+
+
+def detections(engine: OpenWakeWordEngine, audio: np.ndarray) -> list[Detection]:
+    return [d for c in chunks_of(audio) if (d := engine.process(c)) is not None]
+
+
+@pytest.fixture(scope="module")
+def hey_jarvis() -> np.ndarray:
+    return np.concatenate([silence(1.0), flite("Hey Jarvis, what time is it?", "kal"),
+                           silence(1.5)])
+
+
+def test_the_verifier_fit_is_the_penalized_optimum() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.normal(0.5, 1.0, (60, 384))
+    neg = rng.normal(-0.5, 1.0, (200, 384))
+    v = Verifier.train(pos, neg, l2=1.0)
+    assert v.probabilities(pos).mean() > 0.9 > 0.1 > v.probabilities(neg).mean()
+    # At the optimum the penalized log-loss gradient vanishes (classes weighted equally).
+    x = np.concatenate([pos, neg])
+    y = np.r_[np.ones(60), np.zeros(200)]
+    w = np.where(y == 1, 0.5 / 60, 0.5 / 200) * len(y)
+    xs = (x - v.mean) / v.scale
+    p = v.probabilities(x)
+    grad = xs.T @ (w * (p - y)) + 1.0 * v.weights
+    assert np.abs(grad).max() < 1e-2 * len(y)
+    with pytest.raises(ValueError, match="at least two"):
+        Verifier.train(pos[:1], neg)
+
+
+def test_a_verifier_file_round_trips_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    v = Verifier.train(rng.normal(1, 1, (20, 384)), rng.normal(-1, 1, (40, 384)),
+                       threshold=0.3, info={"takes": 4})
+    path = tmp_path / "hey_jarvis.verifier.npz"
+    v.save(path)
+    back = Verifier.load(path)
+    window = rng.normal(size=(16, 96))
+    assert back.score(window) == pytest.approx(v.score(window), abs=1e-6)
+    assert back.threshold == pytest.approx(0.3) and back.info == {"takes": 4}
+    assert block_features(window).shape == (384,)
+    path.write_bytes(b"not a verifier")
+    with pytest.raises(ModelError, match="hey_jarvis.verifier.npz"):
+        Verifier.load(path)
+    np.savez(path, weights=np.zeros(10), bias=0.0, mean=np.zeros(10), scale=np.ones(10),
+             threshold=0.5, info="{}")
+    with pytest.raises(ModelError, match="wrong shape"):
+        Verifier.load(path)
+
+
+def test_an_enrolled_verifier_replaces_the_bundled_one(tmp_path: Path) -> None:
+    bundled = find_verifier("hey_jarvis", str(tmp_path), threshold=0.42)
+    assert bundled is not None and bundled.info["source"] == "bundled"
+    assert bundled.threshold == pytest.approx(0.42)
+    assert find_verifier("okay_nabu", str(tmp_path)) is None  # none bundled for it
+    rng = np.random.default_rng(2)
+    mine = Verifier.train(rng.normal(1, 1, (20, 384)), rng.normal(-1, 1, (40, 384)),
+                          threshold=0.2)
+    mine.save(personal_path(tmp_path, "hey_jarvis"))
+    found = find_verifier("hey_jarvis", str(tmp_path), threshold=0.42)
+    assert found is not None and found.threshold == pytest.approx(0.2)
+    assert found.info["source"].endswith("hey_jarvis.verifier.npz")
+
+
+def test_several_models_listen_at_once_and_each_says_which_woke(
+        hey_jarvis: np.ndarray) -> None:
+    engine = OpenWakeWordEngine(WakeWordConfig(model=["alexa", "hey_jarvis"]))
+    try:
+        assert engine.names == ["alexa", "hey_jarvis"]
+        found = [d for d in detections(engine, hey_jarvis) if d.confirmed]
+        assert [d.model for d in found] == ["hey_jarvis"]
+        alexa = np.concatenate([silence(1.0), flite("Alexa, what time is it?", "kal"),
+                                silence(1.5)])
+        assert [d.model for d in detections(engine, alexa) if d.confirmed] == ["alexa"]
+    finally:
+        engine.close()
+
+
+def test_a_candidate_the_verifier_turns_down_starts_nothing(hey_jarvis: np.ndarray) -> None:
+    never = Verifier(np.zeros(384, np.float32), -20.0, np.zeros(384, np.float32),
+                     np.ones(384, np.float32), threshold=0.5)
+    engine = OpenWakeWordEngine(WakeWordConfig(), verifiers={"hey_jarvis": never})
+    h = hearing()
+    h.wake = engine
+    heard = [item for _, item in hear(h, hey_jarvis)]
+    assert heard and all(isinstance(item, Rejected) for item in heard), heard
+    rejected = heard[0]
+    assert isinstance(rejected, Rejected) and not rejected.detection.confirmed
+    assert rejected.detection.verdict is not None and rejected.detection.verdict < 0.01
+    assert not h.listening_to
+
+
+def test_the_bundled_verifier_confirms_a_voice_it_never_heard(hey_jarvis: np.ndarray) -> None:
+    engine = OpenWakeWordEngine(WakeWordConfig())
+    try:
+        assert engine.verifiers["hey_jarvis"] is not None
+        found = [d for d in detections(engine, hey_jarvis) if d.confirmed]
+        assert len(found) == 1 and found[0].verdict is not None
+        assert found[0].verdict >= WakeWordConfig().verifier_threshold
+    finally:
+        engine.close()
+
+
+def test_its_own_voice_rule_holds_for_each_model(hey_jarvis: np.ndarray) -> None:
+    h = hearing()
+    h.wake = OpenWakeWordEngine(WakeWordConfig(model=["alexa", "hey_jarvis"]))
+    # The speaker is saying "alexa": a "hey jarvis" from the room still wakes it.
+    heard = [item for _, item in hear(h, hey_jarvis, echo="ask alexa to do it")]
+    assert [type(i) for i in heard][:1] == [WakewordDetected]
+    h2 = hearing()
+    h2.wake = OpenWakeWordEngine(WakeWordConfig(model=["alexa", "hey_jarvis"]))
+    heard = [item for _, item in hear(h2, hey_jarvis, echo="I am Jarvis, your assistant")]
+    assert not any(isinstance(i, WakewordDetected) for i in heard)
+
+
+def test_wakeword_model_takes_a_list_in_the_file_and_the_environment(tmp_path: Path) -> None:
+    cfg = parse_config({"wakeword": {"model": ["hey_jarvis", "alexa"]}}, {})
+    assert cfg.wakeword.models == ["hey_jarvis", "alexa"]
+    env = parse_config({}, {"HEISENBERG_WAKEWORD_MODEL": "alexa, okay_nabu"})
+    assert env.wakeword.models == ["alexa", "okay_nabu"]
+    assert parse_config({}, {}).wakeword.models == ["hey_jarvis"]
+    for bad in ([], [1], 3):
+        with pytest.raises(ConfigError, match="wakeword.model"):
+            parse_config({"wakeword": {"model": bad}}, {})
+    path = tmp_path / "config.toml"
+    path.write_text("[wakeword]\nmodel = 'alexa'\n")
+    config, _ = load_config(str(path), env={})
+    assert config.wakeword.verifier_dir == str(tmp_path / "wakeword")
+    mine = dataclasses.replace(config.wakeword, verifier_dir="/x")
+    assert mine.verifier_dir == "/x"
