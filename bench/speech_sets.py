@@ -154,10 +154,11 @@ def recordings(kinds: dict[str, str], split: str | None = None) -> Iterator[tupl
                 yield kind, path
 
 
+@functools.cache
 def noise_bank(seconds_each: float = 60.0) -> dict[str, np.ndarray]:
     """Real recorded noise to mix under speech: music, and babble made of three speakers of
     other languages talking at once. Files are taken from the ``test`` half, so that noise
-    and negatives (``dev`` half for tuning) do not overlap."""
+    and negatives (``dev`` half for tuning) do not overlap. Kept once made (per process)."""
     bank: dict[str, np.ndarray] = {}
     want = int(seconds_each * RATE_HZ)
     for kind in MUSIC_GLOBS:

@@ -210,7 +210,7 @@ def stage_costs(seconds: float = 60.0) -> dict[str, float]:
     t = time.process_time()
     for _ in range(2000):
         if verifier is not None:
-            verifier.score(window)
+            verifier.score(window, 0.5)
     verify_ms = (time.process_time() - t) * 1000 / 2000
     inner.close()
     verifying.close()
@@ -231,6 +231,43 @@ def idle_cost(seconds: float = 300.0) -> dict[str, float]:
             "chunks_through_the_model": stream.engine.chunks_processed}
 
 
+def measure_personal(seed: int, takes: int = 6, trials: int = 20) -> dict[str, object]:
+    """``heisenberg enroll`` on one test voice (flite's slt): its recall on new renderings
+    of that voice, and how often other voices saying the wake phrase still wake it."""
+    from heisenberg.enroll import other_voice, train_personal
+
+    rng = np.random.default_rng(seed)
+    cast = {v.name: v for v in voices()}
+    user = cast["flite-slt"]
+    recorded = [user.render("Hey Jarvis.", rng) for _ in range(takes)]
+    verifier, loo = train_personal(recorded, "hey_jarvis", other_voice("hey_jarvis", seed))
+    engine = OpenWakeWordEngine(WakeWordConfig(), verifiers={"hey_jarvis": verifier})
+    bank = noise_bank()
+
+    def heard(audio: np.ndarray, snr: float | None) -> bool:
+        before, after = RATE_HZ, 2 * RATE_HZ
+        pcm = (np.concatenate([np.zeros(before, np.int16), audio, np.zeros(after, np.int16)])
+               if snr is None else mix(audio, bank["moh-opsound"], snr, rng, before, after))
+        return any(d.confirmed for c in chunks_of(pcm) if (d := engine.process(c)))
+
+    out: dict[str, object] = {"user_voice": user.name, "takes": takes,
+                              "threshold": round(verifier.threshold, 3),
+                              "leave_one_out": [round(p, 3) for p in loo]}
+    for snr in (None, 10.0):
+        cond = "clean" if snr is None else f"{snr:g} dB"
+        out[f"user_recall_{cond}"] = round(sum(
+            heard(user.render(WAKE[i % 3] + ", " + QUESTIONS[i % 5], rng), snr)
+            for i in range(trials)) / trials, 3)
+    others = {}
+    for name, voice in cast.items():
+        if name != user.name and not name.startswith("flite-slt"):
+            others[name] = round(sum(heard(voice.render(WAKE[i % 3] + ".", rng), None)
+                                     for i in range(5)) / 5, 3)
+    out["other_voices_accepted"] = others
+    engine.close()
+    return out
+
+
 def frr_table(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = collections.defaultdict(dict)
     groups: dict[tuple[str, str], list[bool]] = collections.defaultdict(list)
@@ -246,12 +283,14 @@ def frr_table(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:
     started = time.time()
-    rows, stream = measure_positives(args.per_voice, args.seed)
     segments = negative_segments()
     if args.max_segments:
         segments = segments[:args.max_segments]
     with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
-        negatives = pool.map(measure_segment, segments, chunksize=1)
+        pending = pool.map_async(measure_segment, segments, chunksize=1)
+        rows, stream = measure_positives(args.per_voice, args.seed)
+        personal = measure_personal(args.seed)
+        negatives = pending.get()
     by_kind: dict[str, dict[str, float]] = collections.defaultdict(
         lambda: {"hours": 0.0, "false_accepts": 0})
     for seg in negatives:
@@ -289,6 +328,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "negative_hours": round(sum(float(s["seconds"]) for s in negatives) / 3600, 2),  # type: ignore[arg-type]
         "stage_cpu_ms_per_chunk": stage_costs(),
         "quiet_room": idle_cost(),
+        "personal_verifier": personal,
         "busy_stream_cpu_share_pct": round(100 * sum(float(s["cpu_s"]) for s in negatives)  # type: ignore[arg-type]
                                            / sum(float(s["seconds"]) for s in negatives), 2),  # type: ignore[arg-type]
         "median_positive_clip_cpu_ms_per_chunk": round(1000 * stream.cpu_s / stream.chunks, 2),

@@ -3,7 +3,8 @@
 A few takes of the user saying the wake phrase (from the microphone or WAV files) are the
 positives, each also heard at two levels and with a little noise. The negatives are what
 should not wake it: the wake phrase and near misses said by another voice (the bundled
-Piper voice at several speeds and pitches), and the user's takes away from the wake word.
+Piper voice at several speeds and pitches), the takes pitch-shifted far out of one person's
+range (another speaker's size), and the user's takes away from the wake word.
 The verifier (``heisenberg.voice.verifier``) is stored beside the config; from then on a
 candidate of that model is confirmed only when it sounds like those takes. Its threshold
 is set from a leave-one-take-out check, so that every take would have been heard.
@@ -41,16 +42,20 @@ class Embedder:
                       else OpenWakeWord.from_model(Path(model).expanduser()))
         self.features = OpenWakeWordFeatures.from_builtin()
 
-    def __call__(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, samples: np.ndarray, pad: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``pad``: add 1 s of silence before and 0.5 s after (a take is cut tight)."""
         self.model.reset()
-        pcm = np.concatenate([np.zeros(RATE_HZ, np.int16), samples.astype(np.int16),
-                              np.zeros(RATE_HZ // 2, np.int16)])
+        pcm = samples.astype(np.int16)
+        if pad:
+            pcm = np.concatenate([np.zeros(RATE_HZ, np.int16), pcm,
+                                  np.zeros(RATE_HZ // 2, np.int16)])
         scores, feats = [], []
         for i in range(0, len(pcm) - 1279, 1280):
             for emb in self.features.process_streaming(pcm[i:i + 1280].tobytes()):
                 for score in self.model.process_streaming(emb):
                     scores.append(score)
-                    feats.append(block_features(self.model.embeddings[-16:]))
+                    feats.append(block_features(self.model.embeddings[-16:], score))
         return np.array(scores), np.array(feats)
 
     def close(self) -> None:
@@ -95,7 +100,11 @@ def train_personal(takes: list[np.ndarray], model: str, other_voice: list[np.nda
                 rows.append(_peak_rows(scores, feats))
                 negatives.append(_off_peak_rows(scores, feats))
             per_take.append(np.concatenate(rows))
-        for audio in other_voice:
+        # Other speakers saying it: Piper, and the takes themselves made a larger and a
+        # smaller speaker (a pitch far outside one person's range).
+        shifted = [resample(take, int(RATE_HZ * f), RATE_HZ) for take in takes
+                   for f in (0.8, 1.25)]
+        for audio in [*other_voice, *shifted]:
             scores, feats = embed(audio)
             negatives.append(feats[scores >= 0.01] if (scores >= 0.01).any() else feats)
     finally:

@@ -58,8 +58,8 @@ async def cmd_run(config: Config, input_path: str | None, output_path: str | Non
     if daemon.stopped:  # SIGTERM/SIGINT is how a service ends: a clean stop is 0
         return 0
     if input_path and not turns:
-        print(f"heisenberg: no wake word ({', '.join(config.wakeword.models)}) heard in {input_path}",
-              file=sys.stderr)
+        words = ", ".join(config.wakeword.models)
+        print(f"heisenberg: no wake word ({words}) heard in {input_path}", file=sys.stderr)
         return 1
     failed = any(t.outcome is not None and t.outcome.error is not None for t in turns)
     return 1 if failed else 0

@@ -222,16 +222,18 @@ def speech(tts: PiperTTS, text: str) -> np.ndarray:
     return resample(tts.synthesize(text).array(), tts.rate_hz, RATE_HZ)
 
 
-def flite(text: str, voice: str = "slt") -> np.ndarray:
-    """Debian's flite speaking ``text`` (a voice the defaults were not tuned on), 16 kHz."""
+def flite(text: str, voice: str = "slt", stretch: float = 1.0) -> np.ndarray:
+    """Debian's flite speaking ``text`` (a voice the defaults were not tuned on), 16 kHz;
+    ``stretch`` > 1 speaks slower."""
     import tempfile
 
     from heisenberg.audio.format import read_wav
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "flite.wav"
-        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
+                        "-t", text, "-o", str(out)], check=True, capture_output=True,
+                       timeout=60)
         return read_wav(out)
 
 

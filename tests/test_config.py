@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import tomllib
 from pathlib import Path
 
@@ -71,7 +73,10 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user = tmp_path / "user.toml"
     system = tmp_path / "system.toml"
     monkeypatch.setattr(config_module, "default_search_paths", lambda: [user, system])
-    assert load_config(None, {}) == (Config(), None)
+    found, path = load_config(None, {})
+    # Without a file, personal wake word verifiers go beside the first place searched.
+    beside = dataclasses.replace(Config().wakeword, verifier_dir=str(tmp_path / "wakeword"))
+    assert (found, path) == (dataclasses.replace(Config(), wakeword=beside), None)
     system.write_text("[llm]\nmax_tokens = 44\n")
     assert load_config(None, {})[0].llm.max_tokens == 44
     user.write_text("[llm]\nmax_tokens = 11\n")

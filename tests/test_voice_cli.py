@@ -37,7 +37,7 @@ def test_run_without_wake_word_says_so(llama_server: RunningServer, tts: PiperTT
     out = run(["run", "--input", str(question), "--output", str(tmp_path / "r.wav")],
               client_env(llama_server))
     assert out.returncode == 1
-    assert "no wake word ('hey_jarvis') heard" in out.stderr
+    assert "no wake word (hey_jarvis) heard" in out.stderr
 
 
 def test_run_with_missing_input_file(llama_server: RunningServer, tmp_path: Path) -> None:

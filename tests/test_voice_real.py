@@ -70,18 +70,21 @@ def record(bus: EventBus) -> list[Event]:
 
 
 def detections(engine: OpenWakeWordEngine, samples: np.ndarray) -> int:
-    return sum(engine.process(chunk) is not None for chunk in chunks_of(samples))
+    return sum(d is not None and d.confirmed for d in map(engine.process, chunks_of(samples)))
 
 
-# "Hey, Jarvis." (a pause after "hey") after 1 s of silence gives only 6 frames above the
-# threshold: the default patience must hear it (bench/wakeword.py measures the trade-off).
+# "Hey, Jarvis." (a pause after "hey") after 1 s of silence is the hardest of these for the
+# model; the verifier must confirm it (bench/wakeword.py measures the trade-off).
 @pytest.mark.parametrize(("said", "after_s"), [("Hey Jarvis.", 0.5), ("Hey, Jarvis.", 1.0)])
 def test_wake_word_hears_hey_jarvis(tts: PiperTTS, wake: OpenWakeWordEngine, said: str,
                                     after_s: float) -> None:
     audio = np.concatenate([silence(after_s), speech(tts, said), silence(1.0)])
     found = [d for d in (wake.process(c) for c in chunks_of(audio)) if d is not None]
-    assert len(found) == 1
-    assert found[0].model == "hey_jarvis" and found[0].score > 0.9
+    confirmed = [d for d in found if d.confirmed]
+    assert len(confirmed) == 1
+    verifier = wake.verifiers["hey_jarvis"]
+    assert verifier is not None and confirmed[0].model == "hey_jarvis"
+    assert confirmed[0].verdict is not None and confirmed[0].verdict >= verifier.threshold
 
 
 def test_wake_word_from_a_custom_tflite_file(tts: PiperTTS, tmp_path: Path) -> None:
@@ -126,8 +129,8 @@ def test_vad_gate_sleeps_in_silence_and_still_hears_the_wake_word(
     engine = gated(wake)
     audio = np.concatenate([silence(10.0), speech(tts, "Hey Jarvis."), silence(5.0)])
     chunks = chunks_of(audio)
-    found = [d for d in (engine.process(c) for c in chunks) if d is not None]
-    assert len(found) == 1 and found[0].score > 0.9
+    found = [d for d in (engine.process(c) for c in chunks) if d is not None and d.confirmed]
+    assert len(found) == 1 and found[0].model == "hey_jarvis"
     # The models ran around the speech only: not during 10 s + 5 s of silence.
     assert engine.chunks_processed < len(chunks) // 3
     assert detections(gated(OpenWakeWordEngine(WakeWordConfig())), other_speech) == 0

@@ -118,7 +118,8 @@ def wyoming_engines(config: Config, assistant: Assistant, stt: SpeechToText,
     return WyomingEngines(
         assistant=assistant, stt=stt, tts=tts,
         new_wake=lambda: OpenWakeWordEngine(config.wakeword),
-        wake_names=[Path(m).stem for m in config.wakeword.models], stt_model=config.stt.model or "tiny.en",
+        wake_names=[Path(m).stem for m in config.wakeword.models],
+        stt_model=config.stt.model or "tiny.en",
         stt_languages=[language], voice_name=voice,
         voice_languages=[voice.split("-", 1)[0] if "-" in voice else "en_US"])
 

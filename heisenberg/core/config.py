@@ -125,14 +125,17 @@ class WakeWordConfig:
     model: str | list[str] = _opt("hey_jarvis")
     """Built-in model name or a path to a .tflite file, or a list of them (all listen)."""
     threshold: float = _opt(0.5, min=0.0, max=1.0)
-    """Stage 1: the model's score a frame must reach to make a candidate."""
+    """A model without a verifier: the score a frame must reach."""
     patience: int = _opt(6, min=1, max=100)
-    """Stage 1: consecutive 80 ms frames at or above the threshold for a candidate."""
+    """A model without a verifier: consecutive 80 ms frames at or above the threshold."""
+    candidate_threshold: float = _opt(0.01, min=0.0, max=1.0)
+    """A model with a verifier, stage 1: one frame scoring this much makes a candidate."""
     verify: bool = _opt(True)
     """Stage 2: confirm each candidate with the model's verifier (the enrolled one in
     ``verifier_dir``, else the bundled one), when it has one."""
-    verifier_threshold: float = _opt(0.5, min=0.0, max=1.0)
-    """The bundled verifier's probability needed to confirm (an enrolled one keeps its own)."""
+    verifier_threshold: float = _opt(0.0, min=0.0, max=1.0)
+    """The bundled verifier's probability needed to confirm; 0 = the one chosen when it was
+    trained (bench/train_verifier.py). An enrolled verifier keeps its own."""
     verifier_dir: str = _opt("")
     """Where ``heisenberg enroll`` stores personal verifiers; empty = a ``wakeword`` folder
     beside the config file (``~/.config/heisenberg/wakeword`` without one)."""

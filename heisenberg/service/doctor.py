@@ -39,11 +39,21 @@ def check_wakeword(config: Config) -> Row:
     from heisenberg.voice.wakeword import OpenWakeWordEngine
 
     wake = config.wakeword
-    return _engine_row("wake word", lambda: OpenWakeWordEngine(wake).close(),
-                       f"{wake.model} (threshold {wake.threshold}, patience {wake.patience})",
-                       "set wakeword.model to one of alexa, hey_jarvis, hey_mycroft, "
+    described: list[str] = []
+
+    def load() -> None:
+        engine = OpenWakeWordEngine(wake)
+        for name, verifier in engine.verifiers.items():
+            how = (f"verifier: {verifier.info.get('source')}, threshold "
+                   f"{verifier.threshold:.2f}" if verifier is not None else
+                   f"threshold {wake.threshold}, patience {wake.patience}")
+            described.append(f"{name} ({how})")
+        engine.close()
+
+    row = _engine_row("wake word", load, "", "set wakeword.model to one of alexa, hey_jarvis, hey_mycroft, "
                        "hey_rhasspy, okay_nabu or a .tflite path; pip install "
                        "'heisenberg[voice]'")
+    return Row(row.check, row.status, "; ".join(described), row.fix) if described else row
 
 
 def check_stt(config: Config) -> Row:

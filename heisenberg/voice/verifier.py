@@ -3,16 +3,16 @@
 openWakeWord turns audio into one 96-value speech embedding per 80 ms frame; its wake word
 models look at the last 16 of them (1.28 s). A candidate from the model's score (stage 1)
 is confirmed when a logistic regression on the same 16 embeddings (averaged into four
-320 ms blocks: 384 values) says so. Training it takes a fraction of a second, so it is
-trained here in numpy (Newton's method with an L2 penalty): by ``bench/train_verifier.py``
-for the bundled one (``verifiers/<model>.npz``, from many synthetic voices and real
-recordings; see docs/VOICE.md) and by ``heisenberg enroll`` for a personal one, trained on
-the user's own recordings of the wake phrase and stored beside the config, which then
-replaces the bundled one.
+320 ms blocks: 384 values) and the model's score (as a log-odds) says so.
+
+Training takes a fraction of a second, so it happens here, in numpy (Newton's method with an
+L2 penalty): ``bench/train_verifier.py`` makes the bundled one (``verifiers/<model>.npz``,
+from many synthetic voices and real recordings; see docs/VOICE.md), and ``heisenberg
+enroll`` a personal one from the user's own recordings of the wake phrase, stored beside
+the config, which then replaces the bundled one.
 
 Why not a library: scikit-learn would bring SciPy and joblib (~100 MB) for one linear model
-of 385 numbers; the fit below is 20 lines and tested against the closed-form optimum's
-gradient.
+of 386 numbers; the fit below is 20 lines, tested against the optimum's gradient.
 """
 
 from __future__ import annotations
@@ -32,10 +32,16 @@ EMBEDDING = 96
 BUNDLED_DIR = Path(__file__).parent / "verifiers"
 
 
-def block_features(window: np.ndarray) -> np.ndarray:
-    """``(16, 96)`` embeddings → 384 features: the mean of each 320 ms block."""
+FEATURES = BLOCKS * EMBEDDING + 1
+
+
+def block_features(window: np.ndarray, score: float) -> np.ndarray:
+    """``(16, 96)`` embeddings and the model's score for them → 385 features: the mean of
+    each 320 ms block, then the score's log-odds."""
     w = np.asarray(window, dtype=np.float32)[-WINDOW_FRAMES:]
-    return w.reshape(BLOCKS, WINDOW_FRAMES // BLOCKS, EMBEDDING).mean(axis=1).reshape(-1)
+    blocks = w.reshape(BLOCKS, WINDOW_FRAMES // BLOCKS, EMBEDDING).mean(axis=1).reshape(-1)
+    p = min(max(score, 1e-4), 1 - 1e-4)
+    return np.append(blocks, np.float32(np.log(p / (1 - p))))
 
 
 @dataclass
@@ -50,9 +56,10 @@ class Verifier:
     info: dict[str, object] = field(default_factory=dict)
     """How it was trained (what, how many, when): kept in the file."""
 
-    def score(self, window: np.ndarray) -> float:
-        """Probability that ``window`` (the last 16 embedding frames) holds the wake word."""
-        return float(self.probabilities(block_features(window)[None, :])[0])
+    def score(self, window: np.ndarray, model_score: float) -> float:
+        """Probability that ``window`` (the last 16 embedding frames, which the model
+        scored ``model_score``) holds the wake word."""
+        return float(self.probabilities(block_features(window, model_score)[None, :])[0])
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.scale) @ self.weights + self.bias
@@ -102,7 +109,7 @@ class Verifier:
                                float(data["threshold"]), json.loads(str(data["info"])))
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"wake word verifier {str(path)!r} is not readable: {exc}") from exc
-        size = BLOCKS * EMBEDDING
+        size = FEATURES
         if weights.shape != (size,) or mean.shape != (size,) or scale.shape != (size,):
             raise ModelError(f"wake word verifier {str(path)!r} has the wrong shape "
                              f"({weights.shape}, expected ({size},))")

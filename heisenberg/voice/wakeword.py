@@ -1,10 +1,15 @@
 """Wake word detection with openWakeWord's models (package ``pyopen-wakeword``).
 
-``process`` is synchronous and CPU-bound (two small TFLite models per 80 ms chunk): the
-orchestrator runs it in a worker thread. Detection needs ``patience`` consecutive frames above
-the threshold. Measured by ``bench/wakeword.py`` on varied Piper speech: a real "hey jarvis"
-gives 5-9 such frames (a pause after "hey" gives the fewest), near misses such as "hey
-jervis" or "jarvis" alone up to 6, and ordinary speech at most 1.
+``process`` is synchronous and CPU-bound (the shared mel spectrogram and speech embedding,
+then one small TFLite model per wake word, per 80 ms chunk): the orchestrator runs it in a
+worker thread. Several models can listen at once (``wakeword.model`` as a list).
+
+A model with a verifier (``voice/verifier.py``: the bundled one for hey_jarvis, or one made
+by ``heisenberg enroll``) decides in two stages: a frame scoring ``candidate_threshold``
+makes a candidate, and the verifier confirms it on the same embeddings; a candidate it never
+confirms comes back as a ``Detection`` with ``confirmed=False``. A model without one needs
+``patience`` frames in a row at ``threshold``. bench/wakeword.py measures both on voices
+and recordings neither was tuned on.
 """
 
 from __future__ import annotations
@@ -113,23 +118,28 @@ class _Listener:
     def reset(self) -> None:
         self.quiet_until_ms = -1
 
-    def frame(self, score: float, limit: float, end_ms: int) -> Detection | None:
-        """One 80 ms frame's score; the window it was computed on is ``model.embeddings``."""
+    def frame(self, score: float, raised: float | None, end_ms: int) -> Detection | None:
+        """One 80 ms frame's score; the window it was computed on is ``model.embeddings``.
+        ``raised``: the threshold while the assistant's own voice plays."""
         cfg = self.config
+        limit = cfg.candidate_threshold if self.verifier else cfg.threshold
+        if raised is not None:
+            limit = max(limit, raised)
+        patience = 1 if self.verifier else cfg.patience
         if score < limit:
             rejected = None
-            if self.streak >= cfg.patience and not self.confirmed and self.verifier:
+            if self.streak >= patience and not self.confirmed and self.verifier:
                 rejected = Detection(self.name, self.best, end_ms, confirmed=False,
                                      verdict=self.best_verdict)
             self.streak, self.best, self.confirmed, self.best_verdict = 0, 0.0, False, 0.0
             return rejected
         self.streak += 1
         self.best = max(self.best, score)
-        if self.streak < cfg.patience or self.confirmed or end_ms < self.quiet_until_ms:
+        if self.streak < patience or self.confirmed or end_ms < self.quiet_until_ms:
             return None
         verdict = None
         if self.verifier is not None:
-            verdict = self.verifier.score(self.model.embeddings[-WINDOW_FRAMES:])
+            verdict = self.verifier.score(self.model.embeddings[-WINDOW_FRAMES:], score)
             self.best_verdict = max(self.best_verdict, verdict)
             if verdict < self.verifier.threshold:
                 return None
@@ -168,7 +178,7 @@ class OpenWakeWordEngine(WakeWordEngine):
                     verifier = verifiers.get(name)
                 elif config.verify:
                     verifier = find_verifier(name, config.verifier_dir,
-                                             config.verifier_threshold)
+                                             config.verifier_threshold or None)
                 else:
                     verifier = None
                 self._listeners.append(_Listener(name, model, verifier, config))
@@ -201,13 +211,11 @@ class OpenWakeWordEngine(WakeWordEngine):
         confirmed: Detection | None = None
         rejected: Detection | None = None
         for i, listener in enumerate(self._listeners):
-            limit = self.config.threshold if threshold is None else max(
-                threshold, self.config.threshold)
             scores = []
             for features in self._features_of(chunk, i):
                 for score in listener.model.process_streaming(features):
                     scores.append(score)
-                    found = listener.frame(score, limit, end_ms)
+                    found = listener.frame(score, threshold, end_ms)
                     if found is not None and found.confirmed:
                         confirmed = confirmed or found
                     elif found is not None:
