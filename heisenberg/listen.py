@@ -24,25 +24,19 @@ from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.config import Config
 from heisenberg.core.errors import AudioDeviceError
 from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
-from heisenberg.orchestrator.hearing import Heard, Hearing, Rejected, Utterance, wake_word_text
+from heisenberg.orchestrator.hearing import (
+    Heard,
+    Hearing,
+    Rejected,
+    Utterance,
+    hearing_for,
+    wake_word_text,
+)
 from heisenberg.orchestrator.voice import strip_wake_word
 from heisenberg.voice.stt import SpeechToText
-from heisenberg.voice.vad import Endpointer, WebRtcVad
 from heisenberg.voice.wakeword import WakeWordEngine
 
 Record = dict[str, Any]
-
-
-def hearing_for(config: Config, wake: WakeWordEngine) -> Hearing:
-    """The daemon's hearing front end for ``config`` (``Runtime.voice_loop`` passes the
-    same values to ``VoiceLoop``)."""
-    stt = config.stt
-    return Hearing(wake, WebRtcVad(stt.vad_aggressiveness),
-                   Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s,
-                              stt.no_speech_timeout_s),
-                   preroll_chunks=round(stt.preroll_ms / 80), early_stt_s=stt.early_start_ms / 1000,
-                   speaking_threshold=config.wakeword.speaking_threshold,
-                   wake_word=wake_word_text(wake.names[0]))
 
 
 class Listener:

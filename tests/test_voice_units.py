@@ -90,7 +90,7 @@ def test_speakable(text: str, spoken: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "out"), [
-    (" Hey Jarvis, what is the capital of France?", "what is the capital of France?"),
+    (" Hey Jarvis, what is the capital of France?", "What is the capital of France?"),
     ("Jarvis. What time is it?", "What time is it?"),
     ("What does Jarvis mean in Iron Man?", "What does Jarvis mean in Iron Man?"),
     ("Tell me a joke.", "Tell me a joke."),

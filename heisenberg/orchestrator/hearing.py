@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk
+from heisenberg.core.config import Config
 from heisenberg.core.events import (
     Event,
     Interrupted,
@@ -193,3 +194,19 @@ def wake_word_text(model_name: str) -> str:
     words = [w for w in model_name.lower().replace("-", "_").split("_")
              if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
     return words[-1] if words else ""
+
+
+def hearing_for(config: Config, wake: WakeWordEngine, *, vad: WebRtcVad | None = None,
+                early_stt_s: float | None = None, speaking_threshold: float | None = None
+                ) -> Hearing:
+    """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
+    listen`` both build theirs here (the keyword arguments override the config)."""
+    stt = config.stt
+    return Hearing(
+        wake, vad or WebRtcVad(stt.vad_aggressiveness),
+        Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s, stt.no_speech_timeout_s),
+        preroll_chunks=round(stt.preroll_ms / 80),
+        early_stt_s=stt.early_start_ms / 1000 if early_stt_s is None else early_stt_s,
+        speaking_threshold=(config.wakeword.speaking_threshold if speaking_threshold is None
+                            else speaking_threshold),
+        wake_word=wake_word_text(wake.names[0]))

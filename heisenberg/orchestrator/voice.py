@@ -31,18 +31,18 @@ from heisenberg.core.tasks import TaskSet, cancel_and_wait
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome, Voice
 from heisenberg.orchestrator.hearing import (
     Heard,
-    Hearing,
     Pause,
     Rejected,
     Resumed,
     Utterance,
+    hearing_for,
     wake_word_text,
 )
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
-from heisenberg.voice.vad import Endpointer, WebRtcVad
+from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import WakeWordEngine, wake_names
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ class VoiceLoop:
                  vad: WebRtcVad | None = None, earcons: bool = True,
                  speaking_threshold: float = 0.7, early_stt_s: float = 0.15,
                  camera: Camera | None = None, early_answer: bool = True) -> None:
-        cfg = assistant.config.stt
         self.assistant = assistant
         self.bus = assistant.bus
         self.source = source
@@ -103,11 +102,8 @@ class VoiceLoop:
         self.earcons = earcons
         self.early_answer = early_answer
         self.wake_words = tuple(wake_word_text(name) for name in wake_names(wake))
-        self.hearing = Hearing(
-            wake, vad or WebRtcVad(cfg.vad_aggressiveness),
-            Endpointer(cfg.end_silence_ms / 1000, cfg.max_utterance_s, cfg.no_speech_timeout_s),
-            preroll_chunks=round(cfg.preroll_ms / 80), early_stt_s=early_stt_s,
-            speaking_threshold=speaking_threshold, wake_word=self.wake_words[0])
+        self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
+                                   speaking_threshold=speaking_threshold)
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -358,11 +354,13 @@ class VoiceLoop:
 
 def strip_wake_word(text: str, *wake_words: str) -> str:
     """Drop a leading "hey jarvis," that the pre-roll brought into the transcript (any of
-    ``wake_words``: several models may listen at once)."""
+    ``wake_words``: several models may listen at once). The question starts with a capital
+    either way: whisper writes "how many..." when the pre-roll begins inside the wake word."""
     text = text.strip()
     for word in filter(None, wake_words):
         pattern = rf"^\W*((hey|hi|okay|ok)\W+)?{re.escape(word)}\b\W*"
-        stripped = re.sub(pattern, "", text, flags=re.IGNORECASE)
+        stripped = re.sub(pattern, "", text, flags=re.IGNORECASE).strip()
         if stripped != text:
-            return stripped.strip()
-    return text
+            text = stripped
+            break
+    return text[:1].upper() + text[1:]

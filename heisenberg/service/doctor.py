@@ -50,9 +50,10 @@ def check_wakeword(config: Config) -> Row:
             described.append(f"{name} ({how})")
         engine.close()
 
-    row = _engine_row("wake word", load, "", "set wakeword.model to one of alexa, hey_jarvis, hey_mycroft, "
-                       "hey_rhasspy, okay_nabu or a .tflite path; pip install "
-                       "'heisenberg[voice]'")
+    row = _engine_row("wake word", load, "",
+                      "set wakeword.model to one of alexa, hey_jarvis, hey_mycroft, "
+                      "hey_rhasspy, okay_nabu or a .tflite path; pip install "
+                      "'heisenberg[voice]'")
     return Row(row.check, row.status, "; ".join(described), row.fix) if described else row
 
 
