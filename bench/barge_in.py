@@ -6,9 +6,10 @@ While the assistant speaks through a loudspeaker, the microphone hears the user'
 mixed with the assistant's voice. For each level of the assistant's voice relative to the
 user's (``--gains-db``; -100 is silence, 0 is as loud as the user), Piper renders
 ``--samples`` times (sampling noise on) a long answer and "Hey Jarvis." at a random moment
-of it; the sum goes through the real openWakeWord engine in 80 ms chunks, and a detection is
-``patience`` frames in a row at or above each threshold (``wakeword.speaking_threshold``
-candidates). No echo cancellation is applied: this is the raw mix a microphone hears.
+of it; the sum goes through the daemon's wake word engine (default config: candidate, then the
+verifier) in 80 ms chunks, with each candidate ``wakeword.speaking_threshold`` as the raised
+stage-1 threshold it uses while the speaker plays; heard = a confirmed detection. No echo
+cancellation is applied: this is the raw mix a microphone hears.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import platform
 import random
 
 import numpy as np
-from common import WakeScores, longest_run, run
+from common import run
 
-from heisenberg.audio.format import RATE_HZ, resample
+from heisenberg.audio.format import RATE_HZ, chunks_of, resample
 from heisenberg.core.config import TTSConfig, WakeWordConfig
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
@@ -34,8 +35,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     tts = PiperTTS(TTSConfig())
     config = WakeWordConfig(refractory_s=0.0)
-    engine = OpenWakeWordEngine(config)
-    wake_scores = WakeScores(engine)
+    engines = {t: OpenWakeWordEngine(config) for t in THRESHOLDS}
+    clock_ms = 0
 
     def speech(text: str) -> np.ndarray:
         audio = tts.synthesize(text).array()
@@ -51,14 +52,19 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             mix[at:at + len(wake)] += wake
             pcm = np.clip(np.concatenate([np.zeros(RATE_HZ), mix, np.zeros(RATE_HZ)]),
                           -32768, 32767).astype(np.int16)
-            scores, _ = wake_scores(pcm)
-            for threshold in THRESHOLDS:
-                heard[threshold] += longest_run(scores, threshold) >= config.patience
+            for threshold, engine in engines.items():
+                heard[threshold] += any(
+                    d is not None and d.confirmed
+                    for d in (engine.process(c, threshold)
+                              for c in chunks_of(pcm, start_ms=clock_ms)))
+            clock_ms += len(pcm) * 1000 // RATE_HZ
         results[str(gain_db)] = {str(t): round(n / args.samples, 3) for t, n in heard.items()}
-    engine.close()
+    for engine in engines.values():
+        engine.close()
     return {
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "model": config.model, "patience": config.patience, "samples_each": args.samples,
+        "model": config.model, "rule": "candidate at the raised threshold, then the verifier",
+        "samples_each": args.samples,
         "seed": args.seed,
         "heard_by_assistant_level_db_and_threshold": results,
     }
