@@ -169,7 +169,7 @@ async def cmd_listen(config: Config, input_path: str | None, as_json: bool) -> i
         print(f"\r\033[Klevel {level_dbfs(chunk):6.1f} dBFS   wake score {score:.2f}", end="",
               flush=True)
 
-    if not input_path and not as_json:
+    if not input_path:  # on stderr, also with --json: stdout is only the records
         names = ", ".join(engines.wake.names)
         print(f"listening for {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:

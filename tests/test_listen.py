@@ -90,6 +90,42 @@ def test_listen_exit_codes_name_the_problem(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "wakeword.threshold" in wrong.stderr
 
 
+async def test_listen_on_a_real_microphone(pulse: None) -> None:
+    """On the real-time PulseAudio device: someone says it into the room, ``listen --json``
+    hears it through the microphone (the null sink's monitor)."""
+    import asyncio
+
+    from heisenberg.audio.format import AudioChunk
+    from heisenberg.audio.sinks import SpeakerSink
+
+    proc = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", "heisenberg", "listen", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    user = SpeakerSink(rate_hz=RATE_HZ)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        async with asyncio.timeout(120):
+            while "listening for hey_jarvis" not in await asyncio.to_thread(
+                    proc.stderr.readline):
+                assert proc.poll() is None, "listen exited"
+        await asyncio.sleep(1.0)
+        said = np.concatenate([flite("Hey Jarvis, what time is it?", "kal"), silence(1.5)])
+        await user.play(AudioChunk(said.tobytes(), RATE_HZ))
+        records = []
+        async with asyncio.timeout(120):
+            while not records or records[-1]["event"] != "transcript":
+                line = await asyncio.to_thread(proc.stdout.readline)
+                assert line, "listen stopped"
+                records.append(json.loads(line))
+    finally:
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
+        await user.close()
+    events = [r["event"] for r in records if r["event"] != "wake" or r["confirmed"]]
+    assert events == ["wake", "speech_start", "speech_end", "transcript"], records
+    assert "time" in records[-1]["text"].lower()
+
+
 def test_say_with_a_seed_renders_the_same_audio(tmp_path: Path) -> None:
     def say(seed: str, name: str) -> bytes:
         subprocess.run([sys.executable, "-m", "heisenberg", "say", "--seed", seed, "--output",
