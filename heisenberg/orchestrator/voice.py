@@ -43,7 +43,7 @@ from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
-from heisenberg.voice.wakeword import WakeWordEngine, wake_names
+from heisenberg.voice.wakeword import WakeWordEngine
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class VoiceLoop:
         self.tts = tts
         self.earcons = earcons
         self.early_answer = early_answer
-        self.wake_words = tuple(wake_word_text(name) for name in wake_names(wake))
+        self.wake_words = tuple(wake_word_text(name) for name in wake.names)
         self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
                                    speaking_threshold=speaking_threshold)
         self.frames = FrameGrabber(camera)

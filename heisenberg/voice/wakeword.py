@@ -59,10 +59,6 @@ class WakeWordEngine(ABC):
         return None
 
 
-def wake_names(engine: WakeWordEngine) -> list[str]:
-    return engine.names
-
-
 BUILTIN_MODELS = ("alexa", "hey_jarvis", "hey_mycroft", "hey_rhasspy", "okay_nabu")
 
 # Loads a model and scores 3 s of silence, as the engine will: run in a child process.
@@ -210,9 +206,10 @@ class OpenWakeWordEngine(WakeWordEngine):
         self._last_ms = chunk.timestamp_ms
         confirmed: Detection | None = None
         rejected: Detection | None = None
+        embeddings = list(self._features.process_streaming(chunk.pcm))  # shared by all
         for i, listener in enumerate(self._listeners):
             scores = []
-            for features in self._features_of(chunk, i):
+            for features in embeddings:
                 for score in listener.model.process_streaming(features):
                     scores.append(score)
                     found = listener.frame(score, threshold, end_ms)
@@ -223,12 +220,6 @@ class OpenWakeWordEngine(WakeWordEngine):
             if i == 0:
                 self.last_scores = scores
         return confirmed or rejected
-
-    def _features_of(self, chunk: AudioChunk, index: int) -> list[Any]:
-        """The chunk's embeddings, computed once and shared by every model."""
-        if index == 0:
-            self._chunk_features = list(self._features.process_streaming(chunk.pcm))
-        return self._chunk_features
 
     def close(self) -> None:
         for listener in self._listeners:
