@@ -2,9 +2,12 @@
 
     python bench/latency.py [--turns 20] [--server-threads 2] [--out bench/results/latency.json]
 
-Each turn is Piper speech "Hey Jarvis. <question>" fed in real time through the file source
-(as a microphone would deliver it) into the whole pipeline with the real models and a managed
-llama.cpp server; the answer goes to a null sink. Measured from the end-of-speech decision:
+Each turn is "Hey Jarvis. <question>" spoken by one of several voices (speech_sets: flite,
+festival and pitch-shifted Piper voices the defaults were not tuned on, and Piper joe), fed in
+real time through the file source (as a microphone would deliver it) into the whole pipeline
+with the real models and a managed llama.cpp server; the answer goes to a null sink.
+``voice_to_voice_ms``: from the last voiced sample of the question (known from the rendering)
+to the first answer sample handed to the sink. Also measured from the end-of-speech decision:
 transcript ready, first LLM token, first TTS audio sample handed to the sink, turn done.
 Idle CPU is the daemon process's CPU time over 20 s of real-time audio without the wake word.
 """
@@ -22,9 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import speech_sets as ss
 from common import free_port, run, summary
+from endpointing import voiced_bounds
 
-from heisenberg.audio.format import RATE_HZ, resample, write_wav
+from heisenberg.audio.format import RATE_HZ, AudioChunk, write_wav
 from heisenberg.audio.sinks import NullSink
 from heisenberg.audio.sources import FileSource
 from heisenberg.core.config import Config, LLMConfig, ServerConfig
@@ -39,6 +44,17 @@ def words(text: str) -> list[str]:
     """Lower-case words without punctuation; "colour"/"color" and "2"/"two" count as equal."""
     text = text.lower().replace("colour", "color").replace("2", "two")
     return re.sub(r"[^a-z ]", "", text).split()
+
+
+class FirstSampleSink(NullSink):
+    """A null sink that notes when the first chunk reached it (time.monotonic())."""
+
+    first_at: float | None = None
+
+    async def play(self, chunk: AudioChunk) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        await super().play(chunk)
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -62,16 +78,16 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "models": {"wake": "hey_jarvis", "stt": "tiny.en int8", "tts": "en_US-joe-medium",
                    "llm": "gemma3-270m q4_k_m"},
+        "stt": dataclasses.asdict(config.stt),
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
         "early_answer": args.early_answer,
     }
     async with Runtime(config) as rt:
         engines = await load_voice_engines(config)
-        tts = engines.tts
 
-        def spoken(text: str) -> np.ndarray:
-            return resample(tts.synthesize(text).array(), tts.rate_hz, RATE_HZ)
+        voices = [v for v in ss.voices() if v.split == "test"] + ss.voices()[:1]
+        rng = np.random.default_rng(args.seed)
 
         with tempfile.TemporaryDirectory() as tmp:
             # Idle: 20 s of speech-free audio in real time, only the wake word engine works.
@@ -89,17 +105,27 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             early_answers = 0
             # Why a spoken question gave no timed answer (each should stay at 0).
             missed = {"not_woken": 0, "failed": 0, "empty_answer": 0}
+            voice_to_voice: list[float] = []
+            by_voice: dict[str, list[float]] = {}
             for i in range(args.turns):
                 wav = Path(tmp) / f"turn{i}.wav"
                 question = QUESTIONS[i % len(QUESTIONS)]
-                write_wav(wav, np.concatenate([np.zeros(RATE_HZ // 4, np.int16),
-                                               spoken("Hey Jarvis."),
-                                               np.zeros(RATE_HZ // 4, np.int16),
-                                               spoken(question)]), RATE_HZ)
+                voice = voices[i % len(voices)]
+                asked = voice.render(question, rng)
+                audio = np.concatenate([np.zeros(RATE_HZ // 4, np.int16),
+                                        voice.render("Hey Jarvis.", rng),
+                                        np.zeros(RATE_HZ // 4, np.int16), asked])
+                last_voiced_s = (len(audio) - len(asked) + voiced_bounds(asked)[1]) / RATE_HZ
+                write_wav(wav, audio, RATE_HZ)
                 rt.assistant.session.reset()
-                loop = rt.voice_loop(engines, FileSource(wav, realtime=True), NullSink())
+                source, sink = FileSource(wav, realtime=True), FirstSampleSink()
+                loop = rt.voice_loop(engines, source, sink)
                 turns = await loop.run()
                 missed["not_woken"] += not turns
+                if turns and sink.first_at is not None and source.started_at is not None:
+                    ms = (sink.first_at - source.started_at - last_voiced_s) * 1000
+                    voice_to_voice.append(ms)
+                    by_voice.setdefault(voice.name, []).append(round(ms))
                 for turn in turns:
                     if turn.outcome is None or turn.outcome.error is not None:
                         missed["failed"] += 1
@@ -113,6 +139,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     early_answers += turn.early_answer
             results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])
                                                for k, v in timings.items() if v}
+            results["voice_to_voice_ms"] = summary(voice_to_voice) if voice_to_voice else {}
+            results["voice_to_voice_ms_by_voice"] = by_voice
             results["turns_answered"] = len(timings["total"])
             results["turns_without_answer"] = missed
             results["answers_started_early"] = early_answers
@@ -137,6 +165,7 @@ def main() -> None:
                     help="stt.early_start_ms: silence before whisper starts early")
     ap.add_argument("--early-answer", action=argparse.BooleanOptionalAction, default=True,
                     help="stt.early_answer: start the LLM on the early transcript")
+    ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="bench/results/latency.json")
     run(measure, ap)
 

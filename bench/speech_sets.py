@@ -126,6 +126,39 @@ MUSIC_GLOBS = {
 }
 
 
+OPENSFX = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+
+
+def opensfx() -> list[np.ndarray]:
+    """OpenTTD's OpenSFX: 73 recorded sound effects (engines, machines, a sawmill, wind,
+    applause, ...) in one catalogue: per entry an offset and size, then a name and a WAV."""
+    import io
+    import struct
+    import wave
+
+    if not os.path.exists(OPENSFX):
+        return []
+    data = Path(OPENSFX).read_bytes()
+    count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+    sounds = []
+    for i in range(count):
+        offset, size = struct.unpack_from("<II", data, i * 8)
+        offset &= 0x7FFFFFFF
+        body = data[offset + 1 + data[offset]:offset + size]
+        if body[:4] != b"RIFF":
+            continue
+        with wave.open(io.BytesIO(body)) as w:
+            if w.getsampwidth() != 2:
+                continue
+            raw = w.readframes(w.getnframes())
+            channels = w.getnchannels()
+            pcm = np.frombuffer(raw[:len(raw) // (2 * channels) * 2 * channels], np.int16)
+            if channels == 2:
+                pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
+            sounds.append(resample(pcm, w.getframerate(), RATE_HZ))
+    return sounds
+
+
 def files(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern, recursive=True))
 
@@ -169,6 +202,9 @@ def noise_bank(seconds_each: float = 60.0) -> dict[str, np.ndarray]:
                 break
         if audio:
             bank[kind] = np.concatenate(audio)[:want]
+    sfx = opensfx()[1::2]  # the test half, like the music
+    if sfx:
+        bank["machines-sfx"] = np.resize(np.concatenate(sfx), want)
     streams = []
     for kind in ("asterisk-es", "asterisk-it", "asterisk-ru"):
         audio = [load(p) for _, p in list(recordings({kind: SPEECH_GLOBS[kind]}, "test"))[:60]]

@@ -27,6 +27,7 @@ from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
 from heisenberg.orchestrator.hearing import (
     Heard,
     Hearing,
+    Pause,
     Rejected,
     Utterance,
     hearing_for,
@@ -83,6 +84,10 @@ class Listener:
             elif isinstance(item, TurnEnded) and item.outcome == "no_speech":
                 out.append({"event": "no_speech", "audio_s": _s(end_ms),
                             "turn": self._turn(item.turn_id)})
+            elif isinstance(item, Pause) and item.text is not None:
+                out.append({"event": "pause", "audio_s": _s(end_ms),
+                            "turn": self._turn(item.turn_id), "text": item.text,
+                            "unfinished": self.hearing.endpointer.hold})
             elif isinstance(item, Utterance):
                 turn = self._turn(item.turn_id)
                 at = _s(start_ms + item.ended.audio_ms)
@@ -118,6 +123,9 @@ def describe(record: Record) -> str:
         return f"{at}speech started"
     if event == "speech_end":
         return f"{at}speech ended ({record['reason'].replace('_', ' ')})"
+    if event == "pause":
+        wait = "unfinished: waiting" if record["unfinished"] else "finished"
+        return f"{at}pause after {record['text']!r} ({wait})"
     if event == "no_speech":
         return f"{at}woken, but nobody spoke"
     return f"{at}heard: {record['text']!r}" if record["text"] else f"{at}heard nothing intelligible"
@@ -127,7 +135,7 @@ async def listen(config: Config, wake: WakeWordEngine, stt: SpeechToText,
                  source: AudioSource, emit: Callable[[Record], None],
                  live: Callable[[AudioChunk, list[float]], None] | None = None) -> int:
     """Hear ``source`` to its end; every record goes to ``emit``. Returns the turns heard."""
-    listener = Listener(hearing_for(config, wake), stt)
+    listener = Listener(hearing_for(config, wake, transcribe=stt.transcribe), stt)
     end_ms = 0
     async for chunk in source.chunks():
         for record in await asyncio.to_thread(listener.feed, chunk):

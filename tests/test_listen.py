@@ -14,7 +14,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, write_wav
 from tests.conftest import flite, silence
 
-EVENTS = {"wake", "speech_start", "speech_end", "no_speech", "transcript"}
+EVENTS = {"wake", "speech_start", "pause", "speech_end", "no_speech", "transcript"}
 
 
 def listen(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,11 @@ def test_listen_json_is_one_object_per_line_in_audio_time(
     assert all(isinstance(r["audio_s"], float) and "turn" in r for r in records)
     times = [r["audio_s"] for r in records]
     assert times == sorted(times) and times[-1] <= when["total"] + 0.01
-    confirmed = [r for r in records if r["event"] != "wake" or r["confirmed"]]
+    confirmed = [r for r in records if r["event"] != "pause"
+                 and (r["event"] != "wake" or r["confirmed"])]
+    pauses = [r for r in records if r["event"] == "pause"]
+    # The first question's pause: a finished sentence, judged on its early transcript.
+    assert pauses and "time" in pauses[0]["text"].lower() and not pauses[0]["unfinished"]
     by_turn: dict[str, list[str]] = {}
     for r in confirmed:
         by_turn.setdefault(r["turn"], []).append(r["event"])

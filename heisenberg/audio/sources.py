@@ -44,8 +44,10 @@ class AudioSource(ABC):
 class FileSource(AudioSource):
     """A WAV file (any rate/channels, 16-bit), resampled to 16 kHz mono.
 
-    ``realtime`` paces chunks at the speed of speech, as a microphone would deliver them;
-    ``tail_silence_s`` appends silence so that end-of-speech can be detected at the end.
+    ``realtime`` paces chunks at the speed of speech, as a microphone would deliver them
+    (each when its last sample would have been captured; ``started_at`` is the
+    ``time.monotonic()`` of sample 0); ``tail_silence_s`` appends silence so that
+    end-of-speech can be detected at the end.
     """
 
     def __init__(self, path: str | Path, realtime: bool = False,
@@ -54,6 +56,7 @@ class FileSource(AudioSource):
         self.name = f"file:{self.path.name}"
         self.realtime = realtime
         self.tail_silence_s = tail_silence_s
+        self.started_at: float | None = None
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         if not self.path.is_file():
@@ -63,10 +66,11 @@ class FileSource(AudioSource):
         except ValueError as exc:
             raise AudioDeviceError(str(exc)) from exc
         tail = np.zeros(int(self.tail_silence_s * RATE_HZ), np.int16)
-        start = time.monotonic()
+        start = self.started_at = time.monotonic()
         for chunk in chunks_of(np.concatenate([samples, tail])):
             if self.realtime:
-                ahead_s = chunk.timestamp_ms / 1000 - (time.monotonic() - start)
+                ahead_s = ((chunk.timestamp_ms + chunk.duration_ms) / 1000
+                           - (time.monotonic() - start))
                 if ahead_s > 0:
                     await asyncio.sleep(ahead_s)
             else:

@@ -167,9 +167,21 @@ class STTConfig:
     language: str = _opt("en")
     beam_size: int = _opt(1, min=1, max=20)
     threads: int = _opt(2, min=1, max=512)
+    vad: str = _opt("silero", choices=("silero", "webrtc"))
+    """The end-of-speech VAD: ``silero`` tells speech from music and machine noise;
+    ``webrtc`` (the old one) calls most noise speech (docs/VOICE.md, endpointing)."""
+    vad_threshold: float = _opt(0.5, min=0.05, max=0.95)
+    """Silero's speech probability that starts speech (it ends 0.15 below)."""
     vad_aggressiveness: int = _opt(2, min=0, max=3)
+    """webrtcvad's mode (0-3): for the wake word's speech gate, and ``vad = "webrtc"``."""
     end_silence_ms: int = _opt(650, min=100, max=10000)
-    """Silence that ends an utterance, milliseconds."""
+    """Silence that ends a finished sentence, milliseconds."""
+    end_of_turn: bool = _opt(True)
+    """Judge at a pause (``early_start_ms``) whether the words so far are a finished
+    sentence; if not, wait up to ``pause_silence_ms``. Needs ``early_start_ms`` below
+    ``end_silence_ms``."""
+    pause_silence_ms: int = _opt(2000, min=100, max=10000)
+    """Silence that ends an unfinished sentence, milliseconds."""
     max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)
     no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
     preroll_ms: int = _opt(500, min=0, max=5000)

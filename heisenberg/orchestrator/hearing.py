@@ -2,11 +2,15 @@
 
 Every chunk goes to the wake word engine, which therefore hears one continuous stream (its
 features never jump over a stretch of audio); the last ``preroll`` chunks are kept. After a
-confirmed detection the pre-roll and what follows also go to the end-of-speech detector
-(VAD + ``Endpointer``) until the utterance ends; detections meanwhile are part of the
-question and ignored. Then a new wake word is a barge-in, even while the answer is being
-transcribed. A candidate that a later stage of the wake word engine rejected is returned as
-``Rejected`` (it starts nothing; ``heisenberg listen`` shows it).
+confirmed detection the VAD is reset and warmed over the pre-roll (so it starts every
+question in the same state, at hour 1 as at hour 100, and not cold at the wake word); what
+follows goes to it and to the ``Endpointer`` until the utterance ends; detections meanwhile
+are part of the question and ignored. At a short pause the words so far are transcribed
+(``transcribe``, in this same thread): when they read as an unfinished sentence
+(``endofturn.unfinished``) the end waits for the longer pause silence. Then a new wake
+word is a barge-in, even while the answer is being transcribed. A candidate that a later
+stage of the wake word engine rejected is returned as ``Rejected`` (it starts nothing;
+``heisenberg listen`` shows it).
 
 ``Hearing.feed`` returns bus events (WAKEWORD_DETECTED, SPEECH_STARTED, and TURN_ENDED when
 the wake word was followed by silence) and cues for the task side: ``Pause`` (the speaker
@@ -22,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +41,8 @@ from heisenberg.core.events import (
     TurnEnded,
     WakewordDetected,
 )
-from heisenberg.voice.vad import Endpointer, EndpointEvent, WebRtcVad
+from heisenberg.voice.endofturn import unfinished
+from heisenberg.voice.vad import Endpointer, EndpointEvent, SileroVad, Vad, WebRtcVad
 from heisenberg.voice.wakeword import Detection, WakeWordEngine
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,8 @@ class Pause:
 
     turn_id: str
     samples: np.ndarray
+    text: str | None = None
+    """Its transcript, when the hearing made one to judge the end of turn."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +86,17 @@ Heard = Event | Cue
 
 
 class Hearing:
-    def __init__(self, wake: WakeWordEngine, vad: WebRtcVad, endpointer: Endpointer, *,
+    def __init__(self, wake: WakeWordEngine, vad: Vad, endpointer: Endpointer, *,
                  preroll_chunks: int, early_stt_s: float, speaking_threshold: float,
-                 wake_word: str = "") -> None:
+                 wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None
+                 ) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
-        plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays."""
+        plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
+        ``transcribe``: speech-to-text for the end-of-turn judgement at a pause (None = the
+        end is decided on silence alone)."""
         self.wake = wake
+        self.transcribe = transcribe
         self.vad = vad
         self.endpointer = endpointer
         self.early_stt_s = early_stt_s
@@ -115,15 +127,25 @@ class Hearing:
         if word and word in echo.lower():
             log.info("wake word ignored: it is in what I am saying")
             return []
+        self.start(chunk.timestamp_ms + round(chunk.duration_ms))
+        return [WakewordDetected(model=detection.model, score=detection.score,
+                                 verifier=detection.verdict, turn_id=self.listening_to)]
+
+    def start(self, at_ms: int) -> str:
+        """Begin hearing a question at ``at_ms`` (audio time, the end of the last chunk fed),
+        as after a wake word: a follow-up, or a benchmark that knows where the question
+        starts. Returns the new turn's id."""
         self.listening_to = uuid.uuid4().hex[:12]
-        self.listen_start_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        self.listen_start_ms = at_ms
         self.endpointer.reset()
         self._paused = False
         # Pre-roll: the audio just before the detection, else the first word is lost.
         self._utterance = list(self._recent)
         self._recent.clear()
-        return [WakewordDetected(model=detection.model, score=detection.score,
-                                 verifier=detection.verdict, turn_id=self.listening_to)]
+        self.vad.reset()
+        for before in self._utterance:
+            self.vad.is_speech(before)
+        return self.listening_to
 
     def finish(self) -> list[Heard]:
         """The input ended: the question being heard ends here (``end_of_input``) and is
@@ -158,12 +180,15 @@ class Hearing:
             if self._paused:
                 heard.append(Resumed(turn_id))
             self._paused = False
+            ep.hold = False
         elif (not self._paused and self.early_stt_s > 0 and not ep.done
               and ep.silence_s >= self.early_stt_s):
-            # Whisper takes ~0.3-0.6 s here; starting it this far into the silence instead of
+            # Whisper takes ~0.2-0.5 s here; starting it this far into the silence instead of
             # at the end-of-speech decision saves most of that.
             self._paused = True
-            heard.append(Pause(turn_id, self._samples()))
+            samples = self._samples()
+            text = self._judge(samples)
+            heard.append(Pause(turn_id, samples, text))
         at_ms = int(ep.elapsed_s * 1000)
         if event is EndpointEvent.SPEECH_STARTED:
             heard.append(SpeechStarted(audio_ms=at_ms, turn_id=turn_id))
@@ -175,6 +200,24 @@ class Hearing:
             heard.append(self._utterance_done(
                 turn_id, "max_length" if event is EndpointEvent.MAX_LENGTH else "silence"))
         return heard
+
+    def _judge(self, samples: np.ndarray) -> str | None:
+        """Transcribe the words so far and hold the end while they are unfinished. Decided
+        here, before the next chunk, so the end is the same in audio time however long
+        whisper takes (the chunks wait in the source's queue meanwhile)."""
+        if self.transcribe is None:
+            return None
+        try:
+            text = self.transcribe(samples)
+        except Exception as exc:  # the turn task transcribes again and reports the error
+            log.warning("early transcript failed (%s: %s); the end is decided on silence",
+                        type(exc).__name__, exc)
+            return None
+        self.endpointer.hold = unfinished(text)
+        if self.endpointer.hold:
+            log.info("%r reads unfinished: waiting up to %.1f s of silence", text,
+                     self.endpointer.needed_silence_s)
+        return text
 
     def _utterance_done(self, turn_id: str, reason: str) -> Utterance:
         samples = self._samples()
@@ -196,17 +239,28 @@ def wake_word_text(model_name: str) -> str:
     return words[-1] if words else ""
 
 
-def hearing_for(config: Config, wake: WakeWordEngine, *, vad: WebRtcVad | None = None,
-                early_stt_s: float | None = None, speaking_threshold: float | None = None
-                ) -> Hearing:
+def vad_for(config: Config) -> Vad:
+    """The end-of-speech VAD that ``stt.vad`` names."""
+    stt = config.stt
+    if stt.vad == "webrtc":
+        return WebRtcVad(stt.vad_aggressiveness)
+    return SileroVad(stt.vad_threshold)
+
+
+def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
+                early_stt_s: float | None = None, speaking_threshold: float | None = None,
+                transcribe: Callable[[np.ndarray], str] | None = None) -> Hearing:
     """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
-    listen`` both build theirs here (the keyword arguments override the config)."""
+    listen`` both build theirs here (the keyword arguments override the config).
+    ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on."""
     stt = config.stt
     return Hearing(
-        wake, vad or WebRtcVad(stt.vad_aggressiveness),
-        Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s, stt.no_speech_timeout_s),
+        wake, vad or vad_for(config),
+        Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s, stt.no_speech_timeout_s,
+                   pause_silence_s=stt.pause_silence_ms / 1000),
         preroll_chunks=round(stt.preroll_ms / 80),
         early_stt_s=stt.early_start_ms / 1000 if early_stt_s is None else early_stt_s,
         speaking_threshold=(config.wakeword.speaking_threshold if speaking_threshold is None
                             else speaking_threshold),
-        wake_word=wake_word_text(wake.names[0]))
+        wake_word=wake_word_text(wake.names[0]),
+        transcribe=transcribe if stt.end_of_turn else None)

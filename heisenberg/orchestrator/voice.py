@@ -42,7 +42,7 @@ from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
-from heisenberg.voice.vad import WebRtcVad
+from heisenberg.voice.vad import Vad
 from heisenberg.voice.wakeword import WakeWordEngine
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def earcon(rate_hz: int, freq_hz: float, ms: int = 120, volume: float = 0.25) ->
 class VoiceLoop:
     def __init__(self, assistant: Assistant, source: AudioSource, sink: AudioSink,
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
-                 vad: WebRtcVad | None = None, earcons: bool = True,
+                 vad: Vad | None = None, earcons: bool = True,
                  speaking_threshold: float = 0.7, early_stt_s: float = 0.15,
                  camera: Camera | None = None, early_answer: bool = True) -> None:
         self.assistant = assistant
@@ -103,7 +103,8 @@ class VoiceLoop:
         self.early_answer = early_answer
         self.wake_words = tuple(wake_word_text(name) for name in wake.names)
         self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
-                                   speaking_threshold=speaking_threshold)
+                                   speaking_threshold=speaking_threshold,
+                                   transcribe=stt.transcribe)
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -198,7 +199,7 @@ class VoiceLoop:
         for item in heard:
             if isinstance(item, Pause):
                 self._drop_early()
-                self._early = self._tasks.spawn(self._early_answer(item.samples), "early")
+                self._early = self._tasks.spawn(self._early_answer(item), "early")
             elif isinstance(item, Resumed):
                 self._drop_early()
             elif isinstance(item, Utterance):
@@ -239,9 +240,11 @@ class VoiceLoop:
 
     # --- the early answer -----------------------------------------------------------------
 
-    async def _early_answer(self, samples: np.ndarray) -> EarlyAnswer:
-        """Transcribe what was said before the pause; from it, start the answer."""
-        got = await self._transcribe(samples)
+    async def _early_answer(self, pause: Pause) -> EarlyAnswer:
+        """Transcribe what was said before the pause (unless the hearing did, to judge the
+        end of turn); from it, start the answer."""
+        got = (EarlyAnswer(pause.text) if pause.text is not None
+               else await self._transcribe(pause.samples))
         if got.error is not None:
             return got
         raw = got.raw

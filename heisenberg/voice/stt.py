@@ -10,6 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 
 from heisenberg.audio.format import RATE_HZ
@@ -88,6 +89,10 @@ class WhisperSTT(SpeechToText):
     def transcribe(self, samples: np.ndarray) -> str:
         audio = samples.astype(np.float32) / 32768.0
         try:
+            # When greedy decoding looks like a hallucination, faster-whisper retries with
+            # sampling (temperature 0.2, 0.4, ...): seeded, the same audio always gives the
+            # same words (an end-of-turn judgement and `heisenberg listen` repeat exactly).
+            ctranslate2.set_random_seed(0)
             segments, _info = self._model.transcribe(
                 audio, language=self.config.language or None, beam_size=self.config.beam_size,
                 condition_on_previous_text=False, without_timestamps=True)

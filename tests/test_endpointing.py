@@ -1,0 +1,174 @@
+"""Knowing when the user has finished, on real models: Silero VAD as a stream, the end-of-turn
+rule, noise that goes on after the speech, a pause mid-sentence, and the same decision after a
+long stream. Voices: flite (the defaults were not tuned on them); noise: OpenTTD's recorded
+sound effects (Debian's openttd-opensfx). Audio time only."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
+from heisenberg.core.config import Config, STTConfig
+from heisenberg.core.events import SpeechStarted
+from heisenberg.orchestrator.hearing import Hearing, Pause, Utterance, hearing_for
+from heisenberg.voice.endofturn import unfinished
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.vad import Endpointer, EndpointEvent, SileroVad
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import flite, silence
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from speech_sets import mix, opensfx  # noqa: E402  (the benchmarks' own data loader)
+
+CHUNK_MS = 80
+
+
+@pytest.fixture(scope="module")
+def machines() -> np.ndarray:
+    sounds = opensfx()
+    assert sounds, "openttd-opensfx is not installed (.ci/install installs it)"
+    return np.concatenate(sounds)
+
+
+def test_silero_as_a_stream_gives_the_model_s_own_probabilities() -> None:
+    from faster_whisper.vad import get_vad_model
+
+    audio = np.concatenate([silence(0.3), flite("What is the tallest mountain?", "rms"),
+                            silence(0.5)])
+    whole = get_vad_model()(audio[:len(audio) // 512 * 512].astype(np.float32) / 32768).ravel()
+    vad = SileroVad()
+    streamed: list[float] = []
+    for size in (1280, 700, 2048, 333):  # chunks that do not line up with its 512 frames
+        vad.reset()
+        streamed = []
+        for i in range(0, len(audio), size):
+            streamed += vad.probabilities(AudioChunk(audio[i:i + size].tobytes()))
+        assert np.allclose(streamed[:len(whole)], whole, atol=1e-5)
+    assert max(streamed) > 0.9 and streamed[-1] < 0.1
+    with pytest.raises(ValueError, match="16000 Hz"):
+        vad.probabilities(AudioChunk(b"\0\0" * 800, rate_hz=8000))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Set a timer for...", True), ("What is the capital of", True), ("Remind me to call-", True),
+    ("And so my fellow Americans,", True), ("How many people live in?", True),
+    ("When my friends come over tonight.", True), ("Tell me about the", True),
+    ("What time is it?", False), ("How many legs does a spider have?", False),
+    ("Turn the lights on.", False), ("When does the shop open?", False),
+    ("Ask not what your country can do for you.", False), ("", False),
+    ("If it rains, take an umbrella.", False), ("What is the weather like", False),
+])
+def test_the_end_of_turn_rule(text: str, expected: bool) -> None:
+    assert unfinished(text) is expected
+
+
+def test_an_unfinished_sentence_waits_for_the_longer_pause() -> None:
+    ep = Endpointer(end_silence_s=0.4, pause_silence_s=1.6)
+    assert ep.process(0.2, True) is EndpointEvent.SPEECH_STARTED
+    ep.hold = True
+    events = [ep.process(0.08, False) for _ in range(19)]
+    assert events == [None] * 19  # 1.52 s of silence
+    assert ep.process(0.08, False) is EndpointEvent.SPEECH_ENDED
+    ep.reset()
+    assert not ep.hold
+
+
+def question_hearing(config: Config, stt: WhisperSTT) -> Hearing:
+    return hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=stt.transcribe)
+
+
+def listen_from(h: Hearing, audio: np.ndarray, start_ms: int) -> list[tuple[int, object]]:
+    """Feed ``audio``; listening starts at ``start_ms`` as after a wake word. Everything
+    heard from then, with the audio time at the end of the chunk that gave it."""
+    out: list[tuple[int, object]] = []
+    for chunk in chunks_of(audio):
+        end_ms = chunk.timestamp_ms + CHUNK_MS
+        if chunk.timestamp_ms == start_ms:
+            h.start(chunk.timestamp_ms)
+        heard = h.feed(chunk)
+        if h.listening_to or heard:
+            out += [(end_ms, item) for item in heard]
+    return out
+
+
+def test_noise_that_goes_on_does_not_keep_the_turn_open(
+        stt: WhisperSTT, machines: np.ndarray) -> None:
+    said = flite("Which planet is closest to the sun?", "slt")
+    noisy = mix(said, machines, 10.0, np.random.default_rng(4), RATE_HZ, 8 * RATE_HZ)
+    last_word_ms = 1000 + len(said) * 1000 // RATE_HZ
+    for vad, ends in (("silero", True), ("webrtc", False)):
+        config = Config(stt=STTConfig(vad=vad, end_of_turn=False))
+        heard = listen_from(question_hearing(config, stt), noisy, 960)
+        utterances = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+        if ends:  # decided within a second of the last word, not at the length limit
+            assert len(utterances) == 1, heard
+            at, u = utterances[0]
+            assert isinstance(u, Utterance) and u.ended.reason == "silence"
+            assert last_word_ms < at <= last_word_ms + 1000
+            assert "planet" in stt.transcribe(u.samples).lower()
+        else:  # webrtcvad calls the machines speech: still listening 8 s later
+            assert utterances == [], heard
+
+
+def test_a_pause_mid_sentence_does_not_split_the_question(stt: WhisperSTT) -> None:
+    head, rest = flite("Set an alarm for", "rms"), flite("seven thirty tomorrow.", "rms")
+    audio = np.concatenate([silence(1.0), head, silence(1.2), rest, silence(3.0)])
+    rest_end_ms = (len(audio) - 3 * RATE_HZ) * 1000 // RATE_HZ
+    heard = listen_from(question_hearing(Config(), stt), audio, 960)
+    pauses = [p for _, p in heard if isinstance(p, Pause)]
+    utterances = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+    assert pauses and pauses[0].text is not None and unfinished(pauses[0].text), pauses
+    assert len(utterances) == 1, heard
+    at, u = utterances[0]
+    assert isinstance(u, Utterance) and at > rest_end_ms
+    text = stt.transcribe(u.samples).lower()
+    assert "alarm" in text and "tomorrow" in text
+    # Without the rule the same audio is cut at the pause (the early words only).
+    config = Config(stt=STTConfig(end_of_turn=False))
+    cut = [u for _, u in listen_from(question_hearing(config, stt), audio, 960)
+           if isinstance(u, Utterance)]
+    assert cut and "tomorrow" not in stt.transcribe(cut[0].samples).lower()
+
+
+def test_a_finished_sentence_ends_after_the_short_silence(stt: WhisperSTT) -> None:
+    said = flite("What is the tallest mountain in Europe?", "slt")
+    audio = np.concatenate([silence(1.0), said, silence(3.0)])
+    last_word_ms = 1000 + len(said) * 1000 // RATE_HZ
+    config = Config()
+    heard = listen_from(question_hearing(config, stt), audio, 960)
+    pauses = [p for _, p in heard if isinstance(p, Pause)]
+    assert pauses and pauses[-1].text is not None and not unfinished(pauses[-1].text)
+    ends = [at for at, u in heard if isinstance(u, Utterance)]
+    assert len(ends) == 1
+    assert ends[0] <= last_word_ms + config.stt.end_silence_ms + 3 * CHUNK_MS
+
+
+def test_the_same_question_ends_the_same_way_after_a_long_stream(
+        stt: WhisperSTT, machines: np.ndarray) -> None:
+    """A daemon hears months of audio: the VAD is reset and warmed over the pre-roll at every
+    question, so nothing it heard before changes where the question ends."""
+    said = np.concatenate([silence(1.0), flite("Could you explain why the sky is blue?", "rms"),
+                           silence(2.5)])
+    rng = np.random.default_rng(5)
+    talk = np.concatenate([flite("The meeting moved to Thursday afternoon.", "slt"),
+                           silence(0.7)] * 6)
+    before = np.concatenate([mix(talk, machines, 5.0, rng, RATE_HZ, 30 * RATE_HZ),
+                             silence(20.0), machines[:30 * RATE_HZ]])
+    before = before[:len(before) // 1280 * 1280]
+    config = dataclasses.replace(Config(), stt=STTConfig(end_of_turn=False))
+    fresh = listen_from(question_hearing(config, stt), said, 960)
+    h = question_hearing(config, stt)
+    long = listen_from(h, np.concatenate([before, said]), len(before) * 1000 // RATE_HZ + 960)
+
+    def shape(heard: list[tuple[int, object]], offset_ms: int) -> list[tuple[str, int]]:
+        return [(type(item).__name__, at - offset_ms) for at, item in heard
+                if isinstance(item, SpeechStarted | Utterance)]
+
+    assert shape(fresh, 0) == shape(long, len(before) * 1000 // RATE_HZ)
+    assert [type(item).__name__ for _, item in fresh if isinstance(item, SpeechStarted | Utterance)
+            ] == ["SpeechStarted", "Utterance"]
