@@ -23,7 +23,7 @@ from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import flite, silence
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from speech_sets import mix, opensfx  # noqa: E402  (the benchmarks' own data loader)
+from speech_sets import mix, opensfx  # the benchmarks' own data loader
 
 CHUNK_MS = 80
 

@@ -134,7 +134,7 @@ async def test_listen_on_a_real_microphone(pulse: None) -> None:
         await asyncio.to_thread(proc.wait, 10)
         await user.close()
     turn = records[-1]["turn"]
-    events = [r["event"] for r in records if r["turn"] == turn]
+    events = [r["event"] for r in records if r["turn"] == turn and r["event"] != "pause"]
     assert events == ["wake", "speech_start", "speech_end", "transcript"], records
     assert "time" in str(records[-1]["text"]).lower()
 

@@ -405,14 +405,28 @@ def early_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, wav: Path
 
 
 async def test_early_answer_is_used_when_the_speaker_is_done(
-        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     wav = tmp_path / "q.wav"
     write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
                                    speech(tts, "What is the capital of France?")]), RATE_HZ)
+    synthesized: list[str] = []
+    real_synthesize = tts.synthesize
+
+    def counted(text: str) -> AudioChunk:
+        synthesized.append(text)
+        return real_synthesize(text)
+
+    monkeypatch.setattr(tts, "synthesize", counted)
     loop, events = early_setup(llama_server, tts, stt, wav, end_silence_ms=1200)
     [turn] = await loop.run()
     await loop.bus.drain()
     assert turn.early_answer and loop.prefetches == 1
+    # The first sentence was synthesized by the early answer, before the end of speech, and
+    # the turn played that audio: no sentence was synthesized twice.
+    assert synthesized and len(synthesized) == len(set(synthesized)), synthesized
+    started = [e for e in events if isinstance(e, TTSStarted)]
+    assert started and started[0].text == synthesized[0]
     assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
     # The answer streamed into the turn is the one the early request produced, whole.
     complete = [e for e in events if isinstance(e, LLMComplete)]

@@ -25,6 +25,7 @@ from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
 from heisenberg.vision.camera import Frame
+from heisenberg.voice.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,13 @@ class Assistant:
         self.record(FrameCaptured(width=frame.width, height=frame.height,
                                   jpeg_bytes=len(frame.jpeg), turn_id=turn_id))
 
-    def prefetch(self, question: str, frame: Frame | None = None) -> Prefetch:
-        """Start answering ``question`` without a turn (see ``orchestrator/prefetch.py``)."""
+    def prefetch(self, question: str, frame: Frame | None = None,
+                 tts: TextToSpeech | None = None) -> Prefetch:
+        """Start answering ``question`` without a turn (see ``orchestrator/prefetch.py``);
+        with ``tts`` its first sentence is synthesized too."""
         history = self.session.prompt_history(self.config.session.max_turns)
         prefetch = Prefetch(self.backend, self.prompts.build(question, history), question,
-                            frame)
+                            frame, tts)
         prefetch.start()
         return prefetch
 

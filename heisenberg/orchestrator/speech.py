@@ -45,6 +45,8 @@ class Speaker:
         self._audio: asyncio.Queue[tuple[str, AudioChunk] | None] = asyncio.Queue(maxsize=2)
         self._partial: tuple[str, float, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.ready: Callable[[str], asyncio.Future[AudioChunk] | None] | None = None
+        """Audio already being synthesized for a sentence (an early answer's first one)."""
         self.error: HeisenbergError | None = None
         """Why (some of) the answer could not be spoken: the speaker or Piper failed. The
         answer itself goes on; the rest of it is not spoken."""
@@ -97,8 +99,10 @@ class Speaker:
                 return
             if self.error is not None:
                 continue  # nothing more is spoken; the queue is drained to its end
+            ready = self.ready(sentence) if self.ready is not None else None
             try:
-                chunk = await asyncio.to_thread(self.tts.synthesize, sentence)
+                chunk = await (ready if ready is not None
+                               else asyncio.to_thread(self.tts.synthesize, sentence))
             except TTSError as exc:
                 self._failed(exc)
                 continue

@@ -277,6 +277,8 @@ class Turn:
         prefetched = self._prefetched
         if prefetched is not None and prefetched.prompt == prompt:
             items = prefetched.items()
+            if speaker is not None:
+                speaker.ready = prefetched.ready_audio
         else:
             if prefetched is not None:
                 await prefetched.cancel()

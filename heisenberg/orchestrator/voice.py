@@ -253,7 +253,7 @@ class VoiceLoop:
             return EarlyAnswer(raw)
         frame = await self.frames.grab()
         self.prefetches += 1
-        return EarlyAnswer(raw, self.assistant.prefetch(text, frame))
+        return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
 
     def _drop_early(self) -> None:
         """Speech went on (or a new question began): the early answer is stale."""
