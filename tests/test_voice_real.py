@@ -192,7 +192,9 @@ async def test_spoken_question_to_spoken_answer(llama_server: RunningServer, tts
     [turn] = turns
     assert "capital of france" in turn.transcript.lower()
     assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
-    assert 0 < turn.timings.seconds("transcript") < turn.timings.seconds("first_token")
+    # The hearing transcribed at the pause (to judge the end of turn): at the end of speech
+    # the transcript is there already, then comes the first token.
+    assert 0 <= turn.timings.seconds("transcript") < turn.timings.seconds("first_token")
     assert turn.timings.seconds("first_audio") > 0
     assert len(read_wav(reply)) > RATE_HZ // 2  # more than earcons: a spoken answer
     kinds = [e.type for e in events]

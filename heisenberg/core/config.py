@@ -174,7 +174,7 @@ class STTConfig:
     """Silero's speech probability that starts speech (it ends 0.15 below)."""
     vad_aggressiveness: int = _opt(2, min=0, max=3)
     """webrtcvad's mode (0-3): for the wake word's speech gate, and ``vad = "webrtc"``."""
-    end_silence_ms: int = _opt(650, min=100, max=10000)
+    end_silence_ms: int = _opt(400, min=100, max=10000)
     """Silence that ends a finished sentence, milliseconds."""
     end_of_turn: bool = _opt(True)
     """Judge at a pause (``early_start_ms``) whether the words so far are a finished
