@@ -71,7 +71,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     config = dataclasses.replace(
         config, audio=dataclasses.replace(config.audio, earcons=False),
         stt=dataclasses.replace(config.stt, early_start_ms=args.early_start_ms,
-                                early_answer=args.early_answer),
+                                early_answer=args.early_answer, vad=args.vad,
+                                end_of_turn=args.end_of_turn,
+                                end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms),
         history=dataclasses.replace(config.history, enabled=False),
         camera=dataclasses.replace(config.camera, enabled=False))
     results: dict[str, object] = {
@@ -165,6 +167,10 @@ def main() -> None:
                     help="stt.early_start_ms: silence before whisper starts early")
     ap.add_argument("--early-answer", action=argparse.BooleanOptionalAction, default=True,
                     help="stt.early_answer: start the LLM on the early transcript")
+    ap.add_argument("--vad", default="silero", choices=("silero", "webrtc"), help="stt.vad")
+    ap.add_argument("--end-of-turn", action=argparse.BooleanOptionalAction, default=True,
+                    help="stt.end_of_turn: the end-of-turn rule on the early transcript")
+    ap.add_argument("--end-silence-ms", type=int, default=0, help="stt.end_silence_ms; 0: default")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default="bench/results/latency.json")
     run(measure, ap)
