@@ -172,3 +172,28 @@ def test_the_same_question_ends_the_same_way_after_a_long_stream(
     assert shape(fresh, 0) == shape(long, len(before) * 1000 // RATE_HZ)
     assert [type(item).__name__ for _, item in fresh if isinstance(item, SpeechStarted | Utterance)
             ] == ["SpeechStarted", "Utterance"]
+
+
+def test_a_failing_early_transcript_leaves_the_end_to_the_silence() -> None:
+    from heisenberg.core.errors import STTError
+
+    def broken(samples: np.ndarray) -> str:  # fault injection: the speech-to-text fails
+        raise STTError("speech-to-text failed: the model is gone")
+
+    config = Config()
+    said = flite("What is the tallest mountain in Europe?", "slt")
+    audio = np.concatenate([silence(1.0), said, silence(2.0)])
+    h = hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=broken)
+    heard = listen_from(h, audio, 960)
+    pauses = [p for _, p in heard if isinstance(p, Pause)]
+    ends = [at for at, u in heard if isinstance(u, Utterance)]
+    assert pauses and all(p.text is None for p in pauses)  # the turn task transcribes again
+    assert len(ends) == 1
+    assert ends[0] <= 1000 + len(said) * 1000 // RATE_HZ + config.stt.end_silence_ms + 240
+
+
+def test_a_remote_speech_to_text_is_not_called_from_the_hearing(stt: WhisperSTT) -> None:
+    config = Config(stt=STTConfig(engine="wyoming", uri="tcp://127.0.0.1:10300"))
+    h = hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=stt.transcribe)
+    assert h.transcribe is None
+    assert question_hearing(Config(), stt).transcribe is not None

@@ -179,7 +179,7 @@ class STTConfig:
     end_of_turn: bool = _opt(True)
     """Judge at a pause (``early_start_ms``) whether the words so far are a finished
     sentence; if not, wait up to ``pause_silence_ms``. Needs ``early_start_ms`` below
-    ``end_silence_ms``."""
+    ``end_silence_ms`` and ``engine = "local"`` (a remote service could stall hearing)."""
     pause_silence_ms: int = _opt(2000, min=100, max=10000)
     """Silence that ends an unfinished sentence, milliseconds."""
     max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)

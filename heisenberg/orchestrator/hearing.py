@@ -252,7 +252,8 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                 transcribe: Callable[[np.ndarray], str] | None = None) -> Hearing:
     """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
     listen`` both build theirs here (the keyword arguments override the config).
-    ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on."""
+    ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on and
+    speech-to-text is local."""
     stt = config.stt
     return Hearing(
         wake, vad or vad_for(config),
@@ -263,4 +264,6 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         speaking_threshold=(config.wakeword.speaking_threshold if speaking_threshold is None
                             else speaking_threshold),
         wake_word=wake_word_text(wake.names[0]),
-        transcribe=transcribe if stt.end_of_turn else None)
+        # A remote service could stall the hearing (and the wake word) for its whole
+        # timeout: with one, the end is decided on silence and whisper runs on the task side.
+        transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None)
