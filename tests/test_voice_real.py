@@ -18,13 +18,21 @@ from heisenberg.audio.sinks import NullSink, WavFileSink
 from heisenberg.audio.sources import AudioDeviceError, AudioSource, FileSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, LLMConfig, STTConfig, TTSConfig, WakeWordConfig
-from heisenberg.core.events import ErrorEvent, Event, EventType, LLMComplete, LLMToken, TTSStarted
+from heisenberg.core.events import (
+    ErrorEvent,
+    Event,
+    EventType,
+    LLMComplete,
+    LLMToken,
+    TTSStarted,
+    TurnEnded,
+)
 from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator import voice as voice_module
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.orchestrator.speech import Speaker
-from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, VoiceLoop
+from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, VoiceLoop, is_dismissal
 from heisenberg.voice.stt import WhisperSTT, default_model_path, is_meaningful
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
@@ -35,7 +43,7 @@ from heisenberg.voice.wakeword import (
     VadGatedWakeWord,
     WakeWordEngine,
 )
-from tests.conftest import RunningServer, silence, speech
+from tests.conftest import RunningServer, flite, silence, speech
 
 OTHER_SPEECH = (
     "Good morning everyone. Today we will talk about the weather in the mountains and the "
@@ -527,3 +535,28 @@ async def test_a_long_running_loop_keeps_only_recent_turns_in_memory(
     assert loop._finished_turns() == 3  # every turn counted, though the oldest are forgotten
     assert len(turns) == 1 and turns[0].outcome is not None
     assert len(loop.assistant.session.get_conversation_history()) == 3  # prompt history intact
+
+
+@pytest.mark.parametrize(("text", "dismissal"), [
+    ("Stop.", True), ("Never mind.", True), ("Okay, that's all, thanks.", True),
+    ("Cancel please.", True), ("Stop the music.", False), ("Cancel my meeting.", False),
+    ("What is the capital of France?", False), ("", False),
+])
+def test_what_counts_as_a_dismissal(text: str, dismissal: bool) -> None:
+    assert is_dismissal(text) is dismissal
+
+
+async def test_never_mind_ends_the_turn_without_asking_the_llm(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   flite("Never mind.", "slt")]), RATE_HZ)
+    loop, events = voice_setup(llama_server, tts, stt, FileSource(wav), NullSink())
+    [turn] = await loop.run()
+    await loop.bus.drain()
+    assert "never mind" in turn.transcript.lower()
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert [e.outcome for e in ended] == ["dismissed"]
+    assert not [e for e in events if isinstance(e, LLMToken | LLMComplete)]
+    assert loop.prefetches == 0 and not loop.assistant.session.get_conversation_history()
+    assert not await slots_busy(llama_server)

@@ -149,8 +149,9 @@ class TurnEnded(Event):
 
     type: ClassVar[EventType] = EventType.TURN_ENDED
     outcome: str
-    """``answered``, ``failed``, ``interrupted``, ``empty`` (nothing intelligible was said)
-    or ``no_speech`` (the wake word, then silence)."""
+    """``answered``, ``failed``, ``interrupted``, ``empty`` (nothing intelligible was said),
+    ``dismissed`` ("stop", "never mind": nothing asked of the LLM) or ``no_speech`` (the
+    wake word, then silence)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -249,7 +249,7 @@ class VoiceLoop:
             return got
         raw = got.raw
         text = strip_wake_word(raw, *self.wake_words)
-        if not (self.early_answer and text):
+        if not (self.early_answer and text) or is_dismissal(text):
             return EarlyAnswer(raw)
         frame = await self.frames.grab()
         self.prefetches += 1
@@ -311,6 +311,13 @@ class VoiceLoop:
                 turn.outcome = TurnOutcome(turn_id, "", "", None)
                 self._end(turn, TurnEnded(outcome="empty", turn_id=turn_id))
                 return
+            if is_dismissal(text):  # "stop", "never mind": the barge-in already stopped it
+                log.info("%r: nothing more to do; back to idle", text)
+                if prefetch is not None:
+                    await prefetch.cancel()
+                turn.outcome = TurnOutcome(turn_id, text, "", None)
+                self._end(turn, TurnEnded(outcome="dismissed", turn_id=turn_id))
+                return
             turn.early_answer = prefetch is not None
             answering = True
             async with self.assistant.turn(
@@ -353,6 +360,23 @@ class VoiceLoop:
             await self.sink.play_text(audio, text)
         except Exception:  # the turn is over and logged; the message is a courtesy
             log.warning("could not say %r", text, exc_info=True)
+
+
+_DISMISSALS = frozenset({
+    "stop", "stop it", "stop talking", "cancel", "never mind", "nevermind", "forget it",
+    "that's all", "that is all", "that's it", "quiet", "be quiet", "shut up", "enough"})
+
+
+def is_dismissal(text: str) -> bool:
+    """"Stop", "cancel", "never mind", "that's all" (with "please", "thanks", "okay" around
+    them): the user wants nothing more, so no LLM turn is started."""
+    words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
+    polite = {"please", "thanks", "thank", "you", "okay", "ok", "now", "just", "oh"}
+    while words and words[0] in polite:
+        words.pop(0)
+    while words and words[-1] in polite:
+        words.pop()
+    return " ".join(words) in _DISMISSALS
 
 
 def strip_wake_word(text: str, *wake_words: str) -> str:
