@@ -37,7 +37,6 @@ from common import run, summary
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import Config, STTConfig
 from heisenberg.orchestrator.hearing import Pause, Utterance, hearing_for
-from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import Detection, WakeWordEngine
 
@@ -117,8 +116,7 @@ class Case:
     audio: np.ndarray
     """Clean speech, 16 kHz."""
     pause_s: float = 0.0
-    pause_at: int = 0
-    """Sample where the mid-sentence pause ends (the second part starts)."""
+    """The silence joined into the middle of the sentence, seconds (0: none)."""
 
 
 def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
@@ -150,8 +148,8 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
             break
     if ended is None:  # still listening when the noise ended: it would run to the limit
         return {"outcome": "no_end" if hearing.listening_to else "no_speech",
-                "pauses": [[p.text, unfinished(p.text)] for p in pauses if p.text is not None]}
-    cpu_s = time.perf_counter() - started
+                "pauses": [[p.text, p.unfinished] for p in pauses if p.text is not None]}
+    wall_s = time.perf_counter() - started
     end_sample = start_sample + ended.ended.audio_ms * RATE_HZ // 1000
     delay_ms = (end_sample - (lead + last)) * 1000 / RATE_HZ
     split = end_sample < lead + last - 0.2 * RATE_HZ
@@ -159,8 +157,8 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
     same = stt.transcribe(stream[lead + max(0, first - 1600):lead + last + 1600])
     return {"outcome": ended.ended.reason, "delay_ms": round(delay_ms), "split": split,
             "wer_path": wer_counts(case.text, got), "wer_same": wer_counts(case.text, same),
-            "pauses": [[p.text, unfinished(p.text)] for p in pauses if p.text is not None],
-            "transcript": got, "wall_s": round(cpu_s, 3)}
+            "pauses": [[p.text, p.unfinished] for p in pauses if p.text is not None],
+            "transcript": got, "wall_s": round(wall_s, 3)}
 
 
 def cases(split: str, n_sentences: int, rng: np.random.Generator) -> Iterator[Case]:
@@ -178,7 +176,7 @@ def paused_cases(split: str, rng: np.random.Generator) -> Iterator[Case]:
             for pause_s in (1.0, 1.5):
                 gap = np.zeros(int(pause_s * RATE_HZ), np.int16)
                 yield Case(voice.name, f"{head} {rest}", np.concatenate([a, gap, b]),
-                           pause_s, len(a) + len(gap))
+                           pause_s)
 
 
 def recorded_cases(limit: int) -> Iterator[Case]:

@@ -87,7 +87,7 @@ class Listener:
             elif isinstance(item, Pause) and item.text is not None:
                 out.append({"event": "pause", "audio_s": _s(end_ms),
                             "turn": self._turn(item.turn_id), "text": item.text,
-                            "unfinished": self.hearing.endpointer.hold})
+                            "unfinished": item.unfinished})
             elif isinstance(item, Utterance):
                 turn = self._turn(item.turn_id)
                 at = _s(start_ms + item.ended.audio_ms)

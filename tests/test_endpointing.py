@@ -5,7 +5,6 @@ sound effects (Debian's openttd-opensfx). Audio time only."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -160,7 +159,7 @@ def test_the_same_question_ends_the_same_way_after_a_long_stream(
     before = np.concatenate([mix(talk, machines, 5.0, rng, RATE_HZ, 30 * RATE_HZ),
                              silence(20.0), machines[:30 * RATE_HZ]])
     before = before[:len(before) // 1280 * 1280]
-    config = dataclasses.replace(Config(), stt=STTConfig(end_of_turn=False))
+    config = Config(stt=STTConfig(end_of_turn=False))
     fresh = listen_from(question_hearing(config, stt), said, 960)
     h = question_hearing(config, stt)
     long = listen_from(h, np.concatenate([before, said]), len(before) * 1000 // RATE_HZ + 960)

@@ -56,6 +56,8 @@ class Pause:
     samples: np.ndarray
     text: str | None = None
     """Its transcript, when the hearing made one to judge the end of turn."""
+    unfinished: bool = False
+    """The transcript reads unfinished: the end waits for the longer pause silence."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class Hearing:
             self._paused = True
             samples = self._samples()
             text = self._judge(samples)
-            heard.append(Pause(turn_id, samples, text))
+            heard.append(Pause(turn_id, samples, text, ep.hold))
         at_ms = int(ep.elapsed_s * 1000)
         if event is EndpointEvent.SPEECH_STARTED:
             heard.append(SpeechStarted(audio_ms=at_ms, turn_id=turn_id))

@@ -126,7 +126,6 @@ class SileroVad:
         self._audio = np.zeros(self.CONTEXT, dtype=np.float32)
         """The last ``CONTEXT`` samples already classified, then those not yet."""
         self._speaking = False
-        self.last_probability = 0.0
 
     def probabilities(self, chunk: AudioChunk) -> list[float]:
         """Feed a chunk; the speech probability of every frame it completed."""
@@ -143,9 +142,7 @@ class SileroVad:
         probs, self._h, self._c = self._session.run(
             None, {"input": rows, "h": self._h, "c": self._c})
         self._audio = audio[frames * self.FRAME:]
-        out = [float(p) for p in np.ravel(probs)]
-        self.last_probability = out[-1]
-        return out
+        return [float(p) for p in np.ravel(probs)]
 
     def is_speech(self, chunk: AudioChunk) -> bool:
         any_speech = False
