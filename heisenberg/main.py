@@ -12,11 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from heisenberg.audio.echo import EchoCanceller, EchoReference
 from heisenberg.audio.sinks import AudioSink, NullSink, SpeakerSink, WavFileSink
 from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
-from heisenberg.core.errors import ConfigError
+from heisenberg.core.errors import AudioDeviceError, ConfigError
 from heisenberg.core.events import ErrorEvent, Event
 from heisenberg.core.logs import EventLogger
 from heisenberg.llm.backends import backend_url, create_backend
@@ -167,7 +168,24 @@ class Runtime:
                          speaking_threshold=self.config.wakeword.speaking_threshold,
                          early_stt_s=self.config.stt.early_start_ms / 1000,
                          early_answer=self.config.stt.early_answer,
-                         camera=self.camera())
+                         camera=self.camera(), canceller=self.echo_canceller(source, sink))
+
+    def echo_canceller(self, source: AudioSource, sink: AudioSink) -> EchoCanceller | None:
+        """Echo cancellation between this speaker and this microphone
+        (``audio.echo_cancel``): only a live pair has an echo. Without libspeexdsp it is
+        reported and the loop runs without it."""
+        audio = self.config.audio
+        if (audio.echo_cancel == "off" or not isinstance(source, MicrophoneSource)
+                or not isinstance(sink, SpeakerSink)):
+            return None
+        try:
+            canceller = EchoCanceller(EchoReference(), delay_ms=audio.echo_delay_ms)
+        except AudioDeviceError as exc:
+            log.error("%s; running without echo cancellation", exc.message)
+            return None
+        sink.reference = canceller.reference
+        self._stack.callback(canceller.close)
+        return canceller
 
     def camera(self) -> Camera | None:
         """The configured camera, or None when it is disabled (privacy switch)."""

@@ -31,6 +31,9 @@ class AudioChunk:
     """Audio time of the first sample: milliseconds since the source started."""
     channels: int = CHANNELS
     width_bytes: int = WIDTH_BYTES
+    captured_at: float | None = None
+    """``time.monotonic()`` seconds when the first sample was captured, for a live source
+    (the echo canceller aligns it with what the speaker played); None for a file."""
 
     @property
     def samples(self) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from heisenberg.audio.echo import EchoReference
 from heisenberg.audio.format import AudioChunk, resample, write_wav
 from heisenberg.audio.portaudio import sounddevice
 from heisenberg.core.errors import AudioDeviceError
@@ -125,6 +126,9 @@ class SpeakerSink(AudioSink):
         self._stream: Any = None
         self._stop = threading.Event()
         self._lock = asyncio.Lock()
+        self.reference: EchoReference | None = None
+        """Where what is played is recorded, with when it sounds (for echo cancellation)."""
+        self._sounds_at: float | None = None
 
     def _ensure_stream(self) -> Any:
         if self._stream is None:
@@ -155,6 +159,8 @@ class SpeakerSink(AudioSink):
                 if self._stop.is_set():
                     break
                 part = samples[i:i + step]
+                if self.reference is not None:
+                    self._note_played(part, stream)
                 stream.write(part.tobytes())
                 written += len(part)
         except sd.PortAudioError as exc:
@@ -163,6 +169,17 @@ class SpeakerSink(AudioSink):
                 self.error = f"speaker failed while playing: {exc}"
                 raise AudioDeviceError(self.error) from exc
         return written * 1000 / self.rate_hz
+
+    def _note_played(self, part: np.ndarray, stream: Any) -> None:
+        """Tell the echo reference when ``part`` will sound: right after what is queued
+        (the stream plays continuously while writes keep up), or, when the queue ran dry,
+        one output latency from now."""
+        assert self.reference is not None
+        now = time.monotonic()
+        if self._sounds_at is None or self._sounds_at < now:
+            self._sounds_at = now + float(stream.latency)
+        self.reference.played(part, self.rate_hz, self._sounds_at)
+        self._sounds_at += len(part) / self.rate_hz
 
     def _discard_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -190,6 +207,9 @@ class SpeakerSink(AudioSink):
         stream = self._stream
         if stream is not None:
             await asyncio.to_thread(_abort, stream)
+        if self.reference is not None:  # what was queued will never sound
+            self.reference.cut(time.monotonic())
+        self._sounds_at = None
         async with self._lock:  # the writer thread has returned
             await asyncio.to_thread(self._discard_stream)
 

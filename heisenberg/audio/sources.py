@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -73,6 +75,7 @@ class FileSource(AudioSource):
                            - (time.monotonic() - start))
                 if ahead_s > 0:
                     await asyncio.sleep(ahead_s)
+                chunk = dataclasses.replace(chunk, captured_at=start + chunk.timestamp_ms / 1000)
             else:
                 await asyncio.sleep(0)  # let the loop breathe between chunks
             yield chunk
@@ -113,12 +116,13 @@ class MicrophoneSource(AudioSource):
                 self._report(exc.message)
                 await asyncio.sleep(self.retry_s)
                 continue
-            queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
+            queue: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(maxsize=200)
 
             def callback(data: Any, frames: int, time_info: Any, status: Any,
-                         queue: asyncio.Queue[bytes] = queue) -> None:
-                # Runs on PortAudio's thread: hand the audio to the event loop.
-                loop.call_soon_threadsafe(_put_nowait, queue, bytes(data))
+                         queue: asyncio.Queue[tuple[bytes, float]] = queue) -> None:
+                # Runs on PortAudio's thread: hand the audio to the event loop, with when it
+                # arrived (the capture clock, for echo cancellation).
+                loop.call_soon_threadsafe(_put_nowait, queue, (bytes(data), time.monotonic()))
 
             try:
                 stream, rate = self._open(sd, callback)
@@ -133,24 +137,29 @@ class MicrophoneSource(AudioSource):
             try:
                 with stream:
                     pending = np.zeros(0, np.int16)
+                    clock = CaptureClock(float(stream.latency))
+                    opened_at = position  # the capture clock counts from the stream's start
                     while True:
                         try:
                             # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a
                             # cancellation that races a chunk's arrival, and the loop then
                             # never ends (seen once in CI as a hung test).
                             async with asyncio.timeout(self.stall_s):
-                                data = await queue.get()
+                                data, arrived = await queue.get()
                         except TimeoutError:
                             self._report(f"microphone {self.device or '(default)'} stopped "
                                          f"delivering audio for {self.stall_s:.0f}s")
                             break
                         pcm = np.frombuffer(data, np.int16)
+                        clock.arrived(len(pcm) / rate, arrived)
                         pending = np.concatenate([pending, resample(pcm, rate, RATE_HZ)])
                         while len(pending) >= CHUNK_SAMPLES:
                             part, pending = pending[:CHUNK_SAMPLES], pending[CHUNK_SAMPLES:]
                             self.error = None
+                            captured_at = clock.captured_at((position - opened_at) / RATE_HZ)
                             yield AudioChunk(part.tobytes(), RATE_HZ,
-                                             position * 1000 // RATE_HZ)
+                                             position * 1000 // RATE_HZ,
+                                             captured_at=captured_at)
                             position += CHUNK_SAMPLES
             except sd.PortAudioError as exc:
                 self._report(f"microphone failed: {exc}")
@@ -172,7 +181,31 @@ class MicrophoneSource(AudioSource):
             return stream, rate
 
 
-def _put_nowait(queue: asyncio.Queue[bytes], data: bytes) -> None:
+class CaptureClock:
+    """When each sample of an input stream was captured, on ``time.monotonic()``.
+
+    A block arrives at the callback ``latency`` after its last sample reached the converter,
+    or later when the thread was busy; never earlier. So the stream's start is the
+    smallest of ``arrived - latency - seconds so far`` over the last ``window`` blocks (a
+    sliding minimum, so that the device clock may drift from the system's).
+    """
+
+    def __init__(self, latency_s: float, window: int = 200) -> None:
+        self.latency_s = latency_s
+        self._seconds = 0.0
+        self._starts: collections.deque[float] = collections.deque(maxlen=window)
+
+    def arrived(self, seconds: float, at: float) -> None:
+        """A block of ``seconds`` of audio arrived at ``at``."""
+        self._seconds += seconds
+        self._starts.append(at - self.latency_s - self._seconds)
+
+    def captured_at(self, stream_s: float) -> float:
+        """The capture time of the sample ``stream_s`` seconds into the stream."""
+        return min(self._starts) + stream_s
+
+
+def _put_nowait(queue: asyncio.Queue[tuple[bytes, float]], data: tuple[bytes, float]) -> None:
     if queue.full():  # the loop fell behind: drop the oldest audio, keep the newest
         queue.get_nowait()
     queue.put_nowait(data)

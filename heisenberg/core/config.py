@@ -112,6 +112,13 @@ class AudioConfig:
     output_device: str = _opt("")
     earcons: bool = _opt(True)
     """Short sounds when listening starts and ends."""
+    echo_cancel: str = _opt("speex", choices=("speex", "off"))
+    """Remove the assistant's own voice from the microphone (open speakers): ``speex``
+    (Debian's libspeexdsp1), or ``off`` (headphones, or PulseAudio/PipeWire's own
+    echo-cancel module)."""
+    echo_delay_ms: float = _opt(0.0, min=-250.0, max=500.0)
+    """Starting estimate of the delay from the speaker's clock to the microphone's; it is
+    measured again while the assistant speaks."""
 
 
 @dataclass(frozen=True)

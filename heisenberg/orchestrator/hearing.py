@@ -1,8 +1,9 @@
 """The hearing front end: microphone chunks in, what was heard out. Synchronous, audio time.
 
-Every chunk goes to the wake word engine, which therefore hears one continuous stream (its
-features never jump over a stretch of audio); the last ``preroll`` chunks are kept. After a
-confirmed detection the VAD is reset and warmed over the pre-roll (so it starts every
+Every chunk first loses the echo of the assistant's own voice (``EchoCanceller``, when the
+speaker is open), then goes to the wake word engine, which therefore hears one continuous
+stream (its features never jump over a stretch of audio); the last ``preroll`` chunks are
+kept. After a confirmed detection the VAD is reset and warmed over the pre-roll (so it starts every
 question in the same state, at hour 1 as at hour 100, and not cold at the wake word); what
 follows goes to it and to the ``Endpointer`` until the utterance ends; detections meanwhile
 are part of the question and ignored. At a short pause the words so far are transcribed
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from heisenberg.audio.echo import EchoCanceller
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import Config
 from heisenberg.core.events import (
@@ -90,14 +92,16 @@ Heard = Event | Cue
 class Hearing:
     def __init__(self, wake: WakeWordEngine, vad: Vad, endpointer: Endpointer, *,
                  preroll_chunks: int, early_stt_s: float, speaking_threshold: float,
-                 wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None
-                 ) -> None:
+                 wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None,
+                 canceller: EchoCanceller | None = None) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
         ``transcribe``: speech-to-text for the end-of-turn judgement at a pause (None = the
-        end is decided on silence alone)."""
+        end is decided on silence alone). ``canceller``: removes the speaker's echo from
+        every chunk before anything else hears it."""
         self.wake = wake
+        self.canceller = canceller
         self.transcribe = transcribe
         self.vad = vad
         self.endpointer = endpointer
@@ -117,6 +121,8 @@ class Hearing:
     def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "") -> list[Heard]:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
         ``echo``: the words the microphone may be hearing from the speaker."""
+        if self.canceller is not None:
+            chunk = self.canceller.process(chunk)
         detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
         if self.listening_to:
             return self._listen(chunk)
@@ -251,7 +257,8 @@ def vad_for(config: Config) -> Vad:
 
 def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                 early_stt_s: float | None = None, speaking_threshold: float | None = None,
-                transcribe: Callable[[np.ndarray], str] | None = None) -> Hearing:
+                transcribe: Callable[[np.ndarray], str] | None = None,
+                canceller: EchoCanceller | None = None) -> Hearing:
     """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
     listen`` both build theirs here (the keyword arguments override the config).
     ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on and
@@ -268,4 +275,5 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         wake_word=wake_word_text(wake.names[0]),
         # A remote service could stall the hearing (and the wake word) for its whole
         # timeout: with one, the end is decided on silence and whisper runs on the task side.
-        transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None)
+        transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None,
+        canceller=canceller)

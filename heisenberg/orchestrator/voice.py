@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from heisenberg.audio.echo import EchoCanceller
 from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.audio.sources import AudioSource
@@ -92,7 +93,8 @@ class VoiceLoop:
                  wake: WakeWordEngine, stt: SpeechToText, tts: TextToSpeech,
                  vad: Vad | None = None, earcons: bool = True,
                  speaking_threshold: float = 0.7, early_stt_s: float = 0.15,
-                 camera: Camera | None = None, early_answer: bool = True) -> None:
+                 camera: Camera | None = None, early_answer: bool = True,
+                 canceller: EchoCanceller | None = None) -> None:
         self.assistant = assistant
         self.bus = assistant.bus
         self.source = source
@@ -104,7 +106,7 @@ class VoiceLoop:
         self.wake_words = tuple(wake_word_text(name) for name in wake.names)
         self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
                                    speaking_threshold=speaking_threshold,
-                                   transcribe=stt.transcribe)
+                                   transcribe=stt.transcribe, canceller=canceller)
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None

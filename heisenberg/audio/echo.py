@@ -1,0 +1,303 @@
+"""Echo cancellation: the microphone without the assistant's own voice.
+
+On open speakers the microphone hears the answer as loud as the user, and the wake word, the
+VAD and whisper all hear it. Heisenberg owns the playback, so it knows exactly what the
+speaker played and when: ``EchoReference`` is that record, on the ``time.monotonic()`` clock
+(the speaker writes it as it plays, a stop cuts it). ``EchoCanceller`` is the first stage of
+the hearing: for each microphone chunk (stamped with its capture time) it takes what was
+played then, shifted by the tracked playback-to-capture delay, and removes its echo with
+Speex's adaptive filter (``libspeexdsp``, Debian's ``libspeexdsp1``) and Speex's residual
+echo suppressor. When nothing has played for a while, chunks pass untouched: no cost.
+
+Why Speex: measured on double talk (bench/barge_in.py and docs/VOICE.md), it removes the
+echo and keeps the user's voice; WebRTC's AEC3 removed more echo alone but erased the user
+while both spoke. Why the delay tracker: the device latencies the sink and the microphone
+report are estimates (PulseAudio adds its own buffering), and a filter of a few hundred
+milliseconds must be placed on the real echo path. It cross-correlates (GCC-PHAT) one second
+of microphone against what was played, once a second while something plays.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
+from heisenberg.core.errors import AudioDeviceError
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 160
+"""Speex works on 10 ms frames at 16 kHz (an 80 ms chunk is 8 of them)."""
+
+# speex_echo.h / speex_preprocess.h request numbers.
+_ECHO_SET_SAMPLING_RATE = 24
+_PRE_SET_DENOISE = 0
+_PRE_SET_AGC = 2
+_PRE_SET_DEREVERB = 8
+_PRE_SET_ECHO_SUPPRESS = 20
+_PRE_SET_ECHO_SUPPRESS_ACTIVE = 22
+_PRE_SET_ECHO_STATE = 24
+
+_lib: ctypes.CDLL | None = None
+
+
+def speexdsp() -> ctypes.CDLL:
+    """The Speex DSP library, loaded once; ``AudioDeviceError`` naming the package if absent."""
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as exc:
+            raise AudioDeviceError(
+                "echo cancellation needs the Speex DSP library: install the Debian package "
+                "libspeexdsp1 (or set audio.echo_cancel = \"off\")") from exc
+        vp, i16p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int16)
+        lib.speex_echo_state_init.restype = vp
+        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_echo_cancellation.argtypes = [vp, i16p, i16p, i16p]
+        lib.speex_echo_ctl.argtypes = [vp, ctypes.c_int, vp]
+        lib.speex_echo_state_reset.argtypes = [vp]
+        lib.speex_echo_state_destroy.argtypes = [vp]
+        lib.speex_preprocess_state_init.restype = vp
+        lib.speex_preprocess_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_preprocess_ctl.argtypes = [vp, ctypes.c_int, vp]
+        lib.speex_preprocess_run.argtypes = [vp, i16p]
+        lib.speex_preprocess_state_destroy.argtypes = [vp]
+        _lib = lib
+    return _lib
+
+
+class SpeexEcho:
+    """One Speex echo canceller (+ its residual echo suppressor) at 16 kHz.
+
+    ``process(mic, played)``: two int16 arrays of the same length, a multiple of
+    ``FRAME_SAMPLES``, where ``played[i]`` is the reference for ``mic[i]`` (already aligned to
+    the echo path's delay); returns the cleaned microphone signal.
+    """
+
+    def __init__(self, filter_ms: int = 250, suppress: bool = True) -> None:
+        lib = self._lib = speexdsp()
+        self.filter_samples = RATE_HZ * filter_ms // 1000
+        self._echo = lib.speex_echo_state_init(FRAME_SAMPLES, self.filter_samples)
+        rate = ctypes.c_int(RATE_HZ)
+        lib.speex_echo_ctl(self._echo, _ECHO_SET_SAMPLING_RATE, ctypes.byref(rate))
+        self._pre: int | None = None
+        if suppress:
+            self._pre = lib.speex_preprocess_state_init(FRAME_SAMPLES, RATE_HZ)
+            # Residual echo suppression only: noise suppression and gain control would change
+            # the user's voice for the wake word model, which was trained without them.
+            for request, value in ((_PRE_SET_DENOISE, 0), (_PRE_SET_AGC, 0),
+                                   (_PRE_SET_DEREVERB, 0), (_PRE_SET_ECHO_SUPPRESS, -40),
+                                   (_PRE_SET_ECHO_SUPPRESS_ACTIVE, -15)):
+                v = ctypes.c_int(value)
+                lib.speex_preprocess_ctl(self._pre, request, ctypes.byref(v))
+            lib.speex_preprocess_ctl(self._pre, _PRE_SET_ECHO_STATE, self._echo)
+
+    def process(self, mic: np.ndarray, played: np.ndarray) -> np.ndarray:
+        if len(mic) != len(played) or len(mic) % FRAME_SAMPLES:
+            raise ValueError(f"echo: {len(mic)} microphone and {len(played)} reference "
+                             f"samples; both must be one multiple of {FRAME_SAMPLES}")
+        mic = np.ascontiguousarray(mic, np.int16)
+        played = np.ascontiguousarray(played, np.int16)
+        out = np.empty_like(mic)
+        i16p = ctypes.POINTER(ctypes.c_int16)
+        for i in range(0, len(mic), FRAME_SAMPLES):
+            o = out[i:i + FRAME_SAMPLES]
+            o_ptr = o.ctypes.data_as(i16p)
+            self._lib.speex_echo_cancellation(
+                self._echo, mic[i:i + FRAME_SAMPLES].ctypes.data_as(i16p),
+                played[i:i + FRAME_SAMPLES].ctypes.data_as(i16p), o_ptr)
+            if self._pre is not None:
+                self._lib.speex_preprocess_run(self._pre, o_ptr)
+        return out
+
+    def reset(self) -> None:
+        self._lib.speex_echo_state_reset(self._echo)
+
+    def close(self) -> None:
+        if self._pre is not None:
+            self._lib.speex_preprocess_state_destroy(self._pre)
+            self._pre = None
+        if self._echo:
+            self._lib.speex_echo_state_destroy(self._echo)
+            self._echo = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class EchoReference:
+    """What the speaker played, as 16 kHz samples on a clock in seconds (``time.monotonic()``
+    for a real speaker). Written by the sink's thread, read by the hearing's: locked.
+
+    ``played(samples, rate_hz, at)``: ``samples`` start sounding at ``at``. ``cut(at)``: what
+    was written to sound from ``at`` on never will (playback stopped). ``window(start, n)``:
+    the ``n`` samples that sounded from ``start`` (zeros where nothing did).
+    """
+
+    def __init__(self, keep_s: float = 8.0) -> None:
+        self._ring = np.zeros(int(keep_s * RATE_HZ), np.int16)
+        self._end = 0
+        """Absolute index (seconds * RATE_HZ) one past the last sample written."""
+        self._lock = threading.Lock()
+        self.last_sound_at = float("-inf")
+        """Clock time at which the last non-silent sample written ends."""
+
+    def played(self, samples: np.ndarray, rate_hz: int, at: float) -> None:
+        pcm = resample(samples, rate_hz, RATE_HZ).astype(np.int16, copy=False)
+        size = len(self._ring)
+        start = round(at * RATE_HZ)
+        if len(pcm) > size:  # only the newest part fits
+            start, pcm = start + len(pcm) - size, pcm[-size:]
+        with self._lock:
+            if start > self._end:  # a gap: silence sounded meanwhile
+                self._write(self._end, np.zeros(min(start - self._end, size), np.int16))
+            self._write(start, pcm)
+            self._end = max(self._end, start + len(pcm))
+            if np.any(pcm):
+                self.last_sound_at = max(self.last_sound_at, (start + len(pcm)) / RATE_HZ)
+
+    def _write(self, start: int, pcm: np.ndarray) -> None:
+        size = len(self._ring)
+        first = start % size
+        head = min(len(pcm), size - first)
+        self._ring[first:first + head] = pcm[:head]
+        self._ring[:len(pcm) - head] = pcm[head:]
+
+    def cut(self, at: float) -> None:
+        start = round(at * RATE_HZ)
+        with self._lock:
+            if start < self._end:
+                self._write(start, np.zeros(min(self._end - start, len(self._ring)), np.int16))
+                self._end = start
+                self.last_sound_at = min(self.last_sound_at, at)
+
+    def window(self, start_s: float, n: int) -> np.ndarray:
+        size = len(self._ring)
+        start = round(start_s * RATE_HZ)
+        out = np.zeros(n, np.int16)
+        with self._lock:
+            lo, hi = max(start, self._end - size), min(start + n, self._end)
+            if lo < hi:
+                idx = np.arange(lo, hi) % size
+                out[lo - start:hi - start] = self._ring[idx]
+        return out
+
+
+def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
+             ) -> tuple[int, float]:
+    """The lag (samples, ``-lead``..``max_lag``) by which ``mic`` follows ``ref`` best, and
+    the peak's salience (peak over the correlation's RMS; above ~8 is a clear echo path).
+    ``ref`` starts ``max_lag`` samples before ``mic`` and ends ``lead`` samples after it."""
+    n = 1 << int(np.ceil(np.log2(len(ref) + len(mic))))
+    cross = np.fft.rfft(ref.astype(np.float64), n) * np.conj(
+        np.fft.rfft(mic.astype(np.float64), n))
+    cross /= np.abs(cross) + 1e-9
+    cc = np.fft.irfft(cross, n)
+    # mic[i] ~ ref[i + max_lag - lag]: a lag peaks at index max_lag - lag (either sign: a
+    # speaker may be wired inverted).
+    window = np.abs(cc[:max_lag + lead + 1])
+    k = int(np.argmax(window))
+    rms = float(np.sqrt(np.mean(cc ** 2))) + 1e-12
+    return max_lag - k, float(window[k]) / rms
+
+
+@dataclass
+class EchoStats:
+    delay_ms: float
+    """The playback-to-capture delay now in use."""
+    active_chunks: int = 0
+    """Chunks the canceller processed (something had played)."""
+    passed_chunks: int = 0
+    """Chunks passed untouched (nothing played)."""
+    delay_updates: int = 0
+
+
+class EchoCanceller:
+    """The hearing's first stage: a microphone chunk in, the chunk without the echo of what
+    ``reference`` played out. Synchronous (the hearing's worker thread calls it).
+
+    ``delay_ms`` is the starting playback-to-capture delay; it is re-estimated while
+    something plays (``track``), between ``-max_lead_ms`` (the devices' reported latencies
+    overstate it: the microphone hears a sample before the sink's clock says it sounds) and
+    ``max_delay_ms``. The reference is placed ``margin_ms`` earlier than the
+    estimate, so that the direct path falls inside the filter, not before it.
+    """
+
+    def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
+                 max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
+                 filter_ms: int = 250, suppress: bool = True, track: bool = True,
+                 margin_ms: float = 10.0) -> None:
+        self.reference = reference
+        self.speex = SpeexEcho(filter_ms, suppress)
+        self.tail_s = filter_ms / 1000
+        self.max_delay_s = max_delay_ms / 1000
+        self.max_lead_s = max_lead_ms / 1000
+        self.margin_s = margin_ms / 1000
+        self.track = track
+        self.stats = EchoStats(delay_ms)
+        self._delay_s = delay_ms / 1000
+        self._mic: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._mic_samples = 0
+        self._estimates: collections.deque[float] = collections.deque(maxlen=3)
+
+    def process(self, chunk: AudioChunk) -> AudioChunk:
+        at = chunk.captured_at
+        if at is None:
+            return chunk
+        mic = chunk.array()
+        # Nothing sounded within the echo's reach: the microphone hears no echo.
+        if self.reference.last_sound_at < at - self.max_delay_s - self.tail_s:
+            self.stats.passed_chunks += 1
+            self._mic.clear()
+            self._mic_samples = 0
+            return chunk
+        self.stats.active_chunks += 1
+        if self.track:
+            self._track(at, mic)
+        start = at - self._delay_s + self.margin_s
+        played = self.reference.window(start, len(mic))
+        usable = len(mic) - len(mic) % FRAME_SAMPLES
+        out = mic.copy()
+        out[:usable] = self.speex.process(mic[:usable], played[:usable])
+        return AudioChunk(out.tobytes(), chunk.rate_hz, chunk.timestamp_ms, chunk.channels,
+                          chunk.width_bytes, captured_at=at)
+
+    def _track(self, at: float, mic: np.ndarray) -> None:
+        """Every second of microphone audio while something plays, estimate the delay again;
+        a new delay is taken when two of the last three estimates agree within 5 ms."""
+        self._mic.append((at, mic))
+        self._mic_samples += len(mic)
+        if self._mic_samples < RATE_HZ:
+            return
+        first_at = self._mic[0][0]
+        recent = np.concatenate([m for _, m in self._mic])
+        self._mic.clear()
+        self._mic_samples = 0
+        max_lag, lead = int(self.max_delay_s * RATE_HZ), int(self.max_lead_s * RATE_HZ)
+        ref = self.reference.window(first_at - self.max_delay_s, len(recent) + max_lag + lead)
+        if np.sqrt(np.mean(ref.astype(np.float64) ** 2)) < 30 or not np.any(recent):
+            return  # too little played to tell
+        lag, salience = gcc_phat(recent, ref, max_lag, lead)
+        if salience < 8.0:
+            return
+        estimate = lag / RATE_HZ
+        self._estimates.append(estimate)
+        agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.005]
+        if len(agreeing) >= 2 and abs(estimate - self._delay_s) > 0.005:
+            log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)",
+                     estimate * 1000, self._delay_s * 1000)
+            self._delay_s = estimate
+            self.stats.delay_ms = estimate * 1000
+            self.stats.delay_updates += 1
+
+    def close(self) -> None:
+        self.speex.close()
