@@ -5,18 +5,23 @@ by the room (convolution with an impulse response: direct path, a few early refl
 exponentially decaying tail of ``rt60_s``), mildly clipped by a small loudspeaker, at a level
 ``level_db`` relative to the user's voice at the microphone; the user speaks over it.
 
-``impulse_response`` and ``RoomFilter`` are used both offline (``simulate``, in audio time)
-and on the real-time PulseAudio rig (``PulseRoom``: a thread that reads the speaker's null
-sink monitor and plays the room's version of it into the microphone's null sink).
+``simulate`` builds it offline, in audio time; ``pulse_rig`` builds it in real time inside a
+private PulseAudio (the tests' and bench/barge_in.py's sound device).
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-from heisenberg.audio.format import RATE_HZ
+from heisenberg.audio.format import RATE_HZ, resample, write_wav
 
 
 def impulse_response(rng: np.random.Generator, rt60_s: float = 0.25) -> np.ndarray:
@@ -56,15 +61,17 @@ class RoomFilter:
         return out[:len(block)]
 
 
-def echo_gain(played: np.ndarray, user: np.ndarray, ir: np.ndarray, level_db: float) -> float:
+def echo_gain(played: np.ndarray, user: np.ndarray, ir: np.ndarray, level_db: float,
+              clip: bool = True) -> float:
     """The gain that puts the speaker's echo ``level_db`` above the user's voice (RMS over
-    their voiced parts)."""
+    their voiced parts); ``clip``: through ``loudspeaker`` (the offline room clips)."""
     def voiced_rms(x: np.ndarray) -> float:
         x = x.astype(np.float64)
         frames = x[:len(x) // 320 * 320].reshape(-1, 320)
         energy = np.mean(frames ** 2, axis=1)
         return float(np.sqrt(np.mean(energy[energy > 0.1 * energy.max()])))
-    wet = np.convolve(loudspeaker(played.astype(np.float64)), ir)
+    dry = played.astype(np.float64)
+    wet = np.convolve(loudspeaker(dry) if clip else dry, ir)
     return voiced_rms(user) / voiced_rms(wet) * 10 ** (level_db / 20)
 
 
@@ -82,55 +89,70 @@ def simulate(played: np.ndarray, user: np.ndarray, user_at: int, ir: np.ndarray,
 ASOUNDRC = """\
 pcm.hz_speaker { type pulse device "speaker" hint { show on description "test: the loudspeaker" } }
 pcm.hz_mic { type pulse device "room.monitor" hint { show on description "test: the microphone" } }
-pcm.hz_room_in { type pulse device "speaker.monitor" hint { show on description "room: played" } }
-pcm.hz_room_out { type pulse device "room" hint { show on description "room: at the microphone" } }
+pcm.hz_room { type pulse device "room" hint { show on description "room: at the microphone" } }
 """
-"""ALSA devices over PulseAudio's two null sinks: ``hz_speaker`` (where the assistant plays),
-``hz_mic`` (what its microphone hears: the ``room`` sink's monitor), and the room's own ends.
-The user's voice is played into ``hz_room_out`` too: the sink mixes it with the echo."""
+"""ALSA devices over PulseAudio's null sinks: ``hz_speaker`` (where the assistant plays),
+``hz_mic`` (what its microphone hears: the ``room`` sink's monitor) and ``hz_room`` (where
+the user speaks: the sink mixes the voice with the echo)."""
 
-PULSE_MODULES = ["--load=module-null-sink sink_name=speaker",
-                 "--load=module-null-sink sink_name=room"]
-"""The ``pulseaudio`` arguments that make the two sinks."""
+
+SINK_RATE_HZ = 44100
+"""PulseAudio's default sample rate, the null sinks' own."""
+
+
+def pulse_modules(ir_wav: Path, delay_ms: float) -> list[str]:
+    """The room, inside PulseAudio (real time, in C, never late): the speaker's monitor is
+    looped back ``delay_ms`` later into a filter sink that convolves it with the impulse
+    response (module-virtual-surround-sink with a one-channel response), which plays into
+    the room sink. The level is that filter sink's volume (``PulseRoom.set_gain``)."""
+    return ["--load=module-null-sink sink_name=speaker",
+            "--load=module-null-sink sink_name=room",
+            f"--load=module-virtual-surround-sink sink_name=room_ir sink_master=room "
+            f"hrir={ir_wav}",
+            f"--load=module-loopback source=speaker.monitor sink=room_ir "
+            f"latency_msec={delay_ms:g} adjust_time=0"]
 
 
 class PulseRoom:
-    """The real-time room: a thread reads what the speaker sink plays (its monitor), puts it
-    through ``RoomFilter`` and plays it into the room sink, whose monitor is the microphone.
-    ``gain`` can be changed while it runs; PulseAudio's own buffering adds to ``delay_ms``.
-    """
+    """The running room's controls: ``set_gain`` scales the echo (linear amplitude)."""
 
-    BLOCK = 320  # 20 ms
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
 
-    def __init__(self, ir: np.ndarray, delay_ms: float, gain: float) -> None:
-        self.filter = RoomFilter(ir, delay_ms, gain)
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
+    def set_gain(self, gain: float) -> None:
+        db = 20 * np.log10(max(gain, 1e-6))
+        subprocess.run(["pactl", "set-sink-volume", "room_ir", f"{db:.2f}dB"], env=self.env,
+                       check=True, capture_output=True)
 
-    def __enter__(self) -> PulseRoom:
-        self._thread = threading.Thread(target=self._run, name="room", daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        import sounddevice as sd
-        try:
-            with sd.RawInputStream(samplerate=RATE_HZ, channels=1, dtype="int16",
-                                   device="hz_room_in", blocksize=self.BLOCK,
-                                   latency="low") as ins, \
-                 sd.RawOutputStream(samplerate=RATE_HZ, channels=1, dtype="int16",
-                                    device="hz_room_out", blocksize=self.BLOCK,
-                                    latency="low") as outs:
-                while not self._stop.is_set():
-                    data, _ = ins.read(self.BLOCK)
-                    block = np.frombuffer(bytes(data), np.int16)
-                    wet = self.filter(block)
-                    outs.write(np.clip(wet, -32768, 32767).astype(np.int16).tobytes())
-        except BaseException as exc:  # reported to the test or bench that runs the room
-            self.error = exc
+@contextlib.contextmanager
+def pulse_rig(tmp: Path, ir: np.ndarray, delay_ms: float) -> Iterator[dict[str, str]]:
+    """A private PulseAudio with the room above and the ALSA devices; yields the environment
+    (HOME, XDG_RUNTIME_DIR) that the caller must put in ``os.environ`` before PortAudio
+    (re)initialises."""
+    if not shutil.which("pulseaudio"):
+        raise RuntimeError("Debian package pulseaudio is missing (.ci/install)")
+    home, runtime = tmp / "home", tmp / "xdg"
+    home.mkdir(parents=True, exist_ok=True)
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    (home / ".asoundrc").write_text(ASOUNDRC)
+    ir_wav = tmp / "room-ir.wav"
+    # At the sinks' own rate: PulseAudio would resample a 16 kHz response at load time, which
+    # took longer than any test may wait.
+    pcm = (ir / np.abs(ir).max() * 32000).astype(np.int16)
+    write_wav(ir_wav, resample(pcm, RATE_HZ, SINK_RATE_HZ), SINK_RATE_HZ)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    proc = subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+         *pulse_modules(ir_wav, delay_ms), "--load=module-native-protocol-unix",
+         "--log-target=stderr"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("pulseaudio did not start")
+            time.sleep(0.1)
+        yield {"HOME": env["HOME"], "XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"]}
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -27,8 +27,9 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
 
-from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
+from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,10 @@ class SpeexEcho:
         self._lib.speex_echo_state_reset(self._echo)
 
     def close(self) -> None:
-        if self._pre is not None:
+        if getattr(self, "_pre", None) is not None:
             self._lib.speex_preprocess_state_destroy(self._pre)
             self._pre = None
-        if self._echo:
+        if getattr(self, "_echo", None):
             self._lib.speex_echo_state_destroy(self._echo)
             self._echo = None
 
@@ -143,27 +144,48 @@ class EchoReference:
     the ``n`` samples that sounded from ``start`` (zeros where nothing did).
     """
 
+    SLACK = RATE_HZ // 100
+    """10 ms: how far a block's stated start may be from the last one's end and still
+    continue it."""
+
     def __init__(self, keep_s: float = 8.0) -> None:
         self._ring = np.zeros(int(keep_s * RATE_HZ), np.int16)
         self._end = 0
         """Absolute index (seconds * RATE_HZ) one past the last sample written."""
         self._lock = threading.Lock()
+        self._resamplers: dict[int, soxr.ResampleStream] = {}
         self.last_sound_at = float("-inf")
         """Clock time at which the last non-silent sample written ends."""
 
     def played(self, samples: np.ndarray, rate_hz: int, at: float) -> None:
-        pcm = resample(samples, rate_hz, RATE_HZ).astype(np.int16, copy=False)
+        pcm = self._resample(samples, rate_hz)
         size = len(self._ring)
         start = round(at * RATE_HZ)
         if len(pcm) > size:  # only the newest part fits
             start, pcm = start + len(pcm) - size, pcm[-size:]
         with self._lock:
+            # The adaptive filter needs a reference without a sample missing or repeated:
+            # a block that starts within the writer's clock jitter of where the last one
+            # ended continues it; only a real jump (a device that ran dry) moves it.
+            if abs(start - self._end) <= self.SLACK:
+                start = self._end
             if start > self._end:  # a gap: silence sounded meanwhile
                 self._write(self._end, np.zeros(min(start - self._end, size), np.int16))
             self._write(start, pcm)
             self._end = max(self._end, start + len(pcm))
             if np.any(pcm):
                 self.last_sound_at = max(self.last_sound_at, (start + len(pcm)) / RATE_HZ)
+
+    def _resample(self, samples: np.ndarray, rate_hz: int) -> np.ndarray:
+        """To 16 kHz as one continuous stream per source rate (block by block, a resampler
+        without memory would add a click at every block edge, which no echo has)."""
+        if rate_hz == RATE_HZ:
+            return samples.astype(np.int16, copy=False)
+        stream = self._resamplers.get(rate_hz)
+        if stream is None:
+            stream = self._resamplers[rate_hz] = soxr.ResampleStream(rate_hz, RATE_HZ, 1)
+        out = stream.resample_chunk(samples.astype(np.float32))
+        return np.clip(np.round(out), -32768, 32767).astype(np.int16)
 
     def _write(self, start: int, pcm: np.ndarray) -> None:
         size = len(self._ring)
@@ -200,13 +222,17 @@ def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
     n = 1 << int(np.ceil(np.log2(len(ref) + len(mic))))
     cross = np.fft.rfft(ref.astype(np.float64), n) * np.conj(
         np.fft.rfft(mic.astype(np.float64), n))
-    cross /= np.abs(cross) + 1e-9
+    # Whitened, not fully (PHAT with beta 0.8): bins where the voice has no energy would
+    # otherwise count as much as those where it has.
+    cross /= np.abs(cross) ** 0.8 + 1e-6 * float(np.abs(cross).max() + 1e-12)
     cc = np.fft.irfft(cross, n)
     # mic[i] ~ ref[i + max_lag - lag]: a lag peaks at index max_lag - lag (either sign: a
     # speaker may be wired inverted).
     window = np.abs(cc[:max_lag + lead + 1])
     k = int(np.argmax(window))
     rms = float(np.sqrt(np.mean(cc ** 2))) + 1e-12
+    if k in (0, len(window) - 1):  # at the edge of the range: no echo path inside it
+        return max_lag - k, 0.0
     return max_lag - k, float(window[k]) / rms
 
 
@@ -235,7 +261,7 @@ class EchoCanceller:
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
                  filter_ms: int = 250, suppress: bool = True, track: bool = True,
-                 margin_ms: float = 10.0) -> None:
+                 margin_ms: float = 40.0) -> None:
         self.reference = reference
         self.speex = SpeexEcho(filter_ms, suppress)
         self.tail_s = filter_ms / 1000
@@ -247,7 +273,7 @@ class EchoCanceller:
         self._delay_s = delay_ms / 1000
         self._mic: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._mic_samples = 0
-        self._estimates: collections.deque[float] = collections.deque(maxlen=3)
+        self._estimates: collections.deque[float] = collections.deque(maxlen=5)
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         at = chunk.captured_at
@@ -273,7 +299,8 @@ class EchoCanceller:
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
-        a new delay is taken when two of the last three estimates agree within 5 ms."""
+        the median of the last five is taken when three agree with it within 10 ms and it
+        differs from the delay in use by more than 20 ms."""
         self._mic.append((at, mic))
         self._mic_samples += len(mic)
         if self._mic_samples < RATE_HZ:
@@ -289,10 +316,12 @@ class EchoCanceller:
         lag, salience = gcc_phat(recent, ref, max_lag, lead)
         if salience < 8.0:
             return
-        estimate = lag / RATE_HZ
-        self._estimates.append(estimate)
-        agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.005]
-        if len(agreeing) >= 2 and abs(estimate - self._delay_s) > 0.005:
+        self._estimates.append(lag / RATE_HZ)
+        estimate = float(np.median(self._estimates))
+        agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.010]
+        # Each move shifts the echo path inside the filter, which then adapts again: only a
+        # clear, lasting change is worth it (the filter absorbs small ones: see margin_ms).
+        if len(agreeing) >= 3 and abs(estimate - self._delay_s) > 0.020:
             log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)",
                      estimate * 1000, self._delay_s * 1000)
             self._delay_s = estimate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -115,20 +116,34 @@ class WavFileSink(AudioSink):
 
 
 class SpeakerSink(AudioSink):
-    """The speaker through sounddevice. Writes happen in a thread in 20 ms blocks so that
-    ``stop`` takes effect within one block plus the device latency."""
+    """The speaker through sounddevice, as a callback stream that runs continuously once
+    opened: PortAudio pulls 20 ms blocks from a queue that ``play`` fills (silence when it is
+    empty, so the device never underruns), which makes the output clock exact: block ``n``
+    sounds at a fixed start plus ``n`` blocks. That clock stamps what is played for the echo
+    canceller (``reference``). ``stop`` empties the queue: playback ends within one block
+    plus the device latency."""
+
+    BLOCK_S = 0.02
+    LATENCY_S = 0.1
+    """The device buffer: Python callbacks wait for the GIL, and on a busy machine a
+    smaller buffer runs dry (each underrun would also move the echo's timing)."""
 
     def __init__(self, device: str = "", rate_hz: int = 22050) -> None:
         super().__init__()
         self.device: str | int | None = (int(device) if device.isdigit() else device) or None
         self.name = f"speaker:{device or 'default'}"
         self.rate_hz = rate_hz
+        self.block = round(rate_hz * self.BLOCK_S)
         self._stream: Any = None
-        self._stop = threading.Event()
         self._lock = asyncio.Lock()
+        self._queue: collections.deque[_Playing] = collections.deque()
+        self._queue_lock = threading.Lock()
         self.reference: EchoReference | None = None
         """Where what is played is recorded, with when it sounds (for echo cancellation)."""
-        self._sounds_at: float | None = None
+        self._blocks = 0
+        self._starts: collections.deque[float] = collections.deque(maxlen=50)
+        self.underflows = 0
+        """Blocks the device asked for too late (it played a gap): a busy machine."""
 
     def _ensure_stream(self) -> Any:
         if self._stream is None:
@@ -138,9 +153,11 @@ class SpeakerSink(AudioSink):
                 self.error = exc.message
                 raise
             try:
-                self._stream = sd.RawOutputStream(samplerate=self.rate_hz, channels=1,
-                                                  dtype="int16", device=self.device,
-                                                  latency="low")
+                self._stream = sd.RawOutputStream(
+                    samplerate=self.rate_hz, channels=1, dtype="int16", device=self.device,
+                    latency=self.LATENCY_S, blocksize=self.block, callback=self._callback)
+                self._blocks = 0
+                self._starts.clear()
                 self._stream.start()
             except (sd.PortAudioError, ValueError) as exc:
                 self._stream = None
@@ -149,37 +166,35 @@ class SpeakerSink(AudioSink):
             self.error = None
         return self._stream
 
-    def _write_blocking(self, samples: np.ndarray) -> float:
-        sd = sounddevice()
-        stream = self._ensure_stream()
-        step = self.rate_hz // 50
-        written = 0
-        try:
-            for i in range(0, len(samples), step):
-                if self._stop.is_set():
-                    break
-                part = samples[i:i + step]
-                if self.reference is not None:
-                    self._note_played(part, stream)
-                stream.write(part.tobytes())
-                written += len(part)
-        except sd.PortAudioError as exc:
-            if not self._stop.is_set():  # an abort() from stop() is expected to end a write
-                self._discard_stream()
-                self.error = f"speaker failed while playing: {exc}"
-                raise AudioDeviceError(self.error) from exc
-        return written * 1000 / self.rate_hz
-
-    def _note_played(self, part: np.ndarray, stream: Any) -> None:
-        """Tell the echo reference when ``part`` will sound: right after what is queued
-        (the stream plays continuously while writes keep up), or, when the queue ran dry,
-        one output latency from now."""
-        assert self.reference is not None
-        now = time.monotonic()
-        if self._sounds_at is None or self._sounds_at < now:
-            self._sounds_at = now + float(stream.latency)
-        self.reference.played(part, self.rate_hz, self._sounds_at)
-        self._sounds_at += len(part) / self.rate_hz
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio's thread: the next ``frames`` samples, from the queue or silence."""
+        if status.output_underflow:
+            self.underflows += 1
+            self._starts.clear()  # the device's clock jumped: measure it again
+        block = np.zeros(frames, np.int16)
+        filled = 0
+        finished: list[_Playing] = []
+        with self._queue_lock:
+            while filled < frames and self._queue:
+                playing = self._queue[0]
+                part = playing.samples[playing.position:playing.position + frames - filled]
+                block[filled:filled + len(part)] = part
+                filled += len(part)
+                playing.position += len(part)
+                if playing.position >= len(playing.samples):
+                    finished.append(self._queue.popleft())
+        outdata[:] = block.tobytes()
+        if self.reference is not None:
+            # The device's own estimate of when this block sounds, smoothed over the last
+            # second against the block count (a late callback does not move the clock).
+            at = time.monotonic() + (time_info.outputBufferDacTime - time_info.currentTime)
+            elapsed = self._blocks * frames / self.rate_hz
+            self._starts.append(at - elapsed)
+            self.reference.played(block, self.rate_hz,
+                                  float(np.median(self._starts)) + elapsed)
+        self._blocks += 1
+        for playing in finished:
+            playing.finish()
 
     def _discard_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -195,30 +210,57 @@ class SpeakerSink(AudioSink):
             await asyncio.to_thread(self._ensure_stream)
 
     async def play(self, chunk: AudioChunk) -> None:
-        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)
+        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz).astype(np.int16)
         async with self._lock:
-            self._stop.clear()
-            self.played_ms += await asyncio.to_thread(self._write_blocking, samples)
+            stream = await asyncio.to_thread(self._ensure_stream)
+            playing = _Playing(samples, asyncio.get_running_loop())
+            with self._queue_lock:
+                self._queue.append(playing)
+        try:
+            # Bounded: a device that stops calling back (unplugged) must not hang a turn.
+            limit_s = len(samples) / self.rate_hz + 2.0 + float(stream.latency)
+            while not playing.done.is_set():
+                try:
+                    async with asyncio.timeout(limit_s):
+                        await playing.done.wait()
+                except TimeoutError:
+                    if stream.active:
+                        continue
+                    async with self._lock:
+                        await asyncio.to_thread(self._discard_stream)
+                    self.error = "speaker failed while playing: the device stopped"
+                    raise AudioDeviceError(self.error) from None
+        finally:
+            with self._queue_lock:  # cancelled (barge-in): what is left is not played
+                if playing in self._queue:
+                    self._queue.remove(playing)
+            self.played_ms += playing.position * 1000 / self.rate_hz
 
     async def stop(self) -> None:
-        """Cut playback: abort() drops what the device has buffered instead of letting it
-        drain; the next play() opens a fresh stream."""
-        self._stop.set()
-        stream = self._stream
-        if stream is not None:
-            await asyncio.to_thread(_abort, stream)
-        if self.reference is not None:  # what was queued will never sound
-            self.reference.cut(time.monotonic())
-        self._sounds_at = None
-        async with self._lock:  # the writer thread has returned
-            await asyncio.to_thread(self._discard_stream)
+        """Cut playback: the queue is emptied; the device plays what it holds (one block
+        plus its latency) and then silence."""
+        with self._queue_lock:
+            dropped = list(self._queue)
+            self._queue.clear()
+        for playing in dropped:
+            playing.finish()
 
     async def close(self) -> None:
         await self.stop()
+        async with self._lock:
+            await asyncio.to_thread(self._discard_stream)
 
 
-def _abort(stream: Any) -> None:
-    try:
-        stream.abort()
-    except Exception as exc:
-        log.warning("speaker: could not abort playback: %s", exc)
+class _Playing:
+    """One ``play`` request in the speaker's queue."""
+
+    def __init__(self, samples: np.ndarray, loop: asyncio.AbstractEventLoop) -> None:
+        self.samples = samples
+        self.position = 0
+        self.done = asyncio.Event()
+        self._loop = loop
+
+    def finish(self) -> None:
+        """From any thread: the request is over (played, or dropped by ``stop``)."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self._loop.call_soon_threadsafe(self.done.set)

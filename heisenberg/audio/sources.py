@@ -190,19 +190,28 @@ class CaptureClock:
     sliding minimum, so that the device clock may drift from the system's).
     """
 
+    JUMP_S = 0.02
+    """The start moves only when the estimate is this far off: the echo canceller needs
+    the capture times of consecutive chunks exactly one chunk apart."""
+
     def __init__(self, latency_s: float, window: int = 200) -> None:
         self.latency_s = latency_s
         self._seconds = 0.0
         self._starts: collections.deque[float] = collections.deque(maxlen=window)
+        self._start: float | None = None
 
     def arrived(self, seconds: float, at: float) -> None:
         """A block of ``seconds`` of audio arrived at ``at``."""
         self._seconds += seconds
         self._starts.append(at - self.latency_s - self._seconds)
+        estimate = min(self._starts)
+        if self._start is None or abs(estimate - self._start) > self.JUMP_S:
+            self._start = estimate
 
     def captured_at(self, stream_s: float) -> float:
         """The capture time of the sample ``stream_s`` seconds into the stream."""
-        return min(self._starts) + stream_s
+        assert self._start is not None, "no block has arrived yet"
+        return self._start + stream_s
 
 
 def _put_nowait(queue: asyncio.Queue[tuple[bytes, float]], data: tuple[bytes, float]) -> None:

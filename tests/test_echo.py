@@ -1,0 +1,133 @@
+"""Echo cancellation in audio time: a simulated room (bench/room.py) between what the speaker
+played and what the microphone hears; flite voices (not the tuned Piper voice)."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio import echo
+from heisenberg.audio.echo import EchoCanceller, EchoReference
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
+from heisenberg.core.errors import AudioDeviceError
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import flite
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from room import echo_gain, impulse_response, simulate  # the benchmarks' own room
+
+ANSWER = ("Once upon a time, in a land far away, there lived a mighty dragon who guarded a "
+          "mountain of gold and slept for a hundred years, and nobody dared to wake him up. "
+          "The weather today will be mostly sunny with a light breeze from the west.")
+T0 = 1000.0
+"""The capture clock's time of the first microphone sample (seconds)."""
+
+
+def run(canceller: EchoCanceller | None, mic: np.ndarray) -> list[AudioChunk]:
+    """The microphone signal as live chunks (capture times from ``T0``), through
+    ``canceller``."""
+    out = []
+    for chunk in chunks_of(mic):
+        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
+                          captured_at=T0 + chunk.timestamp_ms / 1000)
+        out.append(canceller.process(live) if canceller is not None else live)
+    return out
+
+
+def energy(chunks: list[AudioChunk]) -> float:
+    return float(np.mean(np.concatenate([c.array() for c in chunks]).astype(np.float64) ** 2))
+
+
+@pytest.fixture(scope="module")
+def answer() -> np.ndarray:
+    return flite(ANSWER, "kal")
+
+
+def test_the_delay_is_found_and_the_echo_removed(answer: np.ndarray) -> None:
+    """The speaker's clock says the answer started at T0 + 0.5 s; the microphone hears it
+    130 ms later through a room. The canceller, started with no idea of the delay, finds it
+    and removes most of the echo."""
+    ir = impulse_response(np.random.default_rng(3))
+    mic = simulate(answer, np.zeros(0), 0, ir, 130.0, 0.5)
+    mic = np.concatenate([np.zeros(RATE_HZ // 2, np.int16), mic])
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0 + 0.5)
+    canceller = EchoCanceller(reference)
+    raw, cleaned = run(None, mic), run(canceller, mic)
+    assert abs(canceller.stats.delay_ms - 130.0) <= 3.0, canceller.stats
+    late = slice(len(raw) // 2, len(raw) - 10)  # after the filter has adapted
+    erle_db = 10 * np.log10(energy(raw[late]) / energy(cleaned[late]))
+    assert erle_db > 12.0, erle_db
+
+
+def test_the_user_is_heard_over_an_equally_loud_answer(answer: np.ndarray,
+                                                       wake: OpenWakeWordEngine) -> None:
+    """"Hey Jarvis" as loud as the assistant's echo: the raw microphone loses it, the cleaned
+    one keeps it (the canceller had the first nine seconds of the answer to adapt). One
+    room and one moment: bench/barge_in.py measures the share heard."""
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("Hey Jarvis.", "slt").astype(np.float64)
+    at = int(9.0 * RATE_HZ)
+    gain = echo_gain(answer, user, ir, 0.0)
+    mic = simulate(answer, user, at, ir, 60.0, gain)
+    heard = {}
+    for name, use in (("raw", False), ("cleaned", True)):
+        reference = EchoReference(keep_s=30.0)
+        reference.played(answer, RATE_HZ, T0)
+        canceller = EchoCanceller(reference) if use else None
+        engine = OpenWakeWordEngine(wake.config)
+        heard[name] = any(d is not None and d.confirmed
+                          for d in (engine.process(c) for c in run(canceller, mic)))
+    assert heard == {"raw": False, "cleaned": True}
+
+
+def test_nothing_played_means_nothing_done() -> None:
+    reference = EchoReference()
+    canceller = EchoCanceller(reference)
+    mic = (np.random.default_rng(0).standard_normal(RATE_HZ) * 1000).astype(np.int16)
+    chunks = [AudioChunk(c.pcm, c.rate_hz, c.timestamp_ms, captured_at=T0 + i * 0.08)
+              for i, c in enumerate(chunks_of(mic))]
+    assert all(canceller.process(c) is c for c in chunks)
+    # A chunk from a file (no capture time) passes untouched too, even while playing.
+    reference.played(np.full(RATE_HZ, 1000, np.int16), RATE_HZ, T0)
+    file_chunk = AudioChunk(chunks[0].pcm)
+    assert canceller.process(file_chunk) is file_chunk
+    assert canceller.stats.passed_chunks == len(chunks)
+    assert canceller.stats.active_chunks == 0
+
+
+def test_the_reference_is_continuous_cut_and_bounded() -> None:
+    reference = EchoReference(keep_s=1.0)
+    block = np.arange(1, 161, dtype=np.int16)
+    reference.played(block, RATE_HZ, 10.0)
+    # Stated 3 ms late (clock jitter): it continues the last block, nothing lost or repeated.
+    reference.played(block, RATE_HZ, 10.01 + 0.003)
+    got = reference.window(10.0, 320)
+    assert np.array_equal(got, np.concatenate([block, block]))
+    # A real jump (the device ran dry for 100 ms) leaves silence in between.
+    reference.played(block, RATE_HZ, 10.12)
+    assert np.array_equal(reference.window(10.02, 1600)[:1600], np.zeros(1600, np.int16))
+    assert np.array_equal(reference.window(10.12, 160), block)
+    # A stop: what was queued to sound from then on never will.
+    reference.cut(10.125)
+    assert np.array_equal(reference.window(10.12, 160)[:80], block[:80])
+    assert not np.any(reference.window(10.125, 160))
+    # Older than the ring: silence, not stale audio.
+    reference.played(np.ones(2 * RATE_HZ, np.int16), RATE_HZ, 20.0)
+    assert not np.any(reference.window(10.0, 320))
+    assert np.all(reference.window(21.5, 160) == 1)
+
+
+def test_without_the_library_the_error_names_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> ctypes.CDLL:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(echo, "_lib", None)
+    monkeypatch.setattr(echo.ctypes, "CDLL", missing)
+    with pytest.raises(AudioDeviceError, match="libspeexdsp1"):
+        EchoCanceller(EchoReference())
