@@ -64,8 +64,12 @@ async def test_cancel_frees_the_slot(llama_server: RunningServer,
             got.append(piece)
 
     task = asyncio.create_task(consume())
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(60):
         while len(got) < 5:
+            if task.done():  # at temperature 1 the small model may end at once: ask again
+                await task
+                got.clear()
+                task = asyncio.create_task(consume())
             await asyncio.sleep(0.01)
     assert await _slot_busy(llama_server.url)
     task.cancel()
