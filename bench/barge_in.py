@@ -14,7 +14,9 @@ the defaults were not tuned on) speaks into the same sink; the daemon's ``Microp
 records the room sink's monitor. Each microphone chunk goes to two hearings built like the
 daemon's (default config): one after the daemon's ``EchoCanceller``, one on the raw signal.
 
-Reported, by the level of the speaker's echo over the user's voice at the microphone (dB):
+The room's gain stays fixed through the run, as a desk's would; the user's voice is scaled to
+give each level. Reported, by the level of the speaker's echo over the user's voice at the
+microphone (dB):
 the share of wake phrases heard (a confirmed detection while the user speaks or within
 1.5 s), wake words fired by the assistant's own voice, the echo return loss enhancement
 (raw over cleaned energy while only the assistant speaks), the word error rate of whisper on
@@ -62,6 +64,9 @@ ANSWERS = [
 QUESTIONS = ["What time is it in Tokyo?", "How tall is the Eiffel Tower?",
              "Set a timer for ten minutes.", "Who wrote the Odyssey?",
              "What is the weather like tomorrow?", "How many days are in a leap year?"]
+ROOM_GAIN = 0.25
+"""The echo path's gain (the speaker's volume, the distance to the microphone), fixed for
+the run: the answer reaches the microphone 12 dB below its own level."""
 AFTER_S = 1.5
 """A detection this long after the user's last word still counts as heard."""
 
@@ -141,6 +146,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         got = [r[1] for r in tap.between(mark + 0.5, mark + 1.8)]
         room_gain = float(np.sqrt(np.mean(np.concatenate(got).astype(np.float64) ** 2))
                           / 2000)
+        room.set_gain(ROOM_GAIN / room_gain)
+        print(f"room calibration: gain {room_gain:.3f} at 0 dB", file=sys.stderr)
 
         async def one(level_db: float, k: int) -> dict[str, object]:
             answer = tts.synthesize(ANSWERS[k % len(ANSWERS)])
@@ -148,7 +155,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             voice = test_voices[k % len(test_voices)]
             question = QUESTIONS[k % len(QUESTIONS)]
             said = await asyncio.to_thread(voice.render, f"Hey Jarvis, {question}", rng)
-            room.set_gain(echo_gain(answer16, said, ir, level_db, clip=False) / room_gain)
+            # The room stays as it is (a real echo path does not change between answers);
+            # the user speaks louder or softer.
+            scale = ROOM_GAIN / echo_gain(answer16, said, ir, level_db, clip=False)
+            said = np.clip(said.astype(np.float64) * scale, -32768, 32767).astype(np.int16)
             playing = asyncio.create_task(
                 speaker.play_text(answer, ANSWERS[k % len(ANSWERS)]))
             began = time.monotonic()
@@ -176,6 +186,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 hearing.stop("bench")
             return {
                 "level_db": level_db, "voice": voice.name,
+                "delay_ms": round(canceller.stats.delay_ms, 1),
+                "speaker_underflows": speaker.underflows,
                 "heard_aec": any(r[3] for r in during), "heard_raw": any(r[4] for r in during),
                 "own_voice_wakes_aec": sum(r[3] for r in own),
                 "own_voice_wakes_raw": sum(r[4] for r in own),
@@ -190,6 +202,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         rows = []
         for level in args.levels_db:
             for k in range(args.samples):
+                if reader.done():  # the microphone's reader failed: say why
+                    await reader
                 row = await one(level, k)
                 rows.append(row)
                 print(row, file=sys.stderr, flush=True)

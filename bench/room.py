@@ -104,7 +104,7 @@ def pulse_modules(ir_wav: Path, delay_ms: float) -> list[str]:
     """The room, inside PulseAudio (real time, in C, never late): the speaker's monitor is
     looped back ``delay_ms`` later into a filter sink that convolves it with the impulse
     response (module-virtual-surround-sink with a one-channel response), which plays into
-    the room sink. The level is that filter sink's volume (``PulseRoom.set_gain``)."""
+    the room sink. The level is the loopback's volume (``PulseRoom.set_gain``)."""
     return ["--load=module-null-sink sink_name=speaker",
             "--load=module-null-sink sink_name=room",
             f"--load=module-virtual-surround-sink sink_name=room_ir sink_master=room "
@@ -120,9 +120,15 @@ class PulseRoom:
         self.env = {**os.environ, **env}
 
     def set_gain(self, gain: float) -> None:
+        """The loopback stream's volume: the echo alone (the filter sink shares its volume
+        with the room sink, which carries the user's voice too)."""
         db = 20 * np.log10(max(gain, 1e-6))
-        subprocess.run(["pactl", "set-sink-volume", "room_ir", f"{db:.2f}dB"], env=self.env,
-                       check=True, capture_output=True)
+        inputs = subprocess.run(["pactl", "list", "short", "sink-inputs"], env=self.env,
+                                check=True, capture_output=True, text=True).stdout
+        index = next(line.split()[0] for line in inputs.splitlines()
+                     if "module-loopback" in line)
+        subprocess.run(["pactl", "set-sink-input-volume", index, f"{db:.2f}dB"],
+                       env=self.env, check=True, capture_output=True)
 
 
 @contextlib.contextmanager

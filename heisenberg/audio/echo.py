@@ -42,6 +42,7 @@ _ECHO_SET_SAMPLING_RATE = 24
 _PRE_SET_DENOISE = 0
 _PRE_SET_AGC = 2
 _PRE_SET_DEREVERB = 8
+_PRE_SET_NOISE_SUPPRESS = 18
 _PRE_SET_ECHO_SUPPRESS = 20
 _PRE_SET_ECHO_SUPPRESS_ACTIVE = 22
 _PRE_SET_ECHO_STATE = 24
@@ -95,8 +96,11 @@ class SpeexEcho:
             self._pre = lib.speex_preprocess_state_init(FRAME_SAMPLES, RATE_HZ)
             # Residual echo suppression only: noise suppression and gain control would change
             # the user's voice for the wake word model, which was trained without them.
-            for request, value in ((_PRE_SET_DENOISE, 0), (_PRE_SET_AGC, 0),
-                                   (_PRE_SET_DEREVERB, 0), (_PRE_SET_ECHO_SUPPRESS, -40),
+            # (Speex applies its suppression gains only with "denoise" on: it is on, with
+            # the noise attenuation at 0 dB.)
+            for request, value in ((_PRE_SET_DENOISE, 1), (_PRE_SET_NOISE_SUPPRESS, 0),
+                                   (_PRE_SET_AGC, 0), (_PRE_SET_DEREVERB, 0),
+                                   (_PRE_SET_ECHO_SUPPRESS, -40),
                                    (_PRE_SET_ECHO_SUPPRESS_ACTIVE, -15)):
                 v = ctypes.c_int(value)
                 lib.speex_preprocess_ctl(self._pre, request, ctypes.byref(v))
@@ -145,8 +149,8 @@ class EchoReference:
     """
 
     SLACK = RATE_HZ // 100
-    """10 ms: how far a block's stated start may be from the last one's end and still
-    continue it."""
+    """10 ms (in samples): how far a block's stated start may be from the last one's end
+    and still continue it."""
 
     def __init__(self, keep_s: float = 8.0) -> None:
         self._ring = np.zeros(int(keep_s * RATE_HZ), np.int16)
@@ -154,21 +158,28 @@ class EchoReference:
         """Absolute index (seconds * RATE_HZ) one past the last sample written."""
         self._lock = threading.Lock()
         self._resamplers: dict[int, soxr.ResampleStream] = {}
+        self._in_rate = 0
+        self._in_end_s = float("-inf")
+        """The source rate, and the clock time at which the last block written ends."""
         self.last_sound_at = float("-inf")
         """Clock time at which the last non-silent sample written ends."""
 
     def played(self, samples: np.ndarray, rate_hz: int, at: float) -> None:
+        # The adaptive filter needs a reference without a sample missing or repeated: a
+        # block that starts within the writer's clock jitter of where the last one ended
+        # continues it (its resampled samples follow the last ones, however many the
+        # resampler gave back this time); only a real jump (a device that ran dry) moves it.
+        continues = (rate_hz == self._in_rate
+                     and abs(at - self._in_end_s) <= self.SLACK / RATE_HZ)
+        if not continues:
+            self._resamplers.pop(rate_hz, None)
+        self._in_rate, self._in_end_s = rate_hz, at + len(samples) / rate_hz
         pcm = self._resample(samples, rate_hz)
         size = len(self._ring)
-        start = round(at * RATE_HZ)
+        start = self._end if continues else round(at * RATE_HZ)
         if len(pcm) > size:  # only the newest part fits
             start, pcm = start + len(pcm) - size, pcm[-size:]
         with self._lock:
-            # The adaptive filter needs a reference without a sample missing or repeated:
-            # a block that starts within the writer's clock jitter of where the last one
-            # ended continues it; only a real jump (a device that ran dry) moves it.
-            if abs(start - self._end) <= self.SLACK:
-                start = self._end
             if start > self._end:  # a gap: silence sounded meanwhile
                 self._write(self._end, np.zeros(min(start - self._end, size), np.int16))
             self._write(start, pcm)
@@ -233,7 +244,12 @@ def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
     rms = float(np.sqrt(np.mean(cc ** 2))) + 1e-12
     if k in (0, len(window) - 1):  # at the edge of the range: no echo path inside it
         return max_lag - k, 0.0
-    return max_lag - k, float(window[k]) / rms
+    # A wall can reflect nearly as strongly as the direct path: of the peaks at least half
+    # as high within 50 ms before the highest, take the earliest (the direct path), so
+    # that the estimate does not flip between the two from one second to the next.
+    near = window[k:min(len(window), k + RATE_HZ // 20)]
+    earliest = k + int(np.flatnonzero(near >= 0.5 * window[k])[-1])
+    return max_lag - earliest, float(window[k]) / rms
 
 
 @dataclass
@@ -261,7 +277,7 @@ class EchoCanceller:
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
                  filter_ms: int = 250, suppress: bool = True, track: bool = True,
-                 margin_ms: float = 40.0) -> None:
+                 margin_ms: float = 30.0) -> None:
         self.reference = reference
         self.speex = SpeexEcho(filter_ms, suppress)
         self.tail_s = filter_ms / 1000

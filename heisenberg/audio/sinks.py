@@ -140,8 +140,8 @@ class SpeakerSink(AudioSink):
         self._queue_lock = threading.Lock()
         self.reference: EchoReference | None = None
         """Where what is played is recorded, with when it sounds (for echo cancellation)."""
-        self._blocks = 0
-        self._starts: collections.deque[float] = collections.deque(maxlen=50)
+        self._elapsed_s = 0.0
+        self._start: float | None = None
         self.underflows = 0
         """Blocks the device asked for too late (it played a gap): a busy machine."""
 
@@ -156,8 +156,8 @@ class SpeakerSink(AudioSink):
                 self._stream = sd.RawOutputStream(
                     samplerate=self.rate_hz, channels=1, dtype="int16", device=self.device,
                     latency=self.LATENCY_S, blocksize=self.block, callback=self._callback)
-                self._blocks = 0
-                self._starts.clear()
+                self._elapsed_s = 0.0
+                self._start = None
                 self._stream.start()
             except (sd.PortAudioError, ValueError) as exc:
                 self._stream = None
@@ -170,7 +170,6 @@ class SpeakerSink(AudioSink):
         """PortAudio's thread: the next ``frames`` samples, from the queue or silence."""
         if status.output_underflow:
             self.underflows += 1
-            self._starts.clear()  # the device's clock jumped: measure it again
         block = np.zeros(frames, np.int16)
         filled = 0
         finished: list[_Playing] = []
@@ -185,14 +184,18 @@ class SpeakerSink(AudioSink):
                     finished.append(self._queue.popleft())
         outdata[:] = block.tobytes()
         if self.reference is not None:
-            # The device's own estimate of when this block sounds, smoothed over the last
-            # second against the block count (a late callback does not move the clock).
-            at = time.monotonic() + (time_info.outputBufferDacTime - time_info.currentTime)
-            elapsed = self._blocks * frames / self.rate_hz
-            self._starts.append(at - elapsed)
-            self.reference.played(block, self.rate_hz,
-                                  float(np.median(self._starts)) + elapsed)
-        self._blocks += 1
+            # The output is one continuous stream of samples, so block n sounds n blocks
+            # after the first: the device's estimate of when (its DAC time) is taken once,
+            # and again only after an underflow, and then only later (the device played a
+            # gap of silence). The echo canceller's delay tracker absorbs the estimate's
+            # error; it could not follow a clock that moved a little at every block.
+            elapsed = self._elapsed_s
+            if self._start is None or status.output_underflow:
+                at = time.monotonic() + (time_info.outputBufferDacTime - time_info.currentTime)
+                self._start = at - elapsed if self._start is None else max(self._start,
+                                                                          at - elapsed)
+            self.reference.played(block, self.rate_hz, self._start + elapsed)
+        self._elapsed_s += frames / self.rate_hz
         for playing in finished:
             playing.finish()
 
