@@ -168,7 +168,8 @@ class Runtime:
                          speaking_threshold=self.config.wakeword.speaking_threshold,
                          early_stt_s=self.config.stt.early_start_ms / 1000,
                          early_answer=self.config.stt.early_answer,
-                         camera=self.camera(), canceller=self.echo_canceller(source, sink))
+                         camera=self.camera(), canceller=self.echo_canceller(source, sink),
+                         follow_up_s=self.config.session.follow_up_s)
 
     def echo_canceller(self, source: AudioSource, sink: AudioSink) -> EchoCanceller | None:
         """Echo cancellation between this speaker and this microphone

@@ -8,6 +8,7 @@ from heisenberg.core.events import (
     EVENT_CLASSES,
     Event,
     EventType,
+    FollowUpStarted,
     StateChanged,
     TranscriptionFinal,
     TTSStarted,
@@ -57,6 +58,16 @@ def test_a_turn_that_lost_the_state_cannot_move_it() -> None:
     for event in (TTSStarted(turn_id="t"), TurnEnded(outcome="answered", turn_id="t"),
                   TranscriptionFinal(text="again", source="api", turn_id="t2")):
         assert next_state(current, event) == current
+
+
+def test_a_follow_up_listens_only_from_idle() -> None:
+    """After an answer the window opens (LISTENING for its own turn; silence ends it); a
+    typed question that got there first keeps the state."""
+    after = next_state(Current(), FollowUpStarted(window_s=5.0, turn_id="f"))
+    assert after == Current(State.LISTENING, "f")
+    assert next_state(after, TurnEnded(outcome="no_speech", turn_id="f")) == Current()
+    thinking = Current(State.THINKING, "t")
+    assert next_state(thinking, FollowUpStarted(window_s=5.0, turn_id="f")) == thinking
 
 
 def test_barge_in_goes_straight_back_to_listening() -> None:

@@ -315,8 +315,8 @@ class EchoCanceller:
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
-        the median of the last five is taken when three agree with it within 10 ms and it
-        differs from the delay in use by more than 20 ms."""
+        the median of the last five is taken when three agree with it within 10 ms (the
+        first estimate: at once) and it differs from the delay in use by more than 20 ms."""
         self._mic.append((at, mic))
         self._mic_samples += len(mic)
         if self._mic_samples < RATE_HZ:
@@ -337,12 +337,17 @@ class EchoCanceller:
         agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.010]
         # Each move shifts the echo path inside the filter, which then adapts again: only a
         # clear, lasting change is worth it (the filter absorbs small ones: see margin_ms).
-        if len(agreeing) >= 3 and abs(estimate - self._delay_s) > 0.020:
+        # The first estimate is taken at once: until then the filter is in the wrong place.
+        needed = 1 if self.stats.delay_updates == 0 else 3
+        if len(agreeing) >= needed and abs(estimate - self._delay_s) > 0.020:
             log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)",
                      estimate * 1000, self._delay_s * 1000)
             self._delay_s = estimate
             self.stats.delay_ms = estimate * 1000
             self.stats.delay_updates += 1
+            self.speex.reset()  # what it learnt belongs to the old alignment
+            self._estimates.clear()
+            self._estimates.append(estimate)
 
     def close(self) -> None:
         self.speex.close()

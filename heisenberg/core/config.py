@@ -236,6 +236,9 @@ class SessionConfig:
     """Approximate token budget for past turns in the prompt."""
     timeout_min: float = _opt(10.0, min=0.0, max=100000.0)
     """Minutes idle after which a new session starts; 0 = never."""
+    follow_up_s: float = _opt(0.0, min=0.0, max=60.0)
+    """After a spoken answer, listen this many seconds for a follow-up question without the
+    wake word (a soft earcon says so); 0 = off."""
     speak_errors: bool = _opt(True)
     """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
     scene_ttl_s: float = _opt(300.0, min=0.0, max=86400.0)

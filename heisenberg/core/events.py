@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 class EventType(StrEnum):
     WAKEWORD_DETECTED = "wakeword_detected"
+    FOLLOW_UP_STARTED = "follow_up_started"
     SPEECH_STARTED = "speech_started"
     SPEECH_ENDED = "speech_ended"
     TRANSCRIPTION_FINAL = "transcription_final"
@@ -57,6 +58,17 @@ class WakewordDetected(Event):
     """Highest model score of the triggering frames, 0..1."""
     verifier: float | None = None
     """The second stage's probability, 0..1; None when the model has no verifier."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowUpStarted(Event):
+    """After an answer it listens again without the wake word: speech in the window is a
+    new question of the same conversation (``turn_id`` is that question's); silence ends it
+    with TURN_ENDED ``no_speech``."""
+
+    type: ClassVar[EventType] = EventType.FOLLOW_UP_STARTED
+    window_s: float
+    """How long it listens for the start of speech, seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,9 +183,9 @@ class StateChanged(Event):
 
 EVENT_CLASSES: dict[EventType, type[Event]] = {
     cls.type: cls
-    for cls in (WakewordDetected, SpeechStarted, SpeechEnded, TranscriptionFinal, FrameCaptured,
-                LLMToken, LLMComplete, TTSStarted, TTSFinished, Interrupted, ErrorEvent,
-                TurnEnded, StateChanged)
+    for cls in (WakewordDetected, FollowUpStarted, SpeechStarted, SpeechEnded,
+                TranscriptionFinal, FrameCaptured, LLMToken, LLMComplete, TTSStarted,
+                TTSFinished, Interrupted, ErrorEvent, TurnEnded, StateChanged)
 }
 
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from heisenberg.core.events import (
     Event,
+    FollowUpStarted,
     StateChanged,
     TranscriptionFinal,
     TTSStarted,
@@ -57,6 +58,9 @@ def next_state(current: Current, event: Event) -> Current:
     mine = bool(event.turn_id) and event.turn_id == current.turn_id
     if isinstance(event, WakewordDetected):  # from anywhere: a new question, or a barge-in
         return Current(State.LISTENING, event.turn_id)
+    if isinstance(event, FollowUpStarted):  # only from IDLE: a typed question keeps its turn
+        return Current(State.LISTENING, event.turn_id) if current.state is State.IDLE \
+            else current
     if isinstance(event, TranscriptionFinal):
         if current.state is State.IDLE or (mine and current.state is State.LISTENING):
             return Current(State.THINKING, event.turn_id)
@@ -72,6 +76,8 @@ def reason(event: Event) -> str:
     """Why the state moved, for STATE_CHANGED and the log."""
     if isinstance(event, WakewordDetected):
         return "wake word"
+    if isinstance(event, FollowUpStarted):
+        return "follow-up"
     if isinstance(event, TranscriptionFinal):
         return f"{event.source} question"
     if isinstance(event, TTSStarted):

@@ -114,6 +114,9 @@ class Hearing:
         self._paused = False
         self.listening_to = ""
         """The turn whose question is being heard; empty while waiting for the wake word."""
+        self._no_speech_s = endpointer.no_speech_timeout_s
+        self.fed_ms = 0
+        """Audio time of the end of the last chunk fed."""
         self.listen_start_ms = 0
         """Audio time at which hearing the current question began (the detection's chunk
         end), milliseconds on the source's clock."""
@@ -121,6 +124,7 @@ class Hearing:
     def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "") -> list[Heard]:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
         ``echo``: the words the microphone may be hearing from the speaker."""
+        self.fed_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         if self.canceller is not None:
             chunk = self.canceller.process(chunk)
         detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
@@ -139,13 +143,16 @@ class Hearing:
         return [WakewordDetected(model=detection.model, score=detection.score,
                                  verifier=detection.verdict, turn_id=self.listening_to)]
 
-    def start(self, at_ms: int) -> str:
+    def start(self, at_ms: int, no_speech_s: float | None = None) -> str:
         """Begin hearing a question at ``at_ms`` (audio time, the end of the last chunk fed),
         as after a wake word: a follow-up, or a benchmark that knows where the question
-        starts. Returns the new turn's id."""
+        starts. ``no_speech_s``: how long to wait for speech this time (default: the
+        endpointer's own). Returns the new turn's id."""
         self.listening_to = uuid.uuid4().hex[:12]
         self.listen_start_ms = at_ms
         self.endpointer.reset()
+        self.endpointer.no_speech_timeout_s = (self._no_speech_s if no_speech_s is None
+                                               else no_speech_s)
         self._paused = False
         # Pre-roll: the audio just before the detection, else the first word is lost.
         self._utterance = list(self._recent)

@@ -25,7 +25,13 @@ from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sinks import AudioSink
 from heisenberg.audio.sources import AudioSource
 from heisenberg.core.errors import AudioDeviceError, HeisenbergError, InternalError, STTError
-from heisenberg.core.events import ErrorEvent, Interrupted, TurnEnded, WakewordDetected
+from heisenberg.core.events import (
+    ErrorEvent,
+    FollowUpStarted,
+    Interrupted,
+    TurnEnded,
+    WakewordDetected,
+)
 from heisenberg.core.latency import TurnRecord
 from heisenberg.core.states import State
 from heisenberg.core.tasks import TaskSet, cancel_and_wait
@@ -50,6 +56,10 @@ log = logging.getLogger(__name__)
 
 KEEP_TURNS = 500
 """Voice turns kept in memory (at least; twice as many at most)."""
+
+FOLLOW_UP_ECHO_S = 0.4
+"""After the answer's last sample, how long the room may still echo it: the follow-up
+window opens after that."""
 
 SORRY = "Sorry, something went wrong."
 NO_ANSWER = "Sorry, I have no answer to that."
@@ -94,7 +104,7 @@ class VoiceLoop:
                  vad: Vad | None = None, earcons: bool = True,
                  speaking_threshold: float = 0.7, early_stt_s: float = 0.15,
                  camera: Camera | None = None, early_answer: bool = True,
-                 canceller: EchoCanceller | None = None) -> None:
+                 canceller: EchoCanceller | None = None, follow_up_s: float = 0.0) -> None:
         self.assistant = assistant
         self.bus = assistant.bus
         self.source = source
@@ -107,6 +117,9 @@ class VoiceLoop:
         self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
                                    speaking_threshold=speaking_threshold,
                                    transcribe=stt.transcribe, canceller=canceller)
+        self.follow_up_s = follow_up_s
+        self._follow_up = False
+        """An answer was spoken: listen for a follow-up once the speaker is quiet."""
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -196,6 +209,8 @@ class VoiceLoop:
 
     async def _hear(self, chunk: AudioChunk) -> None:
         playing = self.state is State.SPEAKING or self.sink.now_playing is not None
+        if self._follow_up and not playing:
+            await self._start_follow_up()
         heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
                                         echo=self.sink.hearing())
         for item in heard:
@@ -226,6 +241,20 @@ class VoiceLoop:
                     self._drop_early()
                 self.assistant.record(item)
 
+    async def _start_follow_up(self) -> None:
+        """Listen without the wake word, once the answer (and its echo in the room, which
+        must not become a question) has died away."""
+        if self.sink.hearing(FOLLOW_UP_ECHO_S) or self.state is not State.IDLE:
+            return  # still echoing; or a typed question holds the state now
+        self._follow_up = False
+        if self.hearing.listening_to:  # a wake word came first
+            return
+        # Between two feeds: the hearing's thread is not running now.
+        turn_id = self.hearing.start(self.hearing.fed_ms, no_speech_s=self.follow_up_s)
+        self.assistant.record(FollowUpStarted(window_s=self.follow_up_s, turn_id=turn_id))
+        if self.earcons:
+            await self._play_earcon(990.0, ms=60, volume=0.12)
+
     async def _barge_in(self) -> None:
         started = time.perf_counter()
         task, self._turn_task = self._turn_task, None
@@ -234,9 +263,9 @@ class VoiceLoop:
         self.barge_in_ms.append(stopped_ms)
         log.info("barge-in: playback and LLM stream stopped in %.0f ms", stopped_ms)
 
-    async def _play_earcon(self, freq_hz: float) -> None:
+    async def _play_earcon(self, freq_hz: float, ms: int = 120, volume: float = 0.25) -> None:
         try:
-            await self.sink.play(earcon(self.tts.rate_hz, freq_hz))
+            await self.sink.play(earcon(self.tts.rate_hz, freq_hz, ms, volume))
         except AudioDeviceError as exc:
             self._report(exc)
 
@@ -340,11 +369,14 @@ class VoiceLoop:
         if turn.outcome.error is not None:
             if self.assistant.config.session.speak_errors:
                 await self._say(SORRY)
-        elif not turn.outcome.spoken and not turn.outcome.speech_error:
+            return
+        if not turn.outcome.spoken and not turn.outcome.speech_error:
             # Silence after "got it" would leave the user wondering; small models do
             # sometimes stop at once (or answer only with symbols).
             log.warning("the model gave no speakable answer (%r)", turn.outcome.answer)
             await self._say(NO_ANSWER)
+            return
+        self._follow_up = self.follow_up_s > 0
 
     def _fail(self, turn: VoiceTurn, exc: HeisenbergError) -> None:
         turn.outcome = TurnOutcome(turn.turn_id, "", "", None, exc)

@@ -1,0 +1,120 @@
+"""Open speakers on the real-time room rig (bench/room.py): a private PulseAudio where the
+assistant's speaker is heard by its microphone 40 ms later through a room's impulse
+response, and the user speaks into the same room. The daemon's own wiring
+(``Runtime.echo_canceller`` + ``Runtime.voice_loop``) with the real models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
+from heisenberg.audio.sinks import SpeakerSink
+from heisenberg.audio.sources import MicrophoneSource
+from heisenberg.core.events import Event, WakewordDetected
+from heisenberg.core.tasks import cancel_and_wait
+from heisenberg.main import Runtime, VoiceEngines
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import RunningServer, config_for, flite, reinit_portaudio
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from room import PulseRoom, echo_gain, impulse_response, pulse_rig  # the bench's own room
+
+ANSWER = ("Once upon a time, in a land far away, there lived a mighty dragon who guarded a "
+          "mountain of gold and slept for a hundred years, and nobody in the valley below "
+          "ever dared to climb the mountain and wake him up.")
+ROOM_GAIN = 0.25
+
+
+@pytest.fixture
+def room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PulseRoom,
+                                                                            np.ndarray]]:
+    ir = impulse_response(np.random.default_rng(7))
+    with pulse_rig(tmp_path, ir, 40.0) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        reinit_portaudio()
+        yield PulseRoom(env), ir
+    reinit_portaudio()
+
+
+async def calibrate(room: PulseRoom) -> None:
+    """Set the echo path to ``ROOM_GAIN``: the rig's own gain, measured on white noise."""
+    room.set_gain(1.0)
+    speaker, mic = SpeakerSink("hz_speaker", RATE_HZ), MicrophoneSource("hz_mic")
+    heard: list[np.ndarray] = []
+
+    async def listen() -> None:
+        async for chunk in mic.chunks():
+            heard.append(chunk.array())
+
+    reader = asyncio.create_task(listen())
+    try:
+        await asyncio.sleep(0.5)
+        noise = (np.random.default_rng(0).standard_normal(2 * RATE_HZ) * 2000).astype(np.int16)
+        before = len(heard)
+        await speaker.play(AudioChunk(noise.tobytes(), RATE_HZ))
+        await asyncio.sleep(0.3)
+    finally:
+        await cancel_and_wait(reader, 5.0)
+        await speaker.close()
+    got = np.concatenate(heard[before:]).astype(np.float64)
+    loudest = max(np.sqrt(np.mean(got[i:i + RATE_HZ] ** 2))
+                  for i in range(0, len(got) - RATE_HZ, RATE_HZ // 4))
+    room.set_gain(ROOM_GAIN / (loudest / 2000))
+
+
+async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
+        room: tuple[PulseRoom, np.ndarray], llama_server: RunningServer, tts: PiperTTS,
+        stt: WhisperSTT) -> None:
+    """The assistant speaks a long answer on an open speaker; after a few seconds the user
+    says "Hey Jarvis" as loud as the answer is at the microphone. With the daemon's echo
+    canceller the wake word is heard; the assistant's own voice never woke it."""
+    rig, ir = room
+    await calibrate(rig)
+    base = config_for(llama_server.url)
+    config = dataclasses.replace(base, audio=dataclasses.replace(
+        base.audio, echo_cancel="speex", earcons=False, input_device="hz_mic",
+        output_device="hz_speaker"))
+    events: list[tuple[float, Event]] = []
+    async with Runtime(config, resume=False) as rt:
+        rt.bus.subscribe(lambda e: events.append((time.monotonic(), e)), name="test")
+        speaker = SpeakerSink("hz_speaker", tts.rate_hz)
+        user = SpeakerSink("hz_room", RATE_HZ)
+        await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
+        loop = rt.voice_loop(VoiceEngines(OpenWakeWordEngine(config.wakeword), stt, tts),
+                             MicrophoneSource("hz_mic"), speaker)
+        canceller = loop.hearing.canceller
+        assert canceller is not None and speaker.reference is canceller.reference
+        running = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(30):
+                await loop.listening.wait()
+            answer = tts.synthesize(ANSWER)
+            said = flite("Hey Jarvis.", "rms")
+            answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
+            scale = ROOM_GAIN / echo_gain(answer16, said, ir, 0.0, clip=False)
+            said = np.clip(said * scale, -32768, 32767).astype(np.int16)
+            playing = asyncio.create_task(speaker.play_text(answer, ANSWER))
+            await asyncio.sleep(7.0)  # the canceller meets the room
+            user_at = time.monotonic()
+            await user.play(AudioChunk(said.tobytes(), RATE_HZ))
+            async with asyncio.timeout(20):
+                while not any(isinstance(e, WakewordDetected) for _, e in events):
+                    await asyncio.sleep(0.1)
+            await cancel_and_wait(playing, 5.0)
+        finally:
+            await cancel_and_wait(running, 10.0)
+            await user.close()
+    woke = [at for at, e in events if isinstance(e, WakewordDetected)]
+    assert woke and min(woke) > user_at, (woke, user_at)
+    assert canceller.stats.active_chunks > 0 and canceller.stats.delay_updates >= 1
