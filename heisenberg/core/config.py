@@ -112,11 +112,11 @@ class AudioConfig:
     output_device: str = _opt("")
     earcons: bool = _opt(True)
     """Short sounds when listening starts and ends."""
-    echo_cancel: str = _opt("off", choices=("speex", "off"))
+    echo_cancel: str = _opt("speex", choices=("speex", "off"))
     """Remove the assistant's own voice from the microphone (open speakers): ``speex``
-    (Debian's libspeexdsp1; experimental: it works offline but did not yet reduce the echo on
-    the real-time test rig), or ``off`` (headphones, or PulseAudio/PipeWire's own
-    echo-cancel module, see docs/VOICE.md)."""
+    (Debian's libspeexdsp1, with what the speaker plays as the reference; nothing is done
+    while nothing plays), or ``off`` (PulseAudio/PipeWire's own echo-cancel module instead,
+    see docs/VOICE.md)."""
     echo_delay_ms: float = _opt(0.0, min=-250.0, max=500.0)
     """Starting estimate of the delay from the speaker's clock to the microphone's; it is
     measured again while the assistant speaks."""

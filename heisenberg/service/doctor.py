@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heisenberg.core.config import Config
-from heisenberg.core.errors import HeisenbergError
+from heisenberg.core.errors import AudioDeviceError, HeisenbergError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -99,7 +99,22 @@ def check_audio(config: Config) -> list[Row]:
                             f"pick one of: {', '.join(usable)}"))
         else:
             rows.append(Row(kind, OK, wanted or f"system default ({len(usable)} available)"))
+    rows.append(check_echo(config))
     return rows
+
+
+def check_echo(config: Config) -> Row:
+    """The echo canceller (open speakers): its library, when it is on."""
+    if config.audio.echo_cancel == "off":
+        return Row("echo cancel", OK, "off (audio.echo_cancel)")
+    from heisenberg.audio.echo import speexdsp
+
+    try:
+        speexdsp()
+    except AudioDeviceError as exc:
+        return Row("echo cancel", WARN, exc.message,
+                   "install the Debian package libspeexdsp1, or set audio.echo_cancel = \"off\"")
+    return Row("echo cancel", OK, "speex (libspeexdsp1), with what the speaker plays")
 
 
 def check_camera(config: Config) -> Row:
