@@ -45,7 +45,7 @@ def hear_window(config: Config, stt: WhisperSTT, audio: np.ndarray, window_s: fl
     """Open a follow-up window on ``audio``; the transcript it produced, or None."""
     hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe)
     # A second of the room before the window: the pre-roll and the VAD's warm-up.
-    lead = RATE_HZ
+    lead = RATE_HZ // CHUNK_SAMPLES * CHUNK_SAMPLES
     for i in range(0, len(audio) - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):
         if i == lead:
             hearing.start(i * 1000 // RATE_HZ, no_speech_s=window_s)
