@@ -24,7 +24,7 @@ from heisenberg.main import Runtime, VoiceEngines
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
-from tests.conftest import RunningServer, config_for, flite, reinit_portaudio
+from tests.conftest import RunningServer, config_for, reinit_portaudio, speech
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from room import PulseRoom, echo_gain, impulse_response, pulse_rig  # the bench's own room
@@ -87,7 +87,10 @@ async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
         output_device="hz_speaker"))
     events: list[tuple[float, Event]] = []
     async with Runtime(config, resume=False) as rt:
-        rt.bus.subscribe(lambda e: events.append((time.monotonic(), e)), name="test")
+        async def note(event: Event) -> None:
+            events.append((time.monotonic(), event))
+
+        rt.bus.subscribe(note, name="test")
         speaker = SpeakerSink("hz_speaker", tts.rate_hz)
         user = SpeakerSink("hz_room", RATE_HZ)
         await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
@@ -100,7 +103,9 @@ async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
             async with asyncio.timeout(30):
                 await loop.listening.wait()
             answer = tts.synthesize(ANSWER)
-            said = flite("Hey Jarvis.", "rms")
+            # The wake phrase in the voice the wake word hears best (the one the answer is
+            # in, too): this test is about the echo, bench/barge_in.py about the voices.
+            said = speech(tts, "Hey Jarvis.")
             answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
             scale = ROOM_GAIN / echo_gain(answer16, said, ir, 0.0, clip=False)
             said = np.clip(said * scale, -32768, 32767).astype(np.int16)
@@ -108,9 +113,10 @@ async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
             await asyncio.sleep(7.0)  # the canceller meets the room
             user_at = time.monotonic()
             await user.play(AudioChunk(said.tobytes(), RATE_HZ))
-            async with asyncio.timeout(20):
-                while not any(isinstance(e, WakewordDetected) for _, e in events):
-                    await asyncio.sleep(0.1)
+            deadline = time.monotonic() + 20
+            while not any(isinstance(e, WakewordDetected) for _, e in events):
+                assert time.monotonic() < deadline, (canceller.stats, speaker.underflows)
+                await asyncio.sleep(0.1)
             await cancel_and_wait(playing, 5.0)
         finally:
             await cancel_and_wait(running, 10.0)
