@@ -48,13 +48,19 @@ def follow_up_loop(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, wav: P
     return loop, events
 
 
-async def test_a_follow_up_is_a_new_question_without_the_wake_word(
-        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
-    wav = tmp_path / "follow_up.wav"
+def two_questions(tts: PiperTTS, wav: Path, gap_s: float) -> Path:
+    """"Hey Jarvis, what is the capital of France?", ``gap_s`` of silence, then "And what
+    about Germany?" without the wake word."""
     write_wav(wav, np.concatenate([
         silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
-        flite("What is the capital of France?", "rms"), silence(8.0),
+        flite("What is the capital of France?", "rms"), silence(gap_s),
         flite("And what about Germany?", "rms")]), RATE_HZ)
+    return wav
+
+
+async def test_a_follow_up_is_a_new_question_without_the_wake_word(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    wav = two_questions(tts, tmp_path / "follow_up.wav", 8.0)
     loop, events = follow_up_loop(llama_server, tts, stt, wav, 10.0)
     first, second = await loop.run(max_turns=2)
     await loop.bus.drain()
@@ -100,11 +106,7 @@ async def test_silence_after_the_answer_goes_back_to_idle(
 
 async def test_no_window_when_it_is_off(llama_server: RunningServer, tts: PiperTTS,
                                         stt: WhisperSTT, tmp_path: Path) -> None:
-    wav = tmp_path / "off.wav"
-    write_wav(wav, np.concatenate([
-        silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
-        flite("What is the capital of France?", "rms"), silence(4.0),
-        flite("And what about Germany?", "rms")]), RATE_HZ)
+    wav = two_questions(tts, tmp_path / "off.wav", 4.0)
     loop, events = follow_up_loop(llama_server, tts, stt, wav, 0.0)
     [turn] = await loop.run()
     await loop.bus.drain()
