@@ -3,11 +3,12 @@
 On open speakers the microphone hears the answer as loud as the user, and the wake word, the
 VAD and whisper all hear it. Heisenberg owns the playback, so it knows exactly what the
 speaker played and when: ``EchoReference`` is that record, on the ``time.monotonic()`` clock
-(the speaker writes it as it plays, a stop cuts it). ``EchoCanceller`` is the first stage of
-the hearing: for each microphone chunk (stamped with its capture time) it takes what was
-played then, shifted by the tracked playback-to-capture delay, and removes its echo with
-Speex's adaptive filter (``libspeexdsp``, Debian's ``libspeexdsp1``) and Speex's residual
-echo suppressor. When nothing has played for a while, chunks pass untouched: no cost.
+(the speaker writes every block it outputs, silence included). ``EchoCanceller`` is the
+first stage of the hearing: for each microphone chunk (stamped with its capture time) it
+takes what was played then, shifted by the tracked playback-to-capture delay, and removes
+its echo with Speex's adaptive filter (``libspeexdsp``, Debian's ``libspeexdsp1``) and
+Speex's residual echo suppressor. When nothing has played for a while, chunks pass
+untouched: no cost.
 
 Why Speex: measured on double talk (bench/barge_in.py and docs/VOICE.md), it removes the
 echo and keeps the user's voice; WebRTC's AEC3 removed more echo alone but erased the user
@@ -143,9 +144,9 @@ class EchoReference:
     """What the speaker played, as 16 kHz samples on a clock in seconds (``time.monotonic()``
     for a real speaker). Written by the sink's thread, read by the hearing's: locked.
 
-    ``played(samples, rate_hz, at)``: ``samples`` start sounding at ``at``. ``cut(at)``: what
-    was written to sound from ``at`` on never will (playback stopped). ``window(start, n)``:
-    the ``n`` samples that sounded from ``start`` (zeros where nothing did).
+    ``played(samples, rate_hz, at)``: ``samples`` start sounding at ``at`` (the writer records
+    what the device outputs, so a stopped answer is simply not written). ``window(start,
+    n)``: the ``n`` samples that sounded from ``start`` (zeros where nothing did).
     """
 
     SLACK = RATE_HZ // 100
@@ -205,14 +206,6 @@ class EchoReference:
         self._ring[first:first + head] = pcm[:head]
         self._ring[:len(pcm) - head] = pcm[head:]
 
-    def cut(self, at: float) -> None:
-        start = round(at * RATE_HZ)
-        with self._lock:
-            if start < self._end:
-                self._write(start, np.zeros(min(self._end - start, len(self._ring)), np.int16))
-                self._end = start
-                self.last_sound_at = min(self.last_sound_at, at)
-
     def window(self, start_s: float, n: int) -> np.ndarray:
         size = len(self._ring)
         start = round(start_s * RATE_HZ)
@@ -268,7 +261,7 @@ class EchoCanceller:
     ``reference`` played out. Synchronous (the hearing's worker thread calls it).
 
     ``delay_ms`` is the starting playback-to-capture delay; it is re-estimated while
-    something plays (``track``), between ``-max_lead_ms`` (the devices' reported latencies
+    something plays, between ``-max_lead_ms`` (the devices' reported latencies
     overstate it: the microphone hears a sample before the sink's clock says it sounds) and
     ``max_delay_ms``. The reference is placed ``margin_ms`` earlier than the
     estimate, so that the direct path falls inside the filter, not before it.
@@ -276,7 +269,7 @@ class EchoCanceller:
 
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
-                 filter_ms: int = 250, suppress: bool = True, track: bool = True,
+                 filter_ms: int = 250, suppress: bool = True,
                  margin_ms: float = 30.0) -> None:
         self.reference = reference
         self.speex = SpeexEcho(filter_ms, suppress)
@@ -284,7 +277,6 @@ class EchoCanceller:
         self.max_delay_s = max_delay_ms / 1000
         self.max_lead_s = max_lead_ms / 1000
         self.margin_s = margin_ms / 1000
-        self.track = track
         self.stats = EchoStats(delay_ms)
         self._delay_s = delay_ms / 1000
         self._mic: collections.deque[tuple[float, np.ndarray]] = collections.deque()
@@ -303,8 +295,7 @@ class EchoCanceller:
             self._mic_samples = 0
             return chunk
         self.stats.active_chunks += 1
-        if self.track:
-            self._track(at, mic)
+        self._track(at, mic)
         start = at - self._delay_s + self.margin_s
         played = self.reference.window(start, len(mic))
         usable = len(mic) - len(mic) % FRAME_SAMPLES

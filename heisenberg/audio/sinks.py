@@ -213,7 +213,7 @@ class SpeakerSink(AudioSink):
             await asyncio.to_thread(self._ensure_stream)
 
     async def play(self, chunk: AudioChunk) -> None:
-        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz).astype(np.int16)
+        samples = resample(chunk.array(), chunk.rate_hz, self.rate_hz)
         async with self._lock:
             stream = await asyncio.to_thread(self._ensure_stream)
             playing = _Playing(samples, asyncio.get_running_loop())

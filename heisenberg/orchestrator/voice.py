@@ -5,8 +5,10 @@ word model blocks). What it hears drives the tasks here: a wake word cancels the
 turn (barge-in: LLM stream and playback stop) and starts listening; a pause starts an early
 transcript and, from it, an early answer; the end of speech starts the turn task, which
 transcribes (or takes the early transcript), takes a camera frame and runs the assistant's
-``Turn`` with a voice, consuming its events. Blocking inference (wake word, whisper, piper)
-always runs in worker threads.
+``Turn`` with a voice, consuming its events. After a spoken answer, with
+``session.follow_up_s``, the hearing is started again without the wake word once the speaker
+is quiet (a follow-up). Blocking inference (wake word, whisper, piper) always runs in worker
+threads.
 """
 
 from __future__ import annotations
