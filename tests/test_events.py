@@ -10,6 +10,7 @@ from heisenberg.core.events import EVENT_CLASSES, Event, EventType, event_from_d
 SAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.WAKEWORD_DETECTED: {"model": "hey_jarvis", "score": 0.97},
     EventType.FOLLOW_UP_STARTED: {"window_s": 5.0},
+    EventType.VOICE_INTERRUPT: {"onset_ms": 5120, "speech_ms": 96},
     EventType.SPEECH_STARTED: {"audio_ms": 480},
     EventType.SPEECH_ENDED: {"audio_ms": 2100, "duration_ms": 1620},
     EventType.TRANSCRIPTION_FINAL: {"text": "what time is it", "source": "voice"},

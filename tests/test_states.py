@@ -13,9 +13,10 @@ from heisenberg.core.events import (
     TranscriptionFinal,
     TTSStarted,
     TurnEnded,
+    VoiceInterrupt,
     WakewordDetected,
 )
-from heisenberg.core.states import TRANSITIONS, Current, State, StateKeeper, next_state
+from heisenberg.core.states import TRANSITIONS, Current, State, StateKeeper, next_state, reason
 from tests.test_events import SAMPLES
 
 
@@ -75,6 +76,17 @@ def test_barge_in_goes_straight_back_to_listening() -> None:
     after = next_state(speaking, WakewordDetected(model="m", score=1.0, turn_id="v2"))
     assert after == Current(State.LISTENING, "v2")
     # The cancelled turn's end does not touch the new one.
+    assert next_state(after, TurnEnded(outcome="interrupted", turn_id="v1")) == after
+
+
+def test_speaking_over_the_answer_is_a_barge_in() -> None:
+    """With ``session.interrupt_speech_ms`` the user's voice alone takes the state, as a wake
+    word would, and says why."""
+    speaking = Current(State.SPEAKING, "v1")
+    event = VoiceInterrupt(onset_ms=4000, speech_ms=96, turn_id="v2")
+    after = next_state(speaking, event)
+    assert after == Current(State.LISTENING, "v2")
+    assert reason(event) == "voice interruption"
     assert next_state(after, TurnEnded(outcome="interrupted", turn_id="v1")) == after
 
 

@@ -267,6 +267,10 @@ class EchoCanceller:
     estimate, so that the direct path falls inside the filter, not before it.
     """
 
+    SETTLE_S = 3.0
+    """Seconds of echo the filter adapts on, once the delay is found, before it is
+    ``settled``."""
+
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
                  filter_ms: int = 250, suppress: bool = True,
@@ -282,6 +286,15 @@ class EchoCanceller:
         self._mic: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._mic_samples = 0
         self._estimates: collections.deque[float] = collections.deque(maxlen=5)
+        self._adapted_s = 0.0
+        """Seconds of echo processed since the filter last started from nothing."""
+
+    @property
+    def settled(self) -> bool:
+        """The delay is found and the filter has adapted to it: what is left after it is
+        the user (and the room), not the assistant's own voice. Until then a residue of the
+        echo remains, which a voice detector would take for speech."""
+        return self.stats.delay_updates > 0 and self._adapted_s >= self.SETTLE_S
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         at = chunk.captured_at
@@ -296,6 +309,7 @@ class EchoCanceller:
             return chunk
         self.stats.active_chunks += 1
         self._track(at, mic)
+        self._adapted_s += len(mic) / RATE_HZ
         start = at - self._delay_s + self.margin_s
         played = self.reference.window(start, len(mic))
         usable = len(mic) - len(mic) % FRAME_SAMPLES
@@ -337,6 +351,7 @@ class EchoCanceller:
             self.stats.delay_ms = estimate * 1000
             self.stats.delay_updates += 1
             self.speex.reset()  # what it learnt belongs to the old alignment
+            self._adapted_s = 0.0
             self._estimates.clear()
             self._estimates.append(estimate)
 

@@ -40,6 +40,9 @@ class AudioSink(ABC):
         self._ended: collections.deque[tuple[str, float]] = collections.deque(maxlen=8)
         self.error: str | None = None
         """Why the device could not play the last time it was asked, None when it could."""
+        self.sounding_until = 0.0
+        """``time.monotonic()`` when the last sample handed to the device sounds (0: a sink
+        without a clock): after ``stop``, when playback really ended."""
 
     async def play_text(self, chunk: AudioChunk, text: str) -> None:
         """``play``, remembering that ``text`` is what is being said."""
@@ -183,17 +186,19 @@ class SpeakerSink(AudioSink):
                 if playing.position >= len(playing.samples):
                     finished.append(self._queue.popleft())
         outdata[:] = block.tobytes()
+        # The output is one continuous stream of samples, so block n sounds n blocks after
+        # the first: the device's estimate of when (its DAC time) is taken once, and again
+        # only after an underflow, and then only later (the device played a gap of
+        # silence). The echo canceller's delay tracker absorbs the estimate's error; it
+        # could not follow a clock that moved a little at every block.
+        elapsed = self._elapsed_s
+        if self._start is None or status.output_underflow:
+            at = time.monotonic() + (time_info.outputBufferDacTime - time_info.currentTime)
+            self._start = at - elapsed if self._start is None else max(self._start,
+                                                                      at - elapsed)
+        if filled:
+            self.sounding_until = self._start + elapsed + filled / self.rate_hz
         if self.reference is not None:
-            # The output is one continuous stream of samples, so block n sounds n blocks
-            # after the first: the device's estimate of when (its DAC time) is taken once,
-            # and again only after an underflow, and then only later (the device played a
-            # gap of silence). The echo canceller's delay tracker absorbs the estimate's
-            # error; it could not follow a clock that moved a little at every block.
-            elapsed = self._elapsed_s
-            if self._start is None or status.output_underflow:
-                at = time.monotonic() + (time_info.outputBufferDacTime - time_info.currentTime)
-                self._start = at - elapsed if self._start is None else max(self._start,
-                                                                          at - elapsed)
             self.reference.played(block, self.rate_hz, self._start + elapsed)
         self._elapsed_s += frames / self.rate_hz
         for playing in finished:

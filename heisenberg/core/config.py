@@ -239,6 +239,9 @@ class SessionConfig:
     follow_up_s: float = _opt(0.0, min=0.0, max=60.0)
     """After a spoken answer, listen this many seconds for a follow-up question without the
     wake word (a soft earcon says so); 0 = off."""
+    interrupt_speech_ms: int = _opt(0, min=0, max=2000)
+    """Speaking this long over an answer interrupts it without the wake word (with echo
+    cancellation on: ``audio.echo_cancel``); 0 = off, only the wake word interrupts."""
     speak_errors: bool = _opt(True)
     """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
     scene_ttl_s: float = _opt(300.0, min=0.0, max=86400.0)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 class EventType(StrEnum):
     WAKEWORD_DETECTED = "wakeword_detected"
     FOLLOW_UP_STARTED = "follow_up_started"
+    VOICE_INTERRUPT = "voice_interrupt"
     SPEECH_STARTED = "speech_started"
     SPEECH_ENDED = "speech_ended"
     TRANSCRIPTION_FINAL = "transcription_final"
@@ -69,6 +70,19 @@ class FollowUpStarted(Event):
     type: ClassVar[EventType] = EventType.FOLLOW_UP_STARTED
     window_s: float
     """How long it listens for the start of speech, seconds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoiceInterrupt(Event):
+    """The user started speaking over the assistant's answer (``session.interrupt_speech_ms``,
+    with echo cancellation): the answer stops as after a wake word, and what they say is the
+    new question (``turn_id`` is its turn)."""
+
+    type: ClassVar[EventType] = EventType.VOICE_INTERRUPT
+    onset_ms: int
+    """Audio time at which their speech began, milliseconds on the microphone's clock."""
+    speech_ms: int
+    """The speech heard before deciding, milliseconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,7 +197,7 @@ class StateChanged(Event):
 
 EVENT_CLASSES: dict[EventType, type[Event]] = {
     cls.type: cls
-    for cls in (WakewordDetected, FollowUpStarted, SpeechStarted, SpeechEnded,
+    for cls in (WakewordDetected, FollowUpStarted, VoiceInterrupt, SpeechStarted, SpeechEnded,
                 TranscriptionFinal, FrameCaptured, LLMToken, LLMComplete, TTSStarted,
                 TTSFinished, Interrupted, ErrorEvent, TurnEnded, StateChanged)
 }

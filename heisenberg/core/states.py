@@ -24,6 +24,7 @@ from heisenberg.core.events import (
     TranscriptionFinal,
     TTSStarted,
     TurnEnded,
+    VoiceInterrupt,
     WakewordDetected,
 )
 
@@ -56,7 +57,7 @@ class Current:
 def next_state(current: Current, event: Event) -> Current:
     """The state after ``event``."""
     mine = bool(event.turn_id) and event.turn_id == current.turn_id
-    if isinstance(event, WakewordDetected):  # from anywhere: a new question, or a barge-in
+    if isinstance(event, WakewordDetected | VoiceInterrupt):  # a new question, or a barge-in
         return Current(State.LISTENING, event.turn_id)
     if isinstance(event, FollowUpStarted):  # only from IDLE: a typed question keeps its turn
         return Current(State.LISTENING, event.turn_id) if current.state is State.IDLE \
@@ -78,6 +79,8 @@ def reason(event: Event) -> str:
         return "wake word"
     if isinstance(event, FollowUpStarted):
         return "follow-up"
+    if isinstance(event, VoiceInterrupt):
+        return "voice interruption"
     if isinstance(event, TranscriptionFinal):
         return f"{event.source} question"
     if isinstance(event, TTSStarted):

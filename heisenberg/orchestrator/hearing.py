@@ -9,11 +9,16 @@ follows goes to it and to the ``Endpointer`` until the utterance ends; detection
 are part of the question and ignored. At a short pause the words so far are transcribed
 (``transcribe``, in this same thread): when they read as an unfinished sentence
 (``endofturn.unfinished``) the end waits for the longer pause silence. Then a new wake
-word is a barge-in, even while the answer is being transcribed. A candidate that a later
+word is a barge-in, even while the answer is being transcribed. With ``interrupt_speech_ms``
+the user's voice alone is one too, while the assistant speaks: once the echo canceller has
+settled, a voice detector listens to what it leaves (the user and the room, not the
+assistant), and that much speech in a row starts a question as a wake word would
+(VOICE_INTERRUPT; the pre-roll holds its first words). A candidate that a later
 stage of the wake word engine rejected is returned as ``Rejected`` (it starts nothing;
 ``heisenberg listen`` shows it).
 
-``Hearing.feed`` returns bus events (WAKEWORD_DETECTED, SPEECH_STARTED, and TURN_ENDED when
+``Hearing.feed`` returns bus events (WAKEWORD_DETECTED, VOICE_INTERRUPT, SPEECH_STARTED, and
+TURN_ENDED when
 the wake word was followed by silence) and cues for the task side: ``Pause`` (the speaker
 paused long enough to transcribe early), ``Resumed`` (they went on) and ``Utterance`` (the
 audio of the question, with its SPEECH_ENDED event). It blocks (the wake word model and the VAD run
@@ -41,6 +46,7 @@ from heisenberg.core.events import (
     SpeechEnded,
     SpeechStarted,
     TurnEnded,
+    VoiceInterrupt,
     WakewordDetected,
 )
 from heisenberg.voice.endofturn import unfinished
@@ -86,6 +92,12 @@ class Rejected:
 
 
 Cue = Pause | Resumed | Utterance | Rejected
+
+INTERRUPT_FLOOR = 30
+"""RMS (of 32768) below which what the echo canceller leaves is nobody speaking (-61 dBFS)."""
+INTERRUPT_BELOW_DB = -15.0
+"""What the canceller leaves must be at most this far below the microphone's signal to be
+a voice over the answer, dB."""
 Heard = Event | Cue
 
 
@@ -93,13 +105,16 @@ class Hearing:
     def __init__(self, wake: WakeWordEngine, vad: Vad, endpointer: Endpointer, *,
                  preroll_chunks: int, early_stt_s: float, speaking_threshold: float,
                  wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None,
-                 canceller: EchoCanceller | None = None) -> None:
+                 canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
+                 interrupt_vad: SileroVad | None = None) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
         ``transcribe``: speech-to-text for the end-of-turn judgement at a pause (None = the
         end is decided on silence alone). ``canceller``: removes the speaker's echo from
-        every chunk before anything else hears it."""
+        every chunk before anything else hears it. ``interrupt_speech_ms``: speech over the
+        assistant's voice that interrupts it without the wake word (0 = never; needs the
+        canceller and ``interrupt_vad``)."""
         self.wake = wake
         self.canceller = canceller
         self.transcribe = transcribe
@@ -108,6 +123,12 @@ class Hearing:
         self.early_stt_s = early_stt_s
         self.speaking_threshold = speaking_threshold
         self.wake_word = wake_word
+        self.interrupt_vad = interrupt_vad if canceller is not None else None
+        self.interrupt_frames = (0 if self.interrupt_vad is None else
+                                 -(-interrupt_speech_ms * RATE_HZ // (1000 * SileroVad.FRAME)))
+        """Frames of speech in a row that interrupt the assistant (0 = never)."""
+        self._voiced_frames = 0
+        self._hearing_echo = False
         self._recent: collections.deque[AudioChunk] = collections.deque(
             maxlen=max(1, preroll_chunks))
         self._utterance: list[AudioChunk] = []
@@ -125,6 +146,7 @@ class Hearing:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
         ``echo``: the words the microphone may be hearing from the speaker."""
         self.fed_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        raw = chunk
         if self.canceller is not None:
             chunk = self.canceller.process(chunk)
         detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
@@ -132,7 +154,7 @@ class Hearing:
             return self._listen(chunk)
         self._recent.append(chunk)
         if detection is None:
-            return []
+            return self._interruption(raw, chunk, playing)
         if not detection.confirmed:
             return [Rejected(detection)]
         word = wake_word_text(detection.model) or self.wake_word
@@ -142,6 +164,41 @@ class Hearing:
         self.start(chunk.timestamp_ms + round(chunk.duration_ms))
         return [WakewordDetected(model=detection.model, score=detection.score,
                                  verifier=detection.verdict, turn_id=self.listening_to)]
+
+    def _interruption(self, raw: AudioChunk, chunk: AudioChunk, playing: bool) -> list[Heard]:
+        """While the assistant speaks (its echo cancelled from ``raw``, which gave
+        ``chunk``): speech in what is left, ``interrupt_frames`` frames in a row, starts a
+        question. Silero's speech probability does not depend on the level, and it hears
+        speech in the faint residue of the echo too: a frame counts only when what is left
+        is loud enough to be someone (``INTERRUPT_FLOOR``) and no more than
+        ``INTERRUPT_BELOW_DB`` below the microphone's signal (the residue is 25-50 dB
+        below it; a user under an echo 12 dB louder, 12 dB)."""
+        if self.interrupt_vad is None or self.canceller is None:
+            return []
+        if not (playing and chunk is not raw and self.canceller.settled):
+            if self._hearing_echo:  # the answer ended: the next one starts afresh
+                self._hearing_echo = False
+                self._voiced_frames = 0
+                self.interrupt_vad.reset()
+            return []
+        self._hearing_echo = True
+        left = float(np.mean(chunk.array().astype(np.float64) ** 2))
+        heard = float(np.mean(raw.array().astype(np.float64) ** 2))
+        loud = (left >= INTERRUPT_FLOOR ** 2
+                and 10 * np.log10(left / max(heard, 1.0)) >= INTERRUPT_BELOW_DB)
+        for p in self.interrupt_vad.probabilities(chunk):
+            voiced = loud and p >= self.interrupt_vad.threshold
+            self._voiced_frames = self._voiced_frames + 1 if voiced else 0
+        if self._voiced_frames < self.interrupt_frames:
+            return []
+        end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        speech_ms = self._voiced_frames * SileroVad.FRAME * 1000 // RATE_HZ
+        self._voiced_frames = 0
+        self._hearing_echo = False
+        self.interrupt_vad.reset()
+        self.start(end_ms)
+        return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
+                               turn_id=self.listening_to)]
 
     def start(self, at_ms: int, no_speech_s: float | None = None) -> str:
         """Begin hearing a question at ``at_ms`` (audio time, the end of the last chunk fed),
@@ -265,12 +322,19 @@ def vad_for(config: Config) -> Vad:
 def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                 early_stt_s: float | None = None, speaking_threshold: float | None = None,
                 transcribe: Callable[[np.ndarray], str] | None = None,
-                canceller: EchoCanceller | None = None) -> Hearing:
+                canceller: EchoCanceller | None = None,
+                interrupt_speech_ms: int | None = None) -> Hearing:
     """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
     listen`` both build theirs here (the keyword arguments override the config).
     ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on and
-    speech-to-text is local."""
+    speech-to-text is local. The assistant is interrupted by voice alone
+    (``session.interrupt_speech_ms``) only with a ``canceller``."""
     stt = config.stt
+    interrupt_ms = (config.session.interrupt_speech_ms if interrupt_speech_ms is None
+                    else interrupt_speech_ms)
+    if interrupt_ms and canceller is None:
+        log.warning("session.interrupt_speech_ms is set but echo cancellation is off: only "
+                    "the wake word interrupts (the assistant's own voice would)")
     return Hearing(
         wake, vad or vad_for(config),
         Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s, stt.no_speech_timeout_s,
@@ -283,4 +347,5 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         # A remote service could stall the hearing (and the wake word) for its whole
         # timeout: with one, the end is decided on silence and whisper runs on the task side.
         transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None,
-        canceller=canceller)
+        canceller=canceller, interrupt_speech_ms=interrupt_ms,
+        interrupt_vad=SileroVad(stt.vad_threshold) if interrupt_ms and canceller else None)

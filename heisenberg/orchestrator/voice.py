@@ -2,7 +2,9 @@
 
 Audio is read continuously and fed to the ``Hearing`` front end (in a worker thread: the wake
 word model blocks). What it hears drives the tasks here: a wake word cancels the running
-turn (barge-in: LLM stream and playback stop) and starts listening; a pause starts an early
+turn (barge-in: LLM stream and playback stop) and starts listening, and so does the user's
+voice over the answer with ``session.interrupt_speech_ms`` (no earcon then: they are
+already speaking); a pause starts an early
 transcript and, from it, an early answer; the end of speech starts the turn task, which
 transcribes (or takes the early transcript), takes a camera frame and runs the assistant's
 ``Turn`` with a voice, consuming its events. After a spoken answer, with
@@ -32,6 +34,7 @@ from heisenberg.core.events import (
     FollowUpStarted,
     Interrupted,
     TurnEnded,
+    VoiceInterrupt,
     WakewordDetected,
 )
 from heisenberg.core.latency import TurnRecord
@@ -134,6 +137,10 @@ class VoiceLoop:
         """Answers started on an early transcript."""
         self.barge_in_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
+        self.interrupt_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
+        """For each voice interruption on a live microphone and speaker: milliseconds from
+        the onset of the user's speech (its capture time) to the answer's last sample
+        sounding."""
         self.listening = asyncio.Event()
         """Set once the first audio chunk went through the wake word engine."""
         self.audio_error: str | None = None
@@ -227,12 +234,15 @@ class VoiceLoop:
                     await self._play_earcon(660.0)
                 early, self._early = self._early, None
                 self._turn_task = self._tasks.spawn(self._turn(item, early), "turn")
-            elif isinstance(item, WakewordDetected):
+            elif isinstance(item, WakewordDetected | VoiceInterrupt):
                 self.assistant.record(item)  # LISTENING: the running turn loses the state
                 self._drop_early()
                 if self._turn_task is not None and not self._turn_task.done():
                     await self._barge_in()
-                if self.earcons:
+                if isinstance(item, VoiceInterrupt):
+                    await self.sink.stop()  # whoever was speaking (an API /speak too)
+                    self._time_interruption(chunk, item)
+                elif self.earcons:
                     await self._play_earcon(880.0)
             elif isinstance(item, Rejected):
                 log.info("wake word candidate rejected by the verifier (%s, score %.2f, "
@@ -264,6 +274,22 @@ class VoiceLoop:
         stopped_ms = (time.perf_counter() - started) * 1000
         self.barge_in_ms.append(stopped_ms)
         log.info("barge-in: playback and LLM stream stopped in %.0f ms", stopped_ms)
+
+    def _time_interruption(self, chunk: AudioChunk, item: VoiceInterrupt) -> None:
+        """Note how long after the user began the answer fell silent, once the speaker's
+        last block is known (it is being filled for a few more milliseconds)."""
+        if chunk.captured_at is None:
+            return
+        onset = chunk.captured_at - (chunk.timestamp_ms - item.onset_ms) / 1000
+
+        def note() -> None:
+            if self.sink.sounding_until > 0:
+                stopped_ms = (self.sink.sounding_until - onset) * 1000
+                self.interrupt_ms.append(stopped_ms)
+                log.info("voice interruption: the answer stopped %.0f ms after the user "
+                         "began", stopped_ms)
+
+        asyncio.get_running_loop().call_later(0.05, note)
 
     async def _play_earcon(self, freq_hz: float, ms: int = 120, volume: float = 0.25) -> None:
         try:

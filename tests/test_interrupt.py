@@ -1,0 +1,119 @@
+"""Interrupting the assistant by speaking over it, without the wake word
+(``session.interrupt_speech_ms``), in audio time: a simulated room (bench/room.py) between
+what the speaker played and what the microphone hears, the daemon's hearing with its echo
+canceller. flite voices, not the tuned Piper one: the answer in "kal", the user in "slt" and
+"rms"."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heisenberg.audio.echo import EchoCanceller, EchoReference
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
+from heisenberg.core.config import Config
+from heisenberg.core.events import VoiceInterrupt
+from heisenberg.orchestrator.hearing import Heard, Utterance, hearing_for
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+from tests.conftest import flite
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from room import echo_gain, impulse_response, simulate  # the benchmarks' own room
+
+ANSWERS = ("Once upon a time, in a land far away, there lived a mighty dragon who guarded a "
+           "mountain of gold and slept for a hundred years.",
+           "The weather today will be mostly sunny with a light breeze from the west, and "
+           "tomorrow clouds will bring some rain in the afternoon.")
+T0 = 1000.0
+"""The capture clock's time of the first microphone sample (seconds)."""
+CONFIG = Config()
+INTERRUPT = dataclasses.replace(CONFIG, session=dataclasses.replace(
+    CONFIG.session, interrupt_speech_ms=96))
+
+
+@pytest.fixture(scope="module")
+def played() -> tuple[np.ndarray, int]:
+    """Two answers a second apart, as the speaker played them; where the second starts.
+    The first lets the canceller meet the room (a daemon's does once)."""
+    first, second = (flite(text, "kal") for text in ANSWERS)
+    gap = np.zeros(RATE_HZ, np.int16)
+    return np.concatenate([first, gap, second]), len(first) + len(gap)
+
+
+def hear(config: Config, wake: OpenWakeWordEngine, played: np.ndarray, mic: np.ndarray,
+         echo_cancel: bool = True) -> list[tuple[int, Heard]]:
+    """Everything the hearing heard, with the audio time (ms) of the end of its chunk; the
+    answer plays until the end of ``played``."""
+    reference = EchoReference(keep_s=60.0)
+    reference.played(played, RATE_HZ, T0)
+    canceller = EchoCanceller(reference) if echo_cancel else None
+    hearing = hearing_for(config, wake, canceller=canceller)
+    heard = []
+    for chunk in chunks_of(mic):
+        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
+                          captured_at=T0 + chunk.timestamp_ms / 1000)
+        playing = chunk.timestamp_ms * RATE_HZ // 1000 < len(played)
+        end_ms = chunk.timestamp_ms + 80
+        heard += [(end_ms, item) for item in hearing.feed(live, playing=playing)]
+    return heard
+
+
+def onset_ms(user: np.ndarray, at: int) -> int:
+    """Where the user's voice begins: the first 10 ms within 20 dB of their loudest."""
+    frames = user[:len(user) // 160 * 160].astype(np.float64).reshape(-1, 160)
+    energy = np.mean(frames ** 2, axis=1)
+    return (at + int(np.argmax(energy > 0.01 * energy.max())) * 160) * 1000 // RATE_HZ
+
+
+@pytest.mark.parametrize(("voice", "level_db"), [("slt", 0.0), ("rms", 6.0)])
+def test_speaking_over_the_answer_interrupts_it(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine, stt: WhisperSTT,
+        voice: str, level_db: float) -> None:
+    """Three seconds into the second answer the user asks a question, as loud as the echo or
+    6 dB under it: the hearing interrupts once, soon after their first word, and their
+    question (its first word included, from the pre-roll) is the next utterance."""
+    answer, second = played
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo?", voice)
+    at = second + 3 * RATE_HZ
+    gain = 0.25 / echo_gain(answer, user, ir, level_db)  # the room stays; the user's level
+    mic = simulate(answer, (user * gain).astype(np.int16), at, ir, 60.0, 0.25)
+    heard = hear(INTERRUPT, wake, answer, mic)
+    interrupts = [(end, item) for end, item in heard if isinstance(item, VoiceInterrupt)]
+    assert len(interrupts) == 1, interrupts
+    decided_ms, event = interrupts[0]
+    began_ms = onset_ms(user, at)
+    assert began_ms < decided_ms <= began_ms + 300, (began_ms, decided_ms)
+    assert abs(event.onset_ms - began_ms) <= 200, (event.onset_ms, began_ms)
+    [question] = [item for _, item in heard if isinstance(item, Utterance)]
+    assert question.turn_id == event.turn_id
+    text = stt.transcribe(question.samples).lower()
+    assert "what time" in text and "tokyo" in text, text
+
+
+def test_its_own_voice_never_interrupts_it(played: tuple[np.ndarray, int],
+                                           wake: OpenWakeWordEngine) -> None:
+    """Two answers and nobody speaking, in two rooms: the echo, even while the canceller is
+    still adapting to the room, is never taken for the user."""
+    answer, _ = played
+    for seed, delay_ms in ((5, 60.0), (9, 150.0)):
+        mic = simulate(answer, np.zeros(0), 0, impulse_response(np.random.default_rng(seed)),
+                       delay_ms, 0.35)
+        heard = hear(INTERRUPT, wake, answer, mic)
+        assert not [item for _, item in heard if isinstance(item, VoiceInterrupt)]
+
+
+def test_only_the_wake_word_interrupts_by_default_or_without_echo_cancellation(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine) -> None:
+    answer, second = played
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo?", "slt")
+    mic = simulate(answer, user, second + 3 * RATE_HZ, ir, 60.0, 0.25)
+    for config, echo_cancel in ((CONFIG, True), (INTERRUPT, False)):
+        heard = hear(config, wake, answer, mic, echo_cancel)
+        assert not [item for _, item in heard if isinstance(item, VoiceInterrupt)]
