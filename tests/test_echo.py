@@ -64,6 +64,31 @@ def test_the_delay_is_found_and_the_echo_removed(answer: np.ndarray) -> None:
     assert erle_db > 12.0, erle_db
 
 
+def test_a_step_of_the_capture_clock_keeps_the_filter_aligned(answer: np.ndarray) -> None:
+    """The microphone's capture clock corrects its estimate in a 20 ms step halfway (its
+    samples did not move): the delay follows the step at once, without a new estimate or
+    a filter that learns again, and the echo stays removed."""
+    ir = impulse_response(np.random.default_rng(3))
+    mic = simulate(answer, np.zeros(0), 0, ir, 130.0, 0.5)
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    chunks = list(chunks_of(mic))
+    half = len(chunks) // 2
+    raw, cleaned = [], []
+    for i, chunk in enumerate(chunks):
+        at = T0 + chunk.timestamp_ms / 1000 + (0.02 if i >= half else 0.0)
+        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms, captured_at=at)
+        raw.append(live)
+        cleaned.append(canceller.process(live))
+        if i == half - 1:
+            found = canceller.stats.delay_updates
+    assert abs(canceller.stats.delay_ms - 150.0) <= 3.0, canceller.stats
+    assert canceller.stats.delay_updates == found == 1, canceller.stats
+    after = slice(half, len(chunks) - 10)
+    assert 10 * np.log10(energy(raw[after]) / energy(cleaned[after])) > 12.0
+
+
 def test_the_user_is_heard_over_an_equally_loud_answer(answer: np.ndarray,
                                                        wake: OpenWakeWordEngine) -> None:
     """"Hey Jarvis" as loud as the assistant's echo: the raw microphone loses it, the cleaned

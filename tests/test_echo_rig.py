@@ -19,13 +19,21 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
 from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
-from heisenberg.core.events import Event, WakewordDetected
+from heisenberg.core.events import (
+    Event,
+    StateChanged,
+    TranscriptionFinal,
+    TurnEnded,
+    VoiceInterrupt,
+    WakewordDetected,
+)
+from heisenberg.core.states import State
 from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.main import Runtime, VoiceEngines
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
-from tests.conftest import RunningServer, config_for, reinit_portaudio, speech
+from tests.conftest import RunningServer, config_for, flite, reinit_portaudio, speech
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from room import PulseRoom, echo_gain, impulse_response, pulse_rig  # the bench's own room
@@ -133,3 +141,68 @@ async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
     woke = [at for at, e in events if isinstance(e, WakewordDetected)]
     assert woke and min(woke) > user_at, (woke, user_at)
     assert canceller.stats.active_chunks > 0 and canceller.stats.delay_updates >= 1
+
+
+async def test_speaking_over_the_answer_stops_it_without_the_wake_word(
+        room: tuple[PulseRoom, np.ndarray], llama_server: RunningServer, tts: PiperTTS,
+        stt: WhisperSTT, caplog: pytest.LogCaptureFixture) -> None:
+    """With ``session.interrupt_speech_ms``, the user asks a question (no wake word, a flite
+    voice) as loud as the answer at the microphone, a few seconds into the second answer:
+    the answer stops, the state says why, and the question is answered; the first answer,
+    while the canceller met the room, went on to its end."""
+    caplog.set_level(logging.INFO)
+    rig, ir = room
+    await calibrate(rig)
+    base = config_for(llama_server.url)
+    config = dataclasses.replace(
+        base, audio=dataclasses.replace(base.audio, echo_cancel="speex", earcons=False,
+                                        input_device="hz_mic", output_device="hz_speaker"),
+        session=dataclasses.replace(base.session, interrupt_speech_ms=96))
+    events: list[Event] = []
+    async with Runtime(config, resume=False) as rt:
+        async def note(event: Event) -> None:
+            events.append(event)
+
+        rt.bus.subscribe(note, name="test")
+        speaker = SpeakerSink("hz_speaker", tts.rate_hz)
+        user = SpeakerSink("hz_room", RATE_HZ)
+        await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
+        loop = rt.voice_loop(VoiceEngines(OpenWakeWordEngine(config.wakeword), stt, tts),
+                             MicrophoneSource("hz_mic"), speaker)
+        running = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(30):
+                await loop.listening.wait()
+            answer = tts.synthesize(ANSWER)
+            said = flite("What time is it in Tokyo?", "rms")
+            answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
+            scale = ROOM_GAIN / echo_gain(answer16, said, ir, 0.0, clip=False)
+            said = np.clip(said * scale, -32768, 32767).astype(np.int16)
+            await speaker.play_text(answer, ANSWER)  # the canceller meets the room
+            assert not [e for e in events if isinstance(e, VoiceInterrupt)], \
+                "its own voice interrupted it"
+            began = speaker.played_ms
+            playing = asyncio.create_task(speaker.play_text(answer, ANSWER))
+            await asyncio.sleep(3.0)
+            await user.play(AudioChunk(said.tobytes(), RATE_HZ))
+            async with asyncio.timeout(10):
+                await playing  # cut short: it returns long before the answer's end
+            played_s = (speaker.played_ms - began) / 1000
+            assert played_s < answer.duration_ms / 1000 - 3.0, played_s
+            deadline = time.monotonic() + 60
+            while not any(isinstance(e, TurnEnded) and e.outcome == "answered"
+                          for e in events):
+                assert time.monotonic() < deadline, (
+                    [str(e.type) for e in events],
+                    [r.getMessage() for r in caplog.records if "echo" in r.getMessage()])
+                await asyncio.sleep(0.1)
+        finally:
+            await cancel_and_wait(running, 10.0)
+            await user.close()
+    [interrupt] = [e for e in events if isinstance(e, VoiceInterrupt)]
+    moved = [e for e in events if isinstance(e, StateChanged) and e.reason ==
+             "voice interruption"]
+    assert moved and moved[0].new is State.LISTENING and moved[0].turn_id == interrupt.turn_id
+    [question] = [e for e in events if isinstance(e, TranscriptionFinal)]
+    assert question.turn_id == interrupt.turn_id and "time" in question.text.lower(), question
+    assert len(loop.interrupt_ms) == 1 and loop.interrupt_ms[0] > 0

@@ -18,6 +18,7 @@ from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config
 from heisenberg.core.events import VoiceInterrupt
 from heisenberg.orchestrator.hearing import Heard, Utterance, hearing_for
+from heisenberg.orchestrator.voice import is_dismissal
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import flite
@@ -70,16 +71,19 @@ def onset_ms(user: np.ndarray, at: int) -> int:
     return (at + int(np.argmax(energy > 0.01 * energy.max())) * 160) * 1000 // RATE_HZ
 
 
-@pytest.mark.parametrize(("voice", "level_db"), [("slt", 0.0), ("rms", 6.0)])
+@pytest.mark.parametrize(("voice", "level_db", "said"), [
+    ("slt", 0.0, "What time is it in Tokyo?"), ("rms", 6.0, "What time is it in Tokyo?"),
+    ("kal", 0.0, "Stop talking.")])
 def test_speaking_over_the_answer_interrupts_it(
         played: tuple[np.ndarray, int], wake: OpenWakeWordEngine, stt: WhisperSTT,
-        voice: str, level_db: float) -> None:
-    """Three seconds into the second answer the user asks a question, as loud as the echo or
-    6 dB under it: the hearing interrupts once, soon after their first word, and their
-    question (its first word included, from the pre-roll) is the next utterance."""
+        voice: str, level_db: float, said: str) -> None:
+    """Three seconds into the second answer the user speaks, as loud as the echo or 6 dB
+    under it: the hearing interrupts once, soon after their first word, and what they say
+    (its first word included, from the pre-roll) is the next utterance: a question, or
+    "stop", which the voice loop takes as a dismissal (no LLM turn)."""
     answer, second = played
     ir = impulse_response(np.random.default_rng(5))
-    user = flite("What time is it in Tokyo?", voice)
+    user = flite(said, voice)
     at = second + 3 * RATE_HZ
     gain = 0.25 / echo_gain(answer, user, ir, level_db)  # the room stays; the user's level
     mic = simulate(answer, (user * gain).astype(np.int16), at, ir, 60.0, 0.25)
@@ -92,8 +96,11 @@ def test_speaking_over_the_answer_interrupts_it(
     assert abs(event.onset_ms - began_ms) <= 200, (event.onset_ms, began_ms)
     [question] = [item for _, item in heard if isinstance(item, Utterance)]
     assert question.turn_id == event.turn_id
-    text = stt.transcribe(question.samples).lower()
-    assert "what time" in text and "tokyo" in text, text
+    text = stt.transcribe(question.samples)
+    if said.startswith("Stop"):
+        assert is_dismissal(text), text
+    else:
+        assert "what time" in text.lower() and "tokyo" in text.lower(), text
 
 
 def test_its_own_voice_never_interrupts_it(played: tuple[np.ndarray, int],

@@ -267,9 +267,13 @@ class EchoCanceller:
     estimate, so that the direct path falls inside the filter, not before it.
     """
 
-    SETTLE_S = 3.0
-    """Seconds of echo the filter adapts on, once the delay is found, before it is
-    ``settled``."""
+    SETTLED_DB = 20.0
+    """The echo return loss enhancement (microphone over cleaned energy, over a second of
+    echo) that makes the canceller ``settled``."""
+    UNSETTLED_DB = 12.0
+    """A second with less than this makes it unsettled again: the echo path moved away
+    from the filter (the two devices' clocks drift apart until the delay is re-estimated),
+    or someone spoke over the answer the whole second."""
 
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
@@ -286,21 +290,22 @@ class EchoCanceller:
         self._mic: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._mic_samples = 0
         self._estimates: collections.deque[float] = collections.deque(maxlen=5)
-        self._adapted_s = 0.0
-        """Seconds of echo processed since the filter last started from nothing."""
-
-    @property
-    def settled(self) -> bool:
-        """The delay is found and the filter has adapted to it: what is left after it is
-        the user (and the room), not the assistant's own voice. Until then a residue of the
-        echo remains, which a voice detector would take for speech."""
-        return self.stats.delay_updates > 0 and self._adapted_s >= self.SETTLE_S
+        self._next_at: float | None = None
+        """Where the next chunk's capture time should be, if the clock does not step."""
+        self._energy = [0.0, 0.0, 0]
+        """Microphone and cleaned energy, and samples, of the second being measured."""
+        self.settled = False
+        """The delay is found and the filter has adapted to it (it removed ``SETTLED_DB`` of
+        the echo over a second, since it last started from nothing): what it leaves is the
+        user and the room, not the assistant's own voice. Until then a residue of the echo
+        remains, which a voice detector would take for speech."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         at = chunk.captured_at
         if at is None:
             return chunk
         mic = chunk.array()
+        self._follow_clock(at, len(mic))
         # Nothing sounded within the echo's reach: the microphone hears no echo.
         if self.reference.last_sound_at < at - self.max_delay_s - self.tail_s:
             self.stats.passed_chunks += 1
@@ -309,14 +314,53 @@ class EchoCanceller:
             return chunk
         self.stats.active_chunks += 1
         self._track(at, mic)
-        self._adapted_s += len(mic) / RATE_HZ
         start = at - self._delay_s + self.margin_s
         played = self.reference.window(start, len(mic))
         usable = len(mic) - len(mic) % FRAME_SAMPLES
         out = mic.copy()
         out[:usable] = self.speex.process(mic[:usable], played[:usable])
+        if self.stats.delay_updates > 0:
+            self._measure(mic, out)
         return AudioChunk(out.tobytes(), chunk.rate_hz, chunk.timestamp_ms, chunk.channels,
                           chunk.width_bytes, captured_at=at)
+
+    def _follow_clock(self, at: float, samples: int) -> None:
+        """Consecutive chunks are one stream: when the capture clock steps (it corrects
+        its estimate in steps: ``CaptureClock.JUMP_S``) the samples did not move, so the
+        delay moves with it and the filter keeps its alignment (nothing to learn again).
+        A step of half a second or more is a new stream: the tracker finds the delay."""
+        expected, self._next_at = self._next_at, at + samples / RATE_HZ
+        step = at - expected if expected is not None else 0.0
+        if 0.001 < abs(step) < 0.5:
+            self._delay_s += step
+            self.stats.delay_ms = self._delay_s * 1000
+            self._estimates = collections.deque((e + step for e in self._estimates),
+                                                maxlen=self._estimates.maxlen)
+            self._mic.clear()
+            self._mic_samples = 0
+            log.debug("echo: the capture clock stepped %.0f ms; the delay follows", step * 1000)
+
+    def _measure(self, mic: np.ndarray, out: np.ndarray) -> None:
+        """Add a chunk to the second being measured; at its end, settle if the filter
+        removed enough of the echo, or unsettle if it no longer does."""
+        energy = self._energy
+        energy[0] += float(np.sum(mic.astype(np.float64) ** 2))
+        energy[1] += float(np.sum(out.astype(np.float64) ** 2))
+        energy[2] += len(mic)
+        if energy[2] < RATE_HZ:
+            return
+        heard, left = energy[0], energy[1]
+        self._energy = [0.0, 0.0, 0]
+        if heard / energy[2] < 100.0 ** 2:
+            return  # too little echo to tell (a pause in the answer)
+        erle_db = 10 * np.log10(heard / max(left, 1.0))
+        if not self.settled and erle_db >= self.SETTLED_DB:
+            self.settled = True
+            log.info("echo: the canceller has settled (%.0f dB of the echo removed)", erle_db)
+        elif self.settled and erle_db < self.UNSETTLED_DB:
+            self.settled = False
+            log.info("echo: only %.0f dB of the echo removed in the last second: unsettled",
+                     erle_db)
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
@@ -351,7 +395,8 @@ class EchoCanceller:
             self.stats.delay_ms = estimate * 1000
             self.stats.delay_updates += 1
             self.speex.reset()  # what it learnt belongs to the old alignment
-            self._adapted_s = 0.0
+            self.settled = False
+            self._energy = [0.0, 0.0, 0]
             self._estimates.clear()
             self._estimates.append(estimate)
 

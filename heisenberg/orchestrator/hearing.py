@@ -193,6 +193,9 @@ class Hearing:
             return []
         end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         speech_ms = self._voiced_frames * SileroVad.FRAME * 1000 // RATE_HZ
+        log.info("voice interruption: %d ms of speech over the answer (%.0f dB under the "
+                 "microphone, RMS %.0f; echo delay %.0f ms)", speech_ms,
+                 -10 * np.log10(heard / left), np.sqrt(left), self.canceller.stats.delay_ms)
         self._voiced_frames = 0
         self._hearing_echo = False
         self.interrupt_vad.reset()

@@ -1,0 +1,295 @@
+"""Benchmark: interrupting the assistant by speaking over it, without the wake word
+(``session.interrupt_speech_ms``), on the real-time room rig (bench/room.py).
+
+    python bench/interrupt.py [--speech-ms 96] [--samples 12] [--levels-db -6 0 6]
+                              [--out bench/results/interrupt.json]
+
+The assistant plays answers (Piper joe, its own voice) on the rig's speaker through the
+daemon's ``SpeakerSink``; the microphone (``MicrophoneSource``) hears them through the room,
+and a hearing built like the daemon's (default config, echo cancellation, the given
+``interrupt_speech_ms``) listens. On an interruption the bench does what the voice loop does:
+it cancels the answer and stops the speaker. Trials, in one run (the canceller persists, as
+in a daemon; the first answer after start is reported on its own):
+
+- the user (voices the defaults were not tuned on) asks a question or says "stop" without
+  the wake word 2-4 s into an answer, at each level of the echo over their voice: interrupted
+  or not, and the time from the onset of their voice (the room sink's clock, where they
+  spoke) to the answer's last sample sounding (the speaker's clock): what a user hears; the
+  decision in audio time; the word error rate of the question heard after it;
+- answers with nobody speaking, and answers over real recorded room sound (music, machine
+  noise, foreign babble) played into the room: false interruptions per hour of playback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from barge_in import ANSWERS, ROOM_GAIN
+from common import run, summary
+from endpointing import wer_counts
+from room import PulseRoom, echo_gain, impulse_response, pulse_rig
+from speech_sets import noise_bank, voices
+
+from heisenberg.audio.echo import EchoCanceller, EchoReference
+from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
+from heisenberg.core.config import Config
+from heisenberg.core.events import VoiceInterrupt
+from heisenberg.orchestrator.hearing import Utterance, hearing_for
+from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import OpenWakeWordEngine
+
+SAID = ["What time is it in Tokyo?", "Stop.", "Wait, how tall is the Eiffel Tower?",
+        "No, I meant the other one.", "Tell me more about that.", "Never mind.",
+        "Who wrote the Odyssey?"]
+ROOM_SOUND_RMS = 300.0
+"""Room sound under the answers, RMS of 16-bit samples at the microphone (speech ~2000)."""
+
+
+def voiced_at(samples: np.ndarray) -> float:
+    """Seconds into ``samples`` where the voice begins: the first 10 ms within 20 dB of the
+    loudest."""
+    frames = samples[:len(samples) // 160 * 160].astype(np.float64).reshape(-1, 160)
+    energy = np.mean(frames ** 2, axis=1)
+    return int(np.argmax(energy > 0.01 * energy.max())) * 160 / RATE_HZ
+
+
+def onset_in(tap: list[AudioChunk], said: np.ndarray, since: float) -> float:
+    """Audio time (ms) at which ``said`` begins in the microphone's recording since
+    ``since``: the peak of their cross-correlation (the user speaks straight into the
+    room, so the clip is there as it was played, under the echo)."""
+    chunks = [c for c in tap if c.captured_at is not None and c.captured_at >= since]
+    mic = np.concatenate([c.array() for c in chunks]).astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(mic) + len(said))))
+    corr = np.fft.irfft(np.fft.rfft(mic, n) * np.conj(np.fft.rfft(said.astype(np.float64),
+                                                                   n)), n)
+    return chunks[0].timestamp_ms + int(np.argmax(corr[:len(mic)])) * 1000 / RATE_HZ
+
+
+async def measure(args: argparse.Namespace) -> dict[str, object]:
+    rng = np.random.default_rng(args.seed)
+    base = Config()
+    config = dataclasses.replace(base, session=dataclasses.replace(
+        base.session, interrupt_speech_ms=args.speech_ms))
+    tts = PiperTTS(config.tts)
+    stt = WhisperSTT(config.stt)
+    test_voices = [v for v in voices() if v.split == "test"]
+    sounds = noise_bank(60.0)
+    ir = impulse_response(rng)
+    with tempfile.TemporaryDirectory() as tmp, pulse_rig(Path(tmp), ir, 40.0) as env:
+        os.environ.update(env)
+        import sounddevice as sd
+
+        sd._terminate()  # PortAudio lists the devices once: make it look again
+        sd._initialize()
+        from heisenberg.audio.sinks import SpeakerSink
+        from heisenberg.audio.sources import MicrophoneSource
+
+        reference = EchoReference()
+        canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
+        hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword), canceller=canceller)
+        speaker = SpeakerSink("hz_speaker", tts.rate_hz)
+        speaker.reference = reference
+        user = SpeakerSink("hz_room", RATE_HZ)
+        mic = MicrophoneSource("hz_mic")
+        heard: asyncio.Queue[tuple[AudioChunk, list[object]]] = asyncio.Queue()
+        tap: list[AudioChunk] = []
+        """The raw microphone, for timing on its own clock."""
+
+        async def listen() -> None:
+            async for chunk in mic.chunks():
+                playing = speaker.now_playing is not None
+                tap.append(chunk)
+                del tap[:-2000]
+                items = await asyncio.to_thread(hearing.feed, chunk, playing=playing)
+                await heard.put((chunk, items))
+
+        room = PulseRoom(env)
+        reader = asyncio.create_task(listen())
+        await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
+        await asyncio.sleep(1.0)
+        room.set_gain(1.0)  # calibration, as bench/barge_in.py: the rig's gain on noise
+        noise = (rng.standard_normal(2 * RATE_HZ) * 2000).astype(np.int16)
+        while not heard.empty():
+            heard.get_nowait()
+        await speaker.play(AudioChunk(noise.tobytes(), RATE_HZ))
+        await asyncio.sleep(0.5)
+        got = []
+        while not heard.empty():
+            got.append(heard.get_nowait()[0].array())
+        level = np.sqrt(np.mean(np.concatenate(got[-16:]).astype(np.float64) ** 2)) / 2000
+        room.set_gain(ROOM_GAIN / float(level))
+
+        async def trial(kind: str, k: int, level_db: float = 0.0) -> dict[str, object]:
+            text = ANSWERS[k % len(ANSWERS)]
+            answer = tts.synthesize(text)
+            answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
+            while not heard.empty():
+                heard.get_nowait()
+            playing = asyncio.create_task(speaker.play_text(answer, text))
+            started = time.monotonic()
+            row: dict[str, object] = {"kind": kind, "answer_s": round(answer.duration_ms / 1000,
+                                                                      2)}
+            speaking: asyncio.Task[None] | None = None
+            said_text = ""
+            if kind == "user":
+                voice = test_voices[k % len(test_voices)]
+                said_text = SAID[k % len(SAID)]
+                said = await asyncio.to_thread(voice.render, said_text, rng)
+                scale = ROOM_GAIN / echo_gain(answer16, said, ir, level_db, clip=False)
+                said = np.clip(said * scale, -32768, 32767).astype(np.int16)
+                row.update(voice=voice.name, level_db=level_db, said=said_text)
+                wait_s = float(rng.uniform(2.0, 4.0))
+            elif kind == "sound":
+                name = sorted(sounds)[k % len(sounds)]
+                bed = sounds[name].astype(np.float64)
+                start = int(rng.integers(0, len(bed) - len(answer16) - RATE_HZ))
+                bed = bed[start:start + len(answer16) + RATE_HZ]
+                said = np.clip(bed * ROOM_SOUND_RMS / max(1.0, float(np.sqrt(np.mean(
+                    bed ** 2)))), -32768, 32767).astype(np.int16)
+                row.update(sound=name)
+                wait_s = 0.0
+            if kind != "answer":
+                await asyncio.sleep(wait_s)
+                speaking = asyncio.create_task(user.play(AudioChunk(said.tobytes(), RATE_HZ)))
+            interrupt: tuple[AudioChunk, VoiceInterrupt] | None = None
+            question: Utterance | None = None
+            deadline = started + answer.duration_ms / 1000 + 6.0
+            finished = False
+            while time.monotonic() < deadline and not finished:
+                try:
+                    async with asyncio.timeout(0.5):
+                        chunk, items = await heard.get()
+                except TimeoutError:
+                    continue
+                for item in items:
+                    if isinstance(item, VoiceInterrupt) and interrupt is None:
+                        interrupt = (chunk, item)
+                        noticed = time.monotonic()
+                        playing.cancel()  # as the voice loop does: the turn, then the sink
+                        await asyncio.gather(playing, return_exceptions=True)
+                        await speaker.stop()
+                        stopped = time.monotonic()
+                        finished = kind != "user"  # nobody asks anything: it is over
+                    elif isinstance(item, Utterance):
+                        question, finished = item, True
+                if playing.done() and interrupt is None and (kind != "user" or (
+                        speaking is not None and speaking.done())):
+                    break
+            await asyncio.gather(playing, return_exceptions=True)
+            if speaking is not None:
+                await speaking
+            hearing.stop("bench")
+            row["interrupted"] = interrupt is not None
+            row["played_s"] = round(time.monotonic() - started, 2)
+            if interrupt is not None:
+                chunk, event = interrupt
+                decided = chunk.timestamp_ms + round(chunk.duration_ms)
+                row["decided_after_onset_ms"] = decided - event.onset_ms
+                if kind == "user":
+                    # On the microphone's own clock: where the user's voice is in what it
+                    # recorded, and when the answer's last sample reached it (the speaker's
+                    # clock plus the delay the canceller tracks, which aligns the two to
+                    # the sample).
+                    onset_ms = onset_in(tap, said, started) + voiced_at(said) * 1000
+                    assert chunk.captured_at is not None
+                    last_ms = chunk.timestamp_ms + 1000 * (
+                        speaker.sounding_until + canceller.stats.delay_ms / 1000
+                        - chunk.captured_at)
+                    row["stopped_after_onset_ms"] = round(last_ms - onset_ms)
+                    row["decided_after_voice_ms"] = round(decided - onset_ms)
+                    row["early"] = decided < onset_ms
+                    # Where the time goes after the decision: the chunk reaching the hearing
+                    # and its verdict the loop; the speaker's buffer.
+                    row["noticed_after_capture_ms"] = round(1000 * (
+                        noticed - chunk.captured_at - chunk.duration_ms / 1000))
+                    row["sounded_after_stop_ms"] = round(1000 * (speaker.sounding_until
+                                                                 - stopped))
+            if question is not None:
+                text_heard = await asyncio.to_thread(stt.transcribe, question.samples)
+                row["heard"] = text_heard
+                row["wer"] = wer_counts(said_text, text_heard)
+            await asyncio.sleep(1.0)
+            return row
+
+        rows = [await trial("answer", 0) | {"first": True}]
+        for level in args.levels_db:
+            for k in range(args.samples):
+                rows.append(await trial("user", k, level))
+                print(rows[-1], file=sys.stderr, flush=True)
+        for k in range(args.samples):
+            rows.append(await trial("answer", k + 1))
+            rows.append(await trial("sound", k))
+            print(rows[-2:], file=sys.stderr, flush=True)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await speaker.close()
+        await user.close()
+    return summarize(rows, args, canceller)
+
+
+def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
+              canceller: EchoCanceller) -> dict[str, object]:
+    def users(level: float) -> list[dict[str, object]]:
+        return [r for r in rows if r["kind"] == "user" and r["level_db"] == level]
+
+    def per_hour(sel: list[dict[str, object]]) -> dict[str, float]:
+        hours = sum(float(r["played_s"]) for r in sel) / 3600
+        n = sum(bool(r["interrupted"]) for r in sel)
+        return {"interruptions": n, "hours": round(hours, 4),
+                "per_hour": round(n / hours, 1) if hours else 0.0}
+
+    levels = [float(x) for x in args.levels_db]
+    stopped = [float(r["stopped_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
+               if "stopped_after_onset_ms" in r and not r.get("early")]
+    decided = [float(r["decided_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
+               if r["kind"] == "user" and "decided_after_onset_ms" in r]
+    wer = [r["wer"] for r in rows if "wer" in r]
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "interrupt_speech_ms": args.speech_ms, "samples_each": args.samples,
+        "seed": args.seed,
+        "voices": sorted({str(r["voice"]) for r in rows if "voice" in r}),
+        "interrupted_by_level_db": {
+            f"{lv:g}": round(sum(bool(r["interrupted"]) and not r.get("early")
+                                 for r in users(lv)) / max(1, len(users(lv))), 3)
+            for lv in levels},
+        "stopped_after_onset_ms": summary(stopped) if stopped else None,
+        "stopped_within_300_ms": round(sum(s <= 300 for s in stopped) / len(stopped), 3)
+        if stopped else None,
+        "decided_after_onset_ms_audio": summary(decided) if decided else None,
+        "question_wer_percent": round(100 * sum(e for e, _ in wer)  # type: ignore[misc]
+                                      / max(1, sum(n for _, n in wer)), 1),  # type: ignore[misc]
+        "false_interruptions": {
+            "first_answer_after_start": bool(rows[0]["interrupted"]),
+            "own_voice": per_hour([r for r in rows[1:] if r["kind"] == "answer"]),
+            "room_sound": per_hour([r for r in rows if r["kind"] == "sound"]),
+            "room_sound_rms": ROOM_SOUND_RMS,
+            "user_before_speaking": sum(bool(r.get("early")) for r in rows),
+        },
+        "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--speech-ms", type=int, default=96)
+    ap.add_argument("--samples", type=int, default=12)
+    ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default="bench/results/interrupt.json")
+    run(measure, ap)
+
+
+if __name__ == "__main__":
+    main()
