@@ -250,6 +250,13 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class SkillsConfig:
+    enabled: bool = _opt(True)
+    """Answer the time and the date exactly and at once, before the LLM (Home Assistant's
+    sentence templates through hassil); everything else goes to the LLM."""
+
+
+@dataclass(frozen=True)
 class HistoryConfig:
     """Conversation turns kept on disk, so that they survive restarts."""
 
@@ -355,6 +362,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    skills: SkillsConfig = field(default_factory=SkillsConfig)
     states: StatesConfig = field(default_factory=StatesConfig)
     api: APIConfig = field(default_factory=APIConfig)
     wyoming: WyomingConfig = field(default_factory=WyomingConfig)

@@ -24,6 +24,7 @@ from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
+from heisenberg.skills import Skills
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import TextToSpeech
 
@@ -44,6 +45,8 @@ class Assistant:
         self.backend = backend
         self.session = session or SessionManager(config.session.timeout_min * 60)
         self.prompts = self._prompt_builder(config)
+        self.skills = Skills() if config.skills.enabled else None
+        """Exact answers before the LLM (the time, the date); None: everything to the LLM."""
         self.states = StateKeeper(bus.publish)
         self.lock = asyncio.Lock()
         """Held by the running turn (and by ``describe``): one question at a time."""
@@ -67,10 +70,12 @@ class Assistant:
                              config.session.max_history_tokens)
 
     def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded config from the next turn on: prompt, sampling, session and turn
-        time limits. (Which server to talk to is fixed for the process.)"""
+        """Apply a reloaded config from the next turn on: prompt, skills, sampling, session and
+        turn time limits. (Which server to talk to is fixed for the process.)"""
         self.config = config
         self.prompts = self._prompt_builder(config)
+        if config.skills.enabled != (self.skills is not None):
+            self.skills = Skills() if config.skills.enabled else None
         self.backend.reconfigure(config.llm)
         self.session.timeout_s = config.session.timeout_min * 60
 

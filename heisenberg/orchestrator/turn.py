@@ -48,6 +48,7 @@ from heisenberg.llm.backend import LLMResult
 from heisenberg.llm.prompts import Prompt
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.speech import Speaker
+from heisenberg.skills import SkillAnswer
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import TextToSpeech
 
@@ -82,6 +83,14 @@ class TurnOutcome:
 
 def scene_context(description: str) -> str:
     return f"The user showed you an image a moment ago. What you saw in it: {description}"
+
+
+async def skill_stream(skill: SkillAnswer) -> AsyncGenerator[str | LLMResult, None]:
+    """A skill's answer, as the LLM's stream would give it: the words, then the result
+    (``stop_reason`` ``skill:<intent>``)."""
+    yield skill.text
+    yield LLMResult(text=skill.text, prompt_tokens=0, completion_tokens=0, first_token_ms=0.0,
+                    total_ms=0.0, stop_reason=f"skill:{skill.intent}")
 
 
 def complete_event(result: LLMResult, turn_id: str = "") -> LLMComplete:
@@ -275,7 +284,15 @@ class Turn:
     async def _think(self, prompt: Prompt, out: asyncio.Queue[Event | None],
                      speaker: Speaker | None, pieces: list[str]) -> LLMResult:
         prefetched = self._prefetched
-        if prefetched is not None and prefetched.prompt == prompt:
+        skills = self._assistant.skills
+        skill = (await asyncio.to_thread(skills.answer, self.question)
+                 if skills is not None else None)
+        if skill is not None:  # answered exactly: the LLM is not asked
+            if prefetched is not None:
+                await prefetched.cancel()
+                self._prefetched = prefetched = None
+            items: AsyncGenerator[str | LLMResult, None] = skill_stream(skill)
+        elif prefetched is not None and prefetched.prompt == prompt:
             items = prefetched.items()
             if speaker is not None:
                 speaker.ready = prefetched.ready_audio
