@@ -560,3 +560,21 @@ async def test_never_mind_ends_the_turn_without_asking_the_llm(
     assert not [e for e in events if isinstance(e, LLMToken | LLMComplete)]
     assert loop.prefetches == 0 and not loop.assistant.session.get_conversation_history()
     assert not await slots_busy(llama_server)
+
+
+async def test_what_time_is_it_is_answered_by_the_skill_not_the_llm(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    """Spoken, with an early transcript at the pause: the skill answers, so nothing was
+    started early and no token was asked of the model; the answer is spoken and kept."""
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   flite("What time is it?", "rms"), silence(1.5)]), RATE_HZ)
+    loop, events = early_setup(llama_server, tts, stt, wav, end_silence_ms=1200)
+    [turn] = await loop.run()
+    await loop.bus.drain()
+    assert loop.prefetches == 0 and not turn.early_answer
+    [complete] = [e for e in events if isinstance(e, LLMComplete)]
+    assert complete.stop_reason == "skill:HassGetCurrentTime", (turn.transcript, complete)
+    assert turn.outcome is not None and turn.outcome.answer.startswith("It's ")
+    assert turn.outcome.spoken
+    assert not await slots_busy(llama_server)

@@ -310,6 +310,9 @@ class VoiceLoop:
         text = strip_wake_word(raw, *self.wake_words)
         if not (self.early_answer and text) or is_dismissal(text):
             return EarlyAnswer(raw)
+        skills = self.assistant.skills
+        if skills is not None and await asyncio.to_thread(skills.recognize, text) is not None:
+            return EarlyAnswer(raw)  # a skill answers it at once: nothing to start early
         frame = await self.frames.grab()
         self.prefetches += 1
         return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
