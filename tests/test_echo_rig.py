@@ -21,6 +21,7 @@ from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
 from heisenberg.core.events import (
     Event,
+    FollowUpStarted,
     StateChanged,
     TranscriptionFinal,
     TurnEnded,
@@ -219,3 +220,50 @@ async def test_speaking_over_the_answer_stops_it_without_the_wake_word(
     [question] = [e for e in events if isinstance(e, TranscriptionFinal)]
     assert question.turn_id == interrupt.turn_id and "time" in question.text.lower(), question
     assert len(loop.interrupt_ms) == 1 and loop.interrupt_ms[0] > 0
+
+
+async def test_its_own_echo_never_starts_a_follow_up(
+        room: tuple[PulseRoom, np.ndarray], llama_server: RunningServer, tts: PiperTTS,
+        stt: WhisperSTT) -> None:
+    """A whole voice turn on the rig with ``session.follow_up_s``: the user (a flite voice)
+    asks after the wake word, the answer is spoken on the open speaker, then the follow-up
+    window opens and, with nobody speaking, ends with no speech: the answer's echo in the
+    room was not taken for a question."""
+    rig, ir = room
+    await calibrate(rig)
+    base = config_for(llama_server.url)
+    config = dataclasses.replace(
+        base, audio=dataclasses.replace(base.audio, echo_cancel="speex", earcons=False,
+                                        input_device="hz_mic", output_device="hz_speaker"),
+        session=dataclasses.replace(base.session, follow_up_s=3.0))
+    events: list[Event] = []
+    async with Runtime(config, resume=False) as rt:
+        async def note(event: Event) -> None:
+            events.append(event)
+
+        rt.bus.subscribe(note, name="test")
+        speaker, user, loop = await rig_loop(rt, stt, tts)
+        running = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(30):
+                await loop.listening.wait()
+            said = np.concatenate([speech(tts, "Hey Jarvis."), np.zeros(RATE_HZ // 4, np.int16),
+                                   flite("What is the capital of France?", "slt")])
+            await user.play(AudioChunk(said.astype(np.int16).tobytes(), RATE_HZ))
+            deadline = time.monotonic() + 90
+            while not any(isinstance(e, FollowUpStarted) for e in events) or not any(
+                    isinstance(e, TurnEnded) and e.turn_id == next(
+                        f.turn_id for f in events if isinstance(f, FollowUpStarted))
+                    for e in events):
+                assert time.monotonic() < deadline, [str(e.type) for e in events]
+                await asyncio.sleep(0.1)
+        finally:
+            await cancel_and_wait(running, 10.0)
+            await user.close()
+    answered = [e for e in events if isinstance(e, TurnEnded) and e.outcome == "answered"]
+    assert len(answered) == 1, [str(e.type) for e in events]
+    assert loop.turns[0].outcome is not None and loop.turns[0].outcome.spoken
+    [opened] = [e for e in events if isinstance(e, FollowUpStarted)]
+    ended = [e for e in events if isinstance(e, TurnEnded) and e.turn_id == opened.turn_id]
+    assert [e.outcome for e in ended] == ["no_speech"], ended
+    assert len([e for e in events if isinstance(e, TranscriptionFinal)]) == 1
