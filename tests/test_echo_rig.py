@@ -19,6 +19,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
 from heisenberg.audio.sinks import SpeakerSink
 from heisenberg.audio.sources import MicrophoneSource
+from heisenberg.core.config import Config
 from heisenberg.core.events import (
     Event,
     FollowUpStarted,
@@ -84,16 +85,45 @@ async def calibrate(room: PulseRoom) -> None:
     room.set_gain(ROOM_GAIN / (loudest / 2000))
 
 
+def rig_config(url: str, **session: object) -> Config:
+    """The daemon's config on the rig: its speaker and microphone, echo cancellation on,
+    no earcons, and ``session`` settings."""
+    base = config_for(url)
+    return dataclasses.replace(
+        base, audio=dataclasses.replace(base.audio, echo_cancel="speex", earcons=False,
+                                        input_device="hz_mic", output_device="hz_speaker"),
+        session=dataclasses.replace(base.session, **session))  # type: ignore[arg-type]
+
+
+def recorded(rt: Runtime) -> list[Event]:
+    """Every event of the runtime's bus, in order, from now on."""
+    events: list[Event] = []
+
+    async def note(event: Event) -> None:
+        events.append(event)
+
+    rt.bus.subscribe(note, name="test")
+    return events
+
+
 async def rig_loop(rt: Runtime, stt: WhisperSTT, tts: PiperTTS
-                   ) -> tuple[SpeakerSink, SpeakerSink, VoiceLoop]:
-    """The daemon's voice loop on the rig: its speaker, the user's mouth (already open:
-    PortAudio's first stream takes a while), the loop."""
+                   ) -> tuple[SpeakerSink, SpeakerSink, VoiceLoop, asyncio.Task[object]]:
+    """The daemon's voice loop on the rig, running and listening: its speaker, the user's
+    mouth (already open: PortAudio's first stream takes a while), the loop and its task."""
     speaker = SpeakerSink("hz_speaker", tts.rate_hz)
     user = SpeakerSink("hz_room", RATE_HZ)
     await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
     loop = rt.voice_loop(VoiceEngines(OpenWakeWordEngine(rt.config.wakeword), stt, tts),
                          MicrophoneSource("hz_mic"), speaker)
-    return speaker, user, loop
+    running: asyncio.Task[object] = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(30):
+            await loop.listening.wait()
+    except BaseException:
+        await cancel_and_wait(running, 10.0)
+        await user.close()
+        raise
+    return speaker, user, loop, running
 
 
 async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
@@ -116,13 +146,10 @@ async def test_the_wake_word_is_heard_over_its_own_equally_loud_voice(
             events.append((time.monotonic(), event))
 
         rt.bus.subscribe(note, name="test")
-        speaker, user, loop = await rig_loop(rt, stt, tts)
+        speaker, user, loop, running = await rig_loop(rt, stt, tts)
         canceller = loop.hearing.canceller
-        assert canceller is not None and speaker.reference is canceller.reference
-        running = asyncio.create_task(loop.run())
         try:
-            async with asyncio.timeout(30):
-                await loop.listening.wait()
+            assert canceller is not None and speaker.reference is canceller.reference
             answer = tts.synthesize(ANSWER)
             # The wake phrase in the voice the wake word hears best (the one the answer is
             # in, too): this test is about the echo, bench/barge_in.py about the voices.
@@ -163,22 +190,11 @@ async def test_speaking_over_the_answer_stops_it_without_the_wake_word(
     caplog.set_level(logging.INFO)
     rig, ir = room
     await calibrate(rig)
-    base = config_for(llama_server.url)
-    config = dataclasses.replace(
-        base, audio=dataclasses.replace(base.audio, echo_cancel="speex", earcons=False,
-                                        input_device="hz_mic", output_device="hz_speaker"),
-        session=dataclasses.replace(base.session, interrupt_speech_ms=96))
-    events: list[Event] = []
+    config = rig_config(llama_server.url, interrupt_speech_ms=96)
     async with Runtime(config, resume=False) as rt:
-        async def note(event: Event) -> None:
-            events.append(event)
-
-        rt.bus.subscribe(note, name="test")
-        speaker, user, loop = await rig_loop(rt, stt, tts)
-        running = asyncio.create_task(loop.run())
+        events = recorded(rt)
+        speaker, user, loop, running = await rig_loop(rt, stt, tts)
         try:
-            async with asyncio.timeout(30):
-                await loop.listening.wait()
             answer = tts.synthesize(ANSWER)
             said = flite("What time is it in Tokyo?", "rms")
             answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
@@ -231,22 +247,11 @@ async def test_its_own_echo_never_starts_a_follow_up(
     room was not taken for a question."""
     rig, ir = room
     await calibrate(rig)
-    base = config_for(llama_server.url)
-    config = dataclasses.replace(
-        base, audio=dataclasses.replace(base.audio, echo_cancel="speex", earcons=False,
-                                        input_device="hz_mic", output_device="hz_speaker"),
-        session=dataclasses.replace(base.session, follow_up_s=3.0))
-    events: list[Event] = []
+    config = rig_config(llama_server.url, follow_up_s=3.0)
     async with Runtime(config, resume=False) as rt:
-        async def note(event: Event) -> None:
-            events.append(event)
-
-        rt.bus.subscribe(note, name="test")
-        speaker, user, loop = await rig_loop(rt, stt, tts)
-        running = asyncio.create_task(loop.run())
+        events = recorded(rt)
+        speaker, user, loop, running = await rig_loop(rt, stt, tts)
         try:
-            async with asyncio.timeout(30):
-                await loop.listening.wait()
             said = np.concatenate([speech(tts, "Hey Jarvis."), np.zeros(RATE_HZ // 4, np.int16),
                                    flite("What is the capital of France?", "slt")])
             await user.play(AudioChunk(said.astype(np.int16).tobytes(), RATE_HZ))
