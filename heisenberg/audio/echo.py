@@ -292,8 +292,10 @@ class EchoCanceller:
         self._estimates: collections.deque[float] = collections.deque(maxlen=5)
         self._next_at: float | None = None
         """Where the next chunk's capture time should be, if the clock does not step."""
-        self._energy = [0.0, 0.0, 0]
-        """Microphone and cleaned energy, and samples, of the second being measured."""
+        self._heard = self._left = 0.0
+        """Microphone and cleaned energy of the second being measured."""
+        self._measured = 0
+        """Its samples so far."""
         self.settled = False
         """The delay is found and the filter has adapted to it (it removed ``SETTLED_DB`` of
         the echo over a second, since it last started from nothing): what it leaves is the
@@ -343,15 +345,14 @@ class EchoCanceller:
     def _measure(self, mic: np.ndarray, out: np.ndarray) -> None:
         """Add a chunk to the second being measured; at its end, settle if the filter
         removed enough of the echo, or unsettle if it no longer does."""
-        energy = self._energy
-        energy[0] += float(np.sum(mic.astype(np.float64) ** 2))
-        energy[1] += float(np.sum(out.astype(np.float64) ** 2))
-        energy[2] += len(mic)
-        if energy[2] < RATE_HZ:
+        self._heard += float(np.sum(mic.astype(np.float64) ** 2))
+        self._left += float(np.sum(out.astype(np.float64) ** 2))
+        self._measured += len(mic)
+        if self._measured < RATE_HZ:
             return
-        heard, left = energy[0], energy[1]
-        self._energy = [0.0, 0.0, 0]
-        if heard / energy[2] < 100.0 ** 2:
+        heard, left, samples = self._heard, self._left, self._measured
+        self._restart_measure()
+        if heard / samples < 100.0 ** 2:
             return  # too little echo to tell (a pause in the answer)
         erle_db = 10 * np.log10(heard / max(left, 1.0))
         if not self.settled and erle_db >= self.SETTLED_DB:
@@ -361,6 +362,10 @@ class EchoCanceller:
             self.settled = False
             log.info("echo: only %.0f dB of the echo removed in the last second: unsettled",
                      erle_db)
+
+    def _restart_measure(self) -> None:
+        self._heard = self._left = 0.0
+        self._measured = 0
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
@@ -396,7 +401,7 @@ class EchoCanceller:
             self.stats.delay_updates += 1
             self.speex.reset()  # what it learnt belongs to the old alignment
             self.settled = False
-            self._energy = [0.0, 0.0, 0]
+            self._restart_measure()
             self._estimates.clear()
             self._estimates.append(estimate)
 

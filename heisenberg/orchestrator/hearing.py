@@ -92,13 +92,13 @@ class Rejected:
 
 
 Cue = Pause | Resumed | Utterance | Rejected
+Heard = Event | Cue
 
 INTERRUPT_FLOOR = 30
 """RMS (of 32768) below which what the echo canceller leaves is nobody speaking (-61 dBFS)."""
 INTERRUPT_BELOW_DB = -15.0
 """What the canceller leaves must be at most this far below the microphone's signal to be
 a voice over the answer, dB."""
-Heard = Event | Cue
 
 
 class Hearing:

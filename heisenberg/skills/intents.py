@@ -3,13 +3,15 @@ exactly, or returns None and the question goes to the LLM as before.
 
 Recognition is ``hassil`` on Home Assistant's own sentence templates
 (``home-assistant-intents``, Apache-2.0: the phrasings Assist understands, in its 60-odd
-languages), limited to the intents answered here. A few milliseconds of pure Python (the
-first call compiles the templates, ~0.2 s): callers run it in a worker thread. What the
-answers say, per language, is data (``PHRASES``), so that another language is a data change.
+languages), limited to the intents answered here. A fraction of a millisecond of pure
+Python per question; the first one imports hassil and builds the templates (~0.1-0.2 s), so
+callers run it in a worker thread and nothing of it is paid at start-up. What the answers
+say, per language, is data (``PHRASES``), so that another language is a data change.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,19 +60,27 @@ class SkillAnswer:
 class Skills:
     def __init__(self, language: str = "en",
                  clock: Callable[[], datetime] = datetime.now) -> None:
+        from home_assistant_intents import get_languages
+
+        if language not in get_languages() or language not in PHRASES:
+            raise ConfigError(f"skills: no intents or phrases for language {language!r}")
+        self.language = language
+        self.phrases = PHRASES[language]
+        self.clock = clock
+
+    @functools.cached_property
+    def intents(self) -> Any:
+        """Home Assistant's templates of ``HANDLED`` with ours, built on first use."""
         from hassil import Intents
         from home_assistant_intents import get_intents
 
-        data = get_intents(language)
-        if data is None or language not in PHRASES:
-            raise ConfigError(f"skills: no intents or phrases for language {language!r}")
-        self.phrases = PHRASES[language]
+        data = get_intents(self.language)
+        assert data is not None  # the language was checked against get_languages()
         intents = {}
         for name in HANDLED:
             own = {"sentences": self.phrases["sentences"].get(name, [])}
             intents[name] = {"data": [*data["intents"].get(name, {}).get("data", []), own]}
-        self.intents = Intents.from_dict(dict(data, intents=intents))
-        self.clock = clock
+        return Intents.from_dict(dict(data, intents=intents))
 
     def recognize(self, text: str) -> str | None:
         """The intent ``text`` expresses, among ``HANDLED``; None for anything else."""
