@@ -89,6 +89,46 @@ def test_a_step_of_the_capture_clock_keeps_the_filter_aligned(answer: np.ndarray
     assert 10 * np.log10(energy(raw[after]) / energy(cleaned[after])) > 12.0
 
 
+def test_a_settled_canceller_is_not_moved_by_a_small_correction(
+        answer: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first estimate took a wall's reflection (22 ms late) for the direct path, and the
+    next ones find the direct path (130 ms). The filter holds both and settles: moving it
+    22 ms would only make it learn again in the middle of the answer, so it stays."""
+    estimates = iter([0.152] + [0.130] * 100)
+
+    def estimator(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
+                  ) -> tuple[int, float]:
+        return round(next(estimates) * RATE_HZ), 20.0
+
+    monkeypatch.setattr(echo, "gcc_phat", estimator)
+    ir = impulse_response(np.random.default_rng(3))
+    mic = simulate(answer, np.zeros(0), 0, ir, 130.0, 0.5)
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    raw, cleaned = run(None, mic), run(canceller, mic)
+    assert canceller.settled
+    assert canceller.stats.delay_updates == 1, canceller.stats
+    assert abs(canceller.stats.delay_ms - 152.0) <= 1.0, canceller.stats
+    late = slice(len(raw) // 2, len(raw) - 10)
+    assert 10 * np.log10(energy(raw[late]) / energy(cleaned[late])) > 12.0
+
+
+def test_a_longer_echo_path_moves_the_delay(answer: np.ndarray) -> None:
+    """Halfway through the answer the echo path gets 100 ms longer: more than the filter
+    holds. The echo comes back, the canceller unsettles and the tracker moves the delay."""
+    ir = impulse_response(np.random.default_rng(3))
+    mic = simulate(answer, np.zeros(0), 0, ir, 130.0, 0.5)
+    half = len(mic) // 2
+    mic = np.concatenate([mic[:half], np.zeros(RATE_HZ // 10, np.int16), mic[half:]])
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    run(canceller, mic)
+    assert canceller.stats.delay_updates == 2, canceller.stats
+    assert abs(canceller.stats.delay_ms - 230.0) <= 3.0, canceller.stats
+
+
 def test_the_user_is_heard_over_an_equally_loud_answer(answer: np.ndarray,
                                                        wake: OpenWakeWordEngine) -> None:
     """"Hey Jarvis" as loud as the assistant's echo: the raw microphone loses it, the cleaned

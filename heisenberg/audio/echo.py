@@ -370,7 +370,8 @@ class EchoCanceller:
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
         the median of the last five is taken when three agree with it within 10 ms (the
-        first estimate: at once) and it differs from the delay in use by more than 20 ms."""
+        first estimate: at once) and it differs from the delay in use by more than 20 ms (by
+        more than ``margin_ms`` once the canceller has settled)."""
         self._mic.append((at, mic))
         self._mic_samples += len(mic)
         if self._mic_samples < RATE_HZ:
@@ -392,8 +393,12 @@ class EchoCanceller:
         # Each move shifts the echo path inside the filter, which then adapts again: only a
         # clear, lasting change is worth it (the filter absorbs small ones: see margin_ms).
         # The first estimate is taken at once: until then the filter is in the wrong place.
+        # A settled filter holds the echo path somewhere inside it: a move smaller than the
+        # margin (a first estimate that took a wall's reflection for the direct path, ~20 ms
+        # later) would only make it learn again in the middle of an answer.
         needed = 1 if self.stats.delay_updates == 0 else 3
-        if len(agreeing) >= needed and abs(estimate - self._delay_s) > 0.020:
+        least = self.margin_s if self.settled else 0.020
+        if len(agreeing) >= needed and abs(estimate - self._delay_s) > least:
             log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)",
                      estimate * 1000, self._delay_s * 1000)
             self._delay_s = estimate
