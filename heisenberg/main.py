@@ -115,6 +115,7 @@ class Runtime:
             self._stack.push_async_callback(self.bus.close)
             self.assistant = Assistant(self.config, self.bus, backend, self._session())
             self._stack.push_async_callback(self.assistant.close)
+            await self.assistant.start()
             self.bus.subscribe(EventLogger(self.config.log.transcripts), name="log")
         except BaseException:
             await self._stack.aclose()

@@ -26,6 +26,14 @@ SAMPLES: dict[EventType, dict[str, Any]] = {
     EventType.ERROR: {"code": "llm_connection", "message": "refused"},
     EventType.TURN_ENDED: {"outcome": "answered"},
     EventType.STATE_CHANGED: {"old": "idle", "new": "thinking", "reason": "text question"},
+    EventType.TIMER_STARTED: {"timer_id": "a1b2", "name": "pasta", "duration_s": 480.0,
+                              "remaining_s": 480.0, "ends_at_ms": 1_796_000_000_000},
+    EventType.TIMER_UPDATED: {"timer_id": "a1b2", "duration_s": 300.0, "remaining_s": 212.5,
+                              "change": "paused"},
+    EventType.TIMER_RINGING: {"timer_id": "a1b2", "duration_s": 300.0,
+                              "ends_at_ms": 1_796_000_000_000},
+    EventType.TIMER_ENDED: {"timer_id": "a1b2", "name": "tea", "duration_s": 120.0,
+                            "reason": "wake word"},
 }
 
 

@@ -55,6 +55,8 @@ ENDPOINTS = [("POST", "/api/v1/ask"), ("POST", "/api/v1/process-frame"),
              ("POST", "/api/v1/speak"), ("GET", "/api/v1/history"),
              ("DELETE", "/api/v1/history"), ("GET", "/api/v1/status"),
              ("GET", "/api/v1/frame"), ("GET", "/metrics"), ("GET", "/api/v1/openapi.json"),
+             ("GET", "/api/v1/timers"), ("POST", "/api/v1/timers"),
+             ("DELETE", "/api/v1/timers/abc"),
              ("OPTIONS", "/api/v1/ask")]
 
 

@@ -96,6 +96,20 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "delete": {"summary": "Delete every saved turn",
                            "responses": {"200": {"description": "deleted count"},
                                          **_errors(401, 403, 421, 503)}}},
+            "/api/v1/timers": {
+                "get": {"summary": "The timers, the one that rings first first: timer_id, "
+                                   "name, duration_s, status (running, paused, ringing), "
+                                   "remaining_s, ends_at_s",
+                        "responses": {"200": {"description": "timers"},
+                                      **_errors(401, 403, 421)}},
+                "post": {"summary": "Set a timer: {\"seconds\": 300, \"name\": \"pasta\"} "
+                                    "(1 s to 100 h; name optional, at most 60 characters)",
+                         "responses": {"201": {"description": "the timer"},
+                                       **_errors(400, 401, 403, 421)}}},
+            "/api/v1/timers/{timer_id}": {"delete": {
+                "summary": "Cancel a timer (a ringing one stops ringing)",
+                "responses": {"200": {"description": "the timer as it was"},
+                              **_errors(401, 403, 404, 421)}}},
             "/api/v1/frame": {"get": {
                 "summary": "The last image that went with a question (JPEG)",
                 "responses": {"200": {"description": "image/jpeg"}, **_errors(401, 404)}}},

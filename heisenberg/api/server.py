@@ -46,6 +46,7 @@ from heisenberg.core.errors import (
     LLMConnectionError,
     LLMError,
     LLMLoadingError,
+    TimerError,
     TurnTimeoutError,
     VisionUnavailableError,
 )
@@ -116,6 +117,9 @@ class API:
         app.router.add_post("/api/v1/speak", self.speak)
         app.router.add_get("/api/v1/history", self.history)
         app.router.add_delete("/api/v1/history", self.clear_history)
+        app.router.add_get("/api/v1/timers", self.list_timers)
+        app.router.add_post("/api/v1/timers", self.set_timer)
+        app.router.add_delete("/api/v1/timers/{timer_id}", self.cancel_timer)
         app.router.add_get("/api/v1/frame", self.last_frame)
         app.router.add_get("/api/v1/openapi.json", self.openapi)
         app.router.add_get("/docs", self.docs)
@@ -512,6 +516,40 @@ class API:
         except HistoryError as exc:
             raise fail(503, exc.message) from None
         return web.json_response({"deleted": deleted})
+
+    def _timers_body(self) -> dict[str, Any]:
+        timers = self.assistant.timers
+        now = timers.clock()
+        return {"timers": [t.as_dict(now) for t in timers.all()],
+                "saving": timers.store_error is None, "detail": timers.store_error or "ok"}
+
+    async def list_timers(self, request: web.Request) -> web.Response:
+        return web.json_response(self._timers_body())
+
+    async def set_timer(self, request: web.Request) -> web.Response:
+        """{"seconds": 300, "name": "pasta"}: a timer, as if asked aloud."""
+        body = await self._json(request)
+        unknown = set(body) - {"seconds", "name"}
+        if unknown:
+            raise fail(400, f"unknown field(s) {', '.join(sorted(unknown))} (a timer has "
+                            "'seconds' and an optional 'name')")
+        if "seconds" not in body:
+            raise fail(400, "missing field 'seconds'")
+        try:
+            timer = self.assistant.timers.add(body["seconds"], body.get("name", ""))
+        except TimerError as exc:
+            raise fail(400, exc.message) from None
+        return web.json_response(timer.as_dict(self.assistant.timers.clock()), status=201)
+
+    async def cancel_timer(self, request: web.Request) -> web.Response:
+        """Cancel a timer; a ringing one is stopped."""
+        timers = self.assistant.timers
+        timer_id = request.match_info["timer_id"]
+        timer = timers.get(timer_id)
+        if timer is None:
+            raise fail(404, f"no timer {timer_id[:40]!r}")
+        timers.cancel(timer_id, "api" if timer.status == "ringing" else "cancelled")
+        return web.json_response(timer.as_dict(timers.clock()))
 
     async def last_frame(self, request: web.Request) -> web.Response:
         if self.assistant.last_image is None:

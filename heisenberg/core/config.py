@@ -252,8 +252,12 @@ class SessionConfig:
 @dataclass(frozen=True)
 class SkillsConfig:
     enabled: bool = _opt(True)
-    """Answer the time and the date exactly and at once, before the LLM (Home Assistant's
-    sentence templates through hassil); everything else goes to the LLM."""
+    """Answer the time and the date exactly and at once, and set, report and cancel timers,
+    before the LLM (Home Assistant's sentence templates through hassil); everything else goes
+    to the LLM."""
+    timer_ring_s: float = _opt(60.0, min=5.0, max=3600.0)
+    """A timer that ended rings (an alarm and "your 5 minute timer is done", again and
+    again) until "stop", the wake word or the API stops it, or for this many seconds."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,12 @@ class TurnTimeoutError(HeisenbergError):
     code = "turn_timeout"
 
 
+class TimerError(HeisenbergError):
+    """A timer that cannot be set or changed (a bad duration, none by that id, too many)."""
+
+    code = "timer"
+
+
 class STTError(HeisenbergError):
     """Speech-to-text failed on an utterance."""
 

@@ -29,6 +29,10 @@ class EventType(StrEnum):
     ERROR = "error"
     TURN_ENDED = "turn_ended"
     STATE_CHANGED = "state_changed"
+    TIMER_STARTED = "timer_started"
+    TIMER_UPDATED = "timer_updated"
+    TIMER_RINGING = "timer_ringing"
+    TIMER_ENDED = "timer_ended"
 
 
 #: Control events overtake queued data events in every subscriber's queue.
@@ -195,11 +199,57 @@ class StateChanged(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class TimerEvent(Event):
+    """What every timer event says of its timer (``skills/timers.py``)."""
+
+    timer_id: str
+    name: str = ""
+    """What the user called it; empty for an unnamed timer."""
+    duration_s: float
+    """The duration it was set for, seconds."""
+    remaining_s: float = 0.0
+    """Seconds left when the event was made."""
+    ends_at_ms: int = 0
+    """Wall-clock milliseconds when it rings; 0 while paused (or once it rang)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerStarted(TimerEvent):
+    type: ClassVar[EventType] = EventType.TIMER_STARTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerUpdated(TimerEvent):
+    type: ClassVar[EventType] = EventType.TIMER_UPDATED
+    change: str
+    """``paused``, ``resumed`` or ``changed`` (time added or taken away)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerRinging(TimerEvent):
+    """The timer ended: it rings until it is stopped or for ``skills.timer_ring_s``."""
+
+    type: ClassVar[EventType] = EventType.TIMER_RINGING
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerEnded(TimerEvent):
+    """The timer is gone."""
+
+    type: ClassVar[EventType] = EventType.TIMER_ENDED
+    reason: str
+    """``cancelled`` (before it rang), ``limit`` (it rang ``skills.timer_ring_s``
+    unstopped), or what stopped its ringing: ``stop`` (said), ``wake word``, ``voice`` (a
+    question asked over it) or ``api``."""
+
+
 EVENT_CLASSES: dict[EventType, type[Event]] = {
     cls.type: cls
     for cls in (WakewordDetected, FollowUpStarted, VoiceInterrupt, SpeechStarted, SpeechEnded,
                 TranscriptionFinal, FrameCaptured, LLMToken, LLMComplete, TTSStarted,
-                TTSFinished, Interrupted, ErrorEvent, TurnEnded, StateChanged)
+                TTSFinished, Interrupted, ErrorEvent, TurnEnded, StateChanged, TimerStarted,
+                TimerUpdated, TimerRinging, TimerEnded)
 }
 
 

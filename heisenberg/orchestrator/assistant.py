@@ -24,7 +24,7 @@ from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
-from heisenberg.skills import Skills
+from heisenberg.skills import Skills, Timers
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import TextToSpeech
 
@@ -45,9 +45,12 @@ class Assistant:
         self.backend = backend
         self.session = session or SessionManager(config.session.timeout_min * 60)
         self.prompts = self._prompt_builder(config)
-        self.skills = Skills() if config.skills.enabled else None
-        """Exact answers before the LLM (the time, the date); None: everything to the LLM."""
         self.states = StateKeeper(bus.publish)
+        self.timers = Timers(self.record, self.session.store, config.skills.timer_ring_s)
+        """The user's timers, kept in the history store (``start`` brings them back)."""
+        self.skills = Skills(timers=self.timers) if config.skills.enabled else None
+        """Exact answers before the LLM (the time, the date, timers); None: everything to
+        the LLM."""
         self.lock = asyncio.Lock()
         """Held by the running turn (and by ``describe``): one question at a time."""
         self._saving = TaskSet("history")
@@ -75,7 +78,8 @@ class Assistant:
         self.config = config
         self.prompts = self._prompt_builder(config)
         if config.skills.enabled != (self.skills is not None):
-            self.skills = Skills() if config.skills.enabled else None
+            self.skills = Skills(timers=self.timers) if config.skills.enabled else None
+        self.timers.ring_limit_s = config.skills.timer_ring_s
         self.backend.reconfigure(config.llm)
         self.session.timeout_s = config.session.timeout_min * 60
 
@@ -114,8 +118,13 @@ class Assistant:
         """``save`` from a turn that is being cancelled (it cannot wait)."""
         self._saving.spawn(asyncio.to_thread(self.session.flush), "save")
 
+    async def start(self) -> None:
+        """Bring back the stored timers."""
+        await self.timers.start()
+
     async def close(self) -> None:
         """Let the last saves finish (each waits at most ``BUSY_TIMEOUT_S`` for the file)."""
+        await self.timers.close()
         await self._saving.join(5.0)
 
     def show_frame(self, frame: Frame, turn_id: str = "") -> None:

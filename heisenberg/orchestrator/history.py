@@ -14,6 +14,7 @@ losing old turns is better than an assistant that does not start.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -22,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from heisenberg.core.config import HistoryConfig
 from heisenberg.core.errors import HistoryError
@@ -78,6 +80,10 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 CREATE INDEX IF NOT EXISTS turns_time ON turns (timestamp_s);
 CREATE INDEX IF NOT EXISTS turns_session ON turns (session_id, id);
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -195,6 +201,34 @@ class HistoryStore:
                                f"{exc}") from exc
         return [(session, ConversationTurn(user, assistant, ts, turn_id, outcome))
                 for session, turn_id, ts, user, assistant, outcome in reversed(rows)]
+
+    def load_timers(self) -> list[dict[str, Any]]:
+        """The timers saved by ``save_timers`` (``skills/timers.py``), as their fields."""
+        try:
+            with self._lock:
+                rows = self._db.execute("SELECT data FROM timers").fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(f"the timers could not be read from {self.path}: "
+                               f"{exc}") from exc
+        timers = []
+        for (data,) in rows:
+            try:
+                timers.append(json.loads(data))
+            except ValueError:
+                log.warning("history: a stored timer is not JSON (%r); skipped", data[:80])
+        return timers
+
+    def save_timers(self, timers: list[dict[str, Any]]) -> None:
+        """Replace the stored timers with ``timers`` (each with its ``timer_id``), at once."""
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN")  # autocommit otherwise: both or neither
+                self._db.execute("DELETE FROM timers")
+                self._db.executemany("INSERT INTO timers (timer_id, data) VALUES (?, ?)",
+                                     [(t["timer_id"], json.dumps(t)) for t in timers])
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(f"the timers could not be saved to {self.path}: "
+                               f"{exc}") from exc
 
     def count(self) -> int:
         with self._lock:

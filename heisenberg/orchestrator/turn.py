@@ -285,8 +285,9 @@ class Turn:
                      speaker: Speaker | None, pieces: list[str]) -> LLMResult:
         prefetched = self._prefetched
         skills = self._assistant.skills
-        skill = (await asyncio.to_thread(skills.answer, self.question)
+        found = (await asyncio.to_thread(skills.match, self.question)
                  if skills is not None else None)
+        skill = skills.reply(found) if skills is not None and found is not None else None
         if skill is not None:  # answered exactly: the LLM is not asked
             if prefetched is not None:
                 await prefetched.cancel()

@@ -51,6 +51,9 @@ from heisenberg.orchestrator.hearing import (
     wake_word_text,
 )
 from heisenberg.orchestrator.prefetch import Prefetch
+from heisenberg.orchestrator.ringing import Ringer
+from heisenberg.skills import Skills
+from heisenberg.skills.intents import TIMER
 from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
@@ -123,8 +126,12 @@ class VoiceLoop:
                                    speaking_threshold=speaking_threshold,
                                    transcribe=stt.transcribe, canceller=canceller)
         self.follow_up_s = follow_up_s
-        self._follow_up = False
-        """An answer was spoken: listen for a follow-up once the speaker is quiet."""
+        self._window_s = 0.0
+        """An answer was spoken (or a timer rang): listen this many seconds without the wake
+        word once the speaker is quiet; 0: not."""
+        self.ringer = Ringer(assistant.timers, tts, sink,
+                             lambda: self.assistant.skills or Skills(), self._in_voice_turn,
+                             self._listen_after_ring)
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -153,6 +160,7 @@ class VoiceLoop:
     async def run(self, max_turns: int | None = None) -> list[VoiceTurn]:
         """Process audio until the source ends (then finish the running turn) or until
         ``max_turns`` turns have completed."""
+        self._tasks.spawn(self.ringer.run(), "ringer")
         try:
             while True:
                 try:
@@ -218,7 +226,7 @@ class VoiceLoop:
 
     async def _hear(self, chunk: AudioChunk) -> None:
         playing = self.state is State.SPEAKING or self.sink.now_playing is not None
-        if self._follow_up and not playing:
+        if self._window_s and not playing:
             await self._start_follow_up()
         heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
                                         echo=self.sink.hearing())
@@ -237,6 +245,8 @@ class VoiceLoop:
             elif isinstance(item, WakewordDetected | VoiceInterrupt):
                 self.assistant.record(item)  # LISTENING: the running turn loses the state
                 self._drop_early()
+                await self.ringer.stop("wake word" if isinstance(item, WakewordDetected)
+                                       else "voice")
                 if self._turn_task is not None and not self._turn_task.done():
                     await self._barge_in()
                 if isinstance(item, VoiceInterrupt):
@@ -258,14 +268,22 @@ class VoiceLoop:
         must not become a question) has died away."""
         if self.sink.hearing(FOLLOW_UP_ECHO_S) or self.state is not State.IDLE:
             return  # still echoing; or a typed question holds the state now
-        self._follow_up = False
+        window_s, self._window_s = self._window_s, 0.0
         if self.hearing.listening_to:  # a wake word came first
             return
         # Between two feeds: the hearing's thread is not running now.
-        turn_id = self.hearing.start(self.hearing.fed_ms, no_speech_s=self.follow_up_s)
-        self.assistant.record(FollowUpStarted(window_s=self.follow_up_s, turn_id=turn_id))
+        turn_id = self.hearing.start(self.hearing.fed_ms, no_speech_s=window_s)
+        self.assistant.record(FollowUpStarted(window_s=window_s, turn_id=turn_id))
         if self.earcons:
             await self._play_earcon(990.0, ms=60, volume=0.12)
+
+    def _in_voice_turn(self) -> bool:
+        """The user is speaking, or being answered aloud (a timer's ring waits)."""
+        return (self.state is State.LISTENING or bool(self.hearing.listening_to)
+                or (self._turn_task is not None and not self._turn_task.done()))
+
+    def _listen_after_ring(self, window_s: float) -> None:
+        self._window_s = window_s
 
     async def _barge_in(self) -> None:
         started = time.perf_counter()
@@ -373,6 +391,7 @@ class VoiceLoop:
                 turn.outcome = TurnOutcome(turn_id, "", "", None)
                 self._end(turn, TurnEnded(outcome="empty", turn_id=turn_id))
                 return
+            await self._stop_ringing(text)
             if is_dismissal(text):  # "stop", "never mind": the barge-in already stopped it
                 log.info("%r: nothing more to do; back to idle", text)
                 if prefetch is not None:
@@ -407,7 +426,21 @@ class VoiceLoop:
             log.warning("the model gave no speakable answer (%r)", turn.outcome.answer)
             await self._say(NO_ANSWER)
             return
-        self._follow_up = self.follow_up_s > 0
+        self._window_s = self.follow_up_s
+
+    async def _stop_ringing(self, text: str) -> None:
+        """Whatever is said over a ringing timer stops it ("stop"), except what the timer
+        skills answer ("cancel the timer", "how much time is left")."""
+        if not self.assistant.timers.ringing():
+            return
+        if is_dismissal(text):
+            await self.ringer.stop("stop")
+            return
+        skills = self.assistant.skills
+        intent = (await asyncio.to_thread(skills.recognize, text)
+                  if skills is not None else None)
+        if intent not in TIMER:
+            await self.ringer.stop("voice")
 
     def _fail(self, turn: VoiceTurn, exc: HeisenbergError) -> None:
         turn.outcome = TurnOutcome(turn.turn_id, "", "", None, exc)

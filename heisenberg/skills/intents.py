@@ -1,5 +1,6 @@
 """Intent recognition before the LLM: ``Skills.answer(question)`` says the time or the date
-exactly, or returns None and the question goes to the LLM as before.
+exactly, sets, cancels, pauses and reports timers (with a ``Timers``), or returns None and
+the question goes to the LLM as before.
 
 Recognition is ``hassil`` on Home Assistant's own sentence templates
 (``home-assistant-intents``, Apache-2.0: the phrasings Assist understands, in its 60-odd
@@ -7,18 +8,22 @@ languages), limited to the intents answered here. A fraction of a millisecond of
 Python per question; the first one imports hassil and builds the templates (~0.1-0.2 s), so
 callers run it in a worker thread and nothing of it is paid at start-up. What the answers
 say, per language, is data (``PHRASES``), so that another language is a data change.
+Recognizing (``match``) may run in a worker thread; acting on a timer (``reply``) runs on the
+event loop, where the timers live.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from heisenberg.core.errors import ConfigError
+from heisenberg.core.errors import ConfigError, TimerError
+from heisenberg.skills.timers import Timer, Timers
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +41,68 @@ PHRASES: dict[str, dict[str, Any]] = {
             "HassGetCurrentTime": ["(do you know|can you tell me) what time it is"],
             "HassGetCurrentDate": ["what day is it [today]", "what day is today",
                                    "what is today"],
+            "HassStartTimer": [
+                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
+                "{timer_minutes:minutes}( |-)minute[s]",
+                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
+                "{timer_seconds:seconds}( |-)second[s]",
+                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
+                "{timer_hours:hours}( |-)hour[s]"],
+            "HassTimerStatus": ["how (much time|long) is left", "(what's|what is) left on "
+                                "[the|my] timer[s]", "(what's|what is) the status of [the|my] "
+                                "timer[s]"],
         },
         "fillers": ("hey", "hi", "okay", "ok", "so", "um", "uh", "well", "oh"),
+        # Said before matching: durations the templates only take as numbers.
+        "rewrites": ((r"\bhalf an hour\b", "30 minutes"), (r"\ban hour and a half\b",
+                      "1 hour and 30 minutes"), (r"\b(an|a) (hour|minute|second)\b", r"1 \2")),
+        "units": {"hour": ("hour", "hours"), "minute": ("minute", "minutes"),
+                  "second": ("second", "seconds")},
+        "and": "and",
+        "timer": {
+            "named": "{name} timer",
+            "of": "{duration} timer",  # duration: the unit in the singular ("5 minute")
+            "for": "timer for {duration}",
+            "set": "Timer set for {duration}.",
+            "set_named": "{Name} timer set for {duration}.",
+            "done": "Your {label} is done.",
+            "cancelled": "Cancelled your {label}.",
+            "cancelled_all": "Cancelled {count} timers.",
+            "none": "There are no timers.",
+            "no_such": "There is no {label}.",
+            "which": "You have {count} timers: {labels}. Which one?",
+            "the": "the {label}",
+            "left": "Your {label} has {left} left.",
+            "paused_left": "Your {label} is paused with {left} left.",
+            "many_left": "You have {count} timers: {items}.",
+            "item": "the {label} with {left} left",
+            "paused": "Paused your {label}.",
+            "resumed": "Resumed your {label}.",
+            "changed": "Your {label} now has {left} left.",
+            "failed": "I couldn't do that: {why}.",
+        },
     },
 }
 """What the skills say and hear beyond Home Assistant's templates, per language: the answers'
 templates and the names they fill in, extra sentences, and words said before a question
 ("Hey, what time is it?") that are dropped before matching."""
 
-HANDLED = ("HassGetCurrentTime", "HassGetCurrentDate")
-"""The intents answered here; the others of Home Assistant's set are not recognized (a
-question about lights or timers still goes to the LLM)."""
+CLOCK = ("HassGetCurrentTime", "HassGetCurrentDate")
+TIMER = ("HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassTimerStatus",
+         "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer")
+"""The intents answered here (the timers' only with a ``Timers``); the others of Home
+Assistant's set are not recognized (a question about the lights still goes to the LLM).
+"Never mind" is the voice loop's dismissal, not a skill."""
+UNSUPPORTED_SLOTS = ("{area}", "conversation_command")
+"""Templates that need what a desk assistant does not have (rooms; commands run later by
+Home Assistant) are left out."""
+
+
+@dataclass(frozen=True)
+class Match:
+    intent: str
+    slots: dict[str, Any]
+    """What the template took from the sentence (``minutes``: 5, ``name``: "pasta")."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +115,8 @@ class SkillAnswer:
 
 class Skills:
     def __init__(self, language: str = "en",
-                 clock: Callable[[], datetime] = datetime.now) -> None:
+                 clock: Callable[[], datetime] = datetime.now,
+                 timers: Timers | None = None) -> None:
         from home_assistant_intents import get_languages
 
         if language not in get_languages() or language not in PHRASES:
@@ -67,48 +124,163 @@ class Skills:
         self.language = language
         self.phrases = PHRASES[language]
         self.clock = clock
+        self.timers = timers
+        self.handled = CLOCK + (TIMER if timers is not None else ())
 
     @functools.cached_property
     def intents(self) -> Any:
-        """Home Assistant's templates of ``HANDLED`` with ours, built on first use."""
+        """Home Assistant's templates of the handled intents with ours, built on first use."""
         from hassil import Intents
         from home_assistant_intents import get_intents
 
         data = get_intents(self.language)
         assert data is not None  # the language was checked against get_languages()
         intents = {}
-        for name in HANDLED:
+        for name in self.handled:
             own = {"sentences": self.phrases["sentences"].get(name, [])}
-            intents[name] = {"data": [*data["intents"].get(name, {}).get("data", []), own]}
+            theirs = [block for block in data["intents"].get(name, {}).get("data", [])
+                      if not any(slot in sentence for sentence in block["sentences"]
+                                 for slot in UNSUPPORTED_SLOTS)]
+            intents[name] = {"data": [*theirs, own]}
         return Intents.from_dict(dict(data, intents=intents))
 
-    def recognize(self, text: str) -> str | None:
-        """The intent ``text`` expresses, among ``HANDLED``; None for anything else."""
+    def match(self, text: str) -> Match | None:
+        """The handled intent ``text`` expresses, with its slots; None for anything else."""
         from hassil import recognize
         from hassil.errors import HassilError
 
         words = text.strip().split(maxsplit=1)
         if len(words) == 2 and words[0].strip(",.!").lower() in self.phrases["fillers"]:
             text = words[1]
+        for pattern, replacement in self.phrases["rewrites"]:
+            text = re.sub(pattern, replacement, text, flags=re.IGNORECASE)
         try:
             result = recognize(text, self.intents)
         except HassilError as exc:  # a template that needs a list we do not have
             log.warning("skills: %r not recognized (%s)", text, exc)
             return None
-        return result.intent.name if result is not None else None
+        if result is None:
+            return None
+        return Match(result.intent.name, {k: e.value for k, e in result.entities.items()})
+
+    def recognize(self, text: str) -> str | None:
+        """The name of the intent ``text`` expresses, among the handled ones; or None."""
+        found = self.match(text)
+        return found.intent if found is not None else None
 
     def answer(self, text: str) -> SkillAnswer | None:
-        """The exact answer to ``text``, or None: the LLM answers it."""
-        intent = self.recognize(text)
-        if intent is None:
-            return None
+        """The exact answer to ``text``, or None: the LLM answers it. (With timers: on the
+        event loop.)"""
+        found = self.match(text)
+        return self.reply(found) if found is not None else None
+
+    def reply(self, found: Match) -> SkillAnswer:
+        """Do what ``found`` asks and say so (a timer is set on the event loop)."""
+        if found.intent in TIMER:
+            assert self.timers is not None  # timer intents are recognized only with timers
+            try:
+                said = self._timer(found.intent, found.slots, self.timers)
+            except TimerError as exc:
+                said = self.phrases["timer"]["failed"].format(why=exc.message)
+            return SkillAnswer(found.intent, said)
         now = self.clock()
         p = self.phrases
-        if intent == "HassGetCurrentTime":
+        if found.intent == "HassGetCurrentTime":
             said = p["time"].format(hour12=now.hour % 12 or 12, minute=now.minute,
                                     ampm="AM" if now.hour < 12 else "PM", hour=now.hour)
         else:
             said = p["date"].format(weekday=p["weekdays"][now.weekday()],
                                     month=p["months"][now.month - 1], day=now.day,
                                     year=now.year)
-        return SkillAnswer(intent, said)
+        return SkillAnswer(found.intent, said)
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def spoken_duration(self, seconds: float, adjective: bool = False) -> str:
+        """"1 hour, 5 minutes and 3 seconds"; with ``adjective`` a single unit in the
+        singular ("5 minute", for "your 5 minute timer")."""
+        units = self.phrases["units"]
+        total = max(1, round(seconds))
+        parts = [(n, unit) for n, unit in ((total // 3600, "hour"), (total % 3600 // 60,
+                                           "minute"), (total % 60, "second")) if n]
+        if adjective and len(parts) == 1:
+            return f"{parts[0][0]} {units[parts[0][1]][0]}"
+        said = [f"{n} {units[unit][0 if n == 1 else 1]}" for n, unit in parts]
+        if len(said) == 1:
+            return said[0]
+        return f"{', '.join(said[:-1])} {self.phrases['and']} {said[-1]}"
+
+    def timer_label(self, timer: Timer) -> str:
+        """"pasta timer", "5 minute timer", "timer for 1 hour and 30 minutes"."""
+        t = self.phrases["timer"]
+        if timer.name:
+            return t["named"].format(name=timer.name)
+        single = self.spoken_duration(timer.duration_s, adjective=True)
+        if single != self.spoken_duration(timer.duration_s):
+            return t["of"].format(duration=single)
+        return t["for"].format(duration=single)
+
+    def announcement(self, timer: Timer) -> str:
+        """What is said while ``timer`` rings."""
+        return self.phrases["timer"]["done"].format(label=self.timer_label(timer))
+
+    def _timer(self, intent: str, slots: dict[str, Any], timers: Timers) -> str:
+        t = self.phrases["timer"]
+        seconds = _seconds(slots, "")
+        if intent == "HassStartTimer":
+            timer = timers.add(seconds, str(slots.get("name", "")))
+            return t["set_named" if timer.name else "set"].format(
+                Name=timer.name[:1].upper() + timer.name[1:],
+                duration=self.spoken_duration(timer.duration_s))
+        if intent == "HassCancelAllTimers":
+            gone = [timers.cancel(timer.timer_id) for timer in timers.all()]
+            return t["cancelled_all"].format(count=len(gone)) if gone else t["none"]
+        name, start = str(slots.get("name", "")), _seconds(slots, "start_")
+        found = timers.find(name, start)
+        if not found:
+            if not (name or start):
+                return t["none"]
+            asked = Timer("", name, start or 1.0, 0.0)
+            return t["no_such"].format(label=self.timer_label(asked))
+        now = timers.clock()
+        if intent == "HassTimerStatus":
+            if len(found) == 1:
+                timer = found[0]
+                key = "paused_left" if timer.status == "paused" else "left"
+                return t[key].format(label=self.timer_label(timer),
+                                     left=self.spoken_duration(timer.remaining_s(now)))
+            items = [t["item"].format(label=self.timer_label(timer),
+                                      left=self.spoken_duration(timer.remaining_s(now)))
+                     for timer in found]
+            return t["many_left"].format(count=len(found), items=self._list(items))
+        ringing = [timer for timer in found if timer.status == "ringing"]
+        if intent == "HassCancelTimer" and ringing and not (name or start):
+            found = ringing  # "cancel the timer" while one rings: that one
+        if len(found) > 1:
+            return t["which"].format(count=len(found), labels=self._list(
+                [t["the"].format(label=self.timer_label(timer)) for timer in found]))
+        timer = found[0]
+        label = self.timer_label(timer)
+        if intent == "HassCancelTimer":
+            timers.cancel(timer.timer_id, "stop" if timer.status == "ringing" else "cancelled")
+            return t["cancelled"].format(label=label)
+        if intent == "HassPauseTimer":
+            timers.pause(timer.timer_id)
+            return t["paused"].format(label=label)
+        if intent == "HassUnpauseTimer":
+            timers.resume(timer.timer_id)
+            return t["resumed"].format(label=label)
+        delta = seconds if intent == "HassIncreaseTimer" else -seconds
+        timer = timers.change(timer.timer_id, delta)
+        return t["changed"].format(label=label,
+                                   left=self.spoken_duration(timer.remaining_s(now)))
+
+    def _list(self, items: list[str]) -> str:
+        return items[0] if len(items) == 1 else (
+            f"{', '.join(items[:-1])} {self.phrases['and']} {items[-1]}")
+
+
+def _seconds(slots: dict[str, Any], prefix: str) -> float:
+    """The duration in ``slots`` (``hours``, ``minutes``, ``seconds`` after ``prefix``)."""
+    return sum(float(slots.get(prefix + unit, 0) or 0) * scale
+               for unit, scale in (("hours", 3600), ("minutes", 60), ("seconds", 1)))

@@ -60,7 +60,55 @@ async function refreshHealth() {
   $("devices").textContent = problems.join("; ");
 }
 
+// Timers: listed from GET /api/v1/timers at each timer event, counted down here.
+let timers = [];
+let timersAt = 0;
+
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(r).padStart(2, "0");
+  return (h ? h + ":" : "") + mm + ":" + ss;
+}
+
+function showTimers() {
+  const elapsed = (Date.now() - timersAt) / 1000;
+  const rows = timers.map((t) => {
+    const tr = document.createElement("tr");
+    tr.className = t.status;
+    const name = document.createElement("td");
+    name.textContent = t.name || clock(t.duration_s) + " timer";
+    const left = document.createElement("td");
+    left.textContent = t.status === "ringing" ? "ringing"
+      : clock(t.status === "running" ? t.remaining_s - elapsed : t.remaining_s)
+        + (t.status === "paused" ? " (paused)" : "");
+    const cancel = document.createElement("td");
+    const button = document.createElement("button");
+    button.textContent = t.status === "ringing" ? "stop" : "cancel";
+    button.onclick = () => fetch("/api/v1/timers/" + encodeURIComponent(t.timer_id),
+                                 { method: "DELETE", headers: auth });
+    cancel.append(button);
+    tr.append(name, left, cancel);
+    return tr;
+  });
+  $("timers").replaceChildren(...rows);
+  $("notimers").style.display = rows.length ? "none" : "block";
+}
+
+async function refreshTimers() {
+  const response = await fetch("/api/v1/timers", { headers: auth });
+  if (!response.ok) return;
+  timers = (await response.json()).timers;
+  timersAt = Date.now();
+  showTimers();
+}
+setInterval(() => { if (timers.length) showTimers(); }, 1000);
+
 function onEvent(event) {
+  if (event.type.startsWith("timer_")) {
+    refreshTimers();
+    return;
+  }
   switch (event.type) {
     case "state_changed":
       setState(event.new);
@@ -90,7 +138,7 @@ function connect() {
   const ws = new WebSocket(scheme + location.host + "/ws/stream" + query);
   ws.onmessage = (message) => onEvent(JSON.parse(message.data));
   ws.onclose = () => { setState("disconnected"); setTimeout(connect, 2000); };
-  ws.onopen = () => { refreshStatus(); refreshFrame(); };
+  ws.onopen = () => { refreshStatus(); refreshFrame(); refreshTimers(); };
 }
 
 // Typed questions stream their answer over SSE; the WebSocket shows the same tokens, so the
