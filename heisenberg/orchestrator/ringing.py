@@ -62,9 +62,10 @@ class Ringer:
         """A ring is in the speaker now."""
 
     async def stop(self, reason: str) -> None:
-        """The user stopped it (the wake word, "stop", speaking over it): every ringing
-        timer is done and the ring falls silent now."""
-        if self.timers.stop_ringing(reason) and self._sounding:
+        """The user stopped it (the wake word, "stop", speaking over it): every timer whose
+        ring was heard is done and the ring falls silent now. (One that ended while they
+        were speaking has not been heard yet: it rings after their turn.)"""
+        if self.timers.stop_ringing(reason, heard_only=True) and self._sounding:
             self._sounding = False  # silenced here: the ring must not cut what comes next
             await self.sink.stop()
 
@@ -95,6 +96,8 @@ class Ringer:
         except Exception:  # the alarm alone still rings
             log.warning("could not synthesize %r", text, exc_info=True)
             audio = None
+        for timer in ringing:
+            self.timers.heard(timer.timer_id)
         playing = asyncio.create_task(self._play(audio, text), name="ring")
         stopped = asyncio.create_task(self._until_stopped(), name="ring-stopped")
         self._sounding = True

@@ -9,8 +9,9 @@ A timer runs on the wall clock (``ends_at_s``), so that it survives a restart: o
 while the daemon was down rings as soon as it is back. The wait is re-checked at least every
 ``CHECK_S`` against the wall clock, because the event loop's monotonic clock stops while the
 machine sleeps. A ringing timer rings until it is stopped (the wake word, "stop", the API) or
-for ``ring_limit_s``; what makes it heard (an alarm and a spoken "your 5 minute timer is
-done") is the voice loop's part, which waits for ``ringing_changed``. Every change is
+for ``ring_limit_s`` (from when it was first heard: ``heard``). What makes it heard (an alarm
+and a spoken "your 5 minute timer is done") is the voice loop's part, which waits for
+``ringing_changed``. Every change is
 published (TIMER_STARTED, TIMER_UPDATED, TIMER_RINGING, TIMER_ENDED) and saved from a worker
 thread. Everything here runs on the event loop.
 """
@@ -106,6 +107,8 @@ class Timers:
         self.clock = clock
         self._timers: dict[str, Timer] = {}
         self._waits: dict[str, asyncio.TimerHandle] = {}
+        self._heard: set[str] = set()
+        """Ringing timers whose ring has been heard (``heard``)."""
         self._saving = TaskSet("timers")
         self._save_lock = asyncio.Lock()
         self.ringing_changed = asyncio.Event()
@@ -191,14 +194,29 @@ class Timers:
         handle = self._waits.pop(timer_id, None)
         if handle is not None:
             handle.cancel()
+        self._heard.discard(timer_id)
         self._changed(TimerEnded(reason=reason, **self._fields(timer)))
         if timer.ringing_since_s:
             self.ringing_changed.set()
         return timer
 
-    def stop_ringing(self, reason: str) -> list[Timer]:
-        """Stop every ringing timer (the wake word, "stop"); they are done."""
-        return [self.cancel(t.timer_id, reason) for t in self.ringing()]
+    def stop_ringing(self, reason: str, heard_only: bool = False) -> list[Timer]:
+        """Stop every ringing timer (the wake word, "stop"; with ``heard_only``, those whose
+        ring was heard); they are done."""
+        return [self.cancel(t.timer_id, reason) for t in self.ringing()
+                if not heard_only or t.timer_id in self._heard]
+
+    def heard(self, timer_id: str) -> None:
+        """The ring was first heard now (it may have waited for the user's turn): the limit
+        counts from here."""
+        if timer_id in self._heard or self._timers.get(timer_id) is None:
+            return
+        self._heard.add(timer_id)
+        old = self._waits.pop(timer_id, None)
+        if old is not None:
+            old.cancel()
+        self._waits[timer_id] = asyncio.get_running_loop().call_later(
+            self.ring_limit_s, self._give_up, timer_id)
 
     def pause(self, timer_id: str) -> Timer:
         timer = self._running(timer_id)
