@@ -115,6 +115,10 @@ class Runtime:
             self._stack.push_async_callback(self.bus.close)
             self.assistant = Assistant(self.config, self.bus, backend, self._session())
             self._stack.push_async_callback(self.assistant.close)
+            if not self.resume:
+                # A one-shot command's timers last as long as it does: the daemon owns the
+                # stored ones (two processes replacing the same rows would drop each other's).
+                self.assistant.timers.store = None
             await self.assistant.start()
             self.bus.subscribe(EventLogger(self.config.log.transcripts), name="log")
         except BaseException:

@@ -107,3 +107,24 @@ async def test_the_api_page_is_interactive_and_served_from_the_package(
             .map((e) => e.textContent.trim());
         return p.length ? p : null; })()""", 30)
     assert "/api/v1/ask" in paths and "/api/v1/process-frame" in paths
+
+
+async def test_the_dashboard_lists_counts_down_and_cancels_timers(make_api: MakeAPI,
+                                                                  chromium: Page) -> None:
+    api = await make_api()
+    await chromium.send("Page.navigate", url=f"{api.url}/")
+    await wait_for(chromium, "document.getElementById('state').textContent === 'idle'", 20)
+    assert await chromium.js("document.getElementById('timers').children.length") == 0
+    # Set by another client (the voice, the API): the page hears of it on the WebSocket.
+    pasta = api.assistant.timers.add(125.0, "pasta")
+    api.assistant.timers.add(1.0)
+    rows = "document.getElementById('timers').innerText"
+    await wait_for(chromium, f"{rows}.includes('pasta') && {rows}.includes('ringing')", 10)
+    shown = await chromium.js(rows)
+    assert "2:0" in shown, shown  # 2:05, 2:04...: counted down on the page
+    ringing = await chromium.js(
+        "document.querySelector('#timers tr.ringing button').textContent")
+    assert ringing == "stop"
+    await chromium.js("document.querySelector('#timers tr.ringing button').click(); true")
+    await wait_for(chromium, "document.getElementById('timers').children.length === 1", 10)
+    assert [t.timer_id for t in api.assistant.timers.all()] == [pasta.timer_id]
