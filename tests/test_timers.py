@@ -5,11 +5,13 @@ cancels them. Short real timers (a second or two): assertions are on events and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from heisenberg.core.config import HistoryConfig
 from heisenberg.core.errors import HistoryError, TimerError
 from heisenberg.core.events import (
     Event,
@@ -19,10 +21,11 @@ from heisenberg.core.events import (
     TimerStarted,
     TimerUpdated,
 )
+from heisenberg.main import Runtime
 from heisenberg.orchestrator.history import HistoryStore
 from heisenberg.skills import Skills, Timers
 from heisenberg.skills.timers import MAX_TIMERS
-from tests.conftest import MakeAPI
+from tests.conftest import MakeAPI, RunningServer, config_for
 from tests.test_api import call
 from tests.test_voice_real import record
 
@@ -213,3 +216,20 @@ async def test_the_api_lists_sets_and_cancels_timers(make_api: MakeAPI) -> None:
     timer_events = [e for e in events if e.type.startswith("timer_")]
     assert [type(e) for e in timer_events] == [TimerStarted, TimerEnded]
     assert isinstance(timer_events[1], TimerEnded) and timer_events[1].reason == "cancelled"
+
+
+async def test_a_one_shot_command_keeps_its_timers_in_memory(
+        llama_server: RunningServer, tmp_path: Path) -> None:
+    """Only the daemon stores timers: a one-shot command (``resume=False``) replacing the
+    stored rows would drop the daemon's."""
+    config = dataclasses.replace(config_for(llama_server.url),
+                                 history=HistoryConfig(path=str(tmp_path / "h.sqlite3")))
+    async with Runtime(config) as daemon:
+        daemon.assistant.timers.add(600.0, "pasta")
+        await daemon.assistant.timers.close()
+        async with Runtime(config, resume=False) as once:
+            assert once.assistant.timers.store is None and once.assistant.timers.all() == []
+            once.assistant.timers.add(60.0, "tea")
+        store = daemon.assistant.session.store
+        assert store is not None
+        assert [t["name"] for t in store.load_timers()] == ["pasta"]
