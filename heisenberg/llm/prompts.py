@@ -10,21 +10,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from heisenberg.core.config import PERSONALITIES, PROMPT_FORMATS
+from heisenberg.core.config import LANGUAGES, PERSONALITIES, PROMPT_FORMATS
+from heisenberg.lang import language
 
-PERSONALITY_PROMPTS: dict[str, str] = {
-    "default": ("You are Heisenberg, a helpful voice assistant running locally. "
-                "Answer in a few short spoken sentences."),
-    "concise": ("You are Heisenberg, a voice assistant. Answer in one short sentence, "
-                "with no preamble."),
-    "friendly": ("You are Heisenberg, a warm and friendly voice assistant. Answer kindly "
-                 "in a few short sentences."),
-    "technical": ("You are Heisenberg, a precise technical assistant. Give exact, factual "
-                  "answers with numbers and units where they matter."),
-    "playful": ("You are Heisenberg, a playful voice assistant with a light sense of "
-                "humour. Keep answers short and fun."),
-}
-assert set(PERSONALITY_PROMPTS) == set(PERSONALITIES)
+PERSONALITY_PROMPTS: dict[str, str] = language("en").personalities
+"""The English system prompts (each language has its own: ``heisenberg/lang``)."""
+assert all(set(language(code).personalities) == set(PERSONALITIES) for code in LANGUAGES)
 
 #: Strings that end the model's turn in each string format.
 STOP_STRINGS: dict[str, list[str]] = {
@@ -71,13 +62,15 @@ def approx_tokens(text: str) -> int:
 class PromptBuilder:
     def __init__(self, prompt_format: str = "plain", personality: str = "default",
                  system_prompt: str = "", max_turns: int = 8,
-                 max_history_tokens: int = 1024) -> None:
+                 max_history_tokens: int = 1024, language_code: str = "en") -> None:
+        """``language_code``: the personalities' system prompts are in that language."""
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"unknown prompt format {prompt_format!r}")
-        if personality not in PERSONALITY_PROMPTS:
+        prompts = language(language_code).personalities
+        if personality not in prompts:
             raise ValueError(f"unknown personality {personality!r}")
         self.format = prompt_format
-        self.system = system_prompt or PERSONALITY_PROMPTS[personality]
+        self.system = system_prompt or prompts[personality]
         self.max_turns = max_turns
         self.max_history_tokens = max_history_tokens
 

@@ -48,7 +48,8 @@ class Assistant:
         self.states = StateKeeper(bus.publish)
         self.timers = Timers(self.record, self.session.store, config.skills.timer_ring_s)
         """The user's timers, kept in the history store (``start`` brings them back)."""
-        self.skills = Skills(timers=self.timers) if config.skills.enabled else None
+        self.skills = Skills(config.language, timers=self.timers) \
+            if config.skills.enabled else None
         """Exact answers before the LLM (the time, the date, timers); None: everything to
         the LLM."""
         self.lock = asyncio.Lock()
@@ -70,7 +71,7 @@ class Assistant:
     def _prompt_builder(config: Config) -> PromptBuilder:
         return PromptBuilder(config.llm.prompt_format, config.llm.personality,
                              config.llm.system_prompt, config.session.max_turns,
-                             config.session.max_history_tokens)
+                             config.session.max_history_tokens, config.language)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config from the next turn on: prompt, skills, sampling, session and
@@ -78,7 +79,8 @@ class Assistant:
         self.config = config
         self.prompts = self._prompt_builder(config)
         if config.skills.enabled != (self.skills is not None):
-            self.skills = Skills(timers=self.timers) if config.skills.enabled else None
+            self.skills = Skills(config.language, timers=self.timers) \
+            if config.skills.enabled else None
         self.timers.ring_limit_s = config.skills.timer_ring_s
         self.backend.reconfigure(config.llm)
         self.session.timeout_s = config.session.timeout_min * 60

@@ -106,7 +106,7 @@ class Hearing:
                  preroll_chunks: int, early_stt_s: float, speaking_threshold: float,
                  wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None,
                  canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
-                 interrupt_vad: SileroVad | None = None) -> None:
+                 interrupt_vad: SileroVad | None = None, language_code: str = "en") -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
@@ -114,7 +114,9 @@ class Hearing:
         end is decided on silence alone). ``canceller``: removes the speaker's echo from
         every chunk before anything else hears it. ``interrupt_speech_ms``: speech over the
         assistant's voice that interrupts it without the wake word (0 = never; needs the
-        canceller and ``interrupt_vad``)."""
+        canceller and ``interrupt_vad``). ``language_code``: the language whose sentences
+        the end-of-turn rule reads."""
+        self.language_code = language_code
         self.wake = wake
         self.canceller = canceller
         self.transcribe = transcribe
@@ -288,7 +290,7 @@ class Hearing:
             log.warning("early transcript failed (%s: %s); the end is decided on silence",
                         type(exc).__name__, exc)
             return None
-        self.endpointer.hold = unfinished(text)
+        self.endpointer.hold = unfinished(text, self.language_code)
         if self.endpointer.hold:
             log.info("%r reads unfinished: waiting up to %.1f s of silence", text,
                      self.endpointer.needed_silence_s)
@@ -351,4 +353,5 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         # timeout: with one, the end is decided on silence and whisper runs on the task side.
         transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None,
         canceller=canceller, interrupt_speech_ms=interrupt_ms,
-        interrupt_vad=SileroVad(stt.vad_threshold) if interrupt_ms and canceller else None)
+        interrupt_vad=SileroVad(stt.vad_threshold) if interrupt_ms and canceller else None,
+        language_code=config.language)

@@ -44,6 +44,7 @@ from heisenberg.core.events import (
 from heisenberg.core.logs import current_turn
 from heisenberg.core.states import State
 from heisenberg.core.tasks import cancel_and_wait
+from heisenberg.lang import language
 from heisenberg.llm.backend import LLMResult
 from heisenberg.llm.prompts import Prompt
 from heisenberg.orchestrator.prefetch import Prefetch
@@ -81,8 +82,8 @@ class TurnOutcome:
     """Why the answer (or its rest) was not spoken, when the speaker or Piper failed."""
 
 
-def scene_context(description: str) -> str:
-    return f"The user showed you an image a moment ago. What you saw in it: {description}"
+def scene_context(description: str, language_code: str = "en") -> str:
+    return language(language_code).scene.format(description=description)
 
 
 async def skill_stream(skill: SkillAnswer) -> AsyncGenerator[str | LLMResult, None]:
@@ -197,7 +198,7 @@ class Turn:
             scene = a.session.scene(a.config.session.scene_ttl_s, self._session_id)
             if scene is not None:
                 self._image = scene.jpeg
-                context = scene_context(scene.description)
+                context = scene_context(scene.description, a.config.language)
         prompt = a.prompts.build(self.question, history, context)
         out: asyncio.Queue[Event | None] = asyncio.Queue()
         speaker = None if self._voice is None else Speaker(

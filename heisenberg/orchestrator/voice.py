@@ -40,6 +40,7 @@ from heisenberg.core.events import (
 from heisenberg.core.latency import TurnRecord
 from heisenberg.core.states import State
 from heisenberg.core.tasks import TaskSet, cancel_and_wait
+from heisenberg.lang import language
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome, Voice
 from heisenberg.orchestrator.hearing import (
     Heard,
@@ -69,8 +70,9 @@ FOLLOW_UP_ECHO_S = 0.4
 """After the answer's last sample, how long the room may still echo it: the follow-up
 window opens after that."""
 
-SORRY = "Sorry, something went wrong."
-NO_ANSWER = "Sorry, I have no answer to that."
+SORRY = language("en").sorry
+NO_ANSWER = language("en").no_answer
+"""(In English: a loop says its language's, ``heisenberg/lang``.)"""
 
 
 @dataclass
@@ -114,6 +116,8 @@ class VoiceLoop:
                  camera: Camera | None = None, early_answer: bool = True,
                  canceller: EchoCanceller | None = None, follow_up_s: float = 0.0) -> None:
         self.assistant = assistant
+        self.words = language(assistant.config.language)
+        """What the loop says itself, and the dismissals it hears."""
         self.bus = assistant.bus
         self.source = source
         self.sink = sink
@@ -130,8 +134,8 @@ class VoiceLoop:
         """An answer was spoken (or a timer rang): listen this many seconds without the wake
         word once the speaker is quiet; 0: not."""
         self.ringer = Ringer(assistant.timers, tts, sink,
-                             lambda: self.assistant.skills or Skills(), self._in_voice_turn,
-                             self._listen_after_ring)
+                             lambda: self.assistant.skills or Skills(self.words.code),
+                             self._in_voice_turn, self._listen_after_ring)
         self.frames = FrameGrabber(camera)
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
@@ -326,7 +330,7 @@ class VoiceLoop:
             return got
         raw = got.raw
         text = strip_wake_word(raw, *self.wake_words)
-        if not (self.early_answer and text) or is_dismissal(text):
+        if not (self.early_answer and text) or is_dismissal(text, self.words.code):
             return EarlyAnswer(raw)
         skills = self.assistant.skills
         if skills is not None and await asyncio.to_thread(skills.recognize, text) is not None:
@@ -377,7 +381,7 @@ class VoiceLoop:
             if got.error is not None:  # said, like any failed turn (a lost remote STT...)
                 self._fail(turn, got.error)
                 if self.assistant.config.session.speak_errors:
-                    await self._say(SORRY)
+                    await self._say(self.words.sorry)
                 return
             text = turn.transcript = strip_wake_word(got.raw, *self.wake_words)
             if prefetch is not None:
@@ -392,7 +396,8 @@ class VoiceLoop:
                 self._end(turn, TurnEnded(outcome="empty", turn_id=turn_id))
                 return
             await self._stop_ringing(text)
-            if is_dismissal(text):  # "stop", "never mind": the barge-in already stopped it
+            # "stop", "never mind": the barge-in already stopped it
+            if is_dismissal(text, self.words.code):
                 log.info("%r: nothing more to do; back to idle", text)
                 if prefetch is not None:
                     await prefetch.cancel()
@@ -418,13 +423,13 @@ class VoiceLoop:
             raise
         if turn.outcome.error is not None:
             if self.assistant.config.session.speak_errors:
-                await self._say(SORRY)
+                await self._say(self.words.sorry)
             return
         if not turn.outcome.spoken and not turn.outcome.speech_error:
             # Silence after "got it" would leave the user wondering; small models do
             # sometimes stop at once (or answer only with symbols).
             log.warning("the model gave no speakable answer (%r)", turn.outcome.answer)
-            await self._say(NO_ANSWER)
+            await self._say(self.words.no_answer)
             return
         self._window_s = self.follow_up_s
 
@@ -433,7 +438,7 @@ class VoiceLoop:
         skills answer ("cancel the timer", "how much time is left")."""
         if not self.assistant.timers.ringing():
             return
-        if is_dismissal(text):
+        if is_dismissal(text, self.words.code):
             await self.ringer.stop("stop")
             return
         skills = self.assistant.skills
@@ -460,21 +465,17 @@ class VoiceLoop:
             log.warning("could not say %r", text, exc_info=True)
 
 
-_DISMISSALS = frozenset({
-    "stop", "stop it", "stop talking", "cancel", "never mind", "nevermind", "forget it",
-    "that's all", "that is all", "that's it", "quiet", "be quiet", "shut up", "enough"})
-
-
-def is_dismissal(text: str) -> bool:
+def is_dismissal(text: str, language_code: str = "en") -> bool:
     """"Stop", "cancel", "never mind", "that's all" (with "please", "thanks", "okay" around
-    them): the user wants nothing more, so no LLM turn is started."""
-    words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
-    polite = {"please", "thanks", "thank", "you", "okay", "ok", "now", "just", "oh"}
-    while words and words[0] in polite:
+    them; the words of ``language_code``): the user wants nothing more, so no LLM turn is
+    started."""
+    words_of = language(language_code)
+    words = re.sub(r"[^\w' ]", " ", text.lower().replace("’", "'")).split()
+    while words and words[0] in words_of.polite:
         words.pop(0)
-    while words and words[-1] in polite:
+    while words and words[-1] in words_of.polite:
         words.pop()
-    return " ".join(words) in _DISMISSALS
+    return " ".join(words) in words_of.dismissals
 
 
 def strip_wake_word(text: str, *wake_words: str) -> str:

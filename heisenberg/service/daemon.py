@@ -39,8 +39,10 @@ FIXED_LLM_KEYS = frozenset({"backend", "url", "llava_url"})
 
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Changed keys that only take effect after a restart."""
-    changed = []
+    changed = ["language"] if old.language != new.language else []
     for section in dataclasses.fields(Config):
+        if section.name == "language":
+            continue
         before, after = getattr(old, section.name), getattr(new, section.name)
         for key in dataclasses.fields(before):
             if getattr(before, key.name) == getattr(after, key.name):

@@ -7,7 +7,7 @@ Recognition is ``hassil`` on Home Assistant's own sentence templates
 languages), limited to the intents answered here. A fraction of a millisecond of pure
 Python per question; the first one imports hassil and builds the templates (~0.1-0.2 s), so
 callers run it in a worker thread and nothing of it is paid at start-up. What the answers
-say, per language, is data (``PHRASES``), so that another language is a data change.
+say, per language, is data (``heisenberg/lang``), so that another language is a data change.
 Recognizing (``match``) may run in a worker thread; acting on a timer (``reply``) runs on the
 event loop, where the timers live.
 """
@@ -23,69 +23,10 @@ from datetime import datetime
 from typing import Any
 
 from heisenberg.core.errors import ConfigError, TimerError
+from heisenberg.lang import language as words
 from heisenberg.skills.timers import Timer, Timers
 
 log = logging.getLogger(__name__)
-
-PHRASES: dict[str, dict[str, Any]] = {
-    "en": {
-        "time": "It's {hour12}:{minute:02d} {ampm}.",
-        "date": "Today is {weekday}, {month} {day}, {year}.",
-        "weekdays": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
-                     "Sunday"),
-        "months": ("January", "February", "March", "April", "May", "June", "July", "August",
-                   "September", "October", "November", "December"),
-        # Said to a desk assistant and missing from Home Assistant's templates (hassil's
-        # syntax: [optional], (one|other)).
-        "sentences": {
-            "HassGetCurrentTime": ["(do you know|can you tell me) what time it is"],
-            "HassGetCurrentDate": ["what day is it [today]", "what day is today",
-                                   "what is today"],
-            "HassStartTimer": [
-                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
-                "{timer_minutes:minutes}( |-)minute[s]",
-                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
-                "{timer_seconds:seconds}( |-)second[s]",
-                "<timer_set> [a|an|the|my] {timer_name:name} timer for "
-                "{timer_hours:hours}( |-)hour[s]"],
-            "HassTimerStatus": ["how (much time|long) is left", "(what's|what is) left on "
-                                "[the|my] timer[s]", "(what's|what is) the status of [the|my] "
-                                "timer[s]"],
-        },
-        "fillers": ("hey", "hi", "okay", "ok", "so", "um", "uh", "well", "oh"),
-        # Said before matching: durations the templates only take as numbers.
-        "rewrites": ((r"\bhalf an hour\b", "30 minutes"), (r"\ban hour and a half\b",
-                      "1 hour and 30 minutes"), (r"\b(an|a) (hour|minute|second)\b", r"1 \2")),
-        "units": {"hour": ("hour", "hours"), "minute": ("minute", "minutes"),
-                  "second": ("second", "seconds")},
-        "and": "and",
-        "timer": {
-            "named": "{name} timer",
-            "of": "{duration} timer",  # duration: the unit in the singular ("5 minute")
-            "for": "timer for {duration}",
-            "set": "Timer set for {duration}.",
-            "set_named": "{Name} timer set for {duration}.",
-            "done": "Your {label} is done.",
-            "cancelled": "Cancelled your {label}.",
-            "cancelled_all": "Cancelled {count} timers.",
-            "none": "There are no timers.",
-            "no_such": "There is no {label}.",
-            "which": "You have {count} timers: {labels}. Which one?",
-            "the": "the {label}",
-            "left": "Your {label} has {left} left.",
-            "paused_left": "Your {label} is paused with {left} left.",
-            "many_left": "You have {count} timers: {items}.",
-            "item": "the {label} with {left} left",
-            "paused": "Paused your {label}.",
-            "resumed": "Resumed your {label}.",
-            "changed": "Your {label} now has {left} left.",
-            "failed": "I couldn't do that: {why}.",
-        },
-    },
-}
-"""What the skills say and hear beyond Home Assistant's templates, per language: the answers'
-templates and the names they fill in, extra sentences, and words said before a question
-("Hey, what time is it?") that are dropped before matching."""
 
 CLOCK = ("HassGetCurrentTime", "HassGetCurrentDate")
 TIMER = ("HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassTimerStatus",
@@ -119,10 +60,10 @@ class Skills:
                  timers: Timers | None = None) -> None:
         from home_assistant_intents import get_languages
 
-        if language not in get_languages() or language not in PHRASES:
-            raise ConfigError(f"skills: no intents or phrases for language {language!r}")
+        if language not in get_languages():
+            raise ConfigError(f"skills: Home Assistant has no intents for {language!r}")
         self.language = language
-        self.phrases = PHRASES[language]
+        self.phrases = words(language).skills
         self.clock = clock
         self.timers = timers
         self.handled = CLOCK + (TIMER if timers is not None else ())
@@ -186,11 +127,16 @@ class Skills:
         now = self.clock()
         p = self.phrases
         if found.intent == "HassGetCurrentTime":
-            said = p["time"].format(hour12=now.hour % 12 or 12, minute=now.minute,
-                                    ampm="AM" if now.hour < 12 else "PM", hour=now.hour)
+            hour_unit = p["units"]["hour"][0 if now.hour < 2 else 1]
+            template = p["time_on_the_hour"] if now.minute == 0 and "time_on_the_hour" in p \
+                else p["time"]
+            said = template.format(hour12=now.hour % 12 or 12, minute=now.minute,
+                                   ampm="AM" if now.hour < 12 else "PM", hour=now.hour,
+                                   hour_unit=hour_unit)
         else:
             said = p["date"].format(weekday=p["weekdays"][now.weekday()],
-                                    month=p["months"][now.month - 1], day=now.day,
+                                    month=p["months"][now.month - 1],
+                                    day=p.get("day_names", {}).get(now.day, now.day),
                                     year=now.year)
         return SkillAnswer(found.intent, said)
 
@@ -203,7 +149,7 @@ class Skills:
         total = max(1, round(seconds))
         parts = [(n, unit) for n, unit in ((total // 3600, "hour"), (total % 3600 // 60,
                                            "minute"), (total % 60, "second")) if n]
-        if adjective and len(parts) == 1:
+        if adjective and len(parts) == 1 and self.phrases.get("adjective_units", True):
             return f"{parts[0][0]} {units[parts[0][1]][0]}"
         said = [f"{n} {units[unit][0 if n == 1 else 1]}" for n, unit in parts]
         if len(said) == 1:
@@ -230,11 +176,14 @@ class Skills:
         if intent == "HassStartTimer":
             timer = timers.add(seconds, str(slots.get("name", "")))
             return t["set_named" if timer.name else "set"].format(
-                Name=timer.name[:1].upper() + timer.name[1:],
+                name=timer.name, Name=timer.name[:1].upper() + timer.name[1:],
                 duration=self.spoken_duration(timer.duration_s))
         if intent == "HassCancelAllTimers":
             gone = [timers.cancel(timer.timer_id) for timer in timers.all()]
-            return t["cancelled_all"].format(count=len(gone)) if gone else t["none"]
+            if not gone:
+                return str(t["none"])
+            return t["cancelled_one" if len(gone) == 1 else "cancelled_all"].format(
+                count=len(gone))
         name, start = str(slots.get("name", "")), _seconds(slots, "start_")
         found = timers.find(name, start)
         if not found:

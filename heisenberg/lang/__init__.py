@@ -1,0 +1,56 @@
+"""What Heisenberg says and hears, per language: one module per language (``en.py``,
+``fr.py``), each a ``LANGUAGE``. Another language is another such file (and its speech
+models): no code changes.
+
+    words = language("fr")
+    words.sorry                      # "Désolé, quelque chose s'est mal passé."
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from heisenberg.core.config import LANGUAGES
+from heisenberg.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    """ISO 639-1 (``fr``): whisper's language, Home Assistant's intents."""
+    personalities: dict[str, str]
+    """The system prompt of each ``llm.personality``."""
+    scene: str
+    """Added to the system prompt after a described scene (``{description}``)."""
+    sorry: str
+    """Said when a spoken turn fails."""
+    no_answer: str
+    """Said when the model gave nothing speakable."""
+    dismissals: frozenset[str]
+    """What ends a turn without a question ("stop", "never mind"), lower case."""
+    polite: frozenset[str]
+    """Words around a dismissal that do not change it ("please", "thanks")."""
+    skills: dict[str, Any]
+    """The skills' answers, units, extra sentences and rewrites (``skills/intents.py``)."""
+    not_last: frozenset[str]
+    """Words a sentence does not end on (``voice/endofturn.py``): heard at a pause, the
+    speaker is not done."""
+    subordinate: frozenset[str]
+    """A statement that starts with one of these and has no comma is only its first half."""
+
+
+def words(text: str) -> frozenset[str]:
+    """The words of ``text`` (split on white space), for the word sets above."""
+    return frozenset(text.split())
+
+
+@functools.cache
+def language(code: str) -> Language:
+    """The words of ``code``; a ``ConfigError`` naming the known ones otherwise."""
+    if code not in LANGUAGES:
+        raise ConfigError(f"language: {code!r} is not one of {', '.join(LANGUAGES)}")
+    found: Language = importlib.import_module(f"heisenberg.lang.{code}").LANGUAGE
+    return found
