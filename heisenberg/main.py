@@ -61,6 +61,10 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
         asyncio.to_thread(WyomingSTT, st.uri, st.remote_timeout_s, st.language),
         asyncio.to_thread(PiperTTS, ts, deterministic_tts) if ts.engine == "local" else
         asyncio.to_thread(WyomingTTS, ts.uri, ts.remote_timeout_s))
+    if config.language != "en" and ts.engine == "local" and not ts.voice_path:
+        log.warning("language = %r but tts.voice_path is empty: answers are spoken by the "
+                    "English voice; set tts.voice_path to a Piper voice of that language "
+                    "(docs/VOICE.md, French)", config.language)
     engine: WakeWordEngine = wake
     if ww.vad_gate:
         engine = VadGatedWakeWord(wake, WebRtcVad(config.stt.vad_aggressiveness).any_speech)
