@@ -1,6 +1,7 @@
 """Benchmark: the voice loop's latency per stage, idle CPU while listening, and memory.
 
     python bench/latency.py [--turns 20] [--server-threads 2] [--out bench/results/latency.json]
+    python bench/latency.py --questions skills --out bench/results/latency_skills.json
 
 Each turn is "Hey Jarvis. <question>" spoken by one of several voices (speech_sets: flite,
 festival and pitch-shifted Piper voices the defaults were not tuned on, and Piper joe), fed in
@@ -10,6 +11,7 @@ with the real models and a managed llama.cpp server; the answer goes to a null s
 to the first answer sample handed to the sink. Also measured from the end-of-speech decision:
 transcript ready, first LLM token, first TTS audio sample handed to the sink, turn done.
 Idle CPU is the daemon process's CPU time over 20 s of real-time audio without the wake word.
+``--questions skills`` asks what the skills answer without the LLM ("What time is it?").
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from heisenberg.main import Runtime, load_voice_engines
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
              "What colour is the sky?", "Name a big animal.", "What is two plus two?"]
+SKILL_QUESTIONS = ["What time is it?", "What's the date today?", "What time is it now?"]
 
 
 def words(text: str) -> list[str]:
@@ -83,8 +86,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "stt": dataclasses.asdict(config.stt),
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
-        "early_answer": args.early_answer,
+        "early_answer": args.early_answer, "questions": args.questions,
     }
+    questions = SKILL_QUESTIONS if args.questions == "skills" else QUESTIONS
     async with Runtime(config) as rt:
         engines = await load_voice_engines(config)
 
@@ -109,9 +113,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             missed = {"not_woken": 0, "failed": 0, "empty_answer": 0}
             voice_to_voice: list[float] = []
             by_voice: dict[str, list[float]] = {}
+            by_skill: list[float] = []  # first audio of the turns a skill answered
             for i in range(args.turns):
                 wav = Path(tmp) / f"turn{i}.wav"
-                question = QUESTIONS[i % len(QUESTIONS)]
+                question = questions[i % len(questions)]
                 voice = voices[i % len(voices)]
                 asked = voice.render(question, rng)
                 audio = np.concatenate([np.zeros(RATE_HZ // 4, np.int16),
@@ -137,6 +142,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                         continue
                     for stage, ms in turn.timings.stages_ms.items():
                         timings[stage].append(ms / 1000)
+                    result = turn.outcome.result
+                    if result is not None and result.stop_reason.startswith("skill:"):
+                        by_skill.append(turn.timings.stages_ms.get("first_audio", 0.0))
                     transcripts.append(turn.transcript)
                     early_answers += turn.early_answer
             results["end_of_speech_to_ms"] = {k: summary([x * 1000 for x in v])
@@ -144,10 +152,12 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             results["voice_to_voice_ms"] = summary(voice_to_voice) if voice_to_voice else {}
             results["voice_to_voice_ms_by_voice"] = by_voice
             results["turns_answered"] = len(timings["total"])
+            results["answered_by_skill"] = len(by_skill)
+            results["skill_first_audio_ms"] = summary(by_skill) if by_skill else {}
             results["turns_without_answer"] = missed
             results["answers_started_early"] = early_answers
             results["transcripts_correct"] = sum(
-                any(words(q) == words(t) for q in QUESTIONS) for t in transcripts)
+                any(words(q) == words(t) for q in questions) for t in transcripts)
             results["transcripts"] = sorted(set(transcripts))
         results["rss_mb"] = {
             "daemon": round(rss_mb(), 1),
@@ -172,6 +182,8 @@ def main() -> None:
                     help="stt.end_of_turn: the end-of-turn rule on the early transcript")
     ap.add_argument("--end-silence-ms", type=int, default=0, help="stt.end_silence_ms; 0: default")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
+                    help="llm: questions for the model; skills: the time and the date")
     ap.add_argument("--out", default="bench/results/latency.json")
     run(measure, ap)
 

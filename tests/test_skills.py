@@ -94,3 +94,11 @@ async def test_a_skill_answers_without_the_llm_and_is_spoken_and_kept(
     finally:
         await backend.close()
         await bus.close()
+
+
+def test_what_the_pre_roll_brought_before_the_question_is_left_out(skills: Skills) -> None:
+    """Whisper writes what came before the question as a sentence of its own: the last one
+    is the question."""
+    answer = skills.answer("This. What time is it?")
+    assert answer is not None and answer.text == "It's 8:42 PM."
+    assert skills.recognize("I'm in Tokyo. Is it a good time to buy a house?") is None

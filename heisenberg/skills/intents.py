@@ -39,6 +39,9 @@ UNSUPPORTED_SLOTS = ("{area}", "conversation_command")
 Home Assistant) are left out."""
 
 
+_SENTENCES = re.compile(r"(?<=[.!?…])\s+")
+
+
 @dataclass(frozen=True)
 class Match:
     intent: str
@@ -86,7 +89,17 @@ class Skills:
         return Intents.from_dict(dict(data, intents=intents))
 
     def match(self, text: str) -> Match | None:
-        """The handled intent ``text`` expresses, with its slots; None for anything else."""
+        """The handled intent ``text`` expresses, with its slots; None for anything else.
+        When the whole text is not one, its last sentence is tried: what the pre-roll
+        brings from before the question becomes a sentence of its own ("This. What time is
+        it?")."""
+        found = self._match(text)
+        sentences = [s for s in _SENTENCES.split(text.strip()) if s.strip()]
+        if found is None and len(sentences) > 1:
+            found = self._match(sentences[-1])
+        return found
+
+    def _match(self, text: str) -> Match | None:
         from hassil import recognize
         from hassil.errors import HassilError
 
