@@ -172,3 +172,12 @@ async def test_a_french_voice_turn(llama_server: RunningServer, tts: PiperTTS,
     assert {"composez", "mot", "passe"} <= set(words(turn.transcript)), turn.transcript
     [done] = [e for e in events if isinstance(e, LLMComplete)]
     assert "Tu es Heisenberg" in done.server_prompt and "français" in done.server_prompt
+
+
+async def test_a_timer_that_cannot_be_set_is_refused_in_french() -> None:
+    timers = Timers(lambda e: None)
+    skills = Skills("fr", timers=timers)
+    refused = skills.answer("Mets un minuteur de 100 heures et 30 minutes.")
+    assert refused is not None and refused.text == ("Je n'ai pas pu le faire : un minuteur "
+                                                    "dure de 1 seconde à 100 heures.")
+    await timers.close()

@@ -46,9 +46,14 @@ class TurnTimeoutError(HeisenbergError):
 
 
 class TimerError(HeisenbergError):
-    """A timer that cannot be set or changed (a bad duration, none by that id, too many)."""
+    """A timer that cannot be set or changed (a bad duration, none by that id, too many).
+    ``why`` names the case, for the skills to say it in the user's language."""
 
     code = "timer"
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class STTError(HeisenbergError):

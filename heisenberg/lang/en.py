@@ -65,6 +65,16 @@ LANGUAGE = Language(
         "units": {"hour": ("hour", "hours"), "minute": ("minute", "minutes"),
                   "second": ("second", "seconds")},
         "and": "and",
+        "timer_errors": {
+            "range": "a timer lasts from 1 second to 100 hours",
+            "name": "a timer's name has at most 60 characters",
+            "too_many": "there are already 20 timers",
+            "not_paused": "that timer is not paused",
+            "not_running": "that timer is not running",
+            "ended": "that timer has already ended",
+            "too_short": "that would leave less than a second",
+            "too_long": "a timer cannot last over 100 hours",
+        },
         "timer": {
             "named": "{name} timer",
             "of": "{duration} timer",  # duration: the unit in the singular ("5 minute")

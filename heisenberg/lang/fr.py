@@ -81,6 +81,16 @@ LANGUAGE = Language(
                   "second": ("seconde", "secondes")},
         "and": "et",
         "adjective_units": False,
+        "timer_errors": {
+            "range": "un minuteur dure de 1 seconde à 100 heures",
+            "name": "le nom d'un minuteur a au plus 60 caractères",
+            "too_many": "il y a déjà 20 minuteurs",
+            "not_paused": "ce minuteur n'est pas en pause",
+            "not_running": "ce minuteur n'est pas en marche",
+            "ended": "ce minuteur est déjà terminé",
+            "too_short": "il resterait moins d'une seconde",
+            "too_long": "un minuteur ne peut pas dépasser 100 heures",
+        },
         "timer": {
             "named": "minuteur {name}",
             "of": "minuteur de {duration}",

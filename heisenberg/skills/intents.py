@@ -135,7 +135,8 @@ class Skills:
             try:
                 said = self._timer(found.intent, found.slots, self.timers)
             except TimerError as exc:
-                said = self.phrases["timer"]["failed"].format(why=exc.message)
+                why = self.phrases["timer_errors"].get(exc.why, exc.message)
+                said = self.phrases["timer"]["failed"].format(why=why)
             return SkillAnswer(found.intent, said)
         now = self.clock()
         p = self.phrases

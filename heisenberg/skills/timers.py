@@ -87,12 +87,12 @@ class Timer:
 def check_timer(duration_s: float, name: str) -> tuple[float, str]:
     """A duration and a name that can be a timer, or a ``TimerError`` naming what is wrong."""
     if not isinstance(duration_s, int | float) or isinstance(duration_s, bool):
-        raise TimerError("a timer's duration must be a number of seconds")
+        raise TimerError("a timer's duration must be a number of seconds", "range")
     if not 1 <= duration_s <= MAX_DURATION_S:
         raise TimerError(f"a timer lasts from 1 second to {MAX_DURATION_S / 3600:.0f} hours, "
-                         f"not {duration_s:g} seconds")
+                         f"not {duration_s:g} seconds", "range")
     if not isinstance(name, str) or len(name.strip()) > MAX_NAME:
-        raise TimerError(f"a timer's name is text of at most {MAX_NAME} characters")
+        raise TimerError(f"a timer's name is text of at most {MAX_NAME} characters", "name")
     return float(duration_s), name.strip()
 
 
@@ -178,7 +178,8 @@ class Timers:
     def add(self, duration_s: float, name: str = "") -> Timer:
         duration_s, name = check_timer(duration_s, name)
         if len(self._timers) >= MAX_TIMERS:
-            raise TimerError(f"there are already {MAX_TIMERS} timers; cancel one first")
+            raise TimerError(f"there are already {MAX_TIMERS} timers; cancel one first",
+                             "too_many")
         now = self.clock()
         timer = Timer(uuid.uuid4().hex[:12], name, duration_s, now, ends_at_s=now + duration_s)
         self._timers[timer.timer_id] = timer
@@ -229,7 +230,7 @@ class Timers:
     def resume(self, timer_id: str) -> Timer:
         timer = self._known(timer_id)
         if timer.status != "paused":
-            raise TimerError("that timer is not paused")
+            raise TimerError("that timer is not paused", "not_paused")
         timer = self._update(replace(timer, ends_at_s=self.clock() + timer.left_s,
                                      left_s=0.0), "resumed")
         self._schedule(timer_id)
@@ -239,11 +240,13 @@ class Timers:
         """Add (or, negative, take away) seconds; a timer cannot go below one second."""
         timer = self._known(timer_id)
         if timer.status == "ringing":
-            raise TimerError("that timer has already ended")
+            raise TimerError("that timer has already ended", "ended")
         left = timer.remaining_s(self.clock()) + delta_s
         if not 1 <= left <= MAX_DURATION_S:
-            raise TimerError("that would leave less than a second on the timer"
-                             if left < 1 else "a timer cannot last over 100 hours")
+            if left < 1:
+                raise TimerError("that would leave less than a second on the timer",
+                                 "too_short")
+            raise TimerError("a timer cannot last over 100 hours", "too_long")
         if timer.status == "paused":
             timer = replace(timer, left_s=left)
         else:
@@ -264,7 +267,7 @@ class Timers:
     def _running(self, timer_id: str) -> Timer:
         timer = self._known(timer_id)
         if timer.status != "running":
-            raise TimerError(f"that timer is {timer.status}, not running")
+            raise TimerError(f"that timer is {timer.status}, not running", "not_running")
         return timer
 
     def _update(self, timer: Timer, change: str) -> Timer:
