@@ -28,7 +28,7 @@ import argparse
 import dataclasses
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import speech_sets as ss
@@ -98,9 +98,11 @@ def words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("colour", "color")).split()
 
 
-def wer_counts(ref: str, hyp: str) -> tuple[int, int]:
-    """(edits, reference words): word-level Levenshtein distance."""
-    r, h = words(ref), words(hyp)
+def wer_counts(ref: str, hyp: str, split: Callable[[str], list[str]] = words
+               ) -> tuple[int, int]:
+    """(edits, reference words): word-level Levenshtein distance, on the words ``split``
+    finds."""
+    r, h = split(ref), split(hyp)
     row = list(range(len(h) + 1))
     for i, rw in enumerate(r, 1):
         prev, row[0] = row[0], i

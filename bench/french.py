@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from common import run, summary
+from endpointing import wer_counts
 from speech_sets import SOUNDS, load, mix, noise_bank
 
 from heisenberg.core.config import parse_config
@@ -71,17 +72,6 @@ def words(text: str) -> list[str]:
     return re.sub(r"[^\w]+", " ", text.lower().replace("’", "'")).split()
 
 
-def wer_counts(ref: str, hyp: str) -> tuple[int, int]:
-    """(edits, reference words): word-level Levenshtein distance."""
-    r, h = words(ref), words(hyp)
-    row = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, row[0] = row[0], i
-        for j, hw in enumerate(h, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
-    return row[-1], len(r)
-
-
 def sentence_clips(said: dict[str, str]) -> list[tuple[str, str]]:
     """The prompts of three words or more that have a recording."""
     return [(name, text) for name, text in sorted(said.items())
@@ -116,7 +106,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             heard = stt.transcribe(samples)
             if condition == "clean":
                 ms.append((time.perf_counter() - t0) * 1000)
-            counts[condition].append(wer_counts(text, heard))
+            counts[condition].append(wer_counts(text, heard, words))
             if condition == "clean" and len(examples) < 8:
                 examples.append({"said": text, "heard": heard})
 
