@@ -21,6 +21,7 @@ from heisenberg.core.bus import EventBus
 from heisenberg.core.config import LLMConfig, parse_config
 from heisenberg.core.errors import ConfigError
 from heisenberg.core.events import LLMComplete
+from heisenberg.lang import language
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
@@ -129,6 +130,9 @@ def test_french_dismissals_end_of_turn_and_punctuation() -> None:
     pieces += splitter.flush()
     assert pieces == ["Bonjour !", "Il a dit : Oui.", "Puis il est parti.",
                       "Cela coûte 1000 euros.", "Vraiment ?!"]
+    link = SentenceSplitter(link=language("fr").link)
+    assert link.feed("Voir https://example.org/a?b=1 pour la suite. ") == \
+        ["Voir un lien pour la suite."]
 
 
 def test_the_multilingual_model_is_joined_once(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ class Language:
     """Said when a spoken turn fails."""
     no_answer: str
     """Said when the model gave nothing speakable."""
+    link: str
+    """Said for a URL in an answer."""
     dismissals: frozenset[str]
     """What ends a turn without a question ("stop", "never mind"), lower case."""
     polite: frozenset[str]

@@ -19,6 +19,7 @@ LANGUAGE = Language(
     scene="The user showed you an image a moment ago. What you saw in it: {description}",
     sorry="Sorry, something went wrong.",
     no_answer="Sorry, I have no answer to that.",
+    link="a link",
     dismissals=frozenset({
         "stop", "stop it", "stop talking", "cancel", "never mind", "nevermind", "forget it",
         "that's all", "that is all", "that's it", "quiet", "be quiet", "shut up", "enough"}),

@@ -22,6 +22,7 @@ LANGUAGE = Language(
            "{description}"),
     sorry="Désolé, quelque chose s'est mal passé.",
     no_answer="Désolé, je n'ai pas de réponse à ça.",
+    link="un lien",
     dismissals=frozenset({
         "stop", "arrête", "arrête toi", "arrêtez", "tais toi", "taisez vous", "silence",
         "annule", "annuler", "laisse tomber", "laissez tomber", "oublie", "oublie ça",

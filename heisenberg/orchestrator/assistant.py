@@ -19,6 +19,7 @@ from heisenberg.core.errors import TurnTimeoutError
 from heisenberg.core.events import Event, FrameCaptured
 from heisenberg.core.states import State, StateKeeper
 from heisenberg.core.tasks import TaskSet
+from heisenberg.lang import language
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.prefetch import Prefetch
@@ -142,7 +143,7 @@ class Assistant:
         with ``tts`` its first sentence is synthesized too."""
         history = self.session.prompt_history(self.config.session.max_turns)
         prefetch = Prefetch(self.backend, self.prompts.build(question, history), question,
-                            frame, tts)
+                            frame, tts, language(self.config.language).link)
         prefetch.start()
         return prefetch
 

@@ -28,8 +28,11 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 class Prefetch:
     def __init__(self, backend: LLMBackend, prompt: Prompt, question: str,
-                 frame: Frame | None, tts: TextToSpeech | None = None) -> None:
+                 frame: Frame | None, tts: TextToSpeech | None = None,
+                 link: str = "a link") -> None:
+        """``link``: how a URL is said, as the turn's speaker says it."""
         self.prompt = prompt
+        self._link = link
         self.question = question
         """The transcript it was started for (wake word already stripped)."""
         self.frame = frame
@@ -48,7 +51,7 @@ class Prefetch:
     async def _run(self) -> None:
         image = self.frame.jpeg if self.frame is not None else None
         try:
-            splitter = SentenceSplitter() if self._tts is not None else None
+            splitter = SentenceSplitter(link=self._link) if self._tts is not None else None
             async with contextlib.aclosing(self._backend.stream(self.prompt, image)) as items:
                 async for item in items:
                     self._items.put_nowait(item)

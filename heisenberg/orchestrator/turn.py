@@ -202,7 +202,8 @@ class Turn:
         prompt = a.prompts.build(self.question, history, context)
         out: asyncio.Queue[Event | None] = asyncio.Queue()
         speaker = None if self._voice is None else Speaker(
-            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id)
+            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id,
+            language(a.config.language).link)
         pieces: list[str] = []
         answering = asyncio.create_task(self._answer_with(prompt, out, speaker, pieces),
                                         name="turn-answer")

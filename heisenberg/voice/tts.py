@@ -39,14 +39,15 @@ _GROUPED_DIGITS = re.compile(rf"(?<=\d)[{_NBSP}](?=\d{{3}}\b)")
 _GUILLEMETS = re.compile(r"[«»‹›“”„]")
 
 
-def speakable(text: str) -> str:
-    """Text as it should be read aloud."""
+def speakable(text: str, link: str = "a link") -> str:
+    """Text as it should be read aloud (a URL is said as ``link``, in the answer's
+    language)."""
     text = _GROUPED_DIGITS.sub("", text)
     text = _GUILLEMETS.sub(" ", text)
     text = _CODE_BLOCK.sub(" ", text)
     text = _INLINE_CODE.sub(r"\1", text)
     text = _LINK.sub(r"\1", text)
-    text = _URL.sub("a link", text)
+    text = _URL.sub(link, text)
     text = _EMPHASIS.sub(r"\2", text)
     text = _LINE_MARKUP.sub("", text)
     text = _EMOJI.sub("", text)
@@ -64,8 +65,10 @@ _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 class SentenceSplitter:
     """Buffers streamed tokens; ``feed`` returns the pieces that are ready to be spoken."""
 
-    def __init__(self, first_clause_chars: int = 24, max_chars: int = 300) -> None:
+    def __init__(self, first_clause_chars: int = 24, max_chars: int = 300,
+                 link: str = "a link") -> None:
         self.first_clause_chars = first_clause_chars
+        self.link = link
         self.max_chars = max_chars
         self._buffer = ""
         self._emitted = 0
@@ -78,8 +81,9 @@ class SentenceSplitter:
             piece = self._next_piece()
             if piece is None:
                 return out
-            if speakable(piece):
-                out.append(speakable(piece))
+            said = speakable(piece, self.link)
+            if said:
+                out.append(said)
                 self._emitted += 1
 
     def _next_piece(self) -> str | None:
@@ -111,7 +115,7 @@ class SentenceSplitter:
     def flush(self) -> list[str]:
         """What is left at the end of the answer."""
         rest, self._buffer = self._buffer, ""
-        text = speakable(rest)
+        text = speakable(rest, self.link)
         return [text] if text else []
 
 
