@@ -251,8 +251,13 @@ async def test_barge_in_while_speaking(llama_server: RunningServer, tts: PiperTT
     assert first.interrupted and "dragon" in first.transcript.lower()
     kinds = [e.type for e in events]
     assert EventType.INTERRUPTED in kinds
-    complete_turns = {e.turn_id for e in events if e.type is EventType.LLM_COMPLETE}
-    assert first.turn_id not in complete_turns  # the LLM stream was cancelled
+    # The LLM stream stops with the barge-in: nothing of it completes after the second wake
+    # word. (Sometimes the model ends its story before the user barges in: it completed
+    # before, while the answer still played, which the rest of the test still covers.)
+    barge = [i for i, e in enumerate(events) if e.type is EventType.WAKEWORD_DETECTED][1]
+    completed = [i for i, e in enumerate(events) if e.type is EventType.LLM_COMPLETE
+                 and e.turn_id == first.turn_id]
+    assert all(i < barge for i in completed), (completed, barge)
     states = [(e.old, e.new) for e in events if e.type is EventType.STATE_CHANGED]
     assert ("speaking", "listening") in states
     assert states[-1] == ("listening", "idle")
