@@ -2,6 +2,8 @@
 
     python bench/latency.py [--turns 20] [--server-threads 2] [--out bench/results/latency.json]
     python bench/latency.py --questions skills --out bench/results/latency_skills.json
+    python bench/latency.py --model-path SmolLM2-135M-Instruct.Q4_1.gguf --prompt-format chatml \
+        --out bench/results/latency_smollm2.json
 
 Each turn is "Hey Jarvis. <question>" spoken by one of several voices (speech_sets: flite,
 festival and pitch-shifted Piper voices the defaults were not tuned on, and Piper joe), fed in
@@ -68,9 +70,10 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7),
+    config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7,
+                                  prompt_format=args.prompt_format),
                     server=ServerConfig(port=free_port(), threads=args.server_threads,
-                                        engine=args.engine))
+                                        engine=args.engine, model_path=args.model_path))
     config = dataclasses.replace(
         config, audio=dataclasses.replace(config.audio, earcons=False),
         stt=dataclasses.replace(config.stt, early_start_ms=args.early_start_ms,
@@ -82,7 +85,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "models": {"wake": "hey_jarvis", "stt": "tiny.en int8", "tts": "en_US-joe-medium",
-                   "llm": "gemma3-270m q4_k_m"},
+                   "llm": Path(args.model_path).name if args.model_path else "gemma3-270m q4_k_m",
+                   "prompt_format": args.prompt_format},
         "stt": dataclasses.asdict(config.stt),
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
@@ -184,6 +188,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
+    ap.add_argument("--model-path", default="", help="server.model_path; '': the bundled model")
+    ap.add_argument("--prompt-format", default="plain", help="llm.prompt_format")
     ap.add_argument("--out", default="bench/results/latency.json")
     run(measure, ap)
 
