@@ -75,6 +75,51 @@ def onset_in(tap: list[AudioChunk], said: np.ndarray, since: float) -> float:
     return chunks[0].timestamp_ms + int(np.argmax(corr[:len(mic)])) * 1000 / RATE_HZ
 
 
+def last_sounded(played: list[AudioChunk], since: float) -> float | None:
+    """Capture time (``time.monotonic()``) of the end of the last audible sample the
+    speaker's monitor recorded since ``since``."""
+    chunks = [c for c in played if c.captured_at is not None and c.captured_at >= since]
+    if not chunks:
+        return None
+    pcm = np.concatenate([c.array() for c in chunks])
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 64)
+    if not len(loud):
+        return None
+    first = chunks[0]
+    assert first.captured_at is not None
+    # Chunks of one stream follow each other sample for sample (the capture clock moves in
+    # whole steps only on a jump): the first chunk's time plus the position.
+    return first.captured_at + (loud[-1] + 1) / RATE_HZ
+
+
+def room_delay(played: list[AudioChunk], tap: list[AudioChunk], since: float,
+               before_ms: float) -> float | None:
+    """Seconds from a sample sounding at the speaker's monitor to its echo's direct path at
+    the microphone, both on their capture clocks: the lag of the best match of the first
+    1.5 s of the answer (before the user speaks at ``before_ms``, mic audio time)."""
+    def span(chunks: list[AudioChunk]) -> tuple[float, np.ndarray] | None:
+        sel = [c for c in chunks if c.captured_at is not None and c.captured_at >= since]
+        if not sel or sel[0].captured_at is None:
+            return None
+        return sel[0].captured_at, np.concatenate([c.array() for c in sel])
+    ref, mic = span(played), span(tap)
+    if ref is None or mic is None:
+        return None
+    n = int(1.5 * RATE_HZ)
+    mic_start_ms = next(c.timestamp_ms for c in tap
+                        if c.captured_at is not None and c.captured_at >= since)
+    n = min(n, int((before_ms - mic_start_ms) * RATE_HZ / 1000), len(ref[1]), len(mic[1]))
+    if n < RATE_HZ // 4:
+        return None
+    m, r = mic[1][:n].astype(np.float64), ref[1][:n].astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    cc = np.fft.irfft(np.fft.rfft(m, size) * np.conj(np.fft.rfft(r, size)), size)
+    # cc[lag] = sum m[i] r[i - lag]: mic sample i is the echo of monitor sample i - lag.
+    lags = np.r_[np.arange(0, RATE_HZ // 2), np.arange(-(RATE_HZ // 2), 0)]
+    k = int(np.argmax(np.abs(cc[lags])))
+    return mic[0] - ref[0] + int(lags[k]) / RATE_HZ
+
+
 async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(args.seed)
     base = Config()
@@ -104,6 +149,13 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         heard: asyncio.Queue[tuple[AudioChunk, list[object]]] = asyncio.Queue()
         tap: list[AudioChunk] = []
         """The raw microphone, for timing on its own clock."""
+        played: list[AudioChunk] = []
+        """What the speaker really sounded (its sink's monitor), on a capture clock too."""
+
+        async def record_played() -> None:
+            async for chunk in MicrophoneSource("hz_played").chunks():
+                played.append(chunk)
+                del played[:-2000]
 
         async def listen() -> None:
             async for chunk in mic.chunks():
@@ -115,6 +167,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
         room = PulseRoom(env)
         reader = asyncio.create_task(listen())
+        recorder = asyncio.create_task(record_played())
         await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
         await asyncio.sleep(1.0)
         room.set_gain(1.0)  # calibration, as bench/barge_in.py: the rig's gain on noise
@@ -205,7 +258,18 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     last_ms = chunk.timestamp_ms + 1000 * (
                         speaker.sounding_until + canceller.stats.delay_ms / 1000
                         - chunk.captured_at)
-                    row["stopped_after_onset_ms"] = round(last_ms - onset_ms)
+                    row["stopped_after_onset_ms_sink_clock"] = round(last_ms - onset_ms)
+                    # Measured: the last sample that really sounded (the speaker's monitor),
+                    # moved to the microphone by the room's delay, which the echo of the
+                    # answer's start in the raw microphone gives to the sample.
+                    await asyncio.sleep(0.5)  # the monitor's last chunks arrive
+                    sounded = last_sounded(played, started)
+                    shift = room_delay(played, tap, started, onset_ms)
+                    if sounded is not None and shift is not None:
+                        at_mic_ms = chunk.timestamp_ms + 1000 * (sounded + shift
+                                                                 - chunk.captured_at)
+                        row["stopped_after_onset_ms"] = round(at_mic_ms - onset_ms)
+                        row["room_delay_ms"] = round(shift * 1000, 1)
                     row["decided_after_voice_ms"] = round(decided - onset_ms)
                     row["early"] = decided < onset_ms
                     # Where the time goes after the decision: the chunk reaching the hearing
@@ -231,7 +295,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             rows.append(await trial("sound", k))
             print(rows[-2:], file=sys.stderr, flush=True)
         reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        recorder.cancel()
+        await asyncio.gather(reader, recorder, return_exceptions=True)
         await speaker.close()
         await user.close()
     return summarize(rows, args, canceller)
@@ -251,6 +316,10 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
     levels = [float(x) for x in args.levels_db]
     stopped = [float(r["stopped_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
                if "stopped_after_onset_ms" in r and not r.get("early")]
+    # The same end as the speaker's own clock puts it (what the daemon logs).
+    by_sink = [float(r["stopped_after_onset_ms_sink_clock"]) for r in rows  # type: ignore[arg-type]
+               if "stopped_after_onset_ms_sink_clock" in r and not r.get("early")]
+    delays = [float(r["room_delay_ms"]) for r in rows if "room_delay_ms" in r]  # type: ignore[arg-type]
     decided = [float(r["decided_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
                if r["kind"] == "user" and "decided_after_onset_ms" in r]
     wer = [r["wer"] for r in rows if "wer" in r]
@@ -264,6 +333,8 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
                                  for r in users(lv)) / max(1, len(users(lv))), 3)
             for lv in levels},
         "stopped_after_onset_ms": summary(stopped) if stopped else None,
+        "stopped_after_onset_ms_sink_clock": summary(by_sink) if by_sink else None,
+        "room_delay_ms": summary(delays) if delays else None,
         "stopped_within_300_ms": round(sum(s <= 300 for s in stopped) / len(stopped), 3)
         if stopped else None,
         "decided_after_onset_ms_audio": summary(decided) if decided else None,

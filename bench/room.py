@@ -90,10 +90,12 @@ ASOUNDRC = """\
 pcm.hz_speaker { type pulse device "speaker" hint { show on description "test: the loudspeaker" } }
 pcm.hz_mic { type pulse device "room.monitor" hint { show on description "test: the microphone" } }
 pcm.hz_room { type pulse device "room" hint { show on description "room: at the microphone" } }
+pcm.hz_played { type pulse device "speaker.monitor" hint { show on description "test: what the loudspeaker sounds" } }
 """
 """ALSA devices over PulseAudio's null sinks: ``hz_speaker`` (where the assistant plays),
-``hz_mic`` (what its microphone hears: the ``room`` sink's monitor) and ``hz_room`` (where
-the user speaks: the sink mixes the voice with the echo)."""
+``hz_mic`` (what its microphone hears: the ``room`` sink's monitor), ``hz_room`` (where
+the user speaks: the sink mixes the voice with the echo) and ``hz_played`` (what really
+sounded from the speaker, before the room: to time when playback stopped)."""
 
 
 SINK_RATE_HZ = 44100
