@@ -112,3 +112,36 @@ async def test_no_window_when_it_is_off(llama_server: RunningServer, tts: PiperT
     await loop.bus.drain()
     assert not [e for e in events if isinstance(e, FollowUpStarted)]
     assert "france" in turn.transcript.lower()
+
+
+async def test_a_typed_question_closes_the_pending_window(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typed question that takes the state between the spoken answer and the window
+    (which waits for the answer's echo to die away: 2 s here, so that the typed question
+    surely comes first) closes the window: none opens after the typed answer either."""
+    import asyncio
+
+    from heisenberg.orchestrator import voice
+
+    monkeypatch.setattr(voice, "FOLLOW_UP_ECHO_S", 2.0)
+    wav = tmp_path / "typed.wav"
+    write_wav(wav, np.concatenate([
+        silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+        flite("What is the capital of France?", "rms"), silence(10.0)]), RATE_HZ)
+    loop, events = follow_up_loop(llama_server, tts, stt, wav, 5.0)
+    typed: list[asyncio.Task[object]] = []
+
+    async def on_event(event: object) -> None:
+        if isinstance(event, TurnEnded) and event.outcome == "answered" and not typed:
+            typed.append(asyncio.create_task(loop.assistant.ask("What is two plus two?")))
+
+    loop.bus.subscribe(on_event, name="typist")
+    [turn] = await loop.run()
+    await loop.bus.drain()
+    [asked] = typed
+    outcome = await asked
+    assert outcome.answer  # type: ignore[attr-defined]
+    assert not [e for e in events if isinstance(e, FollowUpStarted)]
+    assert [e.outcome for e in events if isinstance(e, TurnEnded)] == ["answered", "answered"]
+    assert turn.outcome is not None and turn.outcome.answer

@@ -269,9 +269,14 @@ class VoiceLoop:
 
     async def _start_follow_up(self) -> None:
         """Listen without the wake word, once the answer (and its echo in the room, which
-        must not become a question) has died away."""
+        must not become a question) has died away. A typed question (the API, ``chat``)
+        that takes the state first closes it: the window was for the spoken answer."""
+        if self.state is not State.IDLE and not self._in_voice_turn():
+            log.info("follow-up window dropped: a typed question came first")
+            self._window_s = 0.0
+            return
         if self.sink.hearing(FOLLOW_UP_ECHO_S) or self.state is not State.IDLE:
-            return  # still echoing; or a typed question holds the state now
+            return  # still echoing, or the voice turn is ending
         window_s, self._window_s = self._window_s, 0.0
         if self.hearing.listening_to:  # a wake word came first
             return
