@@ -90,7 +90,7 @@ ASOUNDRC = """\
 pcm.hz_speaker { type pulse device "speaker" hint { show on description "test: the loudspeaker" } }
 pcm.hz_mic { type pulse device "room.monitor" hint { show on description "test: the microphone" } }
 pcm.hz_room { type pulse device "room" hint { show on description "room: at the microphone" } }
-pcm.hz_played { type pulse device "speaker.monitor" hint { show on description "test: what the loudspeaker sounds" } }
+pcm.hz_played { type pulse device "speaker.monitor" hint { show on description "test: played" } }
 """
 """ALSA devices over PulseAudio's null sinks: ``hz_speaker`` (where the assistant plays),
 ``hz_mic`` (what its microphone hears: the ``room`` sink's monitor), ``hz_room`` (where
