@@ -79,7 +79,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         stt=dataclasses.replace(config.stt, early_start_ms=args.early_start_ms,
                                 early_answer=args.early_answer, vad=args.vad,
                                 end_of_turn=args.end_of_turn,
-                                end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms),
+                                end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms,
+                                preroll_ms=args.preroll_ms or config.stt.preroll_ms),
         history=dataclasses.replace(config.history, enabled=False),
         camera=dataclasses.replace(config.camera, enabled=False))
     results: dict[str, object] = {
@@ -90,13 +91,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "stt": dataclasses.asdict(config.stt),
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
-        "early_answer": args.early_answer, "questions": args.questions,
+        "early_answer": args.early_answer, "questions": args.questions, "voices": args.voices,
     }
     questions = SKILL_QUESTIONS if args.questions == "skills" else QUESTIONS
     async with Runtime(config) as rt:
         engines = await load_voice_engines(config)
 
-        voices = [v for v in ss.voices() if v.split == "test"] + ss.voices()[:1]
+        # The test voices and Piper joe; or (for tuning) the dev voices alone.
+        voices = ([v for v in ss.voices() if v.split == "dev"] if args.voices == "dev" else
+                  [v for v in ss.voices() if v.split == "test"] + ss.voices()[:1])
         rng = np.random.default_rng(args.seed)
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -188,6 +191,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
+    ap.add_argument("--preroll-ms", type=int, default=0, help="stt.preroll_ms; 0: default")
+    ap.add_argument("--voices", default="test", choices=("test", "dev"),
+                    help="test: the seven test voices and Piper joe; dev: the tuning voices")
     ap.add_argument("--model-path", default="", help="server.model_path; '': the bundled model")
     ap.add_argument("--prompt-format", default="plain", help="llm.prompt_format")
     ap.add_argument("--out", default="bench/results/latency.json")

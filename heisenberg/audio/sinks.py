@@ -147,8 +147,6 @@ class SpeakerSink(AudioSink):
         self._start: float | None = None
         self.underflows = 0
         """Blocks the device asked for too late (it played a gap): a busy machine."""
-        self._holds_sound = False
-        """Sound went to the device since the stream (re)started."""
 
     def _ensure_stream(self) -> Any:
         if self._stream is None:
@@ -200,7 +198,6 @@ class SpeakerSink(AudioSink):
                                                                       at - elapsed)
         if filled:
             self.sounding_until = self._start + elapsed + filled / self.rate_hz
-            self._holds_sound = True
         if self.reference is not None:
             self.reference.played(block, self.rate_hz, self._start + elapsed)
         self._elapsed_s += frames / self.rate_hz
@@ -248,38 +245,13 @@ class SpeakerSink(AudioSink):
             self.played_ms += playing.position * 1000 / self.rate_hz
 
     async def stop(self) -> None:
-        """Cut playback: the queue is emptied. Without an echo canceller the device's own
-        buffer is dropped too (the stream is aborted and started again: ~0.14 s less of
-        the answer after a barge-in). With one, the device plays out what it holds (one
-        block plus its latency): after a restart, where PulseAudio really plays the
-        stream moved 115-136 ms against the DAC time PortAudio reports (the room rig,
-        under load), which misaligned the canceller until it found the delay again."""
+        """Cut playback: the queue is emptied; the device plays what it holds (one block
+        plus its latency) and then silence."""
         with self._queue_lock:
             dropped = list(self._queue)
             self._queue.clear()
         for playing in dropped:
             playing.finish()
-        if self.reference is None and self._holds_sound and self._stream is not None:
-            async with self._lock:
-                await asyncio.to_thread(self._flush)
-
-    def _flush(self) -> None:
-        """Drop what the device holds. Once ``abort`` returns the callback is not running,
-        so the clock can start afresh."""
-        stream = self._stream
-        if stream is None:
-            return
-        sd = sounddevice()
-        try:
-            stream.abort()
-            self._holds_sound = False
-            self._elapsed_s = 0.0
-            self._start = None
-            stream.start()
-        except sd.PortAudioError as exc:
-            self.error = f"speaker failed after a stop: {exc}"
-            log.warning("%s", self.error)
-            self._discard_stream()
 
     async def close(self) -> None:
         await self.stop()
