@@ -92,6 +92,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
         "early_answer": args.early_answer, "questions": args.questions, "voices": args.voices,
+        "gap_ms": args.gap_ms,
     }
     questions = SKILL_QUESTIONS if args.questions == "skills" else QUESTIONS
     async with Runtime(config) as rt:
@@ -128,7 +129,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 asked = voice.render(question, rng)
                 audio = np.concatenate([np.zeros(RATE_HZ // 4, np.int16),
                                         voice.render("Hey Jarvis.", rng),
-                                        np.zeros(RATE_HZ // 4, np.int16), asked])
+                                        np.zeros(RATE_HZ * args.gap_ms // 1000, np.int16),
+                                        asked])
                 last_voiced_s = (len(audio) - len(asked) + voiced_bounds(asked)[1]) / RATE_HZ
                 write_wav(wav, audio, RATE_HZ)
                 rt.assistant.session.reset()
@@ -192,6 +194,8 @@ def main() -> None:
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
     ap.add_argument("--preroll-ms", type=int, default=0, help="stt.preroll_ms; 0: default")
+    ap.add_argument("--gap-ms", type=int, default=250,
+                    help="silence between the wake phrase and the question")
     ap.add_argument("--voices", default="test", choices=("test", "dev"),
                     help="test: the seven test voices and Piper joe; dev: the tuning voices")
     ap.add_argument("--model-path", default="", help="server.model_path; '': the bundled model")

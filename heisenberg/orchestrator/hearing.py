@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heisenberg.audio.echo import EchoCanceller
-from heisenberg.audio.format import RATE_HZ, AudioChunk
+from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk
 from heisenberg.core.config import Config
 from heisenberg.core.events import (
     Event,
@@ -96,6 +96,11 @@ Heard = Event | Cue
 
 INTERRUPT_FLOOR = 30
 """RMS (of 32768) below which what the echo canceller leaves is nobody speaking (-61 dBFS)."""
+INTERRUPT_PREROLL_MS = 500
+"""Audio kept from before a voice interruption's decision. It comes when enough speech
+frames have added up, up to ~0.3 s after a soft onset ("stop": its "s" is not voiced), not a
+known time after a wake phrase, so it keeps more than ``stt.preroll_ms`` (the 500 ms that
+bench/interrupt.py measured)."""
 INTERRUPT_BELOW_DB = -15.0
 """What the canceller leaves must be at most this far below the microphone's signal to be
 a voice over the answer, dB."""
@@ -131,8 +136,11 @@ class Hearing:
         """Frames of speech in a row that interrupt the assistant (0 = never)."""
         self._voiced_frames = 0
         self._hearing_echo = False
+        self.preroll_chunks = max(1, preroll_chunks)
+        self._interrupt_preroll = (0 if self.interrupt_vad is None else
+                                   -(-INTERRUPT_PREROLL_MS * RATE_HZ // (1000 * CHUNK_SAMPLES)))
         self._recent: collections.deque[AudioChunk] = collections.deque(
-            maxlen=max(1, preroll_chunks))
+            maxlen=max(self.preroll_chunks, self._interrupt_preroll))
         self._utterance: list[AudioChunk] = []
         self._paused = False
         self.listening_to = ""
@@ -201,14 +209,16 @@ class Hearing:
         self._voiced_frames = 0
         self._hearing_echo = False
         self.interrupt_vad.reset()
-        self.start(end_ms)
+        self.start(end_ms, preroll_chunks=self._interrupt_preroll)
         return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
                                turn_id=self.listening_to)]
 
-    def start(self, at_ms: int, no_speech_s: float | None = None) -> str:
+    def start(self, at_ms: int, no_speech_s: float | None = None,
+              preroll_chunks: int | None = None) -> str:
         """Begin hearing a question at ``at_ms`` (audio time, the end of the last chunk fed),
         as after a wake word: a follow-up, or a benchmark that knows where the question
-        starts. ``no_speech_s``: how long to wait for speech this time (default: the
+        starts. ``preroll_chunks``: how much of the audio before it to keep (default: the
+        pre-roll). ``no_speech_s``: how long to wait for speech this time (default: the
         endpointer's own). Returns the new turn's id."""
         self.listening_to = uuid.uuid4().hex[:12]
         self.listen_start_ms = at_ms
@@ -217,7 +227,8 @@ class Hearing:
                                                else no_speech_s)
         self._paused = False
         # Pre-roll: the audio just before the detection, else the first word is lost.
-        self._utterance = list(self._recent)
+        keep = self.preroll_chunks if preroll_chunks is None else preroll_chunks
+        self._utterance = list(self._recent)[-keep:]
         self._recent.clear()
         self.vad.reset()
         for before in self._utterance:
