@@ -63,61 +63,61 @@ def voiced_at(samples: np.ndarray) -> float:
     return int(np.argmax(energy > 0.01 * energy.max())) * 160 / RATE_HZ
 
 
-def onset_in(tap: list[AudioChunk], said: np.ndarray, since: float) -> float:
-    """Audio time (ms) at which ``said`` begins in the microphone's recording since
-    ``since``: the peak of their cross-correlation (the user speaks straight into the
-    room, so the clip is there as it was played, under the echo)."""
-    chunks = [c for c in tap if c.captured_at is not None and c.captured_at >= since]
-    mic = np.concatenate([c.array() for c in chunks]).astype(np.float64)
-    n = 1 << int(np.ceil(np.log2(len(mic) + len(said))))
-    corr = np.fft.irfft(np.fft.rfft(mic, n) * np.conj(np.fft.rfft(said.astype(np.float64),
-                                                                   n)), n)
+def since(chunks: list[AudioChunk], at: float) -> list[AudioChunk]:
+    """The chunks captured from ``at`` on (``time.monotonic()``)."""
+    return [c for c in chunks if c.captured_at is not None and c.captured_at >= at]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``c[lag] = sum a[i] b[i - lag]`` for every lag (negative lags at the end)."""
+    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    return np.fft.irfft(np.fft.rfft(a.astype(np.float64), n)
+                        * np.conj(np.fft.rfft(b.astype(np.float64), n)), n)
+
+
+def onset_in(tap: list[AudioChunk], said: np.ndarray, at: float) -> float:
+    """Audio time (ms) at which ``said`` begins in the microphone's recording since ``at``:
+    the peak of their cross-correlation (the user speaks straight into the room, so the
+    clip is there as it was played, under the echo)."""
+    chunks = since(tap, at)
+    mic = np.concatenate([c.array() for c in chunks])
+    corr = correlation(mic, said)
     return chunks[0].timestamp_ms + int(np.argmax(corr[:len(mic)])) * 1000 / RATE_HZ
 
 
-def last_sounded(played: list[AudioChunk], since: float) -> float | None:
+def last_sounded(played: list[AudioChunk], at: float) -> float | None:
     """Capture time (``time.monotonic()``) of the end of the last audible sample the
-    speaker's monitor recorded since ``since``."""
-    chunks = [c for c in played if c.captured_at is not None and c.captured_at >= since]
+    speaker's monitor recorded since ``at``."""
+    chunks = since(played, at)
     if not chunks:
         return None
-    pcm = np.concatenate([c.array() for c in chunks])
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 64)
+    loud = np.flatnonzero(np.abs(np.concatenate([c.array() for c in chunks]).astype(np.int32))
+                          > 64)
     if not len(loud):
         return None
-    first = chunks[0]
-    assert first.captured_at is not None
     # Chunks of one stream follow each other sample for sample (the capture clock moves in
     # whole steps only on a jump): the first chunk's time plus the position.
-    return first.captured_at + (loud[-1] + 1) / RATE_HZ
+    return chunks[0].captured_at + (loud[-1] + 1) / RATE_HZ  # type: ignore[operator]
 
 
-def room_delay(played: list[AudioChunk], tap: list[AudioChunk], since: float,
+def room_delay(played: list[AudioChunk], tap: list[AudioChunk], at: float,
                before_ms: float) -> float | None:
     """Seconds from a sample sounding at the speaker's monitor to its echo's direct path at
     the microphone, both on their capture clocks: the lag of the best match of the first
     1.5 s of the answer (before the user speaks at ``before_ms``, mic audio time)."""
-    def span(chunks: list[AudioChunk]) -> tuple[float, np.ndarray] | None:
-        sel = [c for c in chunks if c.captured_at is not None and c.captured_at >= since]
-        if not sel or sel[0].captured_at is None:
-            return None
-        return sel[0].captured_at, np.concatenate([c.array() for c in sel])
-    ref, mic = span(played), span(tap)
-    if ref is None or mic is None:
+    ref, mic = since(played, at), since(tap, at)
+    if not ref or not mic:
         return None
-    n = int(1.5 * RATE_HZ)
-    mic_start_ms = next(c.timestamp_ms for c in tap
-                        if c.captured_at is not None and c.captured_at >= since)
-    n = min(n, int((before_ms - mic_start_ms) * RATE_HZ / 1000), len(ref[1]), len(mic[1]))
+    r = np.concatenate([c.array() for c in ref])
+    m = np.concatenate([c.array() for c in mic])
+    n = min(int(1.5 * RATE_HZ), int((before_ms - mic[0].timestamp_ms) * RATE_HZ / 1000),
+            len(r), len(m))
     if n < RATE_HZ // 4:
         return None
-    m, r = mic[1][:n].astype(np.float64), ref[1][:n].astype(np.float64)
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    cc = np.fft.irfft(np.fft.rfft(m, size) * np.conj(np.fft.rfft(r, size)), size)
-    # cc[lag] = sum m[i] r[i - lag]: mic sample i is the echo of monitor sample i - lag.
+    cc = correlation(m[:n], r[:n])  # mic sample i is the echo of monitor sample i - lag
     lags = np.r_[np.arange(0, RATE_HZ // 2), np.arange(-(RATE_HZ // 2), 0)]
     k = int(np.argmax(np.abs(cc[lags])))
-    return mic[0] - ref[0] + int(lags[k]) / RATE_HZ
+    return mic[0].captured_at - ref[0].captured_at + int(lags[k]) / RATE_HZ  # type: ignore[operator]
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:

@@ -3,6 +3,7 @@ and a real llama.cpp server, in real time (the window opens when the answer has 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from heisenberg.core.events import (
     WakewordDetected,
 )
 from heisenberg.llm.stream import LlamaCppLLM
-from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator import voice
+from heisenberg.orchestrator.assistant import Assistant, TurnOutcome
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
@@ -120,17 +122,13 @@ async def test_a_typed_question_closes_the_pending_window(
     """A typed question that takes the state between the spoken answer and the window
     (which waits for the answer's echo to die away: 2 s here, so that the typed question
     surely comes first) closes the window: none opens after the typed answer either."""
-    import asyncio
-
-    from heisenberg.orchestrator import voice
-
     monkeypatch.setattr(voice, "FOLLOW_UP_ECHO_S", 2.0)
     wav = tmp_path / "typed.wav"
     write_wav(wav, np.concatenate([
         silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
         flite("What is the capital of France?", "rms"), silence(10.0)]), RATE_HZ)
     loop, events = follow_up_loop(llama_server, tts, stt, wav, 5.0)
-    typed: list[asyncio.Task[object]] = []
+    typed: list[asyncio.Task[TurnOutcome]] = []
 
     async def on_event(event: object) -> None:
         if isinstance(event, TurnEnded) and event.outcome == "answered" and not typed:
@@ -141,7 +139,7 @@ async def test_a_typed_question_closes_the_pending_window(
     await loop.bus.drain()
     [asked] = typed
     outcome = await asked
-    assert outcome.answer  # type: ignore[attr-defined]
+    assert outcome.answer
     assert not [e for e in events if isinstance(e, FollowUpStarted)]
     assert [e.outcome for e in events if isinstance(e, TurnEnded)] == ["answered", "answered"]
     assert turn.outcome is not None and turn.outcome.answer

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heisenberg.audio.echo import EchoCanceller
-from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk
+from heisenberg.audio.format import CHUNK_MS, RATE_HZ, AudioChunk
 from heisenberg.core.config import Config
 from heisenberg.core.events import (
     Event,
@@ -138,7 +138,7 @@ class Hearing:
         self._hearing_echo = False
         self.preroll_chunks = max(1, preroll_chunks)
         self._interrupt_preroll = (0 if self.interrupt_vad is None else
-                                   -(-INTERRUPT_PREROLL_MS * RATE_HZ // (1000 * CHUNK_SAMPLES)))
+                                   -(-INTERRUPT_PREROLL_MS // CHUNK_MS))
         self._recent: collections.deque[AudioChunk] = collections.deque(
             maxlen=max(self.preroll_chunks, self._interrupt_preroll))
         self._utterance: list[AudioChunk] = []
