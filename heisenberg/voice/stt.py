@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -133,18 +135,105 @@ class WhisperSTT(SpeechToText):
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"whisper model {str(path)!r} failed to load: {exc}") from exc
 
+        self._tokenizer: Any = None
+        self.full_windows = 0
+        """Transcripts made on the full 30 s window (``window_pad_s`` 0, a long utterance,
+        or a short-window transcript that did not pass ``_trusted``)."""
+
     def transcribe(self, samples: np.ndarray) -> str:
         audio = samples.astype(np.float32) / 32768.0
         try:
-            # When greedy decoding looks like a hallucination, faster-whisper retries with
-            # sampling (temperature 0.2, 0.4, ...): seeded, the same audio always gives the
-            # same words (an end-of-turn judgement and `heisenberg listen` repeat exactly).
-            ctranslate2.set_random_seed(0)
-            segments, _info = self._model.transcribe(
-                audio, language=self.config.language or None, beam_size=self.config.beam_size,
-                condition_on_previous_text=False, without_timestamps=True)
-            text = " ".join(segment.text.strip() for segment in segments).strip()
+            text = self._short_window(audio)
+            if text is None:
+                self.full_windows += 1
+                text = self._full_window(audio)
         except Exception as exc:  # CTranslate2 and faster-whisper raise their own types
             raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
                            f"{type(exc).__name__}: {exc}") from exc
         return text if is_meaningful(text) else ""
+
+    def _full_window(self, audio: np.ndarray) -> str:
+        # When greedy decoding looks like a hallucination, faster-whisper retries with
+        # sampling (temperature 0.2, 0.4, ...): seeded, the same audio always gives the same
+        # words (an end-of-turn judgement and `heisenberg listen` repeat exactly).
+        ctranslate2.set_random_seed(0)
+        segments, _info = self._model.transcribe(
+            audio, language=self.config.language or None, beam_size=self.config.beam_size,
+            condition_on_previous_text=False, without_timestamps=True)
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+    def _short_window(self, audio: np.ndarray) -> str | None:
+        """Whisper on a ``window_s`` window (or the speech plus ``PAD_S``), not 30 s: the
+        encoder's cost is the window's length (whisper.cpp's ``audio_ctx``). None when it
+        does not apply (off, too long, a language to detect) or its transcript is not to be
+        trusted."""
+        seconds = len(audio) / RATE_HZ
+        window_s = max(self.config.window_s, seconds + PAD_S)
+        model = self._model
+        if window_s >= WINDOW_FRAMES / FRAMES_PER_S or (
+                model.model.is_multilingual and not self.config.language):
+            return None
+        if self._tokenizer is None:
+            from faster_whisper.tokenizer import Tokenizer
+            self._tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                                        task="transcribe", language=self.config.language or "en")
+        from faster_whisper.transcribe import get_suppressed_tokens
+        tokenizer = self._tokenizer
+        features = model.feature_extractor(audio)
+        frames = int(np.ceil(window_s * FRAMES_PER_S))
+        window = np.zeros((features.shape[0], frames), np.float32)  # as pad_or_trim pads
+        window[:, :min(frames, features.shape[1])] = features[:, :frames]
+        max_tokens = int(MIN_TOKENS + TOKENS_PER_S * seconds)
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(window[None]),
+            [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
+            beam_size=self.config.beam_size, max_length=max_tokens, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()))[0]
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(tokens).strip()
+        log_prob = result.scores[0]
+        if result.no_speech_prob > NO_SPEECH_PROB and log_prob < MIN_LOG_PROB:
+            return ""  # faster-whisper's rule: silence, whatever the words say
+        if len(result.sequences_ids[0]) >= max_tokens - 1 or not _trusted(
+                text, tokens, log_prob):
+            return None
+        return text
+
+
+WINDOW_FRAMES = 3000
+"""Whisper's usual window: 30 s of 10 ms feature frames."""
+FRAMES_PER_S = 100
+PAD_S = 4.0
+"""Silence after speech longer than ``window_s`` in its window. Chosen on the dev voices
+(tiny.en, 100 questions clean and at 10 dB, bench/stt_window.py): with windows of 12 s
+and more, 2-8 s of padding all gave the full window's word error rate."""
+MIN_TOKENS, TOKENS_PER_S = 12, 8
+"""The longest short-window transcript: speech is ~3-4 tokens a second; one that runs to
+this is looping (it is redone on the full window)."""
+NO_SPEECH_PROB, MIN_LOG_PROB, MAX_COMPRESSION = 0.6, -1.0, 2.4
+"""faster-whisper's own thresholds (``no_speech_threshold``, ``log_prob_threshold``,
+``compression_ratio_threshold``)."""
+
+
+_STUTTER = re.compile(r"(\D)\1{3,}")
+
+
+def _trusted(text: str, tokens: list[int], log_prob: float) -> bool:
+    """A short-window transcript is kept unless whisper was unsure of it or it loops: with
+    less silence after the speech than it was trained on, whisper sometimes says the
+    sentence again ("Could you suggest a book? Could you suggest") or repeats a mark
+    ("into O" and six apostrophes), so a run of three tokens that comes twice, a token
+    three times in a row, a character (not a digit) four times in a row, or text that
+    compresses like a loop sends it to the full window."""
+    if log_prob < MIN_LOG_PROB:
+        return False
+    data = text.encode()
+    if data and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION:
+        return False
+    if any(a == b == c for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False)):
+        return False
+    if _STUTTER.search(text):
+        return False
+    runs = [tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)]
+    return len(set(runs)) == len(runs)
