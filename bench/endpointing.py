@@ -213,6 +213,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     if args.end_silence_ms:
         base = dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, end_silence_ms=args.end_silence_ms))
+    if args.early_start_ms:
+        base = dataclasses.replace(base, stt=dataclasses.replace(
+            base.stt, early_start_ms=args.early_start_ms))
     configs = {
         "default": base,
         "silero_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
@@ -266,6 +269,7 @@ def main() -> None:
     parser.add_argument("--recorded", type=int, default=10, help="files per language")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--end-silence-ms", type=int, default=0, help="0: the default")
+    parser.add_argument("--early-start-ms", type=int, default=0, help="0: the default")
     parser.add_argument("--configs", default="default,silero_no_rule,webrtc_no_rule")
     parser.add_argument("--out", default="bench/results/endpointing.json")
     run(measure, parser)

@@ -190,7 +190,7 @@ class STTConfig:
     """Silero's speech probability that starts speech (it ends 0.15 below)."""
     vad_aggressiveness: int = _opt(2, min=0, max=3)
     """webrtcvad's mode (0-3): for the wake word's speech gate, and ``vad = "webrtc"``."""
-    end_silence_ms: int = _opt(400, min=100, max=10000)
+    end_silence_ms: int = _opt(300, min=100, max=10000)
     """Silence that ends a finished sentence, milliseconds."""
     end_of_turn: bool = _opt(True)
     """Judge at a pause (``early_start_ms``) whether the words so far are a finished
@@ -207,7 +207,7 @@ class STTConfig:
     is..."): in bench/latency.py, 500 ms gave 8 of 20 exact transcripts, 320 ms 10, 250 ms
     13; but at 250 ms whisper heard "Set an alarm for" as "Set an alarm forward." and the
     end-of-turn rule split that question (tests/test_endpointing.py)."""
-    early_start_ms: int = _opt(150, min=0, max=10000)
+    early_start_ms: int = _opt(60, min=0, max=10000)
     """Start transcribing after this much silence, before the end of speech is decided
     (saves most of whisper's time); 0 = wait for the decision."""
     early_answer: bool = _opt(True)
