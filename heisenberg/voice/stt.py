@@ -135,10 +135,11 @@ class WhisperSTT(SpeechToText):
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"whisper model {str(path)!r} failed to load: {exc}") from exc
 
-        self._tokenizer: Any = None
+        self._decoding: tuple[Any, list[int]] | None = None
+        """faster-whisper's tokenizer and suppressed tokens, made at the first short window."""
         self.full_windows = 0
-        """Transcripts made on the full 30 s window (``window_pad_s`` 0, a long utterance,
-        or a short-window transcript that did not pass ``_trusted``)."""
+        """Transcripts made on the full 30 s window (``window_s`` 30, a long utterance, or a
+        short-window transcript that did not pass ``_trusted``)."""
 
     def transcribe(self, samples: np.ndarray) -> str:
         audio = samples.astype(np.float32) / 32768.0
@@ -173,12 +174,13 @@ class WhisperSTT(SpeechToText):
         if window_s >= WINDOW_FRAMES / FRAMES_PER_S or (
                 model.model.is_multilingual and not self.config.language):
             return None
-        if self._tokenizer is None:
+        if self._decoding is None:
             from faster_whisper.tokenizer import Tokenizer
-            self._tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
-                                        task="transcribe", language=self.config.language or "en")
-        from faster_whisper.transcribe import get_suppressed_tokens
-        tokenizer = self._tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+            made = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                             task="transcribe", language=self.config.language or "en")
+            self._decoding = made, list(get_suppressed_tokens(made, (-1,)) or ())
+        tokenizer, suppressed = self._decoding
         features = model.feature_extractor(audio)
         frames = int(np.ceil(window_s * FRAMES_PER_S))
         window = np.zeros((features.shape[0], frames), np.float32)  # as pad_or_trim pads
@@ -189,7 +191,7 @@ class WhisperSTT(SpeechToText):
             [[*tokenizer.sot_sequence, tokenizer.no_timestamps]],
             beam_size=self.config.beam_size, max_length=max_tokens, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()))[0]
+            suppress_tokens=suppressed)[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         text = tokenizer.decode(tokens).strip()
         log_prob = result.scores[0]
