@@ -214,6 +214,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             if kind != "answer":
                 await asyncio.sleep(wait_s)
                 speaking = asyncio.create_task(user.play(AudioChunk(said.tobytes(), RATE_HZ)))
+                row["settled_when_spoken"] = canceller.settled
             interrupt: tuple[AudioChunk, VoiceInterrupt] | None = None
             question: Utterance | None = None
             deadline = started + answer.duration_ms / 1000 + 6.0
@@ -270,6 +271,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                                                  - chunk.captured_at)
                         row["stopped_after_onset_ms"] = round(at_mic_ms - onset_ms)
                         row["room_delay_ms"] = round(shift * 1000, 1)
+                        # At the speaker itself: the rig's room (a loopback with its own
+                        # buffers, ~40-80 ms) is no part of what a user hears, whose voice
+                        # reaches the microphone at once and who hears the speaker stop.
+                        row["stopped_after_onset_ms_at_speaker"] = round(
+                            at_mic_ms - onset_ms - shift * 1000)
                     row["decided_after_voice_ms"] = round(decided - onset_ms)
                     row["early"] = decided < onset_ms
                     # Where the time goes after the decision: the chunk reaching the hearing
@@ -319,6 +325,8 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
     # The same end as the speaker's own clock puts it (what the daemon logs).
     by_sink = [float(r["stopped_after_onset_ms_sink_clock"]) for r in rows  # type: ignore[arg-type]
                if "stopped_after_onset_ms_sink_clock" in r and not r.get("early")]
+    at_speaker = [float(r["stopped_after_onset_ms_at_speaker"]) for r in rows  # type: ignore[arg-type]
+                  if "stopped_after_onset_ms_at_speaker" in r and not r.get("early")]
     delays = [float(r["room_delay_ms"]) for r in rows if "room_delay_ms" in r]  # type: ignore[arg-type]
     decided = [float(r["decided_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
                if r["kind"] == "user" and "decided_after_onset_ms" in r]
@@ -334,6 +342,9 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
             for lv in levels},
         "stopped_after_onset_ms": summary(stopped) if stopped else None,
         "stopped_after_onset_ms_sink_clock": summary(by_sink) if by_sink else None,
+        "stopped_after_onset_ms_at_speaker": summary(at_speaker) if at_speaker else None,
+        "stopped_at_speaker_within_300_ms": round(
+            sum(s <= 300 for s in at_speaker) / len(at_speaker), 3) if at_speaker else None,
         "room_delay_ms": summary(delays) if delays else None,
         "stopped_within_300_ms": round(sum(s <= 300 for s in stopped) / len(stopped), 3)
         if stopped else None,

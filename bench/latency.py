@@ -76,7 +76,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                         engine=args.engine, model_path=args.model_path))
     config = dataclasses.replace(
         config, audio=dataclasses.replace(config.audio, earcons=False),
-        stt=dataclasses.replace(config.stt, early_start_ms=args.early_start_ms,
+        stt=dataclasses.replace(config.stt, early_start_ms=(config.stt.early_start_ms
+                                                           if args.early_start_ms < 0
+                                                           else args.early_start_ms),
                                 early_answer=args.early_answer, vad=args.vad,
                                 end_of_turn=args.end_of_turn,
                                 end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms,
@@ -90,7 +92,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                    "prompt_format": args.prompt_format},
         "stt": dataclasses.asdict(config.stt),
         "server_threads": args.server_threads, "engine": args.engine,
-        "max_tokens": args.max_tokens, "stt_early_start_ms": args.early_start_ms,
+        "max_tokens": args.max_tokens, "stt_early_start_ms": config.stt.early_start_ms,
         "early_answer": args.early_answer, "questions": args.questions, "voices": args.voices,
         "gap_ms": args.gap_ms,
     }
@@ -182,8 +184,9 @@ def main() -> None:
     ap.add_argument("--server-threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--engine", default="xllamacpp", choices=("auto", "xllamacpp", "binary"))
-    ap.add_argument("--early-start-ms", type=int, default=150,
-                    help="stt.early_start_ms: silence before whisper starts early")
+    ap.add_argument("--early-start-ms", type=int, default=-1,
+                    help="stt.early_start_ms: silence before whisper starts early; "
+                         "-1: the default")
     ap.add_argument("--early-answer", action=argparse.BooleanOptionalAction, default=True,
                     help="stt.early_answer: start the LLM on the early transcript")
     ap.add_argument("--vad", default="silero", choices=("silero", "webrtc"), help="stt.vad")
