@@ -1,7 +1,8 @@
 """Benchmark: when does Heisenberg decide that the user has finished speaking?
 
     python bench/endpointing.py [--split test] [--sentences 16] [--recorded 10]
-                                [--out bench/results/endpointing.json]
+                                [--ready-after-ms 300] [--ready-wait-ms N]
+                                [--configs default,...] [--out bench/results/endpointing.json]
 
 Each question runs through the daemon's own hearing path (``hearing_for`` with the config's
 VAD, end-of-turn rule and whisper) from a known start: 1 s of lead-in (silence or noise) is
@@ -20,6 +21,11 @@ Voices: the ``test`` voices of speech_sets (never tuned on) by default, and real
 speech in French, Spanish, Italian and Russian (Debian's asterisk prompts, test half) for
 timing. The configs compared: the default (Silero + end-of-turn rule), Silero without the rule,
 and the old webrtcvad endpointing.
+
+There is no LLM here: the voice loop tells the hearing while the early answer's first audio is
+not ready (``stt.ready_wait_ms``), and ``--ready-after-ms`` stands for how long that takes
+after a pause (measured by bench/latency.py on this machine; 0 = a machine fast enough that
+the end never waits).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from common import run, summary
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import Config, STTConfig
-from heisenberg.orchestrator.hearing import Pause, Utterance, hearing_for
+from heisenberg.orchestrator.hearing import Pause, Resumed, Utterance, hearing_for
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import Detection, WakeWordEngine
 
@@ -122,7 +128,11 @@ class Case:
 
 
 def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
-         snr_db: float | None, rng: np.random.Generator) -> dict[str, object]:
+         snr_db: float | None, rng: np.random.Generator,
+         ready_after_ms: int = 0) -> dict[str, object]:
+    """``ready_after_ms``: audio time from a ``Pause`` to the early answer's first audio
+    being ready, as the voice loop would tell the hearing (``preparing``); there is no LLM
+    here, so it is a given figure (bench/latency.py measures it on this machine)."""
     lead, tail = int(LEAD_S * RATE_HZ), int(TAIL_S * RATE_HZ)
     first, last = voiced_bounds(case.audio)
     if noise is None or snr_db is None:
@@ -135,15 +145,21 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
     ended: Utterance | None = None
     pauses: list[Pause] = []
     started = 0.0
+    paused_at_ms: int | None = None
     for n, i in enumerate(range(0, len(stream) - CHUNK + 1, CHUNK)):
         chunk = AudioChunk(stream[i:i + CHUNK].tobytes(), RATE_HZ, i * 1000 // RATE_HZ)
         if n == lead_chunks:
             hearing.start(i * 1000 // RATE_HZ)
             start_sample = i
             started = time.perf_counter()
-        for item in hearing.feed(chunk):
+        preparing = (paused_at_ms is not None
+                     and chunk.timestamp_ms - paused_at_ms < ready_after_ms)
+        for item in hearing.feed(chunk, preparing=preparing):
             if isinstance(item, Pause):
                 pauses.append(item)
+                paused_at_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+            elif isinstance(item, Resumed):
+                paused_at_ms = None
             elif isinstance(item, Utterance):
                 ended = item
         if ended is not None or (n >= lead_chunks and not hearing.listening_to):
@@ -213,6 +229,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     if args.end_silence_ms:
         base = dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, end_silence_ms=args.end_silence_ms))
+    if args.ready_wait_ms >= 0:
+        base = dataclasses.replace(base, stt=dataclasses.replace(
+            base.stt, ready_wait_ms=args.ready_wait_ms))
     if args.early_start_ms:
         base = dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, early_start_ms=args.early_start_ms))
@@ -242,7 +261,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 rows = []
                 for k, case in enumerate(items):
                     noise_kind = noises[k % len(noises)]
-                    row = hear(config, stt, case, bank[noise_kind], snr, rng)
+                    row = hear(config, stt, case, bank[noise_kind], snr, rng,
+                               args.ready_after_ms)
                     row["pause_s"] = case.pause_s
                     rows.append(row)
                     details.append({"config": name, "set": set_name, "condition": cond,
@@ -258,6 +278,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 print(name, key, per[key], flush=True)
         results[name] = per
     return {"split": args.split, "noise_kinds": noises, "tail_s": TAIL_S,
+            "ready_after_ms": args.ready_after_ms,
             "configs": {k: dataclasses.asdict(v.stt) for k, v in configs.items()},
             "results": results, "details": details}
 
@@ -271,6 +292,11 @@ def main() -> None:
     parser.add_argument("--end-silence-ms", type=int, default=0, help="0: the default")
     parser.add_argument("--early-start-ms", type=int, default=0, help="0: the default")
     parser.add_argument("--configs", default="default,silero_no_rule,webrtc_no_rule")
+    parser.add_argument("--ready-after-ms", type=int, default=300,
+                        help="audio ms from a pause to the early answer's first audio "
+                             "(bench/latency.py: ~300 here); 0: at once, as on a fast machine")
+    parser.add_argument("--ready-wait-ms", type=int, default=-1, help="stt.ready_wait_ms; "
+                        "-1: the default")
     parser.add_argument("--out", default="bench/results/endpointing.json")
     run(measure, parser)
 

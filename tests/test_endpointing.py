@@ -77,6 +77,33 @@ def test_an_unfinished_sentence_waits_for_the_longer_pause() -> None:
     assert not ep.hold
 
 
+def test_the_end_waits_for_an_answer_being_prepared_and_no_longer() -> None:
+    ep = Endpointer(end_silence_s=0.32, ready_wait_s=0.4)
+    assert ep.process(0.24, True) is EndpointEvent.SPEECH_STARTED
+    ep.preparing = True
+    assert [ep.process(0.08, False) for _ in range(8)] == [None] * 8  # 0.64 s of silence
+    ep.preparing = False  # the first audio is ready: the silence heard is enough
+    assert ep.process(0.08, False) is EndpointEvent.SPEECH_ENDED
+    # Never ready: up to end + wait (0.72 s), then it ends anyway.
+    ep.reset()
+    assert not ep.preparing
+    ep.process(0.24, True)
+    ep.preparing = True
+    events = [ep.process(0.08, False) for _ in range(9)]
+    assert events == [None] * 8 + [EndpointEvent.SPEECH_ENDED]
+    # Speech resumes while it waits: the utterance goes on.
+    ep.reset()
+    ep.process(0.24, True)
+    ep.preparing = True
+    assert [ep.process(0.08, s) for s in (False,) * 6 + (True,) * 2] == [None] * 8
+    assert not ep.done and ep.silence_s == 0.0
+    # An unfinished sentence waits for the long pause, preparing or not.
+    ep.reset()
+    ep.process(0.24, True)
+    ep.hold = ep.preparing = True
+    assert ep.needed_silence_s == ep.pause_silence_s
+
+
 def question_hearing(config: Config, stt: WhisperSTT) -> Hearing:
     return hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=stt.transcribe)
 

@@ -24,6 +24,7 @@ from heisenberg.core.events import (
     EventType,
     LLMComplete,
     LLMToken,
+    SpeechEnded,
     TTSStarted,
     TurnEnded,
 )
@@ -473,6 +474,72 @@ async def test_early_answer_is_dropped_when_the_speaker_goes_on(
     # Only the kept answer reached the bus; the dropped request freed the server's slot.
     assert [e.turn_id for e in events if isinstance(e, LLMComplete)] == [turn.turn_id]
     assert not await slots_busy(llama_server)
+
+
+async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_heard(
+        tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.test_llm_faults import open_sse, sse
+
+    prompts: list[str] = []
+
+    async def slow_model(request: web.Request) -> web.StreamResponse:
+        # Fault injection: a model that needs 2 s before its first token (a busy machine).
+        body = await request.json()
+        prompts.append(body["prompt"])
+        resp = await open_sse(request)
+        await asyncio.sleep(2.0)
+        for piece in ["Madrid", " and", " Paris."]:
+            await resp.write(sse({"content": piece, "stop": False}))
+        await resp.write(sse({"content": "", "stop": True, "tokens_predicted": 3,
+                              "tokens_evaluated": 20, "stop_type": "eos",
+                              "prompt": body["prompt"]}))
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/completion", slow_model)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    wav = tmp_path / "q.wav"
+    # A finished sentence, half a second of silence, and more: the end-of-turn rule reads
+    # the first part as complete, and 300 ms of silence would end it.
+    write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   flite("What is the capital of France?", "slt"),
+                                   silence(0.5), flite("And the capital of Spain?", "slt"),
+                                   silence(2.5)]), RATE_HZ)
+    wake = gated(OpenWakeWordEngine(WakeWordConfig()))
+    heard: dict[int, tuple[str, list[Event]]] = {}
+    for wait_ms in (1500, 0):
+        prompts.clear()
+        base = Config(llm=LLMConfig(url=url))
+        config = dataclasses.replace(base, stt=dataclasses.replace(
+            base.stt, end_silence_ms=300, ready_wait_ms=wait_ms))
+        bus = EventBus()
+        events = record(bus)
+        llm = LlamaCppLLM(config.llm, url)
+        loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), NullSink(), wake,
+                         stt, tts, earcons=False, early_stt_s=0.06)
+        turns = await loop.run()
+        await bus.drain()
+        await llm.close()
+        assert turns and turns[0].outcome is not None and turns[0].outcome.error is None
+        heard[wait_ms] = (turns[0].transcript.lower(), events)
+        if wait_ms:  # the early answer to the first part was dropped, the second kept
+            assert loop.prefetches == 2 and len(prompts) == 2
+            assert "france" in prompts[0].lower() and "spain" not in prompts[0].lower()
+            assert len(turns) == 1
+    await server.close()
+    waited, events = heard[1500]
+    assert "france" in waited and "spain" in waited, waited
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    first_tts = next(i for i, e in enumerate(events) if isinstance(e, TTSStarted))
+    assert len(ended) == 1 and events.index(ended[0]) < first_tts  # nothing played before
+    # The same audio without the wait: the first part alone is the question.
+    cut, _ = heard[0]
+    assert "france" in cut and "spain" not in cut, cut
 
 
 async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,

@@ -147,8 +147,6 @@ class EchoReference:
     ``played(samples, rate_hz, at)``: ``samples`` start sounding at ``at`` (the writer records
     what the device outputs, so a stopped answer is simply not written). ``window(start,
     n)``: the ``n`` samples that sounded from ``start`` (zeros where nothing did).
-    ``cut(at)``: the device dropped its buffer at ``at``; what was written as sounding later
-    never will.
     """
 
     SLACK = RATE_HZ // 100
@@ -189,19 +187,6 @@ class EchoReference:
             self._end = max(self._end, start + len(pcm))
             if np.any(pcm):
                 self.last_sound_at = max(self.last_sound_at, (start + len(pcm)) / RATE_HZ)
-
-    def cut(self, at: float) -> None:
-        """What was written as sounding from ``at`` on never will (the device dropped its
-        buffer): silence there, and the next block starts a new run."""
-        idx = round(at * RATE_HZ)
-        with self._lock:
-            if idx < self._end:
-                n = min(self._end - idx, len(self._ring))
-                self._write(self._end - n, np.zeros(n, np.int16))
-                self._end = idx
-            self.last_sound_at = min(self.last_sound_at, at)
-        self._in_end_s = float("-inf")
-        self._resamplers.clear()
 
     def _resample(self, samples: np.ndarray, rate_hz: int) -> np.ndarray:
         """To 16 kHz as one continuous stream per source rate (block by block, a resampler

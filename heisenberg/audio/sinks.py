@@ -123,8 +123,8 @@ class SpeakerSink(AudioSink):
     opened: PortAudio pulls 20 ms blocks from a queue that ``play`` fills (silence when it is
     empty, so the device never underruns), which makes the output clock exact: block ``n``
     sounds at a fixed start plus ``n`` blocks. That clock stamps what is played for the echo
-    canceller (``reference``). ``stop`` empties the queue and drops the device's buffer:
-    playback ends within a few milliseconds (bench/interrupt.py), not ``LATENCY_S`` later."""
+    canceller (``reference``). ``stop`` empties the queue: playback ends within one block
+    plus the device latency."""
 
     BLOCK_S = 0.02
     LATENCY_S = 0.1
@@ -147,8 +147,6 @@ class SpeakerSink(AudioSink):
         self._start: float | None = None
         self.underflows = 0
         """Blocks the device asked for too late (it played a gap): a busy machine."""
-        self._filled_at = float("-inf")
-        """``time.monotonic()`` of the last callback that handed samples to the device."""
 
     def _ensure_stream(self) -> Any:
         if self._stream is None:
@@ -200,7 +198,6 @@ class SpeakerSink(AudioSink):
                                                                       at - elapsed)
         if filled:
             self.sounding_until = self._start + elapsed + filled / self.rate_hz
-            self._filled_at = time.monotonic()
         if self.reference is not None:
             self.reference.played(block, self.rate_hz, self._start + elapsed)
         self._elapsed_s += frames / self.rate_hz
@@ -248,40 +245,13 @@ class SpeakerSink(AudioSink):
             self.played_ms += playing.position * 1000 / self.rate_hz
 
     async def stop(self) -> None:
-        """Cut playback now: the queue is emptied and what the device holds dropped."""
+        """Cut playback: the queue is emptied; the device plays what it holds (one block
+        plus its latency) and then silence."""
         with self._queue_lock:
             dropped = list(self._queue)
             self._queue.clear()
         for playing in dropped:
             playing.finish()
-        # What the device holds (its buffer, up to LATENCY_S plus a block) would still
-        # sound: if something was handed to it that recently, its buffer is dropped too.
-        if self._stream is not None and (time.monotonic() - self._filled_at
-                                         < self.LATENCY_S + 2 * self.BLOCK_S):
-            async with self._lock:
-                await asyncio.to_thread(self._flush)
-
-    def _flush(self) -> None:
-        """PortAudio's thread: ``abort`` drops the device's buffer (PulseAudio flushes the
-        stream), and the stream starts again at once, silent. The reference forgets what it
-        was told would sound from now on; the restarted stream takes the device's estimate
-        of its output time again (on PulseAudio it agreed with the old clock within a
-        millisecond, measured, so the echo canceller's tracked delay still holds)."""
-        stream = self._stream
-        if stream is None:
-            return
-        try:
-            stream.abort()
-            now = time.monotonic()
-            if self.reference is not None:
-                self.reference.cut(now)
-            self.sounding_until = min(self.sounding_until, now)
-            self._elapsed_s = 0.0
-            self._start = None
-            stream.start()
-        except Exception as exc:  # the device went away: the next play opens it again
-            log.warning("speaker: flushing the stream failed: %s", exc)
-            self._discard_stream()
 
     async def close(self) -> None:
         await self.stop()

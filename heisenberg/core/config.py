@@ -198,6 +198,11 @@ class STTConfig:
     ``end_silence_ms`` and ``engine = "local"`` (a remote service could stall hearing)."""
     pause_silence_ms: int = _opt(2000, min=100, max=10000)
     """Silence that ends an unfinished sentence, milliseconds."""
+    ready_wait_ms: int = _opt(400, min=0, max=10000)
+    """After ``end_silence_ms``, while the early answer's first audio is still being made
+    (it could not play sooner), the end waits for it, up to this much more silence: a
+    speaker who goes on meanwhile is heard to the end of the sentence, and nothing was
+    played (the early answer is dropped). 0 = end on silence alone. Milliseconds."""
     max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)
     no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
     preroll_ms: int = _opt(320, min=0, max=5000)

@@ -8,7 +8,9 @@ every question in the same state, at hour 1 as at hour 100, and not cold at the 
 follows goes to it and to the ``Endpointer`` until the utterance ends; detections meanwhile
 are part of the question and ignored. At a short pause the words so far are transcribed
 (``transcribe``, in this same thread): when they read as an unfinished sentence
-(``endofturn.unfinished``) the end waits for the longer pause silence. Then a new wake
+(``endofturn.unfinished``) the end waits for the longer pause silence; while the voice loop
+says the answer started then cannot play yet (``feed(preparing=True)``), it waits up to
+``stt.ready_wait_ms`` more for it, as ending sooner would not make it play sooner. Then a new wake
 word is a barge-in, even while the answer is being transcribed. With ``interrupt_speech_ms``
 the user's voice alone is one too, while the assistant speaks: once the echo canceller has
 settled, a voice detector listens to what it leaves (the user and the room, not the
@@ -152,10 +154,14 @@ class Hearing:
         """Audio time at which hearing the current question began (the detection's chunk
         end), milliseconds on the source's clock."""
 
-    def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "") -> list[Heard]:
+    def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "",
+             preparing: bool = False) -> list[Heard]:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
-        ``echo``: the words the microphone may be hearing from the speaker."""
+        ``echo``: the words the microphone may be hearing from the speaker; ``preparing``:
+        the answer started at the last ``Pause`` cannot play yet (the end waits up to
+        ``Endpointer.ready_wait_s`` for it)."""
         self.fed_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+        self.endpointer.preparing = preparing and self._paused
         raw = chunk
         if self.canceller is not None:
             chunk = self.canceller.process(chunk)
@@ -354,7 +360,8 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
     return Hearing(
         wake, vad or vad_for(config),
         Endpointer(stt.end_silence_ms / 1000, stt.max_utterance_s, stt.no_speech_timeout_s,
-                   pause_silence_s=stt.pause_silence_ms / 1000),
+                   pause_silence_s=stt.pause_silence_ms / 1000,
+                   ready_wait_s=stt.ready_wait_ms / 1000),
         preroll_chunks=round(stt.preroll_ms / 80),
         early_stt_s=stt.early_start_ms / 1000 if early_stt_s is None else early_stt_s,
         speaking_threshold=(config.wakeword.speaking_threshold if speaking_threshold is None

@@ -72,6 +72,17 @@ class Prefetch:
         self.first_audio.add_done_callback(
             lambda f: None if f.cancelled() else f.exception())
 
+    @property
+    def audio_pending(self) -> bool:
+        """The first sentence's audio is being made here and is not ready yet (False once
+        it is, or when this prefetch will make none: no ``tts``, or the answer ended
+        before a sentence was complete)."""
+        if self._tts is None:
+            return False
+        if self.first_audio is None:
+            return self._task is not None and not self._task.done()
+        return not self.first_audio.done()
+
     def ready_audio(self, sentence: str) -> asyncio.Future[AudioChunk] | None:
         """The audio of ``sentence`` if it is the first one, already being synthesized."""
         if self.first_audio is not None and sentence == self.first_sentence:

@@ -233,7 +233,8 @@ class VoiceLoop:
         if self._window_s and not playing:
             await self._start_follow_up()
         heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
-                                        echo=self.sink.hearing())
+                                        echo=self.sink.hearing(),
+                                        preparing=self._early_preparing())
         for item in heard:
             if isinstance(item, Pause):
                 self._drop_early()
@@ -343,6 +344,21 @@ class VoiceLoop:
         frame = await self.frames.grab()
         self.prefetches += 1
         return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
+
+    def _early_preparing(self) -> bool:
+        """The early answer is on its way but its first audio is not ready: ending the
+        utterance now would not make it play sooner (the hearing waits a little for it)."""
+        task = self._early
+        if task is None:
+            return False
+        if not task.done():
+            return True  # transcribing, or starting the LLM
+        if task.cancelled() or task.exception() is not None:
+            return False
+        prefetch = task.result().prefetch
+        if prefetch is None:  # nothing to wait for (a skill, a dismissal, no words)
+            return False
+        return prefetch.audio_pending
 
     def _drop_early(self) -> None:
         """Speech went on (or a new question began): the early answer is stale."""

@@ -41,6 +41,9 @@ class Endpointer:
     pause_silence_s: float = 2.0
     """Silence that ends an utterance while ``hold`` is set (the words so far are an
     unfinished sentence), seconds."""
+    ready_wait_s: float = 0.0
+    """More silence the end waits while ``preparing`` is set (the answer's first audio,
+    started early, is not ready yet: it could not play sooner anyway), seconds."""
 
     def __post_init__(self) -> None:
         self.reset()
@@ -54,6 +57,10 @@ class Endpointer:
         self.speech_start_at_s: float | None = None
         self.hold = False
         """Set by the caller when the words so far are unfinished: wait ``pause_silence_s``."""
+        self.preparing = False
+        """Set by the caller while the answer to the words so far is being prepared and
+        cannot play yet: wait up to ``ready_wait_s`` more for it (speech that resumes
+        meanwhile continues the utterance: nothing was played)."""
 
     def process(self, chunk_s: float, is_speech: bool) -> EndpointEvent | None:
         """Feed ``chunk_s`` seconds of audio classified as speech or not."""
@@ -84,7 +91,9 @@ class Endpointer:
     @property
     def needed_silence_s(self) -> float:
         """The silence that ends the utterance now."""
-        return max(self.end_silence_s, self.pause_silence_s) if self.hold else self.end_silence_s
+        if self.hold:
+            return max(self.end_silence_s, self.pause_silence_s)
+        return self.end_silence_s + (self.ready_wait_s if self.preparing else 0.0)
 
 
 class Vad(Protocol):
