@@ -146,6 +146,7 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
     pauses: list[Pause] = []
     started = 0.0
     paused_at_ms: int | None = None
+    was_preparing = False
     for n, i in enumerate(range(0, len(stream) - CHUNK + 1, CHUNK)):
         chunk = AudioChunk(stream[i:i + CHUNK].tobytes(), RATE_HZ, i * 1000 // RATE_HZ)
         if n == lead_chunks:
@@ -154,7 +155,12 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
             started = time.perf_counter()
         preparing = (paused_at_ms is not None
                      and chunk.timestamp_ms - paused_at_ms < ready_after_ms)
-        for item in hearing.feed(chunk, preparing=preparing):
+        # Ready between the last chunk and this one: the voice loop ends the wait then.
+        items = hearing.answer_ready() if was_preparing and not preparing else []
+        was_preparing = preparing
+        if not items:
+            items = hearing.feed(chunk, preparing=preparing)
+        for item in items:
             if isinstance(item, Pause):
                 pauses.append(item)
                 paused_at_ms = chunk.timestamp_ms + round(chunk.duration_ms)

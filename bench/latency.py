@@ -82,6 +82,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                 early_answer=args.early_answer, vad=args.vad,
                                 end_of_turn=args.end_of_turn,
                                 end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms,
+                                ready_wait_ms=(config.stt.ready_wait_ms if args.ready_wait_ms < 0
+                                               else args.ready_wait_ms),
                                 preroll_ms=args.preroll_ms or config.stt.preroll_ms),
         history=dataclasses.replace(config.history, enabled=False),
         camera=dataclasses.replace(config.camera, enabled=False))
@@ -193,6 +195,8 @@ def main() -> None:
     ap.add_argument("--end-of-turn", action=argparse.BooleanOptionalAction, default=True,
                     help="stt.end_of_turn: the end-of-turn rule on the early transcript")
     ap.add_argument("--end-silence-ms", type=int, default=0, help="stt.end_silence_ms; 0: default")
+    ap.add_argument("--ready-wait-ms", type=int, default=-1,
+                    help="stt.ready_wait_ms; -1: the default")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")

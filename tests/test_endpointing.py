@@ -223,3 +223,30 @@ def test_a_remote_speech_to_text_is_not_called_from_the_hearing(stt: WhisperSTT)
     h = hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=stt.transcribe)
     assert h.transcribe is None
     assert question_hearing(Config(), stt).transcribe is not None
+
+
+def test_the_answer_being_ready_ends_the_wait_between_two_chunks(stt: WhisperSTT) -> None:
+    config = Config()
+    h = question_hearing(config, stt)
+    audio = np.concatenate([silence(1.0), flite("What is the capital of France?", "slt"),
+                            silence(3.0)])
+    paused_ms: int | None = None
+    heard: list[object] = []
+    for chunk in chunks_of(audio):
+        if chunk.timestamp_ms == 960:
+            h.start(960)
+        end_ms = chunk.timestamp_ms + CHUNK_MS
+        # Waiting for the early answer: the end does not come after end_silence_ms ...
+        items = h.feed(chunk, preparing=paused_ms is not None)
+        heard += items
+        if any(isinstance(i, Pause) for i in items):
+            paused_ms = end_ms
+        if paused_ms is not None and end_ms - paused_ms >= config.stt.end_silence_ms:
+            break
+    assert paused_ms is not None and not any(isinstance(i, Utterance) for i in heard), heard
+    assert h.listening_to and h.endpointer.silence_s >= config.stt.end_silence_ms / 1000
+    # ... and once the answer can play, it comes at once, at the last chunk's audio time.
+    [ended] = h.answer_ready()
+    assert isinstance(ended, Utterance) and ended.ended.reason == "silence"
+    assert ended.ended.audio_ms == end_ms - 960
+    assert not h.listening_to and h.answer_ready() == []

@@ -241,6 +241,18 @@ class Hearing:
             self.vad.is_speech(before)
         return self.listening_to
 
+    def answer_ready(self) -> list[Heard]:
+        """The answer started at the last ``Pause`` can play now: if the end was waiting only
+        for it (the silence since the speech already ends a finished sentence), the
+        utterance ends here, at the audio time of the last chunk fed, not a chunk later."""
+        ep = self.endpointer
+        ep.preparing = False
+        if not (self.listening_to and self._paused and ep.in_speech and not ep.done
+                and not ep.hold and ep.silence_s >= ep.end_silence_s - 1e-6):
+            return []
+        turn_id, self.listening_to = self.listening_to, ""
+        return [self._utterance_done(turn_id, "silence")]
+
     def finish(self) -> list[Heard]:
         """The input ended: the question being heard ends here (``end_of_input``) and is
         returned as an ``Utterance`` if speech had started, else as no speech."""

@@ -44,9 +44,14 @@ class Prefetch:
         """The answer's first sentence as the speaker will split it, once complete."""
         self.first_audio: asyncio.Future[AudioChunk] | None = None
         """Its audio, synthesized in a worker thread as soon as it was complete."""
+        self.settled = asyncio.Event()
+        """Set once ``audio_pending`` is False for good: the first audio is ready, or this
+        prefetch will make none."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="llm-prefetch")
+        if self._tts is None:
+            self.settled.set()
 
     async def _run(self) -> None:
         image = self.frame.jpeg if self.frame is not None else None
@@ -62,6 +67,8 @@ class Prefetch:
                             splitter = None
         finally:
             self._items.put_nowait(None)
+            if self.first_audio is None:
+                self.settled.set()
 
     def _synthesize_first(self, sentence: str) -> None:
         assert self._tts is not None
@@ -71,6 +78,7 @@ class Prefetch:
         # A dropped prefetch's audio is never awaited: its failure is not an error then.
         self.first_audio.add_done_callback(
             lambda f: None if f.cancelled() else f.exception())
+        self.first_audio.add_done_callback(lambda _: self.settled.set())
 
     @property
     def audio_pending(self) -> bool:

@@ -140,6 +140,10 @@ class VoiceLoop:
         self._tasks = TaskSet("voice")
         self._turn_task: asyncio.Task[None] | None = None
         self._early: asyncio.Task[EarlyAnswer] | None = None
+        self._early_watch: asyncio.Task[None] | None = None
+        """Ends the utterance once the early answer can play (``_end_when_ready``)."""
+        self._hearing_lock = asyncio.Lock()
+        """One caller of the hearing at a time: the chunks, and that watcher."""
         self.turns: list[VoiceTurn] = []
         """The recent voice turns, oldest first: the last ``KEEP_TURNS`` to ``2 * KEEP_TURNS``
         (a daemon runs for months; the history store keeps every conversation turn)."""
@@ -229,16 +233,36 @@ class VoiceLoop:
     # --- what the hearing heard -----------------------------------------------------------
 
     async def _hear(self, chunk: AudioChunk) -> None:
-        playing = self.state is State.SPEAKING or self.sink.now_playing is not None
-        if self._window_s and not playing:
-            await self._start_follow_up()
-        heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
-                                        echo=self.sink.hearing(),
-                                        preparing=self._early_preparing())
+        async with self._hearing_lock:
+            playing = self.state is State.SPEAKING or self.sink.now_playing is not None
+            if self._window_s and not playing:
+                await self._start_follow_up()
+            heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
+                                            echo=self.sink.hearing(),
+                                            preparing=self._early_preparing())
+            await self._handle(heard, chunk)
+
+    async def _end_when_ready(self, early: asyncio.Task[EarlyAnswer]) -> None:
+        """Once the early answer's first audio is ready, end the utterance if the end was
+        waiting only for it (between two chunks: up to a chunk sooner)."""
+        await asyncio.wait({early})  # not cancelled with this watcher: the turn takes it
+        if early.cancelled() or early.exception() is not None:
+            return
+        prefetch = early.result().prefetch
+        if prefetch is None:
+            return
+        await prefetch.settled.wait()
+        async with self._hearing_lock:
+            if self._early is early:
+                await self._handle(self.hearing.answer_ready(), None)
+
+    async def _handle(self, heard: list[Heard], chunk: AudioChunk | None) -> None:
         for item in heard:
             if isinstance(item, Pause):
                 self._drop_early()
                 self._early = self._tasks.spawn(self._early_answer(item), "early")
+                self._early_watch = self._tasks.spawn(self._end_when_ready(self._early),
+                                                      "early-ready")
             elif isinstance(item, Resumed):
                 self._drop_early()
             elif isinstance(item, Utterance):
@@ -246,6 +270,7 @@ class VoiceLoop:
                 if self.earcons:
                     await self._play_earcon(660.0)
                 early, self._early = self._early, None
+                self._early_watch = None  # it sees the early answer taken, and ends
                 self._turn_task = self._tasks.spawn(self._turn(item, early), "turn")
             elif isinstance(item, WakewordDetected | VoiceInterrupt):
                 self.assistant.record(item)  # LISTENING: the running turn loses the state
@@ -256,7 +281,8 @@ class VoiceLoop:
                     await self._barge_in()
                 if isinstance(item, VoiceInterrupt):
                     await self.sink.stop()  # whoever was speaking (an API /speak too)
-                    self._time_interruption(chunk, item)
+                    if chunk is not None:
+                        self._time_interruption(chunk, item)
                 elif self.earcons:
                     await self._play_earcon(880.0)
             elif isinstance(item, Rejected):
@@ -362,6 +388,9 @@ class VoiceLoop:
 
     def _drop_early(self) -> None:
         """Speech went on (or a new question began): the early answer is stale."""
+        watch, self._early_watch = self._early_watch, None
+        if watch is not None:
+            watch.cancel()
         task, self._early = self._early, None
         if task is not None:
             self._tasks.spawn(self._drop(task), "drop-early")
