@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of, read_wav, write_wav
 from heisenberg.audio.sinks import NullSink, WavFileSink
@@ -47,7 +46,7 @@ from heisenberg.voice.wakeword import (
     WakeWordEngine,
 )
 from tests.conftest import RunningServer, flite, silence, speech
-from tests.test_llm_faults import open_sse, sse
+from tests.test_llm_faults import fake_llm, open_sse, sse
 
 OTHER_SPEECH = (
     "Good morning everyone. Today we will talk about the weather in the mountains and the "
@@ -479,16 +478,6 @@ async def test_early_answer_is_dropped_when_the_speaker_goes_on(
     assert not await slots_busy(llama_server)
 
 
-async def fake_completion_server(
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> tuple[TestServer, str]:
-    """A local server whose /completion is ``handler`` (fault injection); and its URL."""
-    app = web.Application()
-    app.router.add_post("/completion", handler)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server, str(server.make_url("")).rstrip("/")
-
-
 def end_of_stream(prompt: str, tokens: int) -> bytes:
     """llama-server's last SSE message of a completion."""
     return sse({"content": "", "stop": True, "tokens_predicted": tokens,
@@ -510,7 +499,6 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
         await resp.write(end_of_stream(body["prompt"], 3))
         return resp
 
-    server, url = await fake_completion_server(slow_model)
     wav = tmp_path / "q.wav"
     # A finished sentence, half a second of silence, and more: the end-of-turn rule reads
     # the first part as complete, and 300 ms of silence would end it.
@@ -522,17 +510,15 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
     heard: dict[int, tuple[str, list[Event]]] = {}
     for wait_ms in (1500, 0):
         prompts.clear()
-        base = Config(llm=LLMConfig(url=url))
-        config = dataclasses.replace(base, stt=dataclasses.replace(
-            base.stt, end_silence_ms=300, ready_wait_ms=wait_ms))
+        config = Config(stt=dataclasses.replace(STTConfig(), end_silence_ms=300,
+                                                ready_wait_ms=wait_ms))
         bus = EventBus()
         events = record(bus)
-        llm = LlamaCppLLM(config.llm, url)
-        loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), NullSink(), wake,
-                         stt, tts, earcons=False, early_stt_s=0.06)
-        turns = await loop.run()
-        await bus.drain()
-        await llm.close()
+        async with fake_llm(slow_model) as llm:
+            loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), NullSink(), wake,
+                             stt, tts, earcons=False, early_stt_s=0.06)
+            turns = await loop.run()
+            await bus.drain()
         assert turns and turns[0].outcome is not None and turns[0].outcome.error is None
         heard[wait_ms] = (turns[0].transcript.lower(), events)
         if wait_ms:  # an early answer to the first part (if the file, read as fast as it
@@ -542,7 +528,6 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
             if len(prompts) == 2:
                 assert "france" in prompts[0].lower() and "spain" not in prompts[0].lower()
             assert len(turns) == 1
-    await server.close()
     waited, events = heard[1500]
     assert "france" in waited and "spain" in waited, waited
     ended = [e for e in events if isinstance(e, SpeechEnded)]
@@ -562,12 +547,10 @@ async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,
         await resp.write(end_of_stream(body["prompt"], 1))
         return resp
 
-    server, url = await fake_completion_server(stops_at_once)
     wav = tmp_path / "q.wav"
     write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
                                    speech(tts, "What is the capital of France?"),
                                    silence(2.0)]), RATE_HZ)
-    config = Config(llm=LLMConfig(url=url))
     out = tmp_path / "reply.wav"
     sink = WavFileSink(out, tts.rate_hz)
     spoken: list[str] = []
@@ -579,13 +562,11 @@ async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,
             spoken.append(text)
             return tts.synthesize(text)
 
-    llm = LlamaCppLLM(config.llm, url)
-    loop = VoiceLoop(Assistant(config, EventBus(), llm), FileSource(wav), sink, wake, stt,
-                     Recording(), earcons=False)
-    [turn] = await loop.run()
+    async with fake_llm(stops_at_once) as llm:
+        loop = VoiceLoop(Assistant(Config(), EventBus(), llm), FileSource(wav), sink, wake, stt,
+                         Recording(), earcons=False)
+        [turn] = await loop.run()
     await sink.close()
-    await llm.close()
-    await server.close()
     assert turn.outcome is not None and turn.outcome.error is None
     assert turn.outcome.answer == ""
     assert spoken == [NO_ANSWER]
