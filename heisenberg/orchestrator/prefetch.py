@@ -45,8 +45,9 @@ class Prefetch:
         self.first_audio: asyncio.Future[AudioChunk] | None = None
         """Its audio, synthesized in a worker thread as soon as it was complete."""
         self.settled = asyncio.Event()
-        """Set once ``audio_pending`` is False for good: the first audio is ready, or this
-        prefetch will make none."""
+        """Set once the first sentence's audio is ready, or once it is known that this
+        prefetch makes none (no ``tts``, or the answer ended before a sentence was
+        complete)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="llm-prefetch")
@@ -79,17 +80,6 @@ class Prefetch:
         self.first_audio.add_done_callback(
             lambda f: None if f.cancelled() else f.exception())
         self.first_audio.add_done_callback(lambda _: self.settled.set())
-
-    @property
-    def audio_pending(self) -> bool:
-        """The first sentence's audio is being made here and is not ready yet (False once
-        it is, or when this prefetch will make none: no ``tts``, or the answer ended
-        before a sentence was complete)."""
-        if self._tts is None:
-            return False
-        if self.first_audio is None:
-            return self._task is not None and not self._task.done()
-        return not self.first_audio.done()
 
     def ready_audio(self, sentence: str) -> asyncio.Future[AudioChunk] | None:
         """The audio of ``sentence`` if it is the first one, already being synthesized."""

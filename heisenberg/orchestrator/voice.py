@@ -372,19 +372,10 @@ class VoiceLoop:
         return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
 
     def _early_preparing(self) -> bool:
-        """The early answer is on its way but its first audio is not ready: ending the
-        utterance now would not make it play sooner (the hearing waits a little for it)."""
-        task = self._early
-        if task is None:
-            return False
-        if not task.done():
-            return True  # transcribing, or starting the LLM
-        if task.cancelled() or task.exception() is not None:
-            return False
-        prefetch = task.result().prefetch
-        if prefetch is None:  # nothing to wait for (a skill, a dismissal, no words)
-            return False
-        return prefetch.audio_pending
+        """The early answer is on its way but its first audio is not ready (its watcher,
+        ``_end_when_ready``, still waits): ending the utterance now would not make it play
+        sooner (the hearing waits a little for it)."""
+        return self._early_watch is not None and not self._early_watch.done()
 
     def _drop_early(self) -> None:
         """Speech went on (or a new question began): the early answer is stale."""
