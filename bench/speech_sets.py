@@ -1,8 +1,9 @@
 """Speech and sound the defaults were not tuned on, for the wake word and hearing benchmarks.
 
-Voices (``VOICES``): Debian's flite (five built-in voices), festival (three voices), Piper's
-joe with its sampling noise and another speaking rate, and pitch-shifted copies of them (a
-higher or lower voice, the tempo changed with it). Each voice belongs to a split: ``dev``
+Voices (``voices()``): Debian's flite (five built-in voices), festival (three voices), SVOX
+Pico (two), MBROLA (three, on festival's front end), Piper's joe with its sampling noise and
+another speaking rate, and pitch-shifted copies of them (a higher or lower voice, the tempo
+changed with it). Each voice belongs to a split: ``dev``
 voices may be used to choose or train something, ``test`` voices only to measure it; the
 figures that matter are the test ones. espeak-ng voices, Debian's English asterisk prompts,
 pocketsphinx's LibriVox clips and whisper's JFK sample are an independent evaluation and
@@ -15,12 +16,14 @@ bench/install-data`` installs the packages.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +73,42 @@ def _festival(voice: str) -> Callable[[str, np.random.Generator], np.ndarray]:
     return render
 
 
+def _pico(language: str) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """SVOX Pico (Debian non-free ``libttspico-utils``): two female voices, en-US and en-GB."""
+    def render(text: str, rng: np.random.Generator) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "say.wav"
+            speed, pitch = int(rng.uniform(80, 120)), int(rng.uniform(90, 110))
+            marked = f"<pitch level='{pitch}'><speed level='{speed}'>{text}</speed></pitch>"
+            return _run_to_wav(["pico2wave", "-l", language, "-w", str(out), marked], out)
+    return render
+
+
+MBROLA = "/usr/share/mbrola"
+
+
+def _mbrola(database: str, pitch: float) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """An MBROLA diphone voice (Debian ``mbrola-us1``/``us2``/``us3``) driven by festival's
+    front end (kal's phones, durations and intonation) through festival's own MBROLA export;
+    us1mrpa renames festival's US phones to the voices' SAMPA. ``pitch`` scales festival's
+    male intonation to the speaker (us1 is a woman)."""
+    def render(text: str, rng: np.random.Generator) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            pho, out = Path(tmp) / "say.pho", Path(tmp) / "say.wav"
+            quoted = text.replace('"', "")
+            script = ("(Parameter.set 'Audio_Method 'none)\n(voice_kal_diphone)\n"
+                      f"(Parameter.set 'Duration_Stretch {rng.uniform(0.85, 1.2):.2f})\n"
+                      f'(require \'mbrola)\n(save_segments_mbrola (SynthText "{quoted}") '
+                      f'"{pho}")\n')
+            subprocess.run(["festival", "--pipe"], input=script, text=True, check=True,
+                           capture_output=True, timeout=60)
+            ratio = pitch * rng.uniform(0.93, 1.07)
+            return _run_to_wav(["mbrola", "-f", f"{ratio:.2f}", "-I",
+                                f"{MBROLA}/us1/us1mrpa", f"{MBROLA}/{database}/{database}",
+                                str(pho), str(out)], out)
+    return render
+
+
 @functools.cache
 def _piper() -> object:
     from heisenberg.core.config import TTSConfig
@@ -100,6 +139,9 @@ def voices() -> list[Voice]:
         Voice("flite-awb", "dev", _flite("awb")),
         Voice("festival-kal", "dev", _festival("voice_kal_diphone")),
         Voice("piper-joe-high", "dev", pitch_shift(_piper_render, 1.18)),
+        Voice("pico-us", "dev", _pico("en-US")),
+        Voice("mbrola-us1", "dev", _mbrola("us1", 1.8)),
+        Voice("mbrola-us3", "dev", _mbrola("us3", 1.0)),
         Voice("flite-rms", "test", _flite("rms")),
         Voice("flite-slt", "test", _flite("slt")),
         Voice("flite-kal", "test", _flite("kal")),
@@ -107,6 +149,8 @@ def voices() -> list[Voice]:
         Voice("festival-slt-hts", "test", _festival("voice_cmu_us_slt_arctic_hts")),
         Voice("piper-joe-low", "test", pitch_shift(_piper_render, 0.87)),
         Voice("flite-slt-low", "test", pitch_shift(_flite("slt"), 0.9)),
+        Voice("pico-gb", "test", _pico("en-GB")),
+        Voice("mbrola-us2", "test", _mbrola("us2", 1.0)),
     ]
 
 
@@ -123,7 +167,11 @@ MUSIC_GLOBS = {
     "hyperrogue-music": "/usr/share/hyperrogue/music/*.ogg",
     "singularity-music": "/usr/share/games/singularity/music/*.ogg",
     "drascula-music": "/usr/share/scummvm/drascula/audio/*.ogg",
+    "blupi-music": "/usr/share/planetblupi/music/*.ogg",
+    "nexuiz-music": "/usr/share/games/nexuiz/data/music.pk3!sound/cdtracks/*.ogg",
+    "ufoai-music": "/usr/share/games/ufoai/base/0music.pk3!music/*.ogg",
 }
+"""A pattern ``archive!member-glob`` names the Ogg files inside a game's zip archive (.pk3)."""
 
 
 OPENSFX = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"
@@ -160,22 +208,38 @@ def opensfx() -> list[np.ndarray]:
 
 
 def files(pattern: str) -> list[str]:
+    if "!" in pattern:
+        archive, members = pattern.split("!", 1)
+        if not os.path.exists(archive):
+            return []
+        with zipfile.ZipFile(archive) as z:
+            return sorted(f"{archive}!{name}" for name in z.namelist()
+                          if fnmatch.fnmatch(name, members))
     return sorted(glob.glob(pattern, recursive=True))
 
 
 def load(path: str) -> np.ndarray:
-    """Any WAV or Ogg file as mono int16 at 16 kHz (Ogg decoded by sox)."""
+    """Any WAV or Ogg file (or an Ogg file in a zip archive: ``archive!member``) as mono
+    int16 at 16 kHz (Ogg decoded by sox)."""
+    if "!" in path:
+        archive, member = path.split("!", 1)
+        with zipfile.ZipFile(archive) as z:
+            return _sox(["-t", member.rsplit(".", 1)[-1], "-"], z.read(member), path)
     if path.endswith(".wav"):
         try:
             return read_wav(path)
         except ValueError:
             pass  # 8-bit or µ-law: let sox convert it
+    return _sox([path], None, path)
+
+
+def _sox(source: list[str], data: bytes | None, name: str) -> np.ndarray:
     sox = shutil.which("sox")
     if sox is None:
-        raise RuntimeError("sox is needed to decode " + path + ": bash bench/install-data")
-    raw = subprocess.run([sox, path, "-t", "raw", "-r", str(RATE_HZ), "-e", "signed",
-                          "-b", "16", "-c", "1", "-"], capture_output=True, check=True,
-                         timeout=300).stdout
+        raise RuntimeError("sox is needed to decode " + name + ": bash bench/install-data")
+    raw = subprocess.run([sox, *source, "-t", "raw", "-r", str(RATE_HZ), "-e", "signed",
+                          "-b", "16", "-c", "1", "-"], input=data, capture_output=True,
+                         check=True, timeout=300).stdout
     return np.frombuffer(raw, dtype=np.int16)
 
 
@@ -188,26 +252,27 @@ def recordings(kinds: dict[str, str], split: str | None = None) -> Iterator[tupl
 
 
 @functools.cache
-def noise_bank(seconds_each: float = 60.0) -> dict[str, np.ndarray]:
-    """Real recorded noise to mix under speech: music, and babble made of three speakers of
-    other languages talking at once. Files are taken from the ``test`` half, so that noise
-    and negatives (``dev`` half for tuning) do not overlap. Kept once made (per process)."""
+def noise_bank(seconds_each: float = 60.0, split: str = "test") -> dict[str, np.ndarray]:
+    """Real recorded noise to mix under speech: music, machines, and babble made of three
+    speakers of other languages talking at once, from one half of the files: ``test`` (the
+    benchmarks) or ``dev`` (training: bench/train_verifier.py), so that what is measured is
+    never mixed over noise that was trained on. Kept once made (per process)."""
     bank: dict[str, np.ndarray] = {}
     want = int(seconds_each * RATE_HZ)
     for kind in MUSIC_GLOBS:
         audio: list[np.ndarray] = []
-        for _, path in recordings({kind: MUSIC_GLOBS[kind]}, "test"):
+        for _, path in recordings({kind: MUSIC_GLOBS[kind]}, split):
             audio.append(load(path))
             if sum(map(len, audio)) >= want:
                 break
         if audio:
             bank[kind] = np.concatenate(audio)[:want]
-    sfx = opensfx()[1::2]  # the test half, like the music
+    sfx = opensfx()[(1 if split == "test" else 0)::2]
     if sfx:
         bank["machines-sfx"] = np.resize(np.concatenate(sfx), want)
     streams = []
     for kind in ("asterisk-es", "asterisk-it", "asterisk-ru"):
-        audio = [load(p) for _, p in list(recordings({kind: SPEECH_GLOBS[kind]}, "test"))[:60]]
+        audio = [load(p) for _, p in list(recordings({kind: SPEECH_GLOBS[kind]}, split))[:60]]
         if audio:
             streams.append(np.concatenate(audio).astype(np.float64))
     if streams:

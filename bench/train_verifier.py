@@ -2,18 +2,21 @@
 
     python bench/train_verifier.py [--per-voice 16] [--out PATH]
 
-Only ``dev`` material is used (bench/speech_sets.py): the dev voices, each also pitch-shifted
-four ways (0.88-1.13: a smaller or larger speaker), saying the wake phrase with and without
-a question, clean and over real recorded noise at 10 and 5 dB; the dev half of the real
-recordings (asterisk prompts in four languages, music) as negatives. Positives are the
-frames at the model's peak on the clean rendering (the same frames of the noisy copies);
-negatives are the frames away from it, every frame of the near misses, and frames of the
-real recordings.
+Only ``dev`` material is used (bench/speech_sets.py): the dev voices, each also
+pitch-shifted four ways (0.88-1.13: a smaller or larger speaker), saying the wake phrase
+alone or followed by a question, clean and over real recorded noise at 10 and 5 dB (the
+dev half of the noise files: the benchmarks mix over the other half); the dev half of the
+real recordings (asterisk prompts in four languages, music) as negatives. Positives are the
+frames from the end of the wake phrase to just after the model's peak on the clean
+rendering (the same frames of the noisy copies): the verifier learns to decide as soon as
+the phrase is over. Negatives: the frames before the phrase is complete and well after it,
+every frame of the near misses, and frames of the real recordings.
 
 The threshold written into the file is chosen by leave-one-voice-out: each dev voice (with
 its pitch variants) is held out in turn, a verifier trained on the others scores it, and
-the threshold is the lowest at which the held-out near misses (clean) wake it at most 5 %
-of the time. The test voices are never looked at: bench/wakeword.py measures on them.
+the threshold is the lowest at which the held-out near misses wake it at most 5 % of the
+time, clean and at 10 dB. The test voices are never looked at: bench/wakeword.py measures
+on them.
 """
 
 from __future__ import annotations
@@ -37,14 +40,15 @@ from speech_sets import (
     recordings,
     voices,
 )
+from wakeword import voiced_end
 
 from heisenberg.audio.format import RATE_HZ
 from heisenberg.enroll import Embedder
 from heisenberg.voice.verifier import Verifier
 
-WAKE = ["Hey Jarvis.", "Hey Jarvis, what time is it?", "Hey, Jarvis.", "Hey Jarvis!",
-        "Hey Jarvis, turn on the light.", "Hey Jarvis, how are you today?",
-        "Hey Jarvis, what's the weather like?", "Hey Jarvis, set a timer for five minutes."]
+WAKE = ["Hey Jarvis.", "Hey, Jarvis.", "Hey Jarvis!", "Hey Jarvis"]
+QUESTIONS = ["", "What time is it?", "Turn on the light.", "How are you today?",
+             "What's the weather like?", "Set a timer for five minutes."]
 NEAR = ["Hey Java developers.", "Hey Travis.", "Hey Harvey.", "Hey Jervis.", "Hey Marvin.",
         "Jarvis.", "Hey Charlie.", "Hey, Davis.", "Hey service.", "Hey, nervous?",
         "Hey Jack, it is.", "Jarvis is a name.", "Harvest.", "Hey Jarrod."]
@@ -53,39 +57,53 @@ SNRS = (None, 10.0, 5.0)
 
 
 def _voice_frames(task: tuple[str, float, int, int]) -> list[dict[str, object]]:
-    """One dev voice at one pitch: its renderings, clean and in noise, as frames."""
+    """One dev voice at one pitch: its renderings, clean and in noise, as frames. A wake
+    phrase is rendered alone, then its question after a short pause, so that the frame at
+    which the phrase ends is known (``end``: the first frame decided after its last voiced
+    sample)."""
     name, pitch, per_voice, seed = task
     base = {v.name: v for v in voices()}[name]
     voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
                                             pitch_shift(base.render, pitch))
     rng = np.random.default_rng([seed, PITCHES.index(pitch), sorted(VOICES).index(name)])
-    bank = noise_bank()
+    bank = noise_bank(split="dev")
     embed = Embedder("hey_jarvis")
     rows: list[dict[str, object]] = []
     before, after = np.zeros(RATE_HZ, np.int16), np.zeros(RATE_HZ // 2, np.int16)
     for kind, phrases, n in (("wake", WAKE, per_voice), ("near", NEAR, len(NEAR))):
         for i in range(n):
             said = voice.render(phrases[i % len(phrases)], rng)
+            said = said[:voiced_end(said)]
+            end_s = (len(before) + len(said)) / RATE_HZ
+            question = QUESTIONS[i % len(QUESTIONS)] if kind == "wake" else ""
+            if question:
+                pause = np.zeros(int(rng.uniform(0.08, 0.3) * RATE_HZ), np.int16)
+                said = np.concatenate([said, pause, voice.render(question, rng)])
             peak = None
             for snr in SNRS:
                 audio = np.concatenate([before, said, after]) if snr is None else mix(
                     said, bank[sorted(bank)[int(rng.integers(len(bank)))]], snr, rng,
                     len(before), len(after))
                 scores, feats = embed(audio, pad=False)
+                # frame j is decided at the end of chunk j + lead (the model's warm-up)
+                lead = len(range(0, len(audio) - 1279, 1280)) - len(scores)
+                end = max(0, int(np.ceil(end_s / 0.08)) - 1 - lead)
                 if peak is None:
                     peak = int(np.argmax(scores)) if scores.max() >= 0.2 else -1
                 rows.append({"group": name, "kind": kind, "snr": snr, "peak": peak,
-                             "feats": feats.astype(np.float32)})
+                             "end": end, "feats": feats.astype(np.float32)})
     embed.close()
     print(f"{voice.name}: {len(rows)} clips", flush=True)
     return rows
 
 
-def _recording_frames(paths: list[str], step: int = 6) -> np.ndarray:
-    """Frames of real recordings played back to back (every ``step``-th frame)."""
+def _recording_frames(paths: list[str], step: int = 6, most_s: float = 360.0) -> np.ndarray:
+    """Frames of real recordings played back to back (every ``step``-th frame; at most the
+    first ``most_s`` seconds of each file)."""
     embed = Embedder("hey_jarvis")
     gap = np.zeros(4000, np.int16)
-    _, feats = embed(np.concatenate([x for p in paths for x in (load(p), gap)]), pad=False)
+    audio = [x for p in paths for x in (load(p)[:int(most_s * RATE_HZ)], gap)]
+    _, feats = embed(np.concatenate(audio), pad=False)
     embed.close()
     return feats[::step].astype(np.float32)
 
@@ -117,45 +135,71 @@ def split(rows: list[dict[str, object]], groups: set[str]) -> tuple[np.ndarray, 
             continue
         feats = r["feats"]
         assert isinstance(feats, np.ndarray)
-        k = int(r["peak"])  # type: ignore[call-overload]
+        k, end = int(r["peak"]), int(r["end"])  # type: ignore[call-overload]
         if r["kind"] == "wake":
+            # positive from the end of the phrase (decide early) to just after the model's
+            # peak; negative before the phrase is complete and well after it
+            start = end + 1  # the first frame whose embeddings hold the whole phrase
+            stop = max(k, start) + 3
             if k >= 0:
-                pos.append(feats[max(0, k - 1):k + 3])
-            neg.append(feats[[i for i in range(len(feats)) if abs(i - k) > 8]][::2])
+                pos.append(feats[start:stop])
+            neg.append(feats[[i for i in range(len(feats)) if i < end - 2 or i > stop + 8]][::2])
         else:
             neg.append(feats[::2])
     return np.concatenate(pos), np.concatenate(neg)
 
 
-def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, l2: float,
-                       near_goal: float) -> tuple[float, dict[str, object]]:
+def fit(pos: np.ndarray, neg: np.ndarray, units: int, decay: float,
+        threshold: float = 0.5, info: dict[str, object] | None = None) -> Verifier:
+    return Verifier.train_hidden(pos, neg, units=units, decay=decay, threshold=threshold,
+                                 info=info)
+
+
+def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, units: int,
+                       decay: float, near_goal: float) -> tuple[float, dict[str, object]]:
+    """The lowest threshold at which held-out near misses wake it at most ``near_goal`` of
+    the time, clean and at 10 dB each; and what that threshold gives on the held-out voices
+    (recall by condition, the frames from the phrase's end to the decision)."""
     groups = sorted({str(r["group"]) for r in rows})
     wake_p: dict[float | None, list[float]] = {s: [] for s in SNRS}
-    near_p: list[float] = []
+    near_p: dict[float | None, list[float]] = {s: [] for s in SNRS}
+    clean_runs: list[tuple[np.ndarray, int]] = []
     for held in groups:
         pos, neg = split(rows, set(groups) - {held})
-        verifier = Verifier.train(pos, np.concatenate([neg, real]), l2=l2)
+        verifier = fit(pos, np.concatenate([neg, real]), units, decay)
         for r in rows:
             if r["group"] != held:
                 continue
-            best = float(verifier.probabilities(r["feats"]).max())  # type: ignore[arg-type]
+            probs = verifier.probabilities(r["feats"])  # type: ignore[arg-type]
             if r["kind"] == "wake":
-                wake_p[r["snr"]].append(best)  # type: ignore[index]
-            elif r["snr"] is None:
-                near_p.append(best)
-    near = np.array(near_p)
-    threshold = next(t for t in np.arange(0.05, 1.0, 0.01) if np.mean(near >= t) <= near_goal)
-    report = {"held_out_recall": {("clean" if s is None else f"{s:g} dB"):
-                                  round(float(np.mean(np.array(v) >= threshold)), 3)
+                wake_p[r["snr"]].append(float(probs.max()))  # type: ignore[index]
+                if r["snr"] is None:
+                    clean_runs.append((probs, int(r["end"])))  # type: ignore[call-overload]
+            else:
+                near_p[r["snr"]].append(float(probs.max()))  # type: ignore[index]
+    near = {s: np.array(v) for s, v in near_p.items()}
+    threshold = next(t for t in np.arange(0.05, 1.0, 0.005)
+                     if max(np.mean(near[None] >= t), np.mean(near[10.0] >= t)) <= near_goal)
+    late = [int(np.argmax(p >= threshold)) - end for p, end in clean_runs
+            if (p >= threshold).any()]
+
+    def cond(s: float | None) -> str:
+        return "clean" if s is None else f"{s:g} dB"
+
+    report = {"held_out_recall": {cond(s): round(float(np.mean(np.array(v) >= threshold)), 3)
                                   for s, v in wake_p.items()},
-              "held_out_near_miss_rate": round(float(np.mean(near >= threshold)), 3)}
+              "held_out_near_miss_rate": {cond(s): round(float(np.mean(v >= threshold)), 3)
+                                          for s, v in near.items()},
+              "held_out_frames_after_phrase_end": {
+                  "median": float(np.median(late)), "p90": float(np.percentile(late, 90))}}
     return round(float(threshold), 2), report
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-voice", type=int, default=16)
-    ap.add_argument("--l2", type=float, default=100.0)
+    ap.add_argument("--units", type=int, default=64, help="hidden units")
+    ap.add_argument("--decay", type=float, default=1e-3, help="weight decay")
     ap.add_argument("--near-goal", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--procs", type=int, default=2)
@@ -172,14 +216,16 @@ def main() -> None:
         if cache is not None:
             with cache.open("wb") as f:
                 pickle.dump((rows, real), f)
-    threshold, report = held_out_threshold(rows, real, args.l2, args.near_goal)
+    threshold, report = held_out_threshold(rows, real, args.units, args.decay,
+                                           args.near_goal)
     pos, neg = split(rows, {str(r["group"]) for r in rows})
     info = {"trained": datetime.date.today().isoformat(), "by": "bench/train_verifier.py",
             "voices": sorted({str(r["group"]) for r in rows}), "pitches": list(PITCHES),
-            "positives": len(pos), "negatives": len(neg) + len(real), "l2": args.l2,
-            "threshold_rule": f"held-out near misses <= {args.near_goal:.0%}", **report}
-    verifier = Verifier.train(pos, np.concatenate([neg, real]), l2=args.l2,
-                              threshold=threshold, info=info)
+            "positives": len(pos), "negatives": len(neg) + len(real),
+            "hidden_units": args.units, "weight_decay": args.decay,
+            "threshold_rule": f"held-out near misses <= {args.near_goal:.0%}, clean and 10 dB",
+            **report}
+    verifier = fit(pos, np.concatenate([neg, real]), args.units, args.decay, threshold, info)
     verifier.save(Path(args.out))
     print(json.dumps({"threshold": threshold, **info}, indent=2))
 

@@ -173,7 +173,8 @@ async def test_a_french_voice_turn(llama_server: RunningServer, tts: PiperTTS,
                      OpenWakeWordEngine(config.wakeword), stt_fr, tts)
     [turn] = await loop.run()
     await bus.drain()
-    assert {"composez", "mot", "passe"} <= set(words(turn.transcript)), turn.transcript
+    heard = set(words(turn.transcript))  # "composez" and "composer" sound the same
+    assert {"mot", "passe"} <= heard and heard & {"composez", "composer"}, turn.transcript
     [done] = [e for e in events if isinstance(e, LLMComplete)]
     assert "Tu es Heisenberg" in done.server_prompt and "français" in done.server_prompt
 

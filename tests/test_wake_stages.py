@@ -48,6 +48,35 @@ def test_the_verifier_fit_is_the_penalized_optimum() -> None:
         Verifier.train(pos[:1], neg)
 
 
+def test_the_hidden_layer_verifier_learns_what_a_linear_one_cannot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+
+    def xor(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(0.0, 1.0, (n, 4))
+        return x, (x[:, 0] * x[:, 1]) > 0  # the signs' XOR: no linear separation
+
+    x, label = xor(3000)
+    linear = Verifier.train(x[label], x[~label], l2=1.0)
+    hidden = Verifier.train_hidden(x[label], x[~label], units=16, epochs=150, seed=1)
+    test, truth = xor(1000)
+    assert np.mean((linear.probabilities(test) >= 0.5) == truth) < 0.6
+    assert np.mean((hidden.probabilities(test) >= 0.5) == truth) > 0.9
+    again = Verifier.train_hidden(x[label], x[~label], units=16, epochs=150, seed=1)
+    assert np.array_equal(again.probabilities(test), hidden.probabilities(test))  # seeded
+    wide = rng.normal(0.0, 1.0, (200, 385))
+    stored = Verifier.train_hidden(wide[:100] + 1, wide[100:], units=8, epochs=2)
+    path = tmp_path / "hey_jarvis.verifier.npz"
+    stored.save(path)
+    back = Verifier.load(path)
+    assert back.hidden is not None and back.hidden[0].shape == (385, 8)
+    assert np.allclose(back.probabilities(wide), stored.probabilities(wide), atol=1e-6)
+    np.savez(path, weights=np.zeros(16), bias=0.0, mean=np.zeros(385), scale=np.ones(385),
+             threshold=0.5, info="{}", hidden_weights=np.zeros((385, 8)),
+             hidden_biases=np.zeros(8))
+    with pytest.raises(ModelError, match="wrong shape"):
+        Verifier.load(path)
+
+
 def test_a_verifier_file_round_trips_and_a_bad_one_is_named(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     v = Verifier.train(rng.normal(1, 1, (20, 385)), rng.normal(-1, 1, (40, 385)),

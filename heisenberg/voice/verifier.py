@@ -2,17 +2,18 @@
 
 openWakeWord turns audio into one 96-value speech embedding per 80 ms frame; its wake word
 models look at the last 16 of them (1.28 s). A candidate from the model's score (stage 1)
-is confirmed when a logistic regression on the same 16 embeddings (averaged into four
-320 ms blocks: 384 values) and the model's score (as a log-odds) says so.
+is confirmed when a small classifier on the same 16 embeddings (averaged into four 320 ms
+blocks: 384 values) and the model's score (as a log-odds) says so: a logistic regression,
+or the same with one hidden layer of rectified units (``hidden``).
 
-Training takes a fraction of a second, so it happens here, in numpy (Newton's method with an
-L2 penalty): ``bench/train_verifier.py`` makes the bundled one (``verifiers/<model>.npz``,
-from many synthetic voices and real recordings; see docs/VOICE.md), and ``heisenberg
-enroll`` a personal one from the user's own recordings of the wake phrase, stored beside
-the config, which then replaces the bundled one.
+Training happens here, in numpy: ``bench/train_verifier.py`` makes the bundled one
+(``verifiers/<model>.npz``: one hidden layer of 64, from many synthetic voices and real
+recordings; see docs/VOICE.md; ~10 s), and ``heisenberg enroll`` a personal one (linear:
+Newton's method with an L2 penalty, a fraction of a second) from the user's own recordings
+of the wake phrase, stored beside the config, which then replaces the bundled one.
 
-Why not a library: scikit-learn would bring SciPy and joblib (~100 MB) for one linear model
-of 386 numbers; the fit below is 20 lines, tested against the optimum's gradient.
+Why not a library: scikit-learn would bring SciPy and joblib (~100 MB) for two models of a
+few thousand numbers; the fits below are ~20 lines each, tested against what they optimize.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def block_features(window: np.ndarray, score: float) -> np.ndarray:
 @dataclass
 class Verifier:
     weights: np.ndarray
-    """One weight per standardized feature."""
+    """One weight per standardized feature (linear), or per hidden unit."""
     bias: float
     mean: np.ndarray
     scale: np.ndarray
@@ -55,6 +56,8 @@ class Verifier:
     """Probability at or above which a candidate is confirmed."""
     info: dict[str, object] = field(default_factory=dict)
     """How it was trained (what, how many, when): kept in the file."""
+    hidden: tuple[np.ndarray, np.ndarray] | None = None
+    """``(weights (features, units), biases (units,))`` of the hidden layer, if any."""
 
     def score(self, window: np.ndarray, model_score: float) -> float:
         """Probability that ``window`` (the last 16 embedding frames, which the model
@@ -62,8 +65,54 @@ class Verifier:
         return float(self.probabilities(block_features(window, model_score)[None, :])[0])
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        z = ((features - self.mean) / self.scale) @ self.weights + self.bias
+        x = (features - self.mean) / self.scale
+        if self.hidden is not None:
+            x = np.maximum(0.0, x @ self.hidden[0] + self.hidden[1])
+        z = x @ self.weights + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+    @classmethod
+    def train_hidden(cls, positives: np.ndarray, negatives: np.ndarray, units: int = 64,
+                     decay: float = 1e-3, epochs: int = 10, seed: int = 0,
+                     threshold: float = 0.5, info: dict[str, object] | None = None
+                     ) -> Verifier:
+        """One hidden layer of ``units`` rectified units, fit by Adam on minibatches of the
+        class-weighted log-loss with weight decay ``decay``; deterministic for a ``seed``."""
+        if len(positives) < 2 or len(negatives) < 2:
+            raise ValueError("a verifier needs at least two positive and two negative examples")
+        x = np.concatenate([positives, negatives]).astype(np.float32)
+        y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))]).astype(
+            np.float32)
+        sample_w = (np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives))
+                    * len(y)).astype(np.float32)
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
+        x = (x - mean) / scale
+        rng = np.random.default_rng(seed)
+        params = [rng.normal(0, 1 / np.sqrt(x.shape[1]), (x.shape[1], units)).astype(np.float32),
+                  np.zeros(units, np.float32),
+                  rng.normal(0, 1 / np.sqrt(units), units).astype(np.float32),
+                  np.zeros(1, np.float32)]
+        moment = [np.zeros_like(p) for p in params]
+        square = [np.zeros_like(p) for p in params]
+        step, rate, batch = 0, 1e-3, 512
+        for _ in range(epochs):
+            order = rng.permutation(len(x))
+            for j in range(0, len(x), batch):
+                b = order[j:j + batch]
+                h = np.maximum(0.0, x[b] @ params[0] + params[1])
+                p = 1.0 / (1.0 + np.exp(-np.clip(h @ params[2] + params[3][0], -50, 50)))
+                g = (p - y[b]) * sample_w[b] / len(b)
+                back = np.outer(g, params[2]) * (h > 0)
+                grads = [x[b].T @ back + decay * params[0], back.sum(axis=0),
+                         h.T @ g + decay * params[2], np.array([g.sum()], np.float32)]
+                step += 1
+                for i, grad in enumerate(grads):
+                    moment[i] = 0.9 * moment[i] + 0.1 * grad
+                    square[i] = 0.999 * square[i] + 0.001 * grad * grad
+                    params[i] -= (rate * (moment[i] / (1 - 0.9 ** step))
+                                  / (np.sqrt(square[i] / (1 - 0.999 ** step)) + 1e-8))
+        return cls(params[2], float(params[3][0]), mean, scale, threshold, dict(info or {}),
+                   hidden=(params[0], params[1]))
 
     @classmethod
     def train(cls, positives: np.ndarray, negatives: np.ndarray, l2: float = 1.0,
@@ -95,9 +144,12 @@ class Verifier:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        layer = {} if self.hidden is None else {"hidden_weights": self.hidden[0],
+                                                "hidden_biases": self.hidden[1]}
         np.savez(tmp, weights=self.weights, bias=np.float32(self.bias), mean=self.mean,
                  scale=self.scale, threshold=np.float32(self.threshold),
-                 info=np.array(json.dumps(self.info)))
+                 info=np.array(json.dumps(self.info)),
+                 **layer)  # type: ignore[arg-type]  # (numpy's stub: allow_pickle)
         tmp.replace(path)
 
     @classmethod
@@ -105,14 +157,19 @@ class Verifier:
         try:
             with np.load(path, allow_pickle=False) as data:
                 weights, mean, scale = data["weights"], data["mean"], data["scale"]
+                hidden = ((data["hidden_weights"], data["hidden_biases"])
+                          if "hidden_weights" in data else None)
                 verifier = cls(weights, float(data["bias"]), mean, scale,
-                               float(data["threshold"]), json.loads(str(data["info"])))
+                               float(data["threshold"]), json.loads(str(data["info"])),
+                               hidden=hidden)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"wake word verifier {str(path)!r} is not readable: {exc}") from exc
         size = FEATURES
-        if weights.shape != (size,) or mean.shape != (size,) or scale.shape != (size,):
+        units = (size,) if hidden is None else hidden[1].shape
+        if (mean.shape != (size,) or scale.shape != (size,) or weights.shape != units
+                or (hidden is not None and hidden[0].shape != (size, *units))):
             raise ModelError(f"wake word verifier {str(path)!r} has the wrong shape "
-                             f"({weights.shape}, expected ({size},))")
+                             f"({weights.shape}, expected {units})")
         return verifier
 
 
