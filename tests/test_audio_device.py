@@ -26,6 +26,26 @@ from tests.conftest import NotifySocket, RunningServer, free_port, reinit_portau
 from tests.test_service import saved_turn, stop, write_config
 
 
+async def test_a_failing_echo_reference_does_not_stop_the_speaker(pulse: None) -> None:
+    """Fault injection on the real device: the callback's echo reference raises at every
+    block; the stream keeps playing (an exception in PortAudio's callback would abort it)."""
+
+    class Broken:
+        def played(self, samples: np.ndarray, rate_hz: int, at: float) -> None:
+            raise RuntimeError("injected reference failure")
+
+    speaker = SpeakerSink(rate_hz=RATE_HZ)
+    speaker.reference = Broken()  # type: ignore[assignment]
+    try:
+        tone = (3000 * np.sin(np.arange(RATE_HZ) * 0.05)).astype(np.int16)  # 1 s
+        for _ in range(2):
+            await asyncio.wait_for(speaker.play(AudioChunk(tone.tobytes(), RATE_HZ)), 10.0)
+        assert speaker.played_ms == pytest.approx(2000, abs=1)
+        assert speaker.reference_failures > 0 and speaker.error is None
+    finally:
+        await speaker.close()
+
+
 async def test_speaker_to_microphone_loopback_is_transcribed(pulse: None, tts: PiperTTS,
                                                              stt: WhisperSTT) -> None:
     mic = MicrophoneSource()

@@ -147,6 +147,8 @@ class SpeakerSink(AudioSink):
         self._start: float | None = None
         self.underflows = 0
         """Blocks the device asked for too late (it played a gap): a busy machine."""
+        self.reference_failures = 0
+        """Blocks the echo reference failed to take (logged once; playback goes on)."""
 
     def _ensure_stream(self) -> Any:
         if self._stream is None:
@@ -199,7 +201,12 @@ class SpeakerSink(AudioSink):
         if filled:
             self.sounding_until = self._start + elapsed + filled / self.rate_hz
         if self.reference is not None:
-            self.reference.played(block, self.rate_hz, self._start + elapsed)
+            try:
+                self.reference.played(block, self.rate_hz, self._start + elapsed)
+            except Exception:  # an exception here would abort the stream: keep playing
+                if not self.reference_failures:
+                    log.exception("speaker: the echo reference failed; playback goes on")
+                self.reference_failures += 1
         self._elapsed_s += frames / self.rate_hz
         for playing in finished:
             playing.finish()
