@@ -45,6 +45,21 @@ def block_features(window: np.ndarray, score: float) -> np.ndarray:
     return np.append(blocks, np.float32(np.log(p / (1 - p))))
 
 
+def _training_set(positives: np.ndarray, negatives: np.ndarray, dtype: type
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both fits' data: standardized features, labels, sample weights that weigh the two
+    classes equally, and the standardization (mean, scale)."""
+    if len(positives) < 2 or len(negatives) < 2:
+        raise ValueError("a verifier needs at least two positive and two negative examples")
+    x: np.ndarray = np.concatenate([positives, negatives]).astype(dtype)
+    y: np.ndarray = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))]).astype(
+        dtype)
+    sample_w: np.ndarray = (np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives))
+                * len(y)).astype(dtype)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
+    return (x - mean) / scale, y, sample_w, mean, scale
+
+
 @dataclass
 class Verifier:
     weights: np.ndarray
@@ -78,15 +93,7 @@ class Verifier:
                      ) -> Verifier:
         """One hidden layer of ``units`` rectified units, fit by Adam on minibatches of the
         class-weighted log-loss with weight decay ``decay``; deterministic for a ``seed``."""
-        if len(positives) < 2 or len(negatives) < 2:
-            raise ValueError("a verifier needs at least two positive and two negative examples")
-        x = np.concatenate([positives, negatives]).astype(np.float32)
-        y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))]).astype(
-            np.float32)
-        sample_w = (np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives))
-                    * len(y)).astype(np.float32)
-        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
-        x = (x - mean) / scale
+        x, y, sample_w, mean, scale = _training_set(positives, negatives, np.float32)
         rng = np.random.default_rng(seed)
         params = [rng.normal(0, 1 / np.sqrt(x.shape[1]), (x.shape[1], units)).astype(np.float32),
                   np.zeros(units, np.float32),
@@ -119,14 +126,8 @@ class Verifier:
               threshold: float = 0.5, info: dict[str, object] | None = None,
               iterations: int = 30) -> Verifier:
         """Fit on block features (``block_features`` rows); classes weighted equally."""
-        if len(positives) < 2 or len(negatives) < 2:
-            raise ValueError("a verifier needs at least two positive and two negative examples")
-        x = np.concatenate([positives, negatives]).astype(np.float64)
-        y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
-        sample_w = np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives)) * len(y)
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0) + 1e-3
-        xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+        x, y, sample_w, mean, scale = _training_set(positives, negatives, np.float64)
+        xs = np.hstack([x, np.ones((len(x), 1))])
         theta = np.zeros(xs.shape[1])
         penalty = np.full(xs.shape[1], l2)
         penalty[-1] = 0.0  # the bias is not penalized
