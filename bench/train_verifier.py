@@ -137,9 +137,11 @@ def split(rows: list[dict[str, object]], groups: set[str]) -> tuple[np.ndarray, 
         assert isinstance(feats, np.ndarray)
         k, end = int(r["peak"]), int(r["end"])  # type: ignore[call-overload]
         if r["kind"] == "wake":
-            # positive from the end of the phrase (decide early) to just after the model's
-            # peak; negative before the phrase is complete and well after it
-            start = end + 1  # the first frame whose embeddings hold the whole phrase
+            # positive from just after the end of the phrase (decide early) to just after
+            # the model's peak; negative before the phrase is complete and well after it.
+            # One frame after ``end``, not ``end`` itself: on the dev voices (held out one
+            # at a time) starting at ``end`` let more near misses through for the same recall.
+            start = end + 1
             stop = max(k, start) + 3
             if k >= 0:
                 pos.append(feats[start:stop])
