@@ -54,19 +54,24 @@ NEAR = ["Hey Java developers.", "Hey Travis.", "Hey Harvey.", "Hey Jervis.", "He
         "Hey Jack, it is.", "Jarvis is a name.", "Harvest.", "Hey Jarrod."]
 PITCHES = (1.0, 0.88, 0.95, 1.06, 1.13)
 SNRS = (None, 10.0, 5.0)
+"""Every rendering is kept clean and mixed at these; the held-out figures are given for them."""
+EXTRA_SNR_DB = (0.0, 20.0)
+"""Range of the SNRs of the extra noisy copies (``--extra-noisy``), for training only."""
 
 
-def _voice_frames(task: tuple[str, float, int, int]) -> list[dict[str, object]]:
+def _voice_frames(task: tuple[str, float, int, int, int, float]) -> list[dict[str, object]]:
     """One dev voice at one pitch: its renderings, clean and in noise, as frames. A wake
     phrase is rendered alone, then its question after a short pause, so that the frame at
     which the phrase ends is known (``end``: the first frame decided after its last voiced
-    sample)."""
-    name, pitch, per_voice, seed = task
+    sample). ``extra`` more noisy copies of each, at SNRs drawn from ``EXTRA_SNR_DB``
+    (``extra: True`` rows: trained on, not in the held-out figures), over ``noise_s``
+    seconds of each kind of dev noise."""
+    name, pitch, per_voice, seed, extra, noise_s = task
     base = {v.name: v for v in voices()}[name]
     voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
                                             pitch_shift(base.render, pitch))
     rng = np.random.default_rng([seed, PITCHES.index(pitch), sorted(VOICES).index(name)])
-    bank = noise_bank(split="dev")
+    bank = noise_bank(noise_s, split="dev")
     embed = Embedder("hey_jarvis")
     rows: list[dict[str, object]] = []
     before, after = np.zeros(RATE_HZ, np.int16), np.zeros(RATE_HZ // 2, np.int16)
@@ -80,7 +85,8 @@ def _voice_frames(task: tuple[str, float, int, int]) -> list[dict[str, object]]:
                 pause = np.zeros(int(rng.uniform(0.08, 0.3) * RATE_HZ), np.int16)
                 said = np.concatenate([said, pause, voice.render(question, rng)])
             peak = None
-            for snr in SNRS:
+            extras = [float(rng.uniform(*EXTRA_SNR_DB)) for _ in range(extra)]
+            for j, snr in enumerate([*SNRS, *extras]):
                 audio = np.concatenate([before, said, after]) if snr is None else mix(
                     said, bank[sorted(bank)[int(rng.integers(len(bank)))]], snr, rng,
                     len(before), len(after))
@@ -91,7 +97,8 @@ def _voice_frames(task: tuple[str, float, int, int]) -> list[dict[str, object]]:
                 if peak is None:
                     peak = int(np.argmax(scores)) if scores.max() >= 0.2 else -1
                 rows.append({"group": name, "kind": kind, "snr": snr, "peak": peak,
-                             "end": end, "feats": feats.astype(np.float32)})
+                             "end": end, "extra": j >= len(SNRS),
+                             "feats": feats.astype(np.float32)})
     embed.close()
     print(f"{voice.name}: {len(rows)} clips", flush=True)
     return rows
@@ -111,10 +118,11 @@ def _recording_frames(paths: list[str], step: int = 6, most_s: float = 360.0) ->
 VOICES = [v.name for v in voices() if v.split == "dev"]
 
 
-def dev_data(per_voice: int, seed: int, procs: int) -> tuple[list[dict[str, object]],
-                                                                np.ndarray]:
+def dev_data(per_voice: int, seed: int, procs: int, extra: int = 0, noise_s: float = 60.0
+             ) -> tuple[list[dict[str, object]], np.ndarray]:
     """The dev renderings as frames, and frames of the dev half of the real recordings."""
-    tasks = [(name, pitch, per_voice, seed) for name in VOICES for pitch in PITCHES]
+    tasks = [(name, pitch, per_voice, seed, extra, noise_s)
+             for name in VOICES for pitch in PITCHES]
     groups: list[list[str]] = []
     for kind, pattern in (dict(SPEECH_GLOBS) | dict(MUSIC_GLOBS)).items():
         paths = [p for _, p in recordings({kind: pattern}, "dev")]
@@ -152,13 +160,15 @@ def split(rows: list[dict[str, object]], groups: set[str]) -> tuple[np.ndarray, 
 
 
 def fit(pos: np.ndarray, neg: np.ndarray, units: int, decay: float,
-        threshold: float = 0.5, info: dict[str, object] | None = None) -> Verifier:
+        threshold: float = 0.5, info: dict[str, object] | None = None,
+        epochs: int = 10) -> Verifier:
     return Verifier.train_hidden(pos, neg, units=units, decay=decay, threshold=threshold,
-                                 info=info)
+                                 info=info, epochs=epochs)
 
 
 def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, units: int,
-                       decay: float, near_goal: float) -> tuple[float, dict[str, object]]:
+                       decay: float, near_goal: float, epochs: int = 10
+                       ) -> tuple[float, dict[str, object]]:
     """The lowest threshold at which held-out near misses wake it at most ``near_goal`` of
     the time, clean and at 10 dB each; and what that threshold gives on the held-out voices
     (recall by condition, the frames from the phrase's end to the decision)."""
@@ -168,9 +178,9 @@ def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, units: i
     clean_runs: list[tuple[np.ndarray, int]] = []
     for held in groups:
         pos, neg = split(rows, set(groups) - {held})
-        verifier = fit(pos, np.concatenate([neg, real]), units, decay)
+        verifier = fit(pos, np.concatenate([neg, real]), units, decay, epochs=epochs)
         for r in rows:
-            if r["group"] != held:
+            if r["group"] != held or r.get("extra"):
                 continue
             probs = verifier.probabilities(r["feats"])  # type: ignore[arg-type]
             if r["kind"] == "wake":
@@ -202,7 +212,14 @@ def main() -> None:
     ap.add_argument("--per-voice", type=int, default=16)
     ap.add_argument("--units", type=int, default=64, help="hidden units")
     ap.add_argument("--decay", type=float, default=1e-3, help="weight decay")
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--near-goal", type=float, default=0.05)
+    ap.add_argument("--extra-noisy", type=int, default=0,
+                    help="more noisy copies of each rendering, for training only")
+    ap.add_argument("--noise-seconds", type=float, default=60.0,
+                    help="seconds of each kind of dev noise to mix from")
+    ap.add_argument("--no-extra", action="store_true",
+                    help="train without the extra copies (even when the cache has them)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--cache", default="", help="keep the rendered frames in this file, and "
@@ -214,20 +231,26 @@ def main() -> None:
         with cache.open("rb") as f:
             rows, real = pickle.load(f)
     else:
-        rows, real = dev_data(args.per_voice, args.seed, args.procs)
+        rows, real = dev_data(args.per_voice, args.seed, args.procs, args.extra_noisy,
+                              args.noise_seconds)
         if cache is not None:
             with cache.open("wb") as f:
                 pickle.dump((rows, real), f)
+    if args.no_extra:
+        rows = [r for r in rows if not r.get("extra")]
     threshold, report = held_out_threshold(rows, real, args.units, args.decay,
-                                           args.near_goal)
+                                           args.near_goal, args.epochs)
     pos, neg = split(rows, {str(r["group"]) for r in rows})
     info = {"trained": datetime.date.today().isoformat(), "by": "bench/train_verifier.py",
             "voices": sorted({str(r["group"]) for r in rows}), "pitches": list(PITCHES),
             "positives": len(pos), "negatives": len(neg) + len(real),
-            "hidden_units": args.units, "weight_decay": args.decay,
+            "hidden_units": args.units, "weight_decay": args.decay, "epochs": args.epochs,
+            "extra_noisy_copies": 0 if args.no_extra else args.extra_noisy,
+            "extra_snr_db": list(EXTRA_SNR_DB), "noise_seconds_each": args.noise_seconds,
             "threshold_rule": f"held-out near misses <= {args.near_goal:.0%}, clean and 10 dB",
             **report}
-    verifier = fit(pos, np.concatenate([neg, real]), args.units, args.decay, threshold, info)
+    verifier = fit(pos, np.concatenate([neg, real]), args.units, args.decay, threshold, info,
+                   args.epochs)
     verifier.save(Path(args.out))
     print(json.dumps({"threshold": threshold, **info}, indent=2))
 
