@@ -218,3 +218,37 @@ def test_enroll_trains_a_personal_verifier_from_recordings(tmp_path: Path) -> No
         engine.close()
     gone = enroll("--remove")
     assert gone.returncode == 0 and not stored.exists()
+
+
+def test_an_enrolled_verifier_is_gated_by_the_bundled_one_against_its_user_s_near_misses(
+) -> None:
+    """Trained on a few takes of one voice, a personal verifier also takes that voice's "Hey
+    Jervis" and "Hey Charlie"; as the daemon uses it (gated by the bundled verifier, which
+    was trained on near misses of many voices) it does not, and still hears its user."""
+    import copy
+
+    from heisenberg.enroll import other_voice, train_personal
+    from heisenberg.voice.verifier import BUNDLED_GATE, with_bundled_gate
+
+    takes = [flite("Hey Jarvis.", "slt", stretch) for stretch in (0.9, 1.0, 1.1, 1.2)]
+    alone, _ = train_personal(takes, "hey_jarvis", other_voice("hey_jarvis"))
+    gated = with_bundled_gate(copy.copy(alone), "hey_jarvis")
+    assert gated.gate is not None and gated.gate[1] == BUNDLED_GATE and alone.gate is None
+
+    def woke(verifier: Verifier, audio: np.ndarray) -> bool:
+        engine = OpenWakeWordEngine(WakeWordConfig(), verifiers={"hey_jarvis": verifier})
+        try:
+            return any(d.confirmed for d in detections(engine, audio))
+        finally:
+            engine.close()
+
+    near = [np.concatenate([silence(1.0), flite(phrase, "slt", stretch), silence(1.5)])
+            for stretch in (0.95, 1.05)
+            for phrase in ("Hey Jervis.", "Hey Charlie.", "Hey Harvey.", "Hey Travis.",
+                           "Jarvis.", "Hey Marvin.", "Hey, Davis.", "Hey service.")]
+    taken_alone = sum(woke(alone, audio) for audio in near)
+    taken_gated = sum(woke(gated, audio) for audio in near)
+    assert taken_gated <= 2 and taken_alone >= taken_gated + 4, (taken_alone, taken_gated)
+    question = np.concatenate([silence(1.0), flite("Hey Jarvis, what time is it?", "slt",
+                                                   1.05), silence(1.5)])
+    assert woke(gated, question)

@@ -35,6 +35,13 @@ BUNDLED_DIR = Path(__file__).parent / "verifiers"
 
 FEATURES = BLOCKS * EMBEDDING + 1
 
+BUNDLED_GATE = 0.9
+"""An enrolled (personal) verifier confirms a candidate only where the bundled verifier's
+probability reaches this too. Trained on a few takes of one voice, a personal verifier cannot
+tell "Hey Jarvis" from "Hey Jervis" in that voice (it let half of such near misses through);
+the bundled one was trained on near misses of many voices. Chosen with dev voices as the
+user (docs/VOICE.md)."""
+
 
 def block_features(window: np.ndarray, score: float) -> np.ndarray:
     """``(16, 96)`` embeddings and the model's score for them → 385 features: the mean of
@@ -73,11 +80,20 @@ class Verifier:
     """How it was trained (what, how many, when): kept in the file."""
     hidden: tuple[np.ndarray, np.ndarray] | None = None
     """``(weights (features, units), biases (units,))`` of the hidden layer, if any."""
+    gate: tuple[Verifier, float] | None = None
+    """Another verifier and the probability it must give too (``with_bundled_gate``); not
+    stored in the file."""
 
     def score(self, window: np.ndarray, model_score: float) -> float:
         """Probability that ``window`` (the last 16 embedding frames, which the model
-        scored ``model_score``) holds the wake word."""
-        return float(self.probabilities(block_features(window, model_score)[None, :])[0])
+        scored ``model_score``) holds the wake word; 0 where the gate's verifier gives
+        less than its probability."""
+        features = block_features(window, model_score)[None, :]
+        if self.gate is not None:
+            other, least = self.gate
+            if float(other.probabilities(features)[0]) < least:
+                return 0.0
+        return float(self.probabilities(features)[0])
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         x = (features - self.mean) / self.scale
@@ -178,13 +194,23 @@ def personal_path(directory: str | Path, model: str) -> Path:
     return Path(directory).expanduser() / f"{model}.verifier.npz"
 
 
+def with_bundled_gate(personal: Verifier, model: str) -> Verifier:
+    """``personal``, confirming only what the bundled verifier of ``model`` (if there is
+    one) gives at least ``BUNDLED_GATE``."""
+    bundled = BUNDLED_DIR / f"{model}.npz"
+    if bundled.is_file():
+        personal.gate = (Verifier.load(bundled), BUNDLED_GATE)
+        personal.info["bundled_gate"] = BUNDLED_GATE
+    return personal
+
+
 def find_verifier(model: str, directory: str, threshold: float | None = None
                   ) -> Verifier | None:
     """The user's enrolled verifier for ``model`` in ``directory``, else the bundled one,
     else None. ``threshold`` overrides the bundled one's (an enrolled one keeps its own)."""
     mine = personal_path(directory, model) if directory else None
     if mine is not None and mine.is_file():
-        verifier = Verifier.load(mine)
+        verifier = with_bundled_gate(Verifier.load(mine), model)
         verifier.info.setdefault("source", str(mine))
         return verifier
     bundled = BUNDLED_DIR / f"{model}.npz"
