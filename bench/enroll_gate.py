@@ -22,7 +22,7 @@ from wakeword import NEAR, QUESTIONS, WAKE
 from heisenberg.audio.format import RATE_HZ, chunks_of
 from heisenberg.core.config import WakeWordConfig
 from heisenberg.enroll import other_voice, train_personal
-from heisenberg.voice.verifier import BUNDLED_DIR, Verifier
+from heisenberg.voice.verifier import bundled_verifier
 from heisenberg.voice.wakeword import OpenWakeWordEngine
 
 GATES = (0.0, 0.3, 0.5, 0.6, 0.8, 0.9)
@@ -36,7 +36,8 @@ def sweep(user_name: str, seed: int) -> dict[str, dict[str, float]]:
     user = cast[user_name]
     personal, _ = train_personal([user.render("Hey Jarvis.", rng) for _ in range(6)],
                                  "hey_jarvis", other_voice("hey_jarvis", seed))
-    bundled = Verifier.load(BUNDLED_DIR / "hey_jarvis.npz")
+    bundled = bundled_verifier("hey_jarvis")
+    assert bundled is not None
     wake = [(user.render(WAKE[i % 3] + ", " + QUESTIONS[i % 5], rng), kinds[i % len(kinds)])
             for i in range(20)]
     near = [(user.render(p, rng), kinds[i % len(kinds)]) for i, p in enumerate(NEAR * 2)]

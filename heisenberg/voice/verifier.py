@@ -194,30 +194,36 @@ def personal_path(directory: str | Path, model: str) -> Path:
     return Path(directory).expanduser() / f"{model}.verifier.npz"
 
 
+def bundled_verifier(model: str) -> Verifier | None:
+    """The verifier shipped for ``model`` (``verifiers/<model>.npz``), if there is one."""
+    path = BUNDLED_DIR / f"{model}.npz"
+    return Verifier.load(path) if path.is_file() else None
+
+
 def with_bundled_gate(personal: Verifier, model: str) -> Verifier:
     """``personal``, confirming only what the bundled verifier of ``model`` (if there is
     one) gives at least ``BUNDLED_GATE``."""
-    bundled = BUNDLED_DIR / f"{model}.npz"
-    if bundled.is_file():
-        personal.gate = (Verifier.load(bundled), BUNDLED_GATE)
+    bundled = bundled_verifier(model)
+    if bundled is not None:
+        personal.gate = (bundled, BUNDLED_GATE)
         personal.info["bundled_gate"] = BUNDLED_GATE
     return personal
 
 
 def find_verifier(model: str, directory: str, threshold: float | None = None
                   ) -> Verifier | None:
-    """The user's enrolled verifier for ``model`` in ``directory``, else the bundled one,
-    else None. ``threshold`` overrides the bundled one's (an enrolled one keeps its own)."""
+    """The user's enrolled verifier for ``model`` in ``directory`` (gated by the bundled
+    one), else the bundled one, else None. ``threshold`` overrides the bundled one's (an
+    enrolled one keeps its own)."""
     mine = personal_path(directory, model) if directory else None
     if mine is not None and mine.is_file():
-        verifier = with_bundled_gate(Verifier.load(mine), model)
-        verifier.info.setdefault("source", str(mine))
-        return verifier
-    bundled = BUNDLED_DIR / f"{model}.npz"
-    if not bundled.is_file():
+        personal = with_bundled_gate(Verifier.load(mine), model)
+        personal.info.setdefault("source", str(mine))
+        return personal
+    bundled = bundled_verifier(model)
+    if bundled is None:
         return None
-    verifier = Verifier.load(bundled)
-    verifier.info.setdefault("source", "bundled")
+    bundled.info.setdefault("source", "bundled")
     if threshold is not None:
-        verifier.threshold = threshold
-    return verifier
+        bundled.threshold = threshold
+    return bundled
