@@ -129,7 +129,7 @@ class Case:
 
 def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
          snr_db: float | None, rng: np.random.Generator,
-         ready_after_ms: int = 0) -> dict[str, object]:
+         ready_after_ms: int = 0, same_words_end: bool = True) -> dict[str, object]:
     """``ready_after_ms``: audio time from a ``Pause`` to the early answer's first audio
     being ready, as the voice loop would tell the hearing (``preparing``); there is no LLM
     here, so it is a given figure (bench/latency.py measures it on this machine)."""
@@ -141,11 +141,13 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
     else:
         stream = ss.mix(case.audio, noise, snr_db, rng, lead, tail)
     hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe)
+    hearing.same_words_end = same_words_end
     lead_chunks = lead // CHUNK
     ended: Utterance | None = None
     pauses: list[Pause] = []
     started = 0.0
     paused_at_ms: int | None = None
+    last_pause_ms = 0
     was_preparing = False
     for n, i in enumerate(range(0, len(stream) - CHUNK + 1, CHUNK)):
         chunk = AudioChunk(stream[i:i + CHUNK].tobytes(), RATE_HZ, i * 1000 // RATE_HZ)
@@ -163,7 +165,11 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
         for item in items:
             if isinstance(item, Pause):
                 pauses.append(item)
-                paused_at_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+                # The same words as at the last pause: the voice loop takes up the answer
+                # it started there, ready when it would have been.
+                if not item.repeated:
+                    last_pause_ms = chunk.timestamp_ms + round(chunk.duration_ms)
+                paused_at_ms = last_pause_ms
             elif isinstance(item, Resumed):
                 paused_at_ms = None
             elif isinstance(item, Utterance):
@@ -243,6 +249,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             base.stt, early_start_ms=args.early_start_ms))
     configs = {
         "default": base,
+        "no_same_words": base,  # speech that adds no words restarts the silence (before)
         "silero_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, end_of_turn=False)),
         "webrtc_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
@@ -261,14 +268,17 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     for name, config in configs.items():
         per: dict[str, object] = {}
         for set_name, items in sets.items():
-            for cond, snr in CONDITIONS:
+            for c, (cond, snr) in enumerate(CONDITIONS):
                 if set_name == "paused" and snr == 5.0:
                     continue
                 rows = []
                 for k, case in enumerate(items):
                     noise_kind = noises[k % len(noises)]
-                    row = hear(config, stt, case, bank[noise_kind], snr, rng,
-                               args.ready_after_ms)
+                    # The same noise for every config: they are compared on the same audio.
+                    mixing = np.random.default_rng(
+                        (args.seed, list(sets).index(set_name), c, k))
+                    row = hear(config, stt, case, bank[noise_kind], snr, mixing,
+                               args.ready_after_ms, same_words_end=name != "no_same_words")
                     row["pause_s"] = case.pause_s
                     rows.append(row)
                     details.append({"config": name, "set": set_name, "condition": cond,

@@ -139,6 +139,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         from heisenberg.audio.sinks import SpeakerSink
         from heisenberg.audio.sources import MicrophoneSource
 
+        if args.speaker_latency_ms is not None:
+            SpeakerSink.LATENCY_S = args.speaker_latency_ms / 1000
+
         reference = EchoReference()
         canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
         hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword), canceller=canceller)
@@ -303,13 +306,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         reader.cancel()
         recorder.cancel()
         await asyncio.gather(reader, recorder, return_exceptions=True)
+        underflows = speaker.underflows
         await speaker.close()
         await user.close()
-    return summarize(rows, args, canceller)
+    return summarize(rows, args, canceller, SpeakerSink.LATENCY_S, underflows)
 
 
 def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
-              canceller: EchoCanceller) -> dict[str, object]:
+              canceller: EchoCanceller, speaker_latency_s: float,
+              underflows: int) -> dict[str, object]:
     def users(level: float) -> list[dict[str, object]]:
         return [r for r in rows if r["kind"] == "user" and r["level_db"] == level]
 
@@ -359,6 +364,8 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
             "user_before_speaking": sum(bool(r.get("early")) for r in rows),
         },
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
+        "speaker_latency_ms": round(speaker_latency_s * 1000),
+        "speaker_underflows": underflows,
         "rows": rows,
     }
 
@@ -369,6 +376,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--speaker-latency-ms", type=float, default=None,
+                    help="the speaker's device buffer (default: SpeakerSink.LATENCY_S)")
     ap.add_argument("--out", default="bench/results/interrupt.json")
     run(measure, ap)
 

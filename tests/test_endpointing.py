@@ -149,6 +149,7 @@ def test_a_pause_mid_sentence_does_not_split_the_question(stt: WhisperSTT) -> No
     pauses = [p for _, p in heard if isinstance(p, Pause)]
     utterances = [(at, u) for at, u in heard if isinstance(u, Utterance)]
     assert pauses and pauses[0].text is not None and unfinished(pauses[0].text), pauses
+    assert not any(p.repeated for p in pauses)  # the words after the pause are new
     assert len(utterances) == 1, heard
     at, u = utterances[0]
     assert isinstance(u, Utterance) and at > rest_end_ms
@@ -159,6 +160,30 @@ def test_a_pause_mid_sentence_does_not_split_the_question(stt: WhisperSTT) -> No
     cut = [u for _, u in listen_from(question_hearing(config, stt), audio, 960)
            if isinstance(u, Utterance)]
     assert cut and "tomorrow" not in stt.transcribe(cut[0].samples).lower()
+
+
+def clank(rms: float = 4000.0) -> np.ndarray:
+    """0.6 s of a recorded machine (OpenSFX's seventh sound) that Silero takes for speech."""
+    sound = opensfx()[6][:int(0.6 * RATE_HZ)].astype(np.float64)
+    return np.clip(sound * rms / np.sqrt(np.mean(sound ** 2)), -32768, 32767).astype(np.int16)
+
+
+def test_a_noise_that_adds_no_words_does_not_hold_the_end_back(stt: WhisperSTT) -> None:
+    """A clank right after the question: the VAD hears speech, but the next early transcript
+    has the same words. The silence counts from before the clank, and the end comes at
+    that second pause, not ``end_silence_ms`` after it."""
+    said = flite("What is the tallest mountain in Europe?", "slt")
+    audio = np.concatenate([silence(1.0), said, silence(0.1), clank(), silence(2.0)])
+    clank_end_ms = 1000 + len(said) * 1000 // RATE_HZ + 100 + 600
+    config = Config()
+    heard = listen_from(question_hearing(config, stt), audio, 960)
+    pauses = [(at, p) for at, p in heard if isinstance(p, Pause)]
+    assert len(pauses) == 2 and [p.repeated for _, p in pauses] == [False, True], heard
+    assert pauses[0][1].text and "mountain" in pauses[0][1].text.lower()
+    [(at, u)] = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+    assert isinstance(u, Utterance) and u.ended.reason == "silence"
+    assert at == pauses[1][0] < clank_end_ms + config.stt.end_silence_ms
+    assert "mountain" in stt.transcribe(u.samples).lower()
 
 
 def test_a_finished_sentence_ends_after_the_short_silence(stt: WhisperSTT) -> None:

@@ -33,8 +33,9 @@ from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator import voice as voice_module
 from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.hearing import Pause
 from heisenberg.orchestrator.speech import Speaker
-from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, VoiceLoop, is_dismissal
+from heisenberg.orchestrator.voice import NO_ANSWER, SORRY, EarlyAnswer, VoiceLoop, is_dismissal
 from heisenberg.voice.stt import WhisperSTT, default_model_path, is_meaningful
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
@@ -475,6 +476,43 @@ async def test_early_answer_is_dropped_when_the_speaker_goes_on(
     assert saved.user == turn.transcript
     # Only the kept answer reached the bus; the dropped request freed the server's slot.
     assert [e.turn_id for e in events if isinstance(e, LLMComplete)] == [turn.turn_id]
+    assert not await slots_busy(llama_server)
+
+
+async def test_an_early_answer_goes_on_through_a_noise_that_adds_no_words(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    """A clank right after the question resumes "speech" for the VAD; the next pause has
+    the same words, so the answer started at the first pause is taken up again (not a
+    second request), and the question ends at that second pause."""
+    from tests.test_endpointing import clank
+
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   flite("What is the tallest mountain in Europe?", "slt"),
+                                   silence(0.1), clank(), silence(2.0)]), RATE_HZ)
+    config = Config(llm=LLMConfig(url=llama_server.url, max_tokens=30, temperature=0.0))
+    bus = EventBus()
+    events = record(bus)
+    loop = VoiceLoop(Assistant(config, bus, LlamaCppLLM(config.llm, llama_server.url)),
+                     FileSource(wav, realtime=True), NullSink(),
+                     gated(OpenWakeWordEngine(config.wakeword)), stt, tts, earcons=False,
+                     early_stt_s=config.stt.early_start_ms / 1000)
+    started: list[str | None] = []
+    start_early = loop._early_answer
+
+    async def counted(pause: Pause) -> EarlyAnswer:
+        started.append(pause.text)
+        return await start_early(pause)
+
+    loop._early_answer = counted  # type: ignore[method-assign]
+    [turn] = await loop.run()
+    await bus.drain()
+    assert "mountain" in turn.transcript.lower()
+    assert len(started) == 1, started  # not again at the second pause
+    assert turn.early_answer and loop.prefetches == 1
+    assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.answer
+    assert [e.turn_id for e in events if isinstance(e, LLMComplete)] == [turn.turn_id]
+    assert len([e for e in events if isinstance(e, SpeechEnded)]) == 1
     assert not await slots_busy(llama_server)
 
 

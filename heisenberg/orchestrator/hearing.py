@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class Pause:
     """Its transcript, when the hearing made one to judge the end of turn."""
     unfinished: bool = False
     """The transcript reads unfinished: the end waits for the longer pause silence."""
+    repeated: bool = False
+    """Its words are those of the turn's previous ``Pause``: what was heard between the two
+    (a noise the VAD took for speech, a cough) added none. The silence counts from the
+    previous pause, and an answer started there still fits."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,15 @@ class Hearing:
             maxlen=max(self.preroll_chunks, self._interrupt_preroll))
         self._utterance: list[AudioChunk] = []
         self._paused = False
+        self._pause_words: list[str] = []
+        """The words of the turn's last early transcript."""
+        self._pause_samples = 0
+        """How much audio that transcript was made from."""
+        self._quiet_since_s = 0.0
+        """Endpointer time at which the silence of the turn's last ``Pause`` began."""
+        self.same_words_end = True
+        """Speech that adds no words to the early transcript does not restart the silence
+        (a benchmark turns it off to compare)."""
         self.listening_to = ""
         """The turn whose question is being heard; empty while waiting for the wake word."""
         self._no_speech_s = endpointer.no_speech_timeout_s
@@ -232,6 +246,7 @@ class Hearing:
         self.endpointer.no_speech_timeout_s = (self._no_speech_s if no_speech_s is None
                                                else no_speech_s)
         self._paused = False
+        self._pause_words = []
         # Pre-roll: the audio just before the detection, else the first word is lost.
         keep = self.preroll_chunks if preroll_chunks is None else preroll_chunks
         self._utterance = list(self._recent)[-keep:]
@@ -294,7 +309,21 @@ class Hearing:
             self._paused = True
             samples = self._samples()
             text = self._judge(samples)
-            heard.append(Pause(turn_id, samples, text, ep.hold))
+            words = words_of(text or "")
+            repeated = (self.same_words_end and bool(words) and words == self._pause_words
+                        and self._no_words(samples[self._pause_samples:]))
+            if repeated:
+                # Nothing was said since the last pause: the silence began there. If it is
+                # already long enough, the utterance ends on this chunk.
+                ep.silence_s = ep.elapsed_s - self._quiet_since_s
+                log.info("the speech since the last pause added no words: silence counted "
+                         "from there (%.2f s)", ep.silence_s)
+            else:
+                self._pause_words, self._pause_samples = words, len(samples)
+                self._quiet_since_s = ep.elapsed_s - ep.silence_s
+            heard.append(Pause(turn_id, samples, text, ep.hold, repeated))
+            if repeated and ep.silence_s >= ep.needed_silence_s - 1e-6:
+                event = ep.end()
         at_ms = int(ep.elapsed_s * 1000)
         if event is EndpointEvent.SPEECH_STARTED:
             heard.append(SpeechStarted(audio_ms=at_ms, turn_id=turn_id))
@@ -325,6 +354,18 @@ class Hearing:
                      self.endpointer.needed_silence_s)
         return text
 
+    def _no_words(self, samples: np.ndarray) -> bool:
+        """Whether what was heard since the last pause alone holds no words: the same
+        transcript of the whole is not enough, whisper often leaves out a last word that
+        has only begun."""
+        assert self.transcribe is not None
+        try:
+            return not words_of(self.transcribe(samples))
+        except Exception as exc:
+            log.warning("transcript of the speech since the pause failed (%s: %s)",
+                        type(exc).__name__, exc)
+            return False
+
     def _utterance_done(self, turn_id: str, reason: str) -> Utterance:
         samples = self._samples()
         self._utterance = []
@@ -336,6 +377,11 @@ class Hearing:
 
     def _samples(self) -> np.ndarray:
         return np.concatenate([c.array() for c in self._utterance])
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a transcript, without case or punctuation."""
+    return re.findall(r"\w+", text.lower().replace("’", "'"))
 
 
 def wake_word_text(model_name: str) -> str:

@@ -142,6 +142,9 @@ class VoiceLoop:
         self._early: asyncio.Task[EarlyAnswer] | None = None
         self._early_watch: asyncio.Task[None] | None = None
         """Ends the utterance once the early answer can play (``_end_when_ready``)."""
+        self._set_aside: asyncio.Task[EarlyAnswer] | None = None
+        """The early answer of the last pause, once speech resumed: taken up again if the
+        next pause has the same words (a noise, not words), else dropped."""
         self._hearing_lock = asyncio.Lock()
         """One caller of the hearing at a time: the chunks, and that watcher."""
         self.turns: list[VoiceTurn] = []
@@ -259,16 +262,29 @@ class VoiceLoop:
     async def _handle(self, heard: list[Heard], chunk: AudioChunk | None) -> None:
         for item in heard:
             if isinstance(item, Pause):
+                aside, self._set_aside = self._set_aside, None
                 self._drop_early()
-                self._early = self._tasks.spawn(self._early_answer(item), "early")
+                if item.repeated and aside is not None:
+                    log.info("same words as at the last pause: its early answer goes on")
+                    self._early = aside
+                else:
+                    if aside is not None:
+                        self._tasks.spawn(self._drop(aside), "drop-early")
+                    self._early = self._tasks.spawn(self._early_answer(item), "early")
                 self._early_watch = self._tasks.spawn(self._end_when_ready(self._early),
                                                       "early-ready")
             elif isinstance(item, Resumed):
+                # Stale unless the next pause has the same words: kept aside till then.
+                early, self._early = self._early, None
                 self._drop_early()
+                self._set_aside = early
             elif isinstance(item, Utterance):
                 self.assistant.record(item.ended)
                 if self.earcons:
                     await self._play_earcon(660.0)
+                if self._set_aside is not None:  # ended with no pause since speech resumed
+                    self._tasks.spawn(self._drop(self._set_aside), "drop-early")
+                    self._set_aside = None
                 early, self._early = self._early, None
                 self._early_watch = None  # it sees the early answer taken, and ends
                 self._turn_task = self._tasks.spawn(self._turn(item, early), "turn")
@@ -382,9 +398,10 @@ class VoiceLoop:
         watch, self._early_watch = self._early_watch, None
         if watch is not None:
             watch.cancel()
-        task, self._early = self._early, None
-        if task is not None:
-            self._tasks.spawn(self._drop(task), "drop-early")
+        for task in (self._early, self._set_aside):
+            if task is not None:
+                self._tasks.spawn(self._drop(task), "drop-early")
+        self._early = self._set_aside = None
 
     @staticmethod
     async def _drop(task: asyncio.Task[EarlyAnswer]) -> None:

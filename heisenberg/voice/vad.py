@@ -83,10 +83,13 @@ class Endpointer:
             return EndpointEvent.MAX_LENGTH
         self.silence_s = 0.0 if is_speech else self.silence_s + chunk_s
         if self.silence_s >= self.needed_silence_s - _EPS_S:
-            self.done = True
-            return EndpointEvent.SPEECH_ENDED
+            return self.end()
         return None
 
+    def end(self) -> EndpointEvent:
+        """End the utterance now (the caller knows the silence is long enough)."""
+        self.done = True
+        return EndpointEvent.SPEECH_ENDED
 
     @property
     def needed_silence_s(self) -> float:
