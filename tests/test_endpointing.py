@@ -170,8 +170,8 @@ def clank(rms: float = 4000.0) -> np.ndarray:
 
 def test_a_noise_that_adds_no_words_does_not_hold_the_end_back(stt: WhisperSTT) -> None:
     """A clank right after the question: the VAD hears speech, but the next early transcript
-    has the same words. The silence counts from before the clank, and the end comes at
-    that second pause, not ``end_silence_ms`` after it."""
+    has the same words and the clank alone none. The silence counts from before the clank:
+    the end comes ``AFTER_NOISE_S`` after it, not ``end_silence_ms``."""
     said = flite("What is the tallest mountain in Europe?", "slt")
     audio = np.concatenate([silence(1.0), said, silence(0.1), clank(), silence(2.0)])
     clank_end_ms = 1000 + len(said) * 1000 // RATE_HZ + 100 + 600
@@ -182,7 +182,7 @@ def test_a_noise_that_adds_no_words_does_not_hold_the_end_back(stt: WhisperSTT) 
     assert pauses[0][1].text and "mountain" in pauses[0][1].text.lower()
     [(at, u)] = [(at, u) for at, u in heard if isinstance(u, Utterance)]
     assert isinstance(u, Utterance) and u.ended.reason == "silence"
-    assert at == pauses[1][0] < clank_end_ms + config.stt.end_silence_ms
+    assert pauses[1][0] < at < clank_end_ms + config.stt.end_silence_ms, heard
     assert "mountain" in stt.transcribe(u.samples).lower()
 
 

@@ -263,7 +263,7 @@ class Hearing:
         ep = self.endpointer
         ep.preparing = False
         if not (self.listening_to and self._paused and ep.in_speech and not ep.done
-                and not ep.hold and ep.silence_s >= ep.end_silence_s - 1e-6):
+                and not ep.hold and ep.silent_for(ep.end_silence_s)):
             return []
         turn_id, self.listening_to = self.listening_to, ""
         return [self._utterance_done(turn_id, "silence")]
@@ -313,17 +313,15 @@ class Hearing:
             repeated = (self.same_words_end and bool(words) and words == self._pause_words
                         and self._no_words(samples[self._pause_samples:]))
             if repeated:
-                # Nothing was said since the last pause: the silence began there. If it is
-                # already long enough, the utterance ends on this chunk.
-                ep.silence_s = ep.elapsed_s - self._quiet_since_s
-                log.info("the speech since the last pause added no words: silence counted "
-                         "from there (%.2f s)", ep.silence_s)
+                # Nothing was said since the last pause: the silence began there (the end
+                # still waits a little after the sound: it may be a word beginning).
+                ep.credit_s = ep.elapsed_s - self._quiet_since_s - ep.silence_s
+                log.info("the speech since the last pause added no words: %.2f s more of "
+                         "silence counted", ep.credit_s)
             else:
                 self._pause_words, self._pause_samples = words, len(samples)
                 self._quiet_since_s = ep.elapsed_s - ep.silence_s
             heard.append(Pause(turn_id, samples, text, ep.hold, repeated))
-            if repeated and ep.silence_s >= ep.needed_silence_s - 1e-6:
-                event = ep.end()
         at_ms = int(ep.elapsed_s * 1000)
         if event is EndpointEvent.SPEECH_STARTED:
             heard.append(SpeechStarted(audio_ms=at_ms, turn_id=turn_id))

@@ -31,6 +31,12 @@ class EndpointEvent(StrEnum):
     """No speech at all within the no-speech timeout."""
 
 
+AFTER_NOISE_S = 0.2
+"""Silence needed after a sound that added no words (``Endpointer.credit_s``) before the end:
+whisper does not hear a word that has only begun (its first 100-200 ms), so a sound that
+is the start of the next sentence must have time to go on. Chosen on the dev voices."""
+
+
 @dataclass
 class Endpointer:
     end_silence_s: float = 0.65
@@ -57,6 +63,10 @@ class Endpointer:
         self.speech_start_at_s: float | None = None
         self.hold = False
         """Set by the caller when the words so far are unfinished: wait ``pause_silence_s``."""
+        self.credit_s = 0.0
+        """Set by the caller when what the VAD took for speech since the last pause added no
+        words: that much more of the silence is counted (from before it). The end then also
+        needs ``AFTER_NOISE_S`` of silence after it; speech clears it."""
         self.preparing = False
         """Set by the caller while the answer to the words so far is being prepared and
         cannot play yet: wait up to ``ready_wait_s`` more for it (speech that resumes
@@ -81,10 +91,18 @@ class Endpointer:
         if self.elapsed_s - self.speech_start_at_s >= self.max_utterance_s - _EPS_S:
             self.done = True
             return EndpointEvent.MAX_LENGTH
-        self.silence_s = 0.0 if is_speech else self.silence_s + chunk_s
-        if self.silence_s >= self.needed_silence_s - _EPS_S:
+        if is_speech:
+            self.silence_s = self.credit_s = 0.0
+        else:
+            self.silence_s += chunk_s
+        if self.silent_for(self.needed_silence_s):
             return self.end()
         return None
+
+    def silent_for(self, seconds: float) -> bool:
+        """Whether the silence so far (with ``credit_s``) is ``seconds`` long."""
+        return (self.silence_s + self.credit_s >= seconds - _EPS_S
+                and (not self.credit_s or self.silence_s >= AFTER_NOISE_S - _EPS_S))
 
     def end(self) -> EndpointEvent:
         """End the utterance now (the caller knows the silence is long enough)."""
