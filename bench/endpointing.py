@@ -19,8 +19,11 @@ recorded music and machine sounds at 10 and 5 dB SNR):
 
 Voices: the ``test`` voices of speech_sets (never tuned on) by default, and real recorded
 speech in French, Spanish, Italian and Russian (Debian's asterisk prompts, test half) for
-timing. The configs compared: the default (Silero + end-of-turn rule), Silero without the rule,
-and the old webrtcvad endpointing.
+timing. The configs compared (``--configs``; each case's noise comes from its own seed, so
+every config hears the same mixes): the default (Silero + end-of-turn rule) and the same without
+the same-words rule (``no_same_words``: a sound that added no words restarts the silence);
+Silero without the rule (``silero_no_rule``) and the old webrtcvad endpointing
+(``webrtc_no_rule``); ``--ready-wait-ms 0`` for no wait for the early answer.
 
 There is no LLM here: the voice loop tells the hearing while the early answer's first audio is
 not ready (``stt.ready_wait_ms``), and ``--ready-after-ms`` stands for how long that takes
@@ -307,7 +310,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--end-silence-ms", type=int, default=0, help="0: the default")
     parser.add_argument("--early-start-ms", type=int, default=0, help="0: the default")
-    parser.add_argument("--configs", default="default,silero_no_rule,webrtc_no_rule")
+    parser.add_argument("--configs", default="default,no_same_words")
     parser.add_argument("--ready-after-ms", type=int, default=300,
                         help="audio ms from a pause to the early answer's first audio "
                              "(bench/latency.py: ~300 here); 0: at once, as on a fast machine")

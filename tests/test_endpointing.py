@@ -104,6 +104,25 @@ def test_the_end_waits_for_an_answer_being_prepared_and_no_longer() -> None:
     assert ep.needed_silence_s == ep.pause_silence_s
 
 
+def test_silence_credited_over_a_sound_that_added_no_words() -> None:
+    ep = Endpointer(end_silence_s=0.32)
+    assert ep.process(0.24, True) is EndpointEvent.SPEECH_STARTED
+    assert [ep.process(0.08, s) for s in (False, False, True, False)] == [None] * 4
+    ep.credit_s = 0.24  # the two silent chunks and the sound: 0.32 s with the last one
+    assert ep.silent_for(0.32) is False  # but only 0.08 s after the sound
+    assert [ep.process(0.08, False) for _ in range(3)] == [None, EndpointEvent.SPEECH_ENDED,
+                                                          None]
+    # Speech after it clears the credit: the silence starts again.
+    ep.reset()
+    ep.process(0.24, True)
+    ep.process(0.08, False)
+    ep.credit_s = 0.3
+    ep.process(0.08, True)
+    assert ep.credit_s == 0.0 and ep.silence_s == 0.0
+    assert [ep.process(0.08, False) for _ in range(4)] == [None] * 3 + [
+        EndpointEvent.SPEECH_ENDED]
+
+
 def question_hearing(config: Config, stt: WhisperSTT) -> Hearing:
     return hearing_for(config, OpenWakeWordEngine(config.wakeword), transcribe=stt.transcribe)
 
