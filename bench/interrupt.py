@@ -139,13 +139,13 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         from heisenberg.audio.sinks import SpeakerSink
         from heisenberg.audio.sources import MicrophoneSource
 
-        if args.speaker_latency_ms is not None:
-            SpeakerSink.LATENCY_S = args.speaker_latency_ms / 1000
+        latency_s = (config.audio.output_latency_ms if args.speaker_latency_ms is None
+                     else args.speaker_latency_ms) / 1000
 
         reference = EchoReference()
         canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
         hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword), canceller=canceller)
-        speaker = SpeakerSink("hz_speaker", tts.rate_hz)
+        speaker = SpeakerSink("hz_speaker", tts.rate_hz, latency_s=latency_s)
         speaker.reference = reference
         user = SpeakerSink("hz_room", RATE_HZ)
         mic = MicrophoneSource("hz_mic")
@@ -309,7 +309,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         underflows = speaker.underflows
         await speaker.close()
         await user.close()
-    return summarize(rows, args, canceller, SpeakerSink.LATENCY_S, underflows)
+    return summarize(rows, args, canceller, latency_s, underflows)
 
 
 def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
@@ -377,7 +377,7 @@ def main() -> None:
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--speaker-latency-ms", type=float, default=None,
-                    help="the speaker's device buffer (default: SpeakerSink.LATENCY_S)")
+                    help="the speaker's device buffer (default: audio.output_latency_ms)")
     ap.add_argument("--out", default="bench/results/interrupt.json")
     run(measure, ap)
 

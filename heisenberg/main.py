@@ -87,7 +87,8 @@ def make_sink(config: Config, output_path: str | None, rate_hz: int,
         return NullSink()
     if output_path:
         return WavFileSink(Path(output_path), rate_hz)
-    return SpeakerSink(config.audio.output_device, rate_hz)
+    return SpeakerSink(config.audio.output_device, rate_hz,
+                       latency_s=config.audio.output_latency_ms / 1000)
 
 
 class Runtime:

@@ -46,6 +46,24 @@ async def test_a_failing_echo_reference_does_not_stop_the_speaker(pulse: None) -
         await speaker.close()
 
 
+async def test_the_configured_speaker_buffer_is_the_device_s(pulse: None) -> None:
+    """``audio.output_latency_ms`` is what the daemon's speaker asks the device for: a
+    smaller buffer holds less of an answer after a stop."""
+    from heisenberg.core.config import AudioConfig, Config
+    from heisenberg.main import make_sink
+
+    reported = {}
+    for ms in (40.0, 250.0):
+        sink = make_sink(Config(audio=AudioConfig(output_latency_ms=ms)), None, RATE_HZ)
+        assert isinstance(sink, SpeakerSink) and sink.latency_s == ms / 1000
+        try:
+            await sink.ready()
+            reported[ms] = float(sink._stream.latency)
+        finally:
+            await sink.close()
+    assert reported[40.0] < reported[250.0], reported
+
+
 async def test_speaker_to_microphone_loopback_is_transcribed(pulse: None, tts: PiperTTS,
                                                              stt: WhisperSTT) -> None:
     mic = MicrophoneSource()

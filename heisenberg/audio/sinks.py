@@ -128,11 +128,14 @@ class SpeakerSink(AudioSink):
 
     BLOCK_S = 0.02
     LATENCY_S = 0.1
-    """The device buffer: Python callbacks wait for the GIL, and on a busy machine a
-    smaller buffer runs dry (each underrun would also move the echo's timing)."""
+    """The default device buffer (``audio.output_latency_ms``): Python callbacks wait for
+    the GIL, and on a busy machine a smaller buffer runs dry (each underrun would also move
+    the echo's timing)."""
 
-    def __init__(self, device: str = "", rate_hz: int = 22050) -> None:
+    def __init__(self, device: str = "", rate_hz: int = 22050,
+                 latency_s: float | None = None) -> None:
         super().__init__()
+        self.latency_s = self.LATENCY_S if latency_s is None else latency_s
         self.device: str | int | None = (int(device) if device.isdigit() else device) or None
         self.name = f"speaker:{device or 'default'}"
         self.rate_hz = rate_hz
@@ -160,7 +163,7 @@ class SpeakerSink(AudioSink):
             try:
                 self._stream = sd.RawOutputStream(
                     samplerate=self.rate_hz, channels=1, dtype="int16", device=self.device,
-                    latency=self.LATENCY_S, blocksize=self.block, callback=self._callback)
+                    latency=self.latency_s, blocksize=self.block, callback=self._callback)
                 self._elapsed_s = 0.0
                 self._start = None
                 self._stream.start()
