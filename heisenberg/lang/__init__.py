@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,8 @@ def language(code: str) -> Language:
         raise ConfigError(f"language: {code!r} is not one of {', '.join(LANGUAGES)}")
     found: Language = importlib.import_module(f"heisenberg.lang.{code}").LANGUAGE
     return found
+
+
+def words_in(text: str) -> list[str]:
+    """The words of a transcript, lower case, without punctuation ("It’s" -> "it's")."""
+    return re.findall(r"[\w']+", text.lower().replace("’", "'"))

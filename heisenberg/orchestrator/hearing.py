@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from heisenberg.core.events import (
     VoiceInterrupt,
     WakewordDetected,
 )
+from heisenberg.lang import words_in
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.vad import Endpointer, EndpointEvent, SileroVad, Vad, WebRtcVad
 from heisenberg.voice.wakeword import Detection, WakeWordEngine
@@ -309,7 +309,7 @@ class Hearing:
             self._paused = True
             samples = self._samples()
             text = self._judge(samples)
-            words = words_of(text or "")
+            words = words_in(text or "")
             repeated = (self.same_words_end and bool(words) and words == self._pause_words
                         and self._no_words(samples[self._pause_samples:]))
             if repeated:
@@ -358,7 +358,7 @@ class Hearing:
         has only begun."""
         assert self.transcribe is not None
         try:
-            return not words_of(self.transcribe(samples))
+            return not words_in(self.transcribe(samples))
         except Exception as exc:
             log.warning("transcript of the speech since the pause failed (%s: %s)",
                         type(exc).__name__, exc)
@@ -375,11 +375,6 @@ class Hearing:
 
     def _samples(self) -> np.ndarray:
         return np.concatenate([c.array() for c in self._utterance])
-
-
-def words_of(text: str) -> list[str]:
-    """The words of a transcript, without case or punctuation."""
-    return re.findall(r"\w+", text.lower().replace("’", "'"))
 
 
 def wake_word_text(model_name: str) -> str:

@@ -40,7 +40,7 @@ from heisenberg.core.events import (
 from heisenberg.core.latency import TurnRecord
 from heisenberg.core.states import State
 from heisenberg.core.tasks import TaskSet, cancel_and_wait
-from heisenberg.lang import language
+from heisenberg.lang import language, words_in
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome, Voice
 from heisenberg.orchestrator.hearing import (
     Heard,
@@ -262,14 +262,14 @@ class VoiceLoop:
     async def _handle(self, heard: list[Heard], chunk: AudioChunk | None) -> None:
         for item in heard:
             if isinstance(item, Pause):
-                aside, self._set_aside = self._set_aside, None
-                self._drop_early()
-                if item.repeated and aside is not None:
+                aside = None
+                if item.repeated:  # taken up again
+                    aside, self._set_aside = self._set_aside, None
+                self._drop_early()  # anything else, a set-aside answer these words made stale
+                if aside is not None:
                     log.info("same words as at the last pause: its early answer goes on")
                     self._early = aside
                 else:
-                    if aside is not None:
-                        self._tasks.spawn(self._drop(aside), "drop-early")
                     self._early = self._tasks.spawn(self._early_answer(item), "early")
                 self._early_watch = self._tasks.spawn(self._end_when_ready(self._early),
                                                       "early-ready")
@@ -528,7 +528,7 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
     them; the words of ``language_code``): the user wants nothing more, so no LLM turn is
     started."""
     words_of = language(language_code)
-    words = re.sub(r"[^\w' ]", " ", text.lower().replace("’", "'")).split()
+    words = words_in(text)
     while words and words[0] in words_of.polite:
         words.pop(0)
     while words and words[-1] in words_of.polite:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from heisenberg.lang import language
+from heisenberg.lang import language, words_in
 
 _MARKED_UNFINISHED = re.compile(r"(\.\.\.|…|[-–—,;:])$")
 
@@ -36,7 +36,7 @@ def unfinished(text: str, language_code: str = "en") -> bool:
         return False
     if _MARKED_UNFINISHED.search(text):
         return True
-    words = re.findall(r"[\w']+", text.lower().replace("’", "'"))
+    words = words_in(text)
     if not words:
         return False
     last = words[-1]

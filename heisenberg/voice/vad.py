@@ -34,7 +34,8 @@ class EndpointEvent(StrEnum):
 AFTER_NOISE_S = 0.2
 """Silence needed after a sound that added no words (``Endpointer.credit_s``) before the end:
 whisper does not hear a word that has only begun (its first 100-200 ms), so a sound that
-is the start of the next sentence must have time to go on. Chosen on the dev voices."""
+is the start of the next sentence must have time to go on. One value, set from the
+dev-voice sentence it keeps whole (festival kal, docs/VOICE.md), not swept."""
 
 
 @dataclass
@@ -96,18 +97,14 @@ class Endpointer:
         else:
             self.silence_s += chunk_s
         if self.silent_for(self.needed_silence_s):
-            return self.end()
+            self.done = True
+            return EndpointEvent.SPEECH_ENDED
         return None
 
     def silent_for(self, seconds: float) -> bool:
         """Whether the silence so far (with ``credit_s``) is ``seconds`` long."""
         return (self.silence_s + self.credit_s >= seconds - _EPS_S
                 and (not self.credit_s or self.silence_s >= AFTER_NOISE_S - _EPS_S))
-
-    def end(self) -> EndpointEvent:
-        """End the utterance now (the caller knows the silence is long enough)."""
-        self.done = True
-        return EndpointEvent.SPEECH_ENDED
 
     @property
     def needed_silence_s(self) -> float:
