@@ -220,6 +220,11 @@ def main() -> None:
                     help="seconds of each kind of dev noise to mix from")
     ap.add_argument("--no-extra", action="store_true",
                     help="train without the extra copies (even when the cache has them)")
+    ap.add_argument("--hold-out", default="", metavar="VOICE",
+                    help="train without this dev voice (to measure a later stage on a voice "
+                         "the verifier does not know: bench/wakeword.py --voice VOICE)")
+    ap.add_argument("--threshold", type=float, default=0.0,
+                    help="use this threshold instead of choosing one by leave-one-voice-out")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--cache", default="", help="keep the rendered frames in this file, and "
@@ -238,8 +243,13 @@ def main() -> None:
                 pickle.dump((rows, real), f)
     if args.no_extra:
         rows = [r for r in rows if not r.get("extra")]
-    threshold, report = held_out_threshold(rows, real, args.units, args.decay,
-                                           args.near_goal, args.epochs)
+    if args.hold_out:
+        rows = [r for r in rows if r["group"] != args.hold_out]
+    if args.threshold:
+        threshold, report = args.threshold, {}
+    else:
+        threshold, report = held_out_threshold(rows, real, args.units, args.decay,
+                                               args.near_goal, args.epochs)
     pos, neg = split(rows, {str(r["group"]) for r in rows})
     info = {"trained": datetime.date.today().isoformat(), "by": "bench/train_verifier.py",
             "voices": sorted({str(r["group"]) for r in rows}), "pitches": list(PITCHES),

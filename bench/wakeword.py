@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -50,9 +52,10 @@ from speech_sets import (
 
 from heisenberg.audio.format import RATE_HZ, chunks_of
 from heisenberg.core.config import STTConfig, WakeWordConfig
+from heisenberg.voice.stt import WhisperSTT, add_transcript_check
 from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.verifier import Verifier, with_bundled_gate
-from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord
+from heisenberg.voice.wakeword import Detection, OpenWakeWordEngine, VadGatedWakeWord
 
 QUESTIONS = ["What time is it?", "Turn on the light.", "How are you today?",
              "What's the weather like?", "Set a timer for five minutes.", ""]
@@ -68,8 +71,24 @@ def daemon_engine() -> VadGatedWakeWord:
     ``--verifier``: another verifier, to try one on the dev voices before bundling it)."""
     trial = os.environ.get("BENCH_WAKE_VERIFIER")
     verifiers = {"hey_jarvis": Verifier.load(Path(trial))} if trial else None
-    return VadGatedWakeWord(OpenWakeWordEngine(WakeWordConfig(), verifiers=verifiers),
-                            WebRtcVad(STTConfig().vad_aggressiveness).any_speech)
+    config = bench_config()
+    inner = OpenWakeWordEngine(config, verifiers=verifiers)
+    if config.check_threshold:
+        add_transcript_check(inner, _whisper())
+    return VadGatedWakeWord(inner, WebRtcVad(STTConfig().vad_aggressiveness).any_speech)
+
+
+def bench_config() -> WakeWordConfig:
+    """The default config, with ``--check-threshold`` if given (for tuning on dev voices)."""
+    config = WakeWordConfig()
+    if os.environ.get("BENCH_WAKE_CHECK"):
+        config = dataclasses.replace(config, check_threshold=float(os.environ["BENCH_WAKE_CHECK"]))
+    return config
+
+
+@functools.cache
+def _whisper() -> WhisperSTT:
+    return WhisperSTT(STTConfig())
 
 
 class Stream:
@@ -81,8 +100,8 @@ class Stream:
         self.cpu_s = 0.0
         self.chunks = 0
 
-    def feed(self, pcm: np.ndarray) -> list[tuple[int, bool, float]]:
-        """``(audio_ms from the clip start, confirmed, score)`` of each detection."""
+    def feed(self, pcm: np.ndarray) -> list[Detection]:
+        """Each detection, its ``audio_ms`` from the clip start."""
         start = self.clock_ms
         out = []
         for chunk in chunks_of(pcm, start_ms=start):
@@ -91,7 +110,7 @@ class Stream:
             self.cpu_s += time.process_time() - t
             self.chunks += 1
             if found is not None:
-                out.append((found.audio_ms - start, found.confirmed, found.score))
+                out.append(dataclasses.replace(found, audio_ms=found.audio_ms - start))
             self.clock_ms = chunk.timestamp_ms + int(chunk.duration_ms)
         return out
 
@@ -102,15 +121,15 @@ def voiced_end(samples: np.ndarray) -> int:
     return int(loud[-1]) + 1 if len(loud) else len(samples)
 
 
-def measure_positives(per_voice: int, seed: int, split: str = "all"
-                      ) -> tuple[list[dict[str, object]], Stream]:
+def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split: str = "test",
+                      only: str = "") -> tuple[list[dict[str, object]], Stream]:
     rng = np.random.default_rng(seed)
-    bank = noise_bank()
+    bank = noise_bank(split=noise_split)
     stream = Stream()
     rows: list[dict[str, object]] = []
     gap = np.zeros(int(0.15 * RATE_HZ), np.int16)
     for voice in voices():
-        if split != "all" and voice.split != split:
+        if (split != "all" and voice.split != split) or only and voice.name != only:
             continue
         for i in range(per_voice):
             wake = voice.render(WAKE[i % len(WAKE)] + ("." if i % 2 else ""), rng)
@@ -126,13 +145,19 @@ def measure_positives(per_voice: int, seed: int, split: str = "all"
                        else mix(said, bank[noise], snr, rng, before, after))
                 found = stream.feed(pcm)
                 end_ms = (before + voiced_end(wake)) * 1000 / RATE_HZ
-                confirmed = [at for at, ok, _ in found if ok]
+                confirmed = [d for d in found if d.confirmed]
+                # a transcript check's time is added: the audio waits for it
                 rows.append({"voice": voice.name, "split": voice.split, "kind": "wake",
                              "snr_db": snr, "noise": noise, "question": question,
                              "heard": bool(confirmed),
-                             "after_phrase_ms": round(confirmed[0] - end_ms) if confirmed
-                             else None,
-                             "rejected_candidates": sum(not ok for _, ok, _ in found)})
+                             "after_phrase_ms": round(confirmed[0].audio_ms
+                                                      + confirmed[0].check_ms - end_ms)
+                             if confirmed else None,
+                             "stage": confirmed[0].stage if confirmed else None,
+                             "check_ms": round(confirmed[0].check_ms) if confirmed else None,
+                             "rejected_candidates": sum(not d.confirmed for d in found),
+                             "transcripts": [d.transcript for d in found
+                                             if d.transcript is not None]})
         for phrase in NEAR:
             said = voice.render(phrase, rng)
             for snr in CONDITIONS[:2]:
@@ -141,9 +166,12 @@ def measure_positives(per_voice: int, seed: int, split: str = "all"
                                        np.zeros(2 * RATE_HZ, np.int16)]) if snr is None
                        else mix(said, bank[noise], snr, rng, RATE_HZ, 2 * RATE_HZ))
                 found = stream.feed(pcm)
+                woke = [d for d in found if d.confirmed]
                 rows.append({"voice": voice.name, "split": voice.split, "kind": "near_miss",
                              "phrase": phrase, "snr_db": snr, "noise": noise,
-                             "heard": any(ok for _, ok, _ in found)})
+                             "heard": bool(woke), "stage": woke[0].stage if woke else None,
+                             "transcripts": [d.transcript for d in found
+                                             if d.transcript is not None]})
         print(f"{voice.name}: {len(rows)} clips", flush=True)
     return rows, stream
 
@@ -181,8 +209,11 @@ def measure_segment(segment: tuple[str, list[str], list[str]]) -> dict[str, obje
     stream = Stream()
     found = stream.feed(pcm)
     return {"kind": kind, "seconds": len(pcm) / RATE_HZ,
-            "false_accepts": [round(at / 1000, 2) for at, ok, _ in found if ok],
-            "rejected_candidates": sum(not ok for _, ok, _ in found),
+            "false_accepts": [round(d.audio_ms / 1000, 2) for d in found if d.confirmed],
+            "false_accept_transcripts": [d.transcript for d in found
+                                         if d.confirmed and d.transcript is not None],
+            "rejected_candidates": sum(not d.confirmed for d in found),
+            "transcript_checks": sum(d.transcript is not None for d in found),
             "cpu_s": stream.cpu_s, "chunks": stream.chunks,
             "model_chunks": stream.engine.chunks_processed}
 
@@ -306,12 +337,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 "wall_s": round(time.time() - started)}
     if args.verifier:
         os.environ["BENCH_WAKE_VERIFIER"] = args.verifier  # the workers share the cwd
+    if args.check_threshold is not None:
+        os.environ["BENCH_WAKE_CHECK"] = str(args.check_threshold)
     segments = negative_segments()
     if args.max_segments:
         segments = segments[:max(0, args.max_segments)]
     with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
         pending = pool.map_async(measure_segment, segments, chunksize=1)
-        rows, stream = measure_positives(args.per_voice, args.seed, args.split)
+        rows, stream = measure_positives(args.per_voice, args.seed, args.split,
+                                           args.noise_split, args.voice)
         personal = measure_personal(args.seed) if args.split == "all" else {}
         negatives = pending.get()
     by_kind: dict[str, dict[str, float]] = collections.defaultdict(
@@ -334,12 +368,14 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             near[f"phrase {r['phrase']}"].append(bool(r["heard"]))
     latency = [float(r["after_phrase_ms"]) for r in rows  # type: ignore[arg-type]
                if r["kind"] == "wake" and r["after_phrase_ms"] is not None]
-    config = WakeWordConfig()
+    config = bench_config()
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "config": {"model": config.model, "threshold": config.threshold,
                    "patience": config.patience, "verify": config.verify,
-                   "verifier_threshold": config.verifier_threshold},
+                   "verifier_threshold": config.verifier_threshold,
+                   "check_threshold": config.check_threshold},
+        "noise_split": args.noise_split,
         "voices": {v.name: v.split for v in voices()},
         "positives": sum(r["kind"] == "wake" for r in rows),
         "false_reject_rate": frr_table(rows),
@@ -371,6 +407,11 @@ def main() -> None:
                     help="the voices that say the phrases (dev: for trying a verifier)")
     ap.add_argument("--verifier", default="", help="a verifier .npz to use instead of the "
                     "bundled one (try it on --split dev only)")
+    ap.add_argument("--voice", default="", help="only this voice says the phrases")
+    ap.add_argument("--check-threshold", type=float, default=None,
+                    help="wakeword.check_threshold to use instead of the default (dev only)")
+    ap.add_argument("--noise-split", choices=["dev", "test"], default="test",
+                    help="the half of the noise the phrases are mixed with (dev: for tuning)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--personal-only", type=int, default=0, metavar="N",
                     help="only `heisenberg enroll`'s figures, for N seeds from --seed")

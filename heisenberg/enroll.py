@@ -25,8 +25,8 @@ import numpy as np
 from heisenberg.audio.format import RATE_HZ, read_wav, resample
 from heisenberg.core.config import Config, TTSConfig
 from heisenberg.core.errors import AudioDeviceError, ModelError
-from heisenberg.orchestrator.hearing import wake_word_text
 from heisenberg.voice.verifier import Verifier, block_features, personal_path
+from heisenberg.voice.wakeword import wake_word_text
 
 NEAR_MISSES = ("Hey {x}vis.", "{W}.", "Hey there.", "Okay.", "Hey service.", "Hey Travis.",
                "Hey Harvey.", "Hey Marvin.", "Hey, what is it?", "Hey you.")

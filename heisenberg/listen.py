@@ -31,11 +31,10 @@ from heisenberg.orchestrator.hearing import (
     Rejected,
     Utterance,
     hearing_for,
-    wake_word_text,
 )
 from heisenberg.orchestrator.voice import strip_wake_word
 from heisenberg.voice.stt import SpeechToText
-from heisenberg.voice.wakeword import WakeWordEngine
+from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
 
 Record = dict[str, Any]
 
@@ -73,10 +72,11 @@ class Listener:
         for item in heard:
             if isinstance(item, Rejected):
                 d = item.detection
-                out.append(_wake(d.model, d.score, d.verdict, d.audio_ms, "", False))
+                out.append(_wake(d.model, d.score, d.verdict, d.audio_ms, "", False,
+                                 d.transcript))
             elif isinstance(item, WakewordDetected):
                 out.append(_wake(item.model, item.score, item.verifier, end_ms,
-                                 self._turn(item.turn_id), True))
+                                 self._turn(item.turn_id), True, item.transcript, item.stage))
             elif isinstance(item, SpeechStarted):
                 first_s = self.hearing.endpointer.speech_start_at_s or 0.0
                 out.append({"event": "speech_start", "audio_s": _s(start_ms + first_s * 1000),
@@ -103,11 +103,15 @@ def _s(ms: float) -> float:
 
 
 def _wake(model: str, score: float, verdict: float | None, at_ms: float, turn: str,
-          confirmed: bool) -> Record:
+          confirmed: bool, transcript: str | None, stage: str | None = None) -> Record:
     record: Record = {"event": "wake", "audio_s": _s(at_ms), "turn": turn or None,
                       "model": model, "score": round(score, 3), "confirmed": confirmed}
+    if stage is not None:
+        record["stage"] = stage
     if verdict is not None:
         record["verifier"] = round(verdict, 3)
+    if transcript is not None:
+        record["heard"] = transcript
     return record
 
 
@@ -117,8 +121,9 @@ def describe(record: Record) -> str:
     event = record["event"]
     if event == "wake":
         verifier = f", verifier {record['verifier']:.2f}" if "verifier" in record else ""
+        heard = f", heard {record['heard']!r}" if "heard" in record else ""
         what = "wake word" if record["confirmed"] else "rejected candidate"
-        return f"{at}{what}: {record['model']} (score {record['score']:.2f}{verifier})"
+        return f"{at}{what}: {record['model']} (score {record['score']:.2f}{verifier}{heard})"
     if event == "speech_start":
         return f"{at}speech started"
     if event == "speech_end":

@@ -27,7 +27,7 @@ from heisenberg.orchestrator.history import HistoryError, HistoryStore
 from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.vision.camera import Camera, OpenCVCamera
-from heisenberg.voice.stt import SpeechToText, WhisperSTT
+from heisenberg.voice.stt import SpeechToText, WhisperSTT, add_transcript_check
 from heisenberg.voice.tts import PiperTTS, TextToSpeech
 from heisenberg.voice.vad import WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine, VadGatedWakeWord, WakeWordEngine
@@ -65,6 +65,7 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
         log.warning("language = %r but tts.voice_path is empty: answers are spoken by the "
                     "English voice; set tts.voice_path to a Piper voice of that language "
                     "(docs/VOICE.md, French)", config.language)
+    add_transcript_check(wake, stt)
     engine: WakeWordEngine = wake
     if ww.vad_gate:
         engine = VadGatedWakeWord(wake, WebRtcVad(config.stt.vad_aggressiveness).any_speech)

@@ -4,18 +4,32 @@ openWakeWord models on speech in voices the defaults were not tuned on (Debian's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from heisenberg.audio.format import chunks_of
+from heisenberg.audio.format import CHUNK_MS, RATE_HZ, chunks_of
 from heisenberg.core.config import ConfigError, WakeWordConfig, load_config, parse_config
-from heisenberg.core.errors import ModelError
+from heisenberg.core.errors import ModelError, STTError
 from heisenberg.core.events import WakewordDetected
-from heisenberg.orchestrator.hearing import Rejected
-from heisenberg.voice.verifier import Verifier, block_features, find_verifier, personal_path
-from heisenberg.voice.wakeword import Detection, OpenWakeWordEngine
+from heisenberg.orchestrator.hearing import Rejected, Utterance
+from heisenberg.voice.stt import WhisperSTT, phrase_transcriber
+from heisenberg.voice.verifier import (
+    Verifier,
+    block_features,
+    bundled_verifier,
+    find_verifier,
+    personal_path,
+)
+from heisenberg.voice.wakeword import (
+    CHECK_AUDIO_S,
+    CHECK_DELAY_MS,
+    Detection,
+    OpenWakeWordEngine,
+    phrase_heard,
+)
 from tests.conftest import flite, silence
 from tests.test_hearing import hear, hearing
 
@@ -252,3 +266,124 @@ def test_an_enrolled_verifier_is_gated_by_the_bundled_one_against_its_user_s_nea
     question = np.concatenate([silence(1.0), flite("Hey Jarvis, what time is it?", "slt",
                                                    1.05), silence(1.5)])
     assert woke(gated, question)
+
+
+# ---------------------------------------------------------------- stage 3: the transcript check
+
+def unsure_engine(transcribe: Callable[[np.ndarray], str], check_threshold: float = 0.5
+                  ) -> OpenWakeWordEngine:
+    """The bundled verifier, which never confirms on its own here (threshold above 1): every
+    candidate it gives ``check_threshold`` goes to the transcript check."""
+    verifier = bundled_verifier("hey_jarvis")
+    assert verifier is not None
+    verifier.threshold = 1.01
+    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=check_threshold),
+                                verifiers={"hey_jarvis": verifier})
+    engine.transcribe = transcribe
+    return engine
+
+
+def test_the_transcript_check_confirms_a_candidate_the_verifier_is_unsure_of(
+        hey_jarvis: np.ndarray, stt: WhisperSTT) -> None:
+    asked: list[float] = []
+    whisper = phrase_transcriber(stt)
+    assert whisper is not None
+
+    def transcribe(audio: np.ndarray) -> str:
+        asked.append(len(audio) / RATE_HZ)
+        return whisper(audio)
+
+    engine = unsure_engine(transcribe)
+    try:
+        found = detections(engine, hey_jarvis)
+    finally:
+        engine.close()
+    assert [d.confirmed for d in found] == [True], found
+    woke = found[0]
+    assert woke.stage == "transcript" and "jarvis" in (woke.transcript or "").lower()
+    assert woke.verdict is not None and 0.5 <= woke.verdict < 1.01
+    assert woke.late_ms >= CHECK_DELAY_MS and woke.check_ms > 0
+    assert asked == [CHECK_AUDIO_S]  # once per candidate, on the last 2 s
+
+
+def test_the_transcript_check_turns_down_a_near_miss_and_says_what_it_heard(
+        stt: WhisperSTT) -> None:
+    whisper = phrase_transcriber(stt)
+    assert whisper is not None
+    travis = np.concatenate([silence(1.0), flite("Hey Travis, what time is it?", "kal"),
+                             silence(1.5)])
+    engine = unsure_engine(whisper, check_threshold=1e-4)
+    try:
+        found = detections(engine, travis)
+    finally:
+        engine.close()
+    assert found and not any(d.confirmed for d in found), found
+    checked = [d for d in found if d.transcript is not None]
+    assert checked and "travis" in (checked[0].transcript or "").lower(), found
+
+
+def test_a_transcript_check_that_fails_confirms_nothing_and_the_engine_goes_on(
+        hey_jarvis: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(audio: np.ndarray) -> str:
+        raise STTError("speech-to-text failed on 2.0 s of audio: injected")
+
+    engine = unsure_engine(broken)
+    try:
+        found = detections(engine, hey_jarvis)
+        assert found and not any(d.confirmed for d in found)
+        assert "transcript check failed" in caplog.text and "injected" in caplog.text
+        engine.transcribe = lambda audio: "Hey, Jarvis."
+        again = detections(engine, np.concatenate([silence(2.0), hey_jarvis]))
+        assert [d.stage for d in again if d.confirmed] == ["transcript"]
+    finally:
+        engine.close()
+
+
+def test_the_wake_phrase_in_a_transcript() -> None:
+    for text in ("Hey Jarvis.", "Hey, Jarvis, what time is it?", "A Jarvis", "Okay, Jarvis."):
+        assert phrase_heard("hey_jarvis", text), text
+    for text in ("Jarvis.", "Jarvis is a name.", "Hey Charlie.", "Hey Jervis.", ""):
+        assert not phrase_heard("hey_jarvis", text), text
+    assert phrase_heard("alexa", "Alexa.") and not phrase_heard("alexa", "Alex, ah.")
+
+
+def test_a_late_wake_word_s_question_reaches_back_as_far_as_it_was_late(
+        hey_jarvis: np.ndarray) -> None:
+    """Confirmed by the transcript check, the wake word comes CHECK_DELAY_MS after the
+    verifier's belief: the question's audio starts that much earlier than the pre-roll."""
+    h = hearing()
+    h.wake = unsure_engine(lambda audio: "Hey Jarvis, what")
+    heard = hear(h, hey_jarvis)
+    (woke_at, wake), = [(t, i) for t, i in heard if isinstance(i, WakewordDetected)]
+    (ended_at, utterance), = [(t, i) for t, i in heard if isinstance(i, Utterance)]
+    assert isinstance(wake, WakewordDetected) and wake.stage == "transcript"
+    assert wake.transcript == "Hey Jarvis, what"
+    late_chunks = -(-CHECK_DELAY_MS // CHUNK_MS)
+    assert utterance.ended.duration_ms >= ended_at - woke_at + (
+        h.preroll_chunks + late_chunks) * CHUNK_MS
+
+
+async def test_the_daemon_s_engine_has_the_transcript_check_and_a_remote_one_does_not(
+        stt: WhisperSTT) -> None:
+    from heisenberg.core.config import Config
+    from heisenberg.main import load_voice_engines
+    from heisenberg.voice.remote import WyomingSTT
+    from heisenberg.voice.stt import add_transcript_check
+    from heisenberg.voice.wakeword import VadGatedWakeWord
+
+    engines = await load_voice_engines(Config())
+    try:
+        wake = engines.wake
+        assert isinstance(wake, VadGatedWakeWord) and isinstance(wake.inner, OpenWakeWordEngine)
+        assert wake.inner.transcribe is not None
+    finally:
+        engines.wake.close()
+    engine = OpenWakeWordEngine(WakeWordConfig())
+    off = OpenWakeWordEngine(WakeWordConfig(check_threshold=0.0))
+    try:
+        add_transcript_check(engine, WyomingSTT("tcp://127.0.0.1:9", 1.0, "en"))
+        add_transcript_check(off, stt)
+        assert engine.transcribe is None and off.transcribe is None
+    finally:
+        engine.close()
+        off.close()

@@ -110,14 +110,20 @@ class WyomingEngines:
 def wyoming_engines(config: Config, assistant: Assistant, stt: SpeechToText,
                     tts: TextToSpeech) -> WyomingEngines:
     """The daemon's own engines (and a fresh wake word engine per client)."""
+    from heisenberg.voice.stt import add_transcript_check
     from heisenberg.voice.wakeword import OpenWakeWordEngine
+
+    def new_wake() -> WakeWordEngine:
+        wake = OpenWakeWordEngine(config.wakeword)
+        add_transcript_check(wake, stt)
+        return wake
 
     voice = Path(config.tts.voice_path).name.removesuffix(".onnx") if config.tts.voice_path \
         else "en_US-joe-medium"
     language = config.stt.language or "en"
     return WyomingEngines(
         assistant=assistant, stt=stt, tts=tts,
-        new_wake=lambda: OpenWakeWordEngine(config.wakeword),
+        new_wake=new_wake,
         wake_names=[Path(m).stem for m in config.wakeword.models],
         stt_model=config.stt.model or "tiny.en",
         stt_languages=[language], voice_name=voice,

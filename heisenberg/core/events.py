@@ -63,6 +63,11 @@ class WakewordDetected(Event):
     """Highest model score of the triggering frames, 0..1."""
     verifier: float | None = None
     """The second stage's probability, 0..1; None when the model has no verifier."""
+    stage: str = "score"
+    """What confirmed it: ``score`` (no verifier), ``verifier``, or ``transcript`` (the
+    verifier was unsure; speech-to-text heard the wake word)."""
+    transcript: str | None = None
+    """What the transcript check heard, when it was asked."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,7 +54,12 @@ from heisenberg.core.events import (
 from heisenberg.lang import words_in
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.vad import Endpointer, EndpointEvent, SileroVad, Vad, WebRtcVad
-from heisenberg.voice.wakeword import Detection, WakeWordEngine
+from heisenberg.voice.wakeword import (
+    CHECK_DELAY_MS,
+    Detection,
+    WakeWordEngine,
+    wake_word_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +151,11 @@ class Hearing:
         self.preroll_chunks = max(1, preroll_chunks)
         self._interrupt_preroll = (0 if self.interrupt_vad is None else
                                    -(-INTERRUPT_PREROLL_MS // CHUNK_MS))
+        # A wake word confirmed by the transcript check comes CHECK_DELAY_MS later: its
+        # question reaches back that much more.
+        self._late_chunks = -(-(CHECK_DELAY_MS + CHUNK_MS) // CHUNK_MS)
         self._recent: collections.deque[AudioChunk] = collections.deque(
-            maxlen=max(self.preroll_chunks, self._interrupt_preroll))
+            maxlen=max(self.preroll_chunks + self._late_chunks, self._interrupt_preroll))
         self._utterance: list[AudioChunk] = []
         self._paused = False
         self._pause_words: list[str] = []
@@ -191,9 +199,12 @@ class Hearing:
         if word and word in echo.lower():
             log.info("wake word ignored: it is in what I am saying")
             return []
-        self.start(chunk.timestamp_ms + round(chunk.duration_ms))
+        late = min(self._late_chunks, -(-detection.late_ms // CHUNK_MS))
+        self.start(chunk.timestamp_ms + round(chunk.duration_ms),
+                   preroll_chunks=self.preroll_chunks + late)
         return [WakewordDetected(model=detection.model, score=detection.score,
-                                 verifier=detection.verdict, turn_id=self.listening_to)]
+                                 verifier=detection.verdict, stage=detection.stage,
+                                 transcript=detection.transcript, turn_id=self.listening_to)]
 
     def _interruption(self, raw: AudioChunk, chunk: AudioChunk, playing: bool) -> list[Heard]:
         """While the assistant speaks (its echo cancelled from ``raw``, which gave
@@ -375,13 +386,6 @@ class Hearing:
 
     def _samples(self) -> np.ndarray:
         return np.concatenate([c.array() for c in self._utterance])
-
-
-def wake_word_text(model_name: str) -> str:
-    """The distinctive word of a wake word model's name ("hey_jarvis" -> "jarvis")."""
-    words = [w for w in model_name.lower().replace("-", "_").split("_")
-             if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
-    return words[-1] if words else ""
 
 
 def vad_for(config: Config) -> Vad:

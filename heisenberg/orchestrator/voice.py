@@ -49,7 +49,6 @@ from heisenberg.orchestrator.hearing import (
     Resumed,
     Utterance,
     hearing_for,
-    wake_word_text,
 )
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.ringing import Ringer
@@ -59,7 +58,7 @@ from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.vad import Vad
-from heisenberg.voice.wakeword import WakeWordEngine
+from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
 
 log = logging.getLogger(__name__)
 

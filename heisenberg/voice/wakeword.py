@@ -15,18 +15,25 @@ and recordings neither was tuned on.
 from __future__ import annotations
 
 import collections
+import logging
 import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heisenberg.audio.format import AudioChunk
+import numpy as np
+
+from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import WakeWordConfig
-from heisenberg.core.errors import ModelError
+from heisenberg.core.errors import ModelError, STTError
+from heisenberg.lang import words_in
 from heisenberg.voice.verifier import WINDOW_FRAMES, Verifier, find_verifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,16 @@ class Detection:
     """False: a candidate that the verifier turned down (it starts nothing)."""
     verdict: float | None = None
     """The verifier's probability (best one for a rejected candidate); None without one."""
+    transcript: str | None = None
+    """What the transcript check heard (stage 3), when it was asked; None otherwise."""
+    check_ms: float = 0.0
+    """Wall-clock milliseconds the transcript check took (0 when not asked)."""
+    late_ms: int = 0
+    """How much later than the verifier's first belief it was decided (the transcript
+    check's wait): the question's audio reaches back this much further."""
+    stage: str = "score"
+    """What confirmed it: ``score`` (the model's score, no verifier), ``verifier``, or
+    ``transcript`` (the check of a candidate the verifier was unsure of)."""
 
 
 class WakeWordEngine(ABC):
@@ -96,8 +113,37 @@ def probe_model(path: Path, timeout_s: float = 60.0) -> None:
                          f"model (TensorFlow Lite failed on it, {how}: {said or 'no message'})")
 
 
+CHECK_DELAY_MS = 160
+"""The transcript check (stage 3) waits this long after the verifier's probability first
+reaches ``check_threshold``, for the phrase to end (and for the verifier to confirm it on its
+own, which most often happens by then)."""
+CHECK_AUDIO_S = 2.0
+"""The audio the check transcribes: the last 2 s, which hold the wake phrase."""
+
+
+def wake_word_text(model_name: str) -> str:
+    """The distinctive word of a wake word model's name ("hey_jarvis" -> "jarvis")."""
+    words = [w for w in model_name.lower().replace("-", "_").split("_")
+             if w not in ("hey", "okay", "ok", "v0", "v1", "v2", "")]
+    return words[-1] if words else ""
+
+
+
+def phrase_heard(model_name: str, text: str) -> bool:
+    """Whether ``text`` holds the wake word of ``model_name``: its distinctive word ("jarvis"
+    for hey_jarvis), after another word when the phrase has two ("Hey Jarvis", "Okay,
+    Jarvis" and whisper's "A Jarvis" are heard; "Jarvis is a name" is not)."""
+    word = wake_word_text(model_name)
+    words = words_in(text)
+    if not word or word not in words:
+        return False
+    lead = len([w for w in model_name.lower().replace("-", "_").split("_") if w]) > 1
+    return not lead or words.index(word) > 0 or words.count(word) > 1
+
+
 class _Listener:
-    """One model's detection state: the candidate rule (stage 1) and its verifier (stage 2)."""
+    """One model's detection state: the candidate rule (stage 1), its verifier (stage 2) and
+    the transcript check of the candidates the verifier is unsure of (stage 3)."""
 
     def __init__(self, name: str, model: Any, verifier: Verifier | None,
                  config: WakeWordConfig) -> None:
@@ -110,13 +156,18 @@ class _Listener:
         self.confirmed = False
         self.best_verdict = 0.0
         self.quiet_until_ms = -1
+        self.check_due_ms = -1
+        self.transcript: str | None = None
+        self.check_ms = 0.0
 
     def reset(self) -> None:
         self.quiet_until_ms = -1
 
-    def frame(self, score: float, raised: float | None, end_ms: int) -> Detection | None:
+    def frame(self, score: float, raised: float | None, end_ms: int,
+              check: Callable[[], str] | None = None) -> Detection | None:
         """One 80 ms frame's score; the window it was computed on is ``model.embeddings``.
-        ``raised``: the threshold while the assistant's own voice plays."""
+        ``raised``: the threshold while the assistant's own voice plays; ``check``: the
+        transcript of the last ``CHECK_AUDIO_S`` of audio, when there is a transcriber."""
         cfg = self.config
         limit = cfg.candidate_threshold if self.verifier else cfg.threshold
         if raised is not None:
@@ -126,8 +177,10 @@ class _Listener:
             rejected = None
             if self.streak >= patience and not self.confirmed and self.verifier:
                 rejected = Detection(self.name, self.best, end_ms, confirmed=False,
-                                     verdict=self.best_verdict)
+                                     verdict=self.best_verdict, transcript=self.transcript,
+                                     check_ms=self.check_ms)
             self.streak, self.best, self.confirmed, self.best_verdict = 0, 0.0, False, 0.0
+            self.check_due_ms, self.transcript, self.check_ms = -1, None, 0.0
             return rejected
         self.streak += 1
         self.best = max(self.best, score)
@@ -137,11 +190,37 @@ class _Listener:
         if self.verifier is not None:
             verdict = self.verifier.score(self.model.embeddings[-WINDOW_FRAMES:], score)
             self.best_verdict = max(self.best_verdict, verdict)
-            if verdict < self.verifier.threshold:
-                return None
+        stage = "score"
+        if self.verifier is not None:
+            stage = "verifier"
+            if verdict is not None and verdict < self.verifier.threshold:
+                if not self._checked(verdict, end_ms, check):
+                    return None
+                stage = "transcript"
         self.confirmed = True
         self.quiet_until_ms = end_ms + int(cfg.refractory_s * 1000)
-        return Detection(self.name, self.best, end_ms, verdict=verdict)
+        late_ms = end_ms - self.check_due_ms + CHECK_DELAY_MS if stage == "transcript" else 0
+        return Detection(self.name, self.best, end_ms, verdict=verdict,
+                         transcript=self.transcript, check_ms=self.check_ms, stage=stage,
+                         late_ms=late_ms)
+
+    def _checked(self, verdict: float, end_ms: int, check: Callable[[], str] | None) -> bool:
+        """Stage 3: a candidate the verifier is unsure of (``check_threshold`` ≤ its
+        probability < its threshold), ``CHECK_DELAY_MS`` later, is confirmed when a transcript
+        of the audio holds the wake word; asked once per candidate."""
+        least = self.config.check_threshold
+        if check is None or not least or self.transcript is not None:
+            return False
+        if self.check_due_ms < 0:
+            if verdict < least:
+                return False
+            self.check_due_ms = end_ms + CHECK_DELAY_MS
+        if end_ms < self.check_due_ms:
+            return False
+        started = time.perf_counter()
+        self.transcript = check()
+        self.check_ms = (time.perf_counter() - started) * 1000
+        return phrase_heard(self.name, self.transcript)
 
 
 class OpenWakeWordEngine(WakeWordEngine):
@@ -187,6 +266,10 @@ class OpenWakeWordEngine(WakeWordEngine):
             raise
         self.name = self._listeners[0].name
         self._last_ms = -1
+        self.transcribe: Callable[[np.ndarray], str] | None = None
+        """Stage 3's transcriber (the daemon's speech-to-text; set after loading)."""
+        self._audio: collections.deque[np.ndarray] = collections.deque()
+        self._audio_samples = 0
         self.last_scores: list[float] = []
         """The first model's scores of the last chunk, one per 80 ms frame."""
 
@@ -203,7 +286,11 @@ class OpenWakeWordEngine(WakeWordEngine):
         if chunk.timestamp_ms < self._last_ms:  # a new stream: its audio clock restarted
             for listener in self._listeners:
                 listener.reset()
+            self._audio.clear()
+            self._audio_samples = 0
         self._last_ms = chunk.timestamp_ms
+        self._keep(chunk)
+        check = self._recent_transcript if self.transcribe is not None else None
         confirmed: Detection | None = None
         rejected: Detection | None = None
         embeddings = list(self._features.process_streaming(chunk.pcm))  # shared by all
@@ -212,7 +299,7 @@ class OpenWakeWordEngine(WakeWordEngine):
             for features in embeddings:
                 for score in listener.model.process_streaming(features):
                     scores.append(score)
-                    found = listener.frame(score, threshold, end_ms)
+                    found = listener.frame(score, threshold, end_ms, check)
                     if found is not None and found.confirmed:
                         confirmed = confirmed or found
                     elif found is not None:
@@ -220,6 +307,26 @@ class OpenWakeWordEngine(WakeWordEngine):
             if i == 0:
                 self.last_scores = scores
         return confirmed or rejected
+
+    def _keep(self, chunk: AudioChunk) -> None:
+        """The last ``CHECK_AUDIO_S`` of audio, for the transcript check."""
+        if self.transcribe is None:
+            return
+        samples = chunk.array()
+        self._audio.append(samples)
+        self._audio_samples += len(samples)
+        keep = int(CHECK_AUDIO_S * RATE_HZ)
+        while self._audio_samples - len(self._audio[0]) >= keep:
+            self._audio_samples -= len(self._audio.popleft())
+
+    def _recent_transcript(self) -> str:
+        assert self.transcribe is not None
+        audio = np.concatenate(list(self._audio))[-int(CHECK_AUDIO_S * RATE_HZ):]
+        try:
+            return self.transcribe(audio)
+        except STTError as exc:
+            log.warning("wake word transcript check failed: %s", exc)
+            return ""
 
     def close(self) -> None:
         for listener in self._listeners:
