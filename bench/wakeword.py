@@ -156,6 +156,8 @@ def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split
                              "stage": confirmed[0].stage if confirmed else None,
                              "check_ms": round(confirmed[0].check_ms) if confirmed else None,
                              "rejected_candidates": sum(not d.confirmed for d in found),
+                             "candidates": [(round(d.score, 3), round(d.verdict or 0.0, 3))
+                                            for d in found],
                              "transcripts": [d.transcript for d in found
                                              if d.transcript is not None]})
         for phrase in NEAR:

@@ -61,6 +61,7 @@ def test_listen_json_is_one_object_per_line_in_audio_time(
     wake = confirmed[0]
     assert wake["model"] == "hey_jarvis" and wake["confirmed"] is True
     assert 0.0 < wake["score"] <= 1.0 and 0.0 <= wake["verifier"] <= 1.0
+    assert wake["stage"] == "verifier" and "heard" not in wake
     ends = [r for r in confirmed if r["event"] == "speech_end"]
     assert [e["reason"] for e in ends] == ["silence", "end_of_input"]
     # The first end is decided end_silence_ms (300) after the last word, in audio time
@@ -72,6 +73,27 @@ def test_listen_json_is_one_object_per_line_in_audio_time(
     assert "dragon" in texts[1].lower()
     # Audio time, not the machine's: a second run prints the same thing.
     assert listen("--input", str(path), "--json").stdout == out.stdout
+
+
+def test_listen_shows_what_the_transcript_check_heard(
+        session_wav: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
+    """With a verifier that cannot be sure enough (its threshold at 1), a wake word is
+    confirmed only by the transcript check, which says what it heard, confirmed or not."""
+    config = tmp_path / "config.toml"
+    config.write_text("[wakeword]\nverifier_threshold = 1.0\n")
+    out = listen("--config", str(config), "--input", str(session_wav[0]), "--json")
+    assert out.returncode == 0, out.stderr
+    checked = [r for line in out.stdout.splitlines()
+               if (r := json.loads(line))["event"] == "wake"]
+    assert all(isinstance(w["heard"], str) for w in checked), out.stdout
+    wakes = [w for w in checked if w["confirmed"]]
+    assert len(wakes) >= 2, out.stdout
+    assert all(w["stage"] == "transcript" and "jarvis" in w["heard"].lower() for w in wakes)
+    texts = [json.loads(line)["text"] for line in out.stdout.splitlines()
+             if json.loads(line)["event"] == "transcript"]
+    assert "time" in texts[0].lower() and "jarvis" not in texts[0].lower()
+    human = listen("--config", str(config), "--input", str(session_wav[0]))
+    assert "heard 'Hey" in human.stdout or 'heard "Hey' in human.stdout, human.stdout
 
 
 def test_listen_reads_like_a_log_without_json(session_wav: tuple[Path, dict[str, float]]

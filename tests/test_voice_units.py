@@ -93,6 +93,10 @@ def test_speakable(text: str, spoken: str) -> None:
     (" Hey Jarvis, what is the capital of France?", "What is the capital of France?"),
     ("Jarvis. What time is it?", "What time is it?"),
     ("What does Jarvis mean in Iron Man?", "What does Jarvis mean in Iron Man?"),
+    ("I hate Jarvis, what time is it?", "What time is it?"),
+    ("Okay. Hey Jarvis. Turn on the light.", "Turn on the light."),
+    ("Who is Jarvis?", "Who is Jarvis?"),
+    ("Ask my friend Jarvis, please.", "Ask my friend Jarvis, please."),
     ("Tell me a joke.", "Tell me a joke."),
 ])
 def test_strip_wake_word(text: str, out: str) -> None:

@@ -55,7 +55,7 @@ from heisenberg.lang import words_in
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.vad import Endpointer, EndpointEvent, SileroVad, Vad, WebRtcVad
 from heisenberg.voice.wakeword import (
-    CHECK_DELAY_MS,
+    CHECK_AUDIO_S,
     Detection,
     WakeWordEngine,
     wake_word_text,
@@ -151,11 +151,11 @@ class Hearing:
         self.preroll_chunks = max(1, preroll_chunks)
         self._interrupt_preroll = (0 if self.interrupt_vad is None else
                                    -(-INTERRUPT_PREROLL_MS // CHUNK_MS))
-        # A wake word confirmed by the transcript check comes CHECK_DELAY_MS later: its
-        # question reaches back that much more.
-        self._late_chunks = -(-(CHECK_DELAY_MS + CHUNK_MS) // CHUNK_MS)
+        # A wake word confirmed by the transcript check comes late: its question reaches
+        # back over the audio the check heard (Detection.late_ms, at most CHECK_AUDIO_S).
+        self._late_chunks = -(-int(CHECK_AUDIO_S * 1000) // CHUNK_MS)
         self._recent: collections.deque[AudioChunk] = collections.deque(
-            maxlen=max(self.preroll_chunks + self._late_chunks, self._interrupt_preroll))
+            maxlen=max(self.preroll_chunks, self._late_chunks, self._interrupt_preroll))
         self._utterance: list[AudioChunk] = []
         self._paused = False
         self._pause_words: list[str] = []
@@ -201,7 +201,7 @@ class Hearing:
             return []
         late = min(self._late_chunks, -(-detection.late_ms // CHUNK_MS))
         self.start(chunk.timestamp_ms + round(chunk.duration_ms),
-                   preroll_chunks=self.preroll_chunks + late)
+                   preroll_chunks=max(self.preroll_chunks, late))
         return [WakewordDetected(model=detection.model, score=detection.score,
                                  verifier=detection.verdict, stage=detection.stage,
                                  transcript=detection.transcript, turn_id=self.listening_to)]

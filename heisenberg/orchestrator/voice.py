@@ -537,11 +537,15 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
 
 def strip_wake_word(text: str, *wake_words: str) -> str:
     """Drop a leading "hey jarvis," that the pre-roll brought into the transcript (any of
-    ``wake_words``: several models may listen at once). The question starts with a capital
-    either way: whisper writes "how many..." when the pre-roll begins inside the wake word."""
+    ``wake_words``: several models may listen at once), also as whisper mishears the "hey"
+    ("I hate Jarvis, ...", "A Jarvis, ...": up to two words, when a mark follows the wake
+    word; a question confirmed by the transcript check holds all of the phrase). The question
+    starts with a capital either way: whisper writes "how many..." when the pre-roll begins
+    inside the wake word."""
     text = text.strip()
     for word in filter(None, wake_words):
-        pattern = rf"^\W*((hey|hi|okay|ok)\W+)?{re.escape(word)}\b\W*"
+        pattern = (rf"^\W*(((hey|hi|okay|ok)\W+)?{re.escape(word)}\b"
+                   rf"|(\w+\W+){{1,2}}?{re.escape(word)}\b(?=\s*[,.!?]\s*\w))\W*")
         stripped = re.sub(pattern, "", text, flags=re.IGNORECASE).strip()
         if stripped != text:
             text = stripped

@@ -122,10 +122,12 @@ def is_meaningful(text: str) -> bool:
 
 def phrase_transcriber(stt: SpeechToText) -> Callable[[np.ndarray], str] | None:
     """The wake word's transcript check: local whisper on the shortest window (the audio
-    plus ``PAD_S``: ~50 ms for 2 s here, against ~90 ms on the 12 s one); None for a remote
-    service, which could stall the wake word for its whole timeout."""
+    plus ``PAD_S``: ~50-90 ms for 2 s here, against ~90 ms on the 12 s one), never redone on
+    the full window (~0.6 s: a wake word that late is no use; only the wake phrase is looked
+    for in it); None for a remote service, which could stall the wake word for its whole
+    timeout."""
     if isinstance(stt, WhisperSTT):
-        return functools.partial(stt.transcribe, window_s=0.0)
+        return functools.partial(stt.transcribe, window_s=0.0, redo=False)
     return None
 
 
@@ -160,13 +162,16 @@ class WhisperSTT(SpeechToText):
         """Transcripts made on the full 30 s window (``window_s`` 30, a long utterance, or a
         short-window transcript that did not pass ``_trusted``)."""
 
-    def transcribe(self, samples: np.ndarray, window_s: float | None = None) -> str:
+    def transcribe(self, samples: np.ndarray, window_s: float | None = None,
+                   redo: bool = True) -> str:
         """``window_s``: the whisper window for this call (default ``stt.window_s``; never
-        shorter than the audio plus ``PAD_S``)."""
+        shorter than the audio plus ``PAD_S``). ``redo``: a short-window transcript that
+        whisper is unsure of is redone on the full window (~0.5 s more here); without, it
+        is kept as it is."""
         audio = samples.astype(np.float32) / 32768.0
         try:
             text = self._short_window(audio, self.config.window_s if window_s is None
-                                      else window_s)
+                                      else window_s, redo)
             if text is None:
                 self.full_windows += 1
                 text = self._full_window(audio)
@@ -185,7 +190,8 @@ class WhisperSTT(SpeechToText):
             condition_on_previous_text=False, without_timestamps=True)
         return " ".join(segment.text.strip() for segment in segments).strip()
 
-    def _short_window(self, audio: np.ndarray, window_s: float) -> str | None:
+    def _short_window(self, audio: np.ndarray, window_s: float, redo: bool = True
+                      ) -> str | None:
         """Whisper on a ``window_s`` window (or the speech plus ``PAD_S``), not 30 s: the
         encoder's cost is the window's length (whisper.cpp's ``audio_ctx``). None when it
         does not apply (off, too long, a language to detect) or its transcript is not to be
@@ -219,8 +225,8 @@ class WhisperSTT(SpeechToText):
         log_prob = result.scores[0]
         if result.no_speech_prob > NO_SPEECH_PROB and log_prob < MIN_LOG_PROB:
             return ""  # faster-whisper's rule: silence, whatever the words say
-        if len(result.sequences_ids[0]) >= max_tokens - 1 or not _trusted(
-                text, tokens, log_prob):
+        if redo and (len(result.sequences_ids[0]) >= max_tokens - 1 or not _trusted(
+                text, tokens, log_prob)):
             return None
         return text
 

@@ -52,8 +52,10 @@ class Detection:
     check_ms: float = 0.0
     """Wall-clock milliseconds the transcript check took (0 when not asked)."""
     late_ms: int = 0
-    """How much later than the verifier's first belief it was decided (the transcript
-    check's wait): the question's audio reaches back this much further."""
+    """Confirmed by the transcript check: the length of the audio it heard the wake phrase
+    in (``CHECK_AUDIO_S``, less at the start of a stream). Decided this late, the question's
+    audio reaches back over all of it, so that it holds the whole wake phrase (which the
+    voice loop strips from the transcript), not the tail of it; 0 otherwise."""
     stage: str = "score"
     """What confirmed it: ``score`` (the model's score, no verifier), ``verifier``, or
     ``transcript`` (the check of a candidate the verifier was unsure of)."""
@@ -159,21 +161,25 @@ class _Listener:
         self.check_due_ms = -1
         self.transcript: str | None = None
         self.check_ms = 0.0
+        self.heard_ms = 0
 
     def reset(self) -> None:
         self.quiet_until_ms = -1
 
     def frame(self, score: float, raised: float | None, end_ms: int,
-              check: Callable[[], str] | None = None) -> Detection | None:
+              check: Callable[[], tuple[str, int]] | None = None) -> Detection | None:
         """One 80 ms frame's score; the window it was computed on is ``model.embeddings``.
         ``raised``: the threshold while the assistant's own voice plays; ``check``: the
-        transcript of the last ``CHECK_AUDIO_S`` of audio, when there is a transcriber."""
+        transcript of the last ``CHECK_AUDIO_S`` of audio and its length in ms, when there
+        is a transcriber."""
         cfg = self.config
         limit = cfg.candidate_threshold if self.verifier else cfg.threshold
         if raised is not None:
             limit = max(limit, raised)
         patience = 1 if self.verifier else cfg.patience
         if score < limit:
+            if not self.confirmed and self._checked(0.0, 0.0, end_ms, check, ending=True):
+                return self._confirm(self.best_verdict, end_ms, "transcript")
             rejected = None
             if self.streak >= patience and not self.confirmed and self.verifier:
                 rejected = Detection(self.name, self.best, end_ms, confirmed=False,
@@ -194,31 +200,37 @@ class _Listener:
         if self.verifier is not None:
             stage = "verifier"
             if verdict is not None and verdict < self.verifier.threshold:
-                if not self._checked(verdict, end_ms, check):
+                if not self._checked(verdict, score, end_ms, check):
                     return None
                 stage = "transcript"
+        return self._confirm(verdict, end_ms, stage)
+
+    def _confirm(self, verdict: float | None, end_ms: int, stage: str) -> Detection:
         self.confirmed = True
-        self.quiet_until_ms = end_ms + int(cfg.refractory_s * 1000)
-        late_ms = end_ms - self.check_due_ms + CHECK_DELAY_MS if stage == "transcript" else 0
+        self.quiet_until_ms = end_ms + int(self.config.refractory_s * 1000)
+        late_ms = self.heard_ms if stage == "transcript" else 0
         return Detection(self.name, self.best, end_ms, verdict=verdict,
                          transcript=self.transcript, check_ms=self.check_ms, stage=stage,
                          late_ms=late_ms)
 
-    def _checked(self, verdict: float, end_ms: int, check: Callable[[], str] | None) -> bool:
-        """Stage 3: a candidate the verifier is unsure of (``check_threshold`` ≤ its
-        probability < its threshold), ``CHECK_DELAY_MS`` later, is confirmed when a transcript
-        of the audio holds the wake word; asked once per candidate."""
-        least = self.config.check_threshold
-        if check is None or not least or self.transcript is not None:
+    def _checked(self, verdict: float, score: float, end_ms: int,
+                 check: Callable[[], tuple[str, int]] | None, ending: bool = False) -> bool:
+        """Stage 3: a candidate the verifier is unsure of (its probability reached
+        ``check_threshold`` but not its threshold, or the model's score reached ``threshold``,
+        which alone would have been a detection), ``CHECK_DELAY_MS`` later or when it ends if
+        that is sooner, is confirmed when a transcript of the audio holds the wake phrase;
+        asked once per candidate."""
+        cfg = self.config
+        if check is None or not cfg.check_threshold or self.transcript is not None:
             return False
         if self.check_due_ms < 0:
-            if verdict < least:
+            if ending or (verdict < cfg.check_threshold and score < cfg.threshold):
                 return False
             self.check_due_ms = end_ms + CHECK_DELAY_MS
-        if end_ms < self.check_due_ms:
+        if end_ms < self.check_due_ms and not ending:
             return False
         started = time.perf_counter()
-        self.transcript = check()
+        self.transcript, self.heard_ms = check()
         self.check_ms = (time.perf_counter() - started) * 1000
         return phrase_heard(self.name, self.transcript)
 
@@ -319,14 +331,15 @@ class OpenWakeWordEngine(WakeWordEngine):
         while self._audio_samples - len(self._audio[0]) >= keep:
             self._audio_samples -= len(self._audio.popleft())
 
-    def _recent_transcript(self) -> str:
+    def _recent_transcript(self) -> tuple[str, int]:
         assert self.transcribe is not None
         audio = np.concatenate(list(self._audio))[-int(CHECK_AUDIO_S * RATE_HZ):]
+        heard_ms = len(audio) * 1000 // RATE_HZ
         try:
-            return self.transcribe(audio)
+            return self.transcribe(audio), heard_ms
         except STTError as exc:
             log.warning("wake word transcript check failed: %s", exc)
-            return ""
+            return "", heard_ms
 
     def close(self) -> None:
         for listener in self._listeners:
