@@ -148,10 +148,11 @@ class WakeWordConfig:
     verifier_threshold: float = _opt(0.0, min=0.0, max=1.0)
     """The bundled verifier's probability needed to confirm; 0 = the one chosen when it was
     trained (bench/train_verifier.py). An enrolled verifier keeps its own."""
-    check_threshold: float = _opt(0.5, min=0.0, max=1.0)
+    check_threshold: float = _opt(0.1, min=0.0, max=1.0)
     """Stage 3: a candidate the verifier gives at least this probability (but less than its
-    threshold) is confirmed when speech-to-text hears the wake word in the last 2 s of audio
-    (one transcript per such candidate, ~50 ms); 0 = off."""
+    threshold), or whose model score reaches ``threshold``, is confirmed when speech-to-text
+    hears the wake phrase in the last 2 s of audio (one short transcript per such candidate,
+    ~80 ms); 0 = off. Chosen on dev voices the verifier was not trained on (docs/VOICE.md)."""
     verifier_dir: str = _opt("")
     """Where ``heisenberg enroll`` stores personal verifiers; empty = a ``wakeword`` folder
     beside the config file (``~/.config/heisenberg/wakeword`` without one)."""
