@@ -1,6 +1,6 @@
 """``heisenberg listen``: the hearing path alone, to see why it did or did not wake.
 
-Wake word (both stages) → end of speech → speech-to-text, with the daemon's own ``Hearing``
+Wake word (all its stages) → end of speech → speech-to-text, with the daemon's own ``Hearing``
 built from the same config, on one continuous stream; no LLM and no speech output. A file
 is processed as fast as possible in audio time, so what it prints does not depend on the
 machine's speed. ``--json`` prints one object per line (schema in docs/VOICE.md):

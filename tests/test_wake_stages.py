@@ -342,7 +342,8 @@ def test_a_transcript_check_that_fails_confirms_nothing_and_the_engine_goes_on(
 def test_the_wake_phrase_in_a_transcript() -> None:
     for text in ("Hey Jarvis.", "Hey, Jarvis, what time is it?", "A Jarvis", "Okay, Jarvis."):
         assert phrase_heard("hey_jarvis", text), text
-    for text in ("Jarvis.", "Jarvis is a name.", "Hey Charlie.", "Hey Jervis.", ""):
+    for text in ("Jarvis.", "Jarvis is a name.", "Jarvis Jarvis Jarvis", "Hey Charlie.",
+                 "Hey Jervis.", ""):
         assert not phrase_heard("hey_jarvis", text), text
     assert phrase_heard("alexa", "Alexa.") and not phrase_heard("alexa", "Alex, ah.")
 

@@ -5,11 +5,13 @@ then one small TFLite model per wake word, per 80 ms chunk): the orchestrator ru
 worker thread. Several models can listen at once (``wakeword.model`` as a list).
 
 A model with a verifier (``voice/verifier.py``: the bundled one for hey_jarvis, or one made
-by ``heisenberg enroll``) decides in two stages: a frame scoring ``candidate_threshold``
-makes a candidate, and the verifier confirms it on the same embeddings; a candidate it never
-confirms comes back as a ``Detection`` with ``confirmed=False``. A model without one needs
-``patience`` frames in a row at ``threshold``. bench/wakeword.py measures both on voices
-and recordings neither was tuned on.
+by ``heisenberg enroll``) decides in stages: a frame scoring ``candidate_threshold`` makes a
+candidate, and the verifier confirms it on the same embeddings; a candidate it is unsure of
+goes to the transcript check (stage 3, when the engine has a ``transcribe``: the daemon's
+whisper), which confirms it when the last 2 s of audio hold the wake phrase. A candidate
+never confirmed comes back as a ``Detection`` with ``confirmed=False``. A model without a
+verifier needs ``patience`` frames in a row at ``threshold``. bench/wakeword.py measures
+them on voices and recordings none was tuned on.
 """
 
 from __future__ import annotations
@@ -130,17 +132,17 @@ def wake_word_text(model_name: str) -> str:
     return words[-1] if words else ""
 
 
-
 def phrase_heard(model_name: str, text: str) -> bool:
     """Whether ``text`` holds the wake word of ``model_name``: its distinctive word ("jarvis"
     for hey_jarvis), after another word when the phrase has two ("Hey Jarvis", "Okay,
-    Jarvis" and whisper's "A Jarvis" are heard; "Jarvis is a name" is not)."""
+    Jarvis" and whisper's "A Jarvis" are heard; "Jarvis is a name" is not, nor whisper's
+    loop on a bare "Jarvis.": "Jarvis Jarvis Jarvis")."""
     word = wake_word_text(model_name)
     words = words_in(text)
     if not word or word not in words:
         return False
     lead = len([w for w in model_name.lower().replace("-", "_").split("_") if w]) > 1
-    return not lead or words.index(word) > 0 or words.count(word) > 1
+    return not lead or words.index(word) > 0
 
 
 class _Listener:
