@@ -632,6 +632,7 @@ async def test_a_long_running_loop_keeps_only_recent_turns_in_memory(
     ("Stop.", True), ("Never mind.", True), ("Okay, that's all, thanks.", True),
     ("Cancel please.", True), ("Stop the music.", False), ("Cancel my meeting.", False),
     ("What is the capital of France?", False), ("", False),
+    ("Stop. Stop.", True), ("Never mind, never mind.", True), ("Stop, stop the music.", False),
 ])
 def test_what_counts_as_a_dismissal(text: str, dismissal: bool) -> None:
     assert is_dismissal(text) is dismissal

@@ -430,3 +430,22 @@ def test_a_candidate_that_ends_before_its_check_is_due_is_checked_as_it_ends() -
     assert found.stage == "transcript" and found.audio_ms == 1080 and found.late_ms == 2000
     assert listener.frame(0.001, None, 1160, check) is None  # nothing more, no second ask
     assert asked == [1]
+
+
+def test_no_transcript_check_while_its_own_voice_plays(hey_jarvis: np.ndarray) -> None:
+    """While the assistant speaks (the raised threshold), a candidate the verifier is unsure
+    of is not checked: whisper would mostly be transcribing the assistant's own voice."""
+    asked: list[int] = []
+
+    def transcribe(audio: np.ndarray) -> str:
+        asked.append(len(audio))
+        return "Hey Jarvis."
+
+    engine = unsure_engine(transcribe)
+    try:
+        found = [d for c in chunks_of(hey_jarvis) if (d := engine.process(c, 0.7)) is not None]
+        assert not any(d.confirmed for d in found) and not asked
+        again = detections(engine, np.concatenate([silence(2.0), hey_jarvis]))
+        assert [d.stage for d in again if d.confirmed] == ["transcript"] and len(asked) == 1
+    finally:
+        engine.close()

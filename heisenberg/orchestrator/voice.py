@@ -524,15 +524,19 @@ class VoiceLoop:
 
 def is_dismissal(text: str, language_code: str = "en") -> bool:
     """"Stop", "cancel", "never mind", "that's all" (with "please", "thanks", "okay" around
-    them; the words of ``language_code``): the user wants nothing more, so no LLM turn is
-    started."""
+    them; the words of ``language_code``), also said again ("Stop. Stop."): the user wants
+    nothing more, so no LLM turn is started."""
     words_of = language(language_code)
     words = words_in(text)
     while words and words[0] in words_of.polite:
         words.pop(0)
     while words and words[-1] in words_of.polite:
         words.pop()
-    return " ".join(words) in words_of.dismissals
+    for dismissal in words_of.dismissals:
+        said = dismissal.split()
+        if words and len(words) % len(said) == 0 and words == said * (len(words) // len(said)):
+            return True
+    return False
 
 
 def strip_wake_word(text: str, *wake_words: str) -> str:

@@ -178,6 +178,7 @@ class _Listener:
         limit = cfg.candidate_threshold if self.verifier else cfg.threshold
         if raised is not None:
             limit = max(limit, raised)
+            check = None  # while its own voice plays, whisper would mostly hear that
         patience = 1 if self.verifier else cfg.patience
         if score < limit:
             if not self.confirmed and self._checked(0.0, 0.0, end_ms, check, ending=True):
