@@ -13,7 +13,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ctranslate2
 import numpy as np
@@ -21,6 +21,9 @@ import numpy as np
 from heisenberg.audio.format import RATE_HZ
 from heisenberg.core.config import STTConfig
 from heisenberg.core.errors import ModelError, STTError
+
+if TYPE_CHECKING:
+    from heisenberg.voice.wakeword import WakeWordEngine
 
 
 class SpeechToText(ABC):
@@ -131,7 +134,7 @@ def phrase_transcriber(stt: SpeechToText) -> Callable[[np.ndarray], str] | None:
     return None
 
 
-def add_transcript_check(wake: object, stt: SpeechToText) -> None:
+def add_transcript_check(wake: WakeWordEngine, stt: SpeechToText) -> None:
     """Give a local wake word engine its third stage (``wakeword.check_threshold``)."""
     from heisenberg.voice.wakeword import OpenWakeWordEngine
 

@@ -141,7 +141,7 @@ def phrase_heard(model_name: str, text: str) -> bool:
     words = words_in(text)
     if not word or word not in words:
         return False
-    lead = len([w for w in model_name.lower().replace("-", "_").split("_") if w]) > 1
+    lead = word != model_name.lower()  # a phrase of two words or more
     return not lead or words.index(word) > 0
 
 
@@ -189,7 +189,7 @@ class _Listener:
                                      verdict=self.best_verdict, transcript=self.transcript,
                                      check_ms=self.check_ms)
             self.streak, self.best, self.confirmed, self.best_verdict = 0, 0.0, False, 0.0
-            self.check_due_ms, self.transcript, self.check_ms = -1, None, 0.0
+            self.check_due_ms, self.transcript, self.check_ms, self.heard_ms = -1, None, 0.0, 0
             return rejected
         self.streak += 1
         self.best = max(self.best, score)
