@@ -269,11 +269,19 @@ class EchoCanceller:
 
     SETTLED_DB = 20.0
     """The echo return loss enhancement (microphone over cleaned energy, over a second of
-    echo) that makes the canceller ``settled``."""
+    echo) that makes the canceller ``settled`` when ``SETTLE_SECONDS`` seconds in a row
+    reach it."""
+    SETTLE_SECONDS = 2
+    """A filter that has just reached ``SETTLED_DB`` for the first time is still adapting:
+    on the room rig, one leaked the whole echo for ~100 ms right after its first good
+    second, which the interruption gate took for a user (a CI failure). Two seconds."""
     UNSETTLED_DB = 12.0
-    """A second with less than this makes it unsettled again: the echo path moved away
-    from the filter (the two devices' clocks drift apart until the delay is re-estimated),
-    or someone spoke over the answer the whole second."""
+    """Less than this makes it unsettled again: the echo path moved away from the filter
+    (the two devices' clocks drift apart, a device skipped) at once when the delay tracker
+    finds the echo elsewhere, else after two such seconds in a row. One such second alone
+    is most often the user speaking over the answer (at equal loudness ~70 ms of their
+    voice in a second is enough), which must not close the gate that lets them
+    interrupt."""
 
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
@@ -296,6 +304,11 @@ class EchoCanceller:
         """Microphone and cleaned energy of the second being measured."""
         self._measured = 0
         """Its samples so far."""
+        self._good = self._poor = 0
+        """Measured seconds in a row at ``SETTLED_DB`` or more, below ``UNSETTLED_DB``."""
+        self._moved = False
+        """The tracker's last estimate puts the echo more than ``MOVED_S`` away from where
+        the estimates before it did."""
         self.settled = False
         """The delay is found and the filter has adapted to it (it removed ``SETTLED_DB`` of
         the echo over a second, since it last started from nothing): what it leaves is the
@@ -355,17 +368,24 @@ class EchoCanceller:
         if heard / samples < 100.0 ** 2:
             return  # too little echo to tell (a pause in the answer)
         erle_db = 10 * np.log10(heard / max(left, 1.0))
-        if not self.settled and erle_db >= self.SETTLED_DB:
+        self._good = self._good + 1 if erle_db >= self.SETTLED_DB else 0
+        self._poor = self._poor + 1 if erle_db < self.UNSETTLED_DB else 0
+        if not self.settled and self._good >= self.SETTLE_SECONDS:
             self.settled = True
             log.info("echo: the canceller has settled (%.0f dB of the echo removed)", erle_db)
-        elif self.settled and erle_db < self.UNSETTLED_DB:
+        elif self.settled and self._poor and (self._poor >= 2 or self._moved):
             self.settled = False
-            log.info("echo: only %.0f dB of the echo removed in the last second: unsettled",
-                     erle_db)
+            log.info("echo: only %.0f dB of the echo removed in the last second%s: "
+                     "unsettled", erle_db, " (the echo path moved)" if self._moved else "")
 
     def _restart_measure(self) -> None:
         self._heard = self._left = 0.0
         self._measured = 0
+
+    MOVED_S = 0.010
+    """How far from the last estimates (their median) an estimate of the echo path must be
+    to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
+    rig)."""
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;
@@ -378,6 +398,7 @@ class EchoCanceller:
             return
         first_at = self._mic[0][0]
         recent = np.concatenate([m for _, m in self._mic])
+        self._moved = False
         self._mic.clear()
         self._mic_samples = 0
         max_lag, lead = int(self.max_delay_s * RATE_HZ), int(self.max_lead_s * RATE_HZ)
@@ -387,6 +408,8 @@ class EchoCanceller:
         lag, salience = gcc_phat(recent, ref, max_lag, lead)
         if salience < 8.0:
             return
+        before = float(np.median(self._estimates)) if self._estimates else self._delay_s
+        self._moved = abs(lag / RATE_HZ - before) > self.MOVED_S
         self._estimates.append(lag / RATE_HZ)
         estimate = float(np.median(self._estimates))
         agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.010]
@@ -406,6 +429,8 @@ class EchoCanceller:
             self.stats.delay_updates += 1
             self.speex.reset()  # what it learnt belongs to the old alignment
             self.settled = False
+            self._good = self._poor = 0
+            self._moved = False
             self._restart_measure()
             self._estimates.clear()
             self._estimates.append(estimate)
