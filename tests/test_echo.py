@@ -147,23 +147,22 @@ def settled_by_chunk(canceller: EchoCanceller, mic: np.ndarray) -> list[bool]:
 CHUNK_S = CHUNK_SAMPLES / RATE_HZ
 
 
-def test_it_settles_after_two_good_seconds_and_a_voice_over_the_answer_does_not_unsettle_it(
-        answer: np.ndarray) -> None:
-    """The canceller settles only after two seconds in a row with 20 dB of the echo removed
-    (a filter that has just got there is still adapting); then the user speaks over the
-    answer for 1.4 s as loud as its echo: that second removes little of the echo, yet the
-    echo path did not move, so it stays settled: the gate that lets the user interrupt
-    stays open while they speak."""
+def test_a_voice_over_the_answer_does_not_unsettle_it(answer: np.ndarray) -> None:
+    """The user speaks over the answer (its echo 6 dB louder than their voice): that
+    second removes little of the echo (less than ``UNSETTLED_DB``), yet the echo path did
+    not move, so the canceller stays settled through their first 1.4 s (one poor second
+    alone unsettled it before): the gate that lets them interrupt the answer stays open
+    while they speak."""
     ir = impulse_response(np.random.default_rng(5))
     user = flite("What time is it in Tokyo?", "slt").astype(np.float64)
     at = int(9.0 * RATE_HZ)
-    mic = simulate(answer, user, at, ir, 60.0, echo_gain(answer, user, ir, 0.0))
+    mic = simulate(answer, user, at, ir, 60.0, echo_gain(answer, user, ir, 6.0))
     reference = EchoReference(keep_s=30.0)
     reference.played(answer, RATE_HZ, T0)
     canceller = EchoCanceller(reference)
     states = settled_by_chunk(canceller, mic)
     first = states.index(True) * CHUNK_S
-    speaking = slice(int(9.0 / CHUNK_S), int((9.0 + len(user) / RATE_HZ) / CHUNK_S))
+    speaking = slice(int(9.0 / CHUNK_S), int(10.4 / CHUNK_S))
     assert first < 9.0 and all(states[speaking]), states
 
 
