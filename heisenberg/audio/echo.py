@@ -272,9 +272,10 @@ class EchoCanceller:
     echo) that makes the canceller ``settled`` when ``SETTLE_SECONDS`` seconds in a row
     reach it."""
     SETTLE_SECONDS = 2
-    """A filter that has just reached ``SETTLED_DB`` for the first time is still adapting:
-    on the room rig, one leaked the whole echo for ~100 ms right after its first good
-    second, which the interruption gate took for a user (a CI failure). Two seconds."""
+    """A filter that has just reached ``SETTLED_DB`` for one second may still be adapting.
+    A precaution: the leak of a CI failure (the whole echo for ~100 ms, which the
+    interruption gate took for a user) came a few seconds after the canceller first
+    settled; its cause, most likely, a skip of the rig's echo path (docs/VOICE.md)."""
     UNSETTLED_DB = 12.0
     """Less than this makes it unsettled again: the echo path moved away from the filter
     (the two devices' clocks drift apart, a device skipped) at once when the delay tracker
@@ -311,7 +312,8 @@ class EchoCanceller:
         the estimates before it did."""
         self.settled = False
         """The delay is found and the filter has adapted to it (it removed ``SETTLED_DB`` of
-        the echo over a second, since it last started from nothing): what it leaves is the
+        the echo over ``SETTLE_SECONDS`` seconds in a row, since it last started from
+        nothing): what it leaves is the
         user and the room, not the assistant's own voice. Until then a residue of the echo
         remains, which a voice detector would take for speech."""
 
