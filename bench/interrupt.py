@@ -36,7 +36,7 @@ import numpy as np
 from barge_in import ANSWERS, ROOM_GAIN
 from common import run, summary
 from endpointing import wer_counts
-from room import PulseRoom, echo_gain, impulse_response, pulse_rig
+from room import PULSE_LOG, PulseRoom, echo_gain, impulse_response, pulse_rig
 from speech_sets import noise_bank, voices
 
 from heisenberg.audio.echo import EchoCanceller, EchoReference
@@ -168,7 +168,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 items = await asyncio.to_thread(hearing.feed, chunk, playing=playing)
                 await heard.put((chunk, items))
 
-        room = PulseRoom(env)
+        room = PulseRoom(env, Path(tmp) / PULSE_LOG)
         reader = asyncio.create_task(listen())
         recorder = asyncio.create_task(record_played())
         await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
@@ -191,6 +191,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             answer16 = resample(answer.array(), answer.rate_hz, RATE_HZ)
             while not heard.empty():
                 heard.get_nowait()
+            skips = room.skips()
             playing = asyncio.create_task(speaker.play_text(answer, text))
             started = time.monotonic()
             row: dict[str, object] = {"kind": kind, "answer_s": round(answer.duration_ms / 1000,
@@ -292,6 +293,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 row["heard"] = text_heard
                 row["wer"] = wer_counts(said_text, text_heard)
             await asyncio.sleep(1.0)
+            row["rig_skips"] = room.skips() - skips  # the rig's echo path ran dry
             return row
 
         rows = [await trial("answer", 0) | {"first": True}]
@@ -366,6 +368,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
         "speaker_latency_ms": round(speaker_latency_s * 1000),
         "speaker_underflows": underflows,
+        "rig_skips": sum(int(str(r.get("rig_skips", 0))) for r in rows),
         "rows": rows,
     }
 

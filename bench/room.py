@@ -115,11 +115,28 @@ def pulse_modules(ir_wav: Path, delay_ms: float) -> list[str]:
             f"latency_msec={delay_ms:g} adjust_time=0"]
 
 
-class PulseRoom:
-    """The running room's controls: ``set_gain`` scales the echo (linear amplitude)."""
+PULSE_LOG = "pulseaudio.log"
+"""PulseAudio's own log (level info), in the rig's directory."""
+SKIP_LINE = "module-loopback.c: Could not peek into queue"
+"""What PulseAudio logs when the room's loopback ran dry (each ~13 ms): the echo path
+then gets silence and stays that much later, which no real room does (seen on a busy
+machine about once in 40 answers; a canceller needs ~1 s to learn the new path)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+
+class PulseRoom:
+    """The running room's controls: ``set_gain`` scales the echo (linear amplitude);
+    ``skips`` counts the times its echo path ran dry so far (``log``: the rig's
+    ``PULSE_LOG``)."""
+
+    def __init__(self, env: dict[str, str], log: Path | None = None) -> None:
         self.env = {**os.environ, **env}
+        self.log = log
+
+    def skips(self) -> int:
+        if self.log is None or not self.log.exists():
+            return 0
+        with self.log.open(errors="replace") as lines:
+            return sum(SKIP_LINE in line for line in lines)
 
     def set_gain(self, gain: float) -> None:
         """The loopback stream's volume: the echo alone (the filter sink shares its volume
@@ -137,7 +154,7 @@ class PulseRoom:
 def pulse_rig(tmp: Path, ir: np.ndarray, delay_ms: float) -> Iterator[dict[str, str]]:
     """A private PulseAudio with the room above and the ALSA devices; yields the environment
     (HOME, XDG_RUNTIME_DIR) that the caller must put in ``os.environ`` before PortAudio
-    (re)initialises."""
+    (re)initialises. PulseAudio logs to ``tmp / PULSE_LOG``."""
     if not shutil.which("pulseaudio"):
         raise RuntimeError("Debian package pulseaudio is missing (.ci/install)")
     home, runtime = tmp / "home", tmp / "xdg"
@@ -150,10 +167,12 @@ def pulse_rig(tmp: Path, ir: np.ndarray, delay_ms: float) -> Iterator[dict[str, 
     pcm = (ir / np.abs(ir).max() * 32000).astype(np.int16)
     write_wav(ir_wav, resample(pcm, RATE_HZ, SINK_RATE_HZ), SINK_RATE_HZ)
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    log = (tmp / PULSE_LOG).open("w")
     proc = subprocess.Popen(
         ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
          *pulse_modules(ir_wav, delay_ms), "--load=module-native-protocol-unix",
-         "--log-target=stderr"], env=env, stderr=subprocess.DEVNULL)
+         "--log-target=stderr", "--log-level=info"], env=env, stderr=log)
+    log.close()  # the child has its own copy
     try:
         deadline = time.monotonic() + 15
         while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode:
