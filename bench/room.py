@@ -167,12 +167,11 @@ def pulse_rig(tmp: Path, ir: np.ndarray, delay_ms: float) -> Iterator[dict[str, 
     pcm = (ir / np.abs(ir).max() * 32000).astype(np.int16)
     write_wav(ir_wav, resample(pcm, RATE_HZ, SINK_RATE_HZ), SINK_RATE_HZ)
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    log = (tmp / PULSE_LOG).open("w")
-    proc = subprocess.Popen(
-        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-         *pulse_modules(ir_wav, delay_ms), "--load=module-native-protocol-unix",
-         "--log-target=stderr", "--log-level=info"], env=env, stderr=log)
-    log.close()  # the child has its own copy
+    with (tmp / PULSE_LOG).open("w") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+             *pulse_modules(ir_wav, delay_ms), "--load=module-native-protocol-unix",
+             "--log-target=stderr", "--log-level=info"], env=env, stderr=log)
     try:
         deadline = time.monotonic() + 15
         while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode:

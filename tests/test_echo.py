@@ -27,15 +27,27 @@ T0 = 1000.0
 """The capture clock's time of the first microphone sample (seconds)."""
 
 
+CHUNK_S = CHUNK_SAMPLES / RATE_HZ
+
+
+def live(mic: np.ndarray) -> list[AudioChunk]:
+    """The microphone signal as live chunks (capture times from ``T0``)."""
+    return [AudioChunk(c.pcm, c.rate_hz, c.timestamp_ms, captured_at=T0 + c.timestamp_ms / 1000)
+            for c in chunks_of(mic)]
+
+
 def run(canceller: EchoCanceller | None, mic: np.ndarray) -> list[AudioChunk]:
-    """The microphone signal as live chunks (capture times from ``T0``), through
-    ``canceller``."""
-    out = []
-    for chunk in chunks_of(mic):
-        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
-                          captured_at=T0 + chunk.timestamp_ms / 1000)
-        out.append(canceller.process(live) if canceller is not None else live)
-    return out
+    """``live`` chunks of ``mic`` through ``canceller``."""
+    return [canceller.process(c) if canceller is not None else c for c in live(mic)]
+
+
+def settled_by_chunk(canceller: EchoCanceller, mic: np.ndarray) -> list[bool]:
+    """``run``, noting after each chunk whether the canceller is settled."""
+    states = []
+    for chunk in live(mic):
+        canceller.process(chunk)
+        states.append(canceller.settled)
+    return states
 
 
 def energy(chunks: list[AudioChunk]) -> float:
@@ -78,9 +90,9 @@ def test_a_step_of_the_capture_clock_keeps_the_filter_aligned(answer: np.ndarray
     raw, cleaned = [], []
     for i, chunk in enumerate(chunks):
         at = T0 + chunk.timestamp_ms / 1000 + (0.02 if i >= half else 0.0)
-        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms, captured_at=at)
-        raw.append(live)
-        cleaned.append(canceller.process(live))
+        stamped = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms, captured_at=at)
+        raw.append(stamped)
+        cleaned.append(canceller.process(stamped))
         if i == half - 1:
             found = canceller.stats.delay_updates
     assert abs(canceller.stats.delay_ms - 150.0) <= 3.0, canceller.stats
@@ -134,19 +146,6 @@ def test_a_longer_echo_path_moves_the_delay(answer: np.ndarray) -> None:
     assert abs(canceller.stats.delay_ms - 230.0) <= 3.0, canceller.stats
 
 
-def settled_by_chunk(canceller: EchoCanceller, mic: np.ndarray) -> list[bool]:
-    """``run``, noting after each chunk whether the canceller is settled."""
-    states = []
-    for chunk in chunks_of(mic):
-        canceller.process(AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
-                                     captured_at=T0 + chunk.timestamp_ms / 1000))
-        states.append(canceller.settled)
-    return states
-
-
-CHUNK_S = CHUNK_SAMPLES / RATE_HZ
-
-
 def test_a_voice_over_the_answer_does_not_unsettle_it(answer: np.ndarray) -> None:
     """The user speaks over the answer (its echo 6 dB louder than their voice): that
     second removes little of the echo (less than ``UNSETTLED_DB``), yet the echo path did
@@ -175,12 +174,9 @@ def test_one_good_second_does_not_settle_it(answer: np.ndarray) -> None:
     reference = EchoReference(keep_s=30.0)
     reference.played(answer, RATE_HZ, T0)
     canceller = EchoCanceller(reference)
-    found, states, raw, cleaned = None, [], [], []
-    for i, chunk in enumerate(chunks_of(mic)):
-        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
-                          captured_at=T0 + chunk.timestamp_ms / 1000)
-        raw.append(live)
-        cleaned.append(canceller.process(live))
+    found, states, raw, cleaned = None, [], live(mic), []
+    for i, chunk in enumerate(raw):
+        cleaned.append(canceller.process(chunk))
         states.append(canceller.settled)
         if found is None and canceller.stats.delay_updates:
             found = i

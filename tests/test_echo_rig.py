@@ -209,11 +209,13 @@ async def test_speaking_over_the_answer_stops_it_without_the_wake_word(
         # learnt the new path it leaves the whole echo, which the gate takes for a user (a
         # known limit, docs/VOICE.md). An answer that interrupted itself over such a skip is
         # played again with a new daemon; without a skip, or twice, the test fails.
-        stack = contextlib.AsyncExitStack()
-        rt = await stack.enter_async_context(Runtime(config, resume=False))
-        events = recorded(rt)
-        speaker, user, loop, running = await rig_loop(rt, stt, tts)
+        stack = contextlib.AsyncExitStack()  # the daemon, its loop and the user's mouth
         try:
+            rt = await stack.enter_async_context(Runtime(config, resume=False))
+            events = recorded(rt)
+            speaker, user, loop, running = await rig_loop(rt, stt, tts)
+            stack.push_async_callback(user.close)
+            stack.push_async_callback(cancel_and_wait, running, 10.0)
             skips = rig.skips()
             await speaker.play_text(answer, ANSWER)  # the canceller meets the room
             if not [e for e in events if isinstance(e, VoiceInterrupt)]:
@@ -221,53 +223,45 @@ async def test_speaking_over_the_answer_stops_it_without_the_wake_word(
             assert attempt == 0 and rig.skips() > skips, \
                 f"its own voice interrupted it (rig skips: {skips} -> {rig.skips()})"
         except BaseException:
-            await cancel_and_wait(running, 10.0)
-            await user.close()
             await stack.aclose()
             raise
-        await cancel_and_wait(running, 10.0)
-        await user.close()
         await stack.aclose()
         logging.getLogger(__name__).warning("its own voice interrupted it over a skip of "
                                             "the rig's echo path: played again")
     async with stack:
-        try:
-            began = speaker.played_ms
-            playing = asyncio.create_task(speaker.play_text(answer, ANSWER))
-            await asyncio.sleep(2.5)
-            # The voice is heard only behind a settled canceller, and bench/interrupt.py
-            # misses ~17 % of interruptions: this test is about the stop, so the user waits
-            # (up to 1.5 s) for a settled canceller and, not heard, says it once more, as
-            # people do.
-            canceller = loop.hearing.canceller
-            assert canceller is not None
-            settle_by = time.monotonic() + 1.5
-            while not canceller.settled and time.monotonic() < settle_by:
-                await asyncio.sleep(0.05)
+        began = speaker.played_ms
+        playing = asyncio.create_task(speaker.play_text(answer, ANSWER))
+        await asyncio.sleep(2.5)
+        # The voice is heard only behind a settled canceller, and bench/interrupt.py
+        # missed 0-8 % of interruptions in its last runs: this test is about the stop, so
+        # the user waits (up to 1.5 s) for a settled canceller and, not heard, says it once
+        # more, as people do.
+        canceller = loop.hearing.canceller
+        assert canceller is not None
+        settle_by = time.monotonic() + 1.5
+        while not canceller.settled and time.monotonic() < settle_by:
+            await asyncio.sleep(0.05)
+        await user.play(AudioChunk(said.tobytes(), RATE_HZ))
+        await asyncio.sleep(0.5)
+        if not [e for e in events if isinstance(e, VoiceInterrupt)]:
             await user.play(AudioChunk(said.tobytes(), RATE_HZ))
-            await asyncio.sleep(0.5)
-            if not [e for e in events if isinstance(e, VoiceInterrupt)]:
-                await user.play(AudioChunk(said.tobytes(), RATE_HZ))
-            async with asyncio.timeout(15):
-                await playing  # cut short: it returns long before the answer's end
+        async with asyncio.timeout(15):
+            await playing  # cut short: it returns long before the answer's end
 
-            def why() -> tuple[object, ...]:
-                return ([str(e.type) for e in events], loop.hearing.canceller,
-                        [r.getMessage() for r in caplog.records
-                         if "echo" in r.getMessage() or "interrupt" in r.getMessage()])
+        def why() -> tuple[object, ...]:
+            return ([str(e.type) for e in events], loop.hearing.canceller,
+                    [r.getMessage() for r in caplog.records
+                     if "echo" in r.getMessage() or "interrupt" in r.getMessage()])
 
-            played_s = (speaker.played_ms - began) / 1000
-            assert played_s < answer.duration_ms / 1000 - 3.0, (played_s, why())
-            interrupts = [e for e in events if isinstance(e, VoiceInterrupt)]
-            assert len(interrupts) == 1, why()
-            deadline = time.monotonic() + 90  # the question is transcribed and answered
-            while not any(isinstance(e, TurnEnded) and e.turn_id == interrupts[0].turn_id
-                          for e in events):
-                assert time.monotonic() < deadline, why()
-                await asyncio.sleep(0.1)
-        finally:
-            await cancel_and_wait(running, 10.0)
-            await user.close()
+        played_s = (speaker.played_ms - began) / 1000
+        assert played_s < answer.duration_ms / 1000 - 3.0, (played_s, why())
+        interrupts = [e for e in events if isinstance(e, VoiceInterrupt)]
+        assert len(interrupts) == 1, why()
+        deadline = time.monotonic() + 90  # the question is transcribed and answered
+        while not any(isinstance(e, TurnEnded) and e.turn_id == interrupts[0].turn_id
+                      for e in events):
+            assert time.monotonic() < deadline, why()
+            await asyncio.sleep(0.1)
     [interrupt] = [e for e in events if isinstance(e, VoiceInterrupt)]
     [ended] = [e for e in events if isinstance(e, TurnEnded) and e.turn_id == interrupt.turn_id]
     assert ended.outcome == "answered", ended

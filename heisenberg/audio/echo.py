@@ -283,6 +283,10 @@ class EchoCanceller:
     is most often the user speaking over the answer (at equal loudness ~70 ms of their
     voice in a second is enough), which must not close the gate that lets them
     interrupt."""
+    MOVED_S = 0.010
+    """How far from the last estimates (their median) an estimate of the echo path must be
+    to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
+    rig)."""
 
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
@@ -313,9 +317,9 @@ class EchoCanceller:
         self.settled = False
         """The delay is found and the filter has adapted to it (it removed ``SETTLED_DB`` of
         the echo over ``SETTLE_SECONDS`` seconds in a row, since it last started from
-        nothing): what it leaves is the
-        user and the room, not the assistant's own voice. Until then a residue of the echo
-        remains, which a voice detector would take for speech."""
+        nothing): what it leaves is the user and the room, not the assistant's own voice.
+        Until then a residue of the echo remains, which a voice detector would take for
+        speech."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         at = chunk.captured_at
@@ -383,11 +387,6 @@ class EchoCanceller:
     def _restart_measure(self) -> None:
         self._heard = self._left = 0.0
         self._measured = 0
-
-    MOVED_S = 0.010
-    """How far from the last estimates (their median) an estimate of the echo path must be
-    to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
-    rig)."""
 
     def _track(self, at: float, mic: np.ndarray) -> None:
         """Every second of microphone audio while something plays, estimate the delay again;

@@ -534,7 +534,7 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
         words.pop()
     for dismissal in words_of.dismissals:
         said = dismissal.split()
-        if words and len(words) % len(said) == 0 and words == said * (len(words) // len(said)):
+        if words and words == said * (len(words) // len(said)):
             return True
     return False
 
