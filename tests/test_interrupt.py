@@ -126,3 +126,41 @@ def test_only_the_wake_word_interrupts_by_default_or_without_echo_cancellation(
     for config, echo_cancel in ((CONFIG, True), (INTERRUPT, False)):
         heard = hear(config, wake, answer, mic, echo_cancel)
         assert not [item for _, item in heard if isinstance(item, VoiceInterrupt)]
+
+
+def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine) -> None:
+    """The user interrupts the second answer (as loud as its echo) and goes on speaking once
+    it has stopped (0.4 s after their onset, as the voice loop and the speaker stop it); a
+    third answer follows. Their voice was not the canceller's fault: it stays settled, so the
+    gate is open from the third answer's start. Before, their voice after the stop made two
+    poor seconds, it unsettled, and the third answer had to settle again for two seconds (a
+    user speaking in them was not heard: bench/interrupt.py, dev voices)."""
+    answer, second = played
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo? And how far away is it from here?", "slt")
+    at = second + 3 * RATE_HZ
+    third = flite(ANSWERS[0], "kal")
+    gap = np.zeros(len(user) + 2 * RATE_HZ, np.int16)
+    stopped = np.concatenate([answer[:at + int(0.4 * RATE_HZ)], gap])
+    speaker = np.concatenate([stopped, third])
+    gain = 0.25 / echo_gain(answer, user, ir, 0.0)
+    mic = simulate(speaker, (user * gain).astype(np.int16), at, ir, 60.0, 0.25)
+    reference = EchoReference(keep_s=60.0)
+    reference.played(speaker, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    hearing = hearing_for(INTERRUPT, wake, canceller=canceller)
+    interrupts, settled = [], {}
+    for chunk in chunks_of(mic):
+        live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
+                          captured_at=T0 + chunk.timestamp_ms / 1000)
+        sample = chunk.timestamp_ms * RATE_HZ // 1000
+        playing = sample < at + 0.4 * RATE_HZ or len(stopped) <= sample < len(speaker)
+        interrupts += [item for item in hearing.feed(live, playing=playing)
+                       if isinstance(item, VoiceInterrupt)]
+        settled[sample] = canceller.settled
+    assert len(interrupts) == 1, interrupts
+    assert not hearing.listening_to  # their question ended before the third answer
+    start = len(stopped)
+    in_third = [ok for s, ok in settled.items() if start <= s < start + 2 * RATE_HZ]
+    assert in_third and all(in_third), in_third

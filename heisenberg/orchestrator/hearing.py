@@ -186,6 +186,7 @@ class Hearing:
         self.endpointer.preparing = preparing and self._paused
         raw = chunk
         if self.canceller is not None:
+            self.canceller.listening = bool(self.listening_to)
             chunk = self.canceller.process(chunk)
         detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
         if self.listening_to:
