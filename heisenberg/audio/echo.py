@@ -326,7 +326,11 @@ class EchoCanceller:
         filter, and is not measured. Before this, the user's voice after an interruption
         (the answer stopped, its echo still within reach) made two poor seconds and
         unsettled it, and the next answer had to settle again (two seconds) before the
-        gate would let them interrupt it (bench/interrupt.py, dev voices: 3 of 36 missed)."""
+        gate would let them interrupt it (bench/interrupt.py, dev voices: 3 of 36 missed).
+        The filter went on adapting under their voice, though, and may have drifted: once
+        they are done, one good second (not two) settles it again."""
+        self._heard_user = False
+        """Chunks went through the filter while ``listening``."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         at = chunk.captured_at
@@ -373,7 +377,15 @@ class EchoCanceller:
         removed enough of the echo, or unsettle if it no longer does."""
         if self.listening:
             self._restart_measure()
+            self._heard_user = True
             return
+        if self._heard_user:
+            self._heard_user = False
+            if self.settled:
+                self.settled = False
+                self._good, self._poor = self.SETTLE_SECONDS - 1, 0
+                log.info("echo: the filter adapted under the user's voice: one good second "
+                         "settles it again")
         self._heard += float(np.sum(mic.astype(np.float64) ** 2))
         self._left += float(np.sum(out.astype(np.float64) ** 2))
         self._measured += len(mic)
