@@ -137,13 +137,16 @@ def test_chat_help_is_not_a_question_and_ctrl_c_ends_it(llama_server: RunningSer
                                    env={**os.environ, "HEISENBERG_CONFIG": "",
                                         **client_env(llama_server)})
     assert from_file.returncode == 0 and "commands: /reset" in from_file.stdout, from_file
-    # Ctrl-C at an empty prompt ends it at once, with no Enter. Its log goes to a file: a
-    # pipe nobody reads fills up and blocks the process that writes to it (a CI run timed
-    # out here on 2026-12-06, its cause not seen; the log now comes with a failure).
+    # Ctrl-C at an empty prompt ends it at once, with no Enter. Its log goes to a file (a
+    # pipe nobody reads fills up and blocks the writer) and comes with a failure.
     with tempfile.TemporaryFile("w+") as log:
+        # A terminal's Ctrl-C finds SIGINT at its default; a test run started in the
+        # background by a shell without job control inherits it ignored (the chat would
+        # never see it).
         proc = subprocess.Popen([sys.executable, "-m", "heisenberg", "chat"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=log, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 env={**os.environ, "HEISENBERG_CONFIG": "",
                                      **client_env(llama_server)})
         try:
