@@ -71,9 +71,8 @@ def _voice_frames(task: tuple[str, float, int, int, int, float]) -> list[dict[st
     base = {v.name: v for v in [*voices(), *kokoro_voices()]}[name]
     voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
                                             pitch_shift(base.render, pitch))
-    rng = np.random.default_rng([seed, PITCHES.index(pitch), sorted(VOICES).index(name)]
-                                if name in VOICES else [seed, PITCHES.index(pitch),
-                                                        len(VOICES) + KOKORO.index(name)])
+    rng = np.random.default_rng([seed, PITCHES.index(pitch),
+                                 [*sorted(VOICES), *KOKORO].index(name)])
     bank = noise_bank(noise_s, split="dev")
     embed = Embedder("hey_jarvis")
     rows: list[dict[str, object]] = []
