@@ -20,7 +20,10 @@ microphone (dB):
 the share of wake phrases heard (a confirmed detection while the user speaks or within
 1.5 s), wake words fired by the assistant's own voice, the echo return loss enhancement
 (raw over cleaned energy while only the assistant speaks), the word error rate of whisper on
-the user's speech from the cleaned microphone against the same speech alone, the delay the
+the user's speech as the canceller hands it to speech to text (``Cleaned.speech``; also
+through the residual echo suppressor, and raw) against the same speech without echo: the
+rendering itself, and the same speech played again through the same room and microphone
+while nothing plays (the fair comparison: same path, same margins), the delay the
 canceller tracked, and its CPU cost per 80 ms chunk. The room and its canceller persist
 through the run, as in a daemon; one answer warms them up first and is not counted.
 """
@@ -73,12 +76,13 @@ AFTER_S = 1.5
 
 class Tap:
     """The microphone's chunks as the two hearings took them: (capture time, raw, cleaned,
-    what each hearing returned)."""
+    what speech to text gets from the canceller, what each hearing returned)."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[float, np.ndarray, np.ndarray, bool, bool]] = []
+        self.rows: list[tuple[float, np.ndarray, np.ndarray, np.ndarray, bool, bool]] = []
 
     def between(self, start: float, end: float) -> list[tuple[float, np.ndarray, np.ndarray,
+                                                              np.ndarray,
                                                            bool, bool]]:
         return [r for r in self.rows if start <= r[0] < end]
 
@@ -116,14 +120,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             playing = speaker.now_playing is not None
             echo = speaker.hearing()
             started = time.perf_counter()
-            clean = canceller.process(chunk)
+            clean, speech = canceller.clean(chunk)
             if clean is not chunk:
                 cost_s.append(time.perf_counter() - started)
             woke = [any(isinstance(h, WakewordDetected) for h in hearing.feed(
                 c, playing=playing, echo=echo)) for hearing, c in
                 ((cleaned_hearing, clean), (raw_hearing, chunk))]
             assert chunk.captured_at is not None
-            tap.rows.append((chunk.captured_at, chunk.array(), clean.array(), *woke))
+            tap.rows.append((chunk.captured_at, chunk.array(), clean.array(), speech.array(),
+                             *woke))
             for hearing, fired in zip((cleaned_hearing, raw_hearing), woke, strict=True):
                 if fired:
                     hearing.stop("bench")  # only the detection is measured
@@ -176,26 +181,36 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             raw_e = sum(float(np.mean(r[1].astype(np.float64) ** 2)) for r in echo_only)
             clean_e = sum(float(np.mean(r[2].astype(np.float64) ** 2)) for r in echo_only)
             segment = tap.between(user_at - 0.3, user_end + 0.5)
-            cleaned = np.concatenate([r[2] for r in segment])
+            # The same speech again with nothing playing, through the same room and
+            # microphone (the canceller passes it untouched): the fair "without echo".
+            await asyncio.sleep(1.0)
+            alone_at = time.monotonic()
+            await user.play(AudioChunk(said.tobytes(), RATE_HZ))
+            alone_end = time.monotonic()
+            await asyncio.sleep(1.0)
+            alone_segment = tap.between(alone_at - 0.3, alone_end + 0.5)
             text = f"Hey Jarvis, {question}"
-            alone = await asyncio.to_thread(stt.transcribe, said)
-            heard_clean = await asyncio.to_thread(stt.transcribe, cleaned)
-            raw = np.concatenate([r[1] for r in segment])
-            heard_raw = await asyncio.to_thread(stt.transcribe, raw)
+            heard = {}
+            for name, audio in (
+                    ("alone", said),
+                    ("alone_rig", np.concatenate([r[3] for r in alone_segment])),
+                    ("aec", np.concatenate([r[3] for r in segment])),
+                    ("aec_suppressed", np.concatenate([r[2] for r in segment])),
+                    ("raw", np.concatenate([r[1] for r in segment]))):
+                heard[name] = await asyncio.to_thread(stt.transcribe, audio)
             for hearing in (cleaned_hearing, raw_hearing):
                 hearing.stop("bench")
             return {
                 "level_db": level_db, "voice": voice.name,
                 "delay_ms": round(canceller.stats.delay_ms, 1),
                 "speaker_underflows": speaker.underflows,
-                "heard_aec": any(r[3] for r in during), "heard_raw": any(r[4] for r in during),
-                "own_voice_wakes_aec": sum(r[3] for r in own),
-                "own_voice_wakes_raw": sum(r[4] for r in own),
+                "heard_aec": any(r[4] for r in during), "heard_raw": any(r[5] for r in during),
+                "own_voice_wakes_aec": sum(r[4] for r in own),
+                "own_voice_wakes_raw": sum(r[5] for r in own),
                 "erle_db": round(10 * np.log10(raw_e / max(clean_e, 1e-9)), 1)
                 if raw_e > 0 else None,
-                "wer_alone": wer_counts(text, alone), "wer_aec": wer_counts(text, heard_clean),
-                "wer_raw": wer_counts(text, heard_raw),
-                "transcripts": {"alone": alone, "aec": heard_clean, "raw": heard_raw},
+                **{f"wer_{name}": wer_counts(text, said_) for name, said_ in heard.items()},
+                "transcripts": heard,
             }
 
         await one(0.0, 99)  # warm-up: the canceller meets the room
@@ -243,7 +258,9 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
                             "without_aec": sum(int(r["own_voice_wakes_raw"]) for r in rows)},
         "erle_db_median_by_level_db": {key[lv]: median(lv, "erle_db") for lv in levels},
         "wer_percent_by_level_db": {key[lv]: {"alone": wer(lv, "wer_alone"),
+                                              "alone_through_room": wer(lv, "wer_alone_rig"),
                                               "with_aec": wer(lv, "wer_aec"),
+                                              "with_aec_suppressed": wer(lv, "wer_aec_suppressed"),
                                               "without_aec": wer(lv, "wer_raw")}
                                     for lv in levels},
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),

@@ -190,6 +190,24 @@ def test_one_good_second_does_not_settle_it(answer: np.ndarray) -> None:
     assert not states[end] and states[end + 13], (found, good, states)
 
 
+def test_speech_to_text_gets_the_suppressed_signal_until_the_filter_has_settled(
+        answer: np.ndarray) -> None:
+    """Until the filter has settled, what it leaves of the echo is the answer's words, which
+    whisper would write down: speech to text gets the suppressed chunk; from then on, the
+    linear filter's output (``Cleaned.speech``)."""
+    mic = np.concatenate([np.zeros(int(0.13 * RATE_HZ), np.int16), answer // 2])
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    before, after = [], []
+    for chunk in live(mic):
+        settled = canceller.settled
+        cleaned = canceller.clean(chunk)
+        (after if settled else before).append(cleaned.speech is cleaned.chunk)
+    assert before and after, "it never settled"
+    assert all(before) and not any(after)
+
+
 def test_the_user_is_heard_over_an_equally_loud_answer(answer: np.ndarray,
                                                        wake: OpenWakeWordEngine) -> None:
     """"Hey Jarvis" as loud as the assistant's echo: the raw microphone loses it, the cleaned

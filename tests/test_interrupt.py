@@ -168,3 +168,36 @@ def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start
     after_one_s = [ok for s, ok in settled.items()
                    if start + 1.05 * RATE_HZ <= s < start + 3 * RATE_HZ]
     assert after_one_s and all(after_one_s), after_one_s
+
+
+def test_speech_to_text_hears_the_question_through_the_linear_filter_alone(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine) -> None:
+    """The question said over the answer (its echo 6 dB louder) goes to speech to text as
+    the canceller's linear filter left it, without the residual echo suppressor, whose
+    gains cut into the user's voice wherever the answer sounds with it (whisper lost more
+    words to that than to the settled filter's faint residue: docs/VOICE.md). The wake
+    word, the VAD and the interruption gate still hear the suppressed signal."""
+    answer, second = played
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo?", "rms")
+    gain = 0.25 / echo_gain(answer, user, ir, 6.0)
+    mic = simulate(answer, (user * gain).astype(np.int16), second + 3 * RATE_HZ, ir, 60.0,
+                   0.25)
+    [question] = [item for _, item in hear(INTERRUPT, wake, answer, mic)
+                  if isinstance(item, Utterance)]
+    streams = {}
+    for name, suppress in (("linear", False), ("suppressed", True)):
+        reference = EchoReference(keep_s=60.0)
+        reference.played(answer, RATE_HZ, T0)
+        canceller = EchoCanceller(reference, suppress=suppress)
+        streams[name] = np.concatenate([
+            canceller.process(AudioChunk(c.pcm, c.rate_hz, c.timestamp_ms,
+                                         captured_at=T0 + c.timestamp_ms / 1000)).array()
+            for c in chunks_of(mic)])
+    n = len(question.samples)
+    starts = [k for k in range(0, len(mic) - n, 1280)
+              if np.array_equal(streams["linear"][k:k + n], question.samples)]
+    assert len(starts) == 1, "the question is not the linear filter's output"
+    k = starts[0]
+    assert k < second + 3 * RATE_HZ < k + n  # the user's words, with the pre-roll
+    assert not np.array_equal(streams["suppressed"][k:k + n], question.samples)

@@ -25,7 +25,8 @@ import ctypes
 import ctypes.util
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import soxr
@@ -108,22 +109,29 @@ class SpeexEcho:
             lib.speex_preprocess_ctl(self._pre, _PRE_SET_ECHO_STATE, self._echo)
 
     def process(self, mic: np.ndarray, played: np.ndarray) -> np.ndarray:
+        return self.process_both(mic, played)[1]
+
+    def process_both(self, mic: np.ndarray, played: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``process``, also returning what the linear filter alone left: ``(linear,
+        suppressed)`` (the same array without a suppressor)."""
         if len(mic) != len(played) or len(mic) % FRAME_SAMPLES:
             raise ValueError(f"echo: {len(mic)} microphone and {len(played)} reference "
                              f"samples; both must be one multiple of {FRAME_SAMPLES}")
         mic = np.ascontiguousarray(mic, np.int16)
         played = np.ascontiguousarray(played, np.int16)
-        out = np.empty_like(mic)
+        linear = np.empty_like(mic)
+        out = linear if self._pre is None else np.empty_like(mic)
         i16p = ctypes.POINTER(ctypes.c_int16)
         for i in range(0, len(mic), FRAME_SAMPLES):
-            o = out[i:i + FRAME_SAMPLES]
-            o_ptr = o.ctypes.data_as(i16p)
+            frame = slice(i, i + FRAME_SAMPLES)
             self._lib.speex_echo_cancellation(
-                self._echo, mic[i:i + FRAME_SAMPLES].ctypes.data_as(i16p),
-                played[i:i + FRAME_SAMPLES].ctypes.data_as(i16p), o_ptr)
+                self._echo, mic[frame].ctypes.data_as(i16p),
+                played[frame].ctypes.data_as(i16p), linear[frame].ctypes.data_as(i16p))
             if self._pre is not None:
-                self._lib.speex_preprocess_run(self._pre, o_ptr)
-        return out
+                out[frame] = linear[frame]
+                self._lib.speex_preprocess_run(self._pre, out[frame].ctypes.data_as(i16p))
+        return linear, out
 
     def reset(self) -> None:
         self._lib.speex_echo_state_reset(self._echo)
@@ -256,6 +264,20 @@ class EchoStats:
     delay_updates: int = 0
 
 
+class Cleaned(NamedTuple):
+    """A microphone chunk without the assistant's echo, in two versions."""
+
+    chunk: AudioChunk
+    """Without the echo and its residue (the linear filter, then the residual echo
+    suppressor): what the wake word, the voice detectors and the interruption gate hear."""
+    speech: AudioChunk
+    """What speech to text hears: the linear filter's output alone once the canceller is
+    ``settled``, else ``chunk``. The suppressor's gains cut into the user's voice wherever
+    the answer sounds at the same time, and whisper lost more words to that than to the
+    filter's faint residue (docs/VOICE.md); until the filter has settled, its residue
+    would be words of the answer, which the suppressor keeps out."""
+
+
 class EchoCanceller:
     """The hearing's first stage: a microphone chunk in, the chunk without the echo of what
     ``reference`` played out. Synchronous (the hearing's worker thread calls it).
@@ -333,9 +355,15 @@ class EchoCanceller:
         """Chunks went through the filter while ``listening``."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
+        """The chunk without the echo (``Cleaned.chunk``)."""
+        return self.clean(chunk).chunk
+
+    def clean(self, chunk: AudioChunk) -> Cleaned:
+        """The chunk without the echo, for listening and for speech to text (``Cleaned``);
+        both are ``chunk`` itself when nothing played."""
         at = chunk.captured_at
         if at is None:
-            return chunk
+            return Cleaned(chunk, chunk)
         mic = chunk.array()
         self._follow_clock(at, len(mic))
         # Nothing sounded within the echo's reach: the microphone hears no echo.
@@ -343,18 +371,21 @@ class EchoCanceller:
             self.stats.passed_chunks += 1
             self._mic.clear()
             self._mic_samples = 0
-            return chunk
+            return Cleaned(chunk, chunk)
         self.stats.active_chunks += 1
         self._track(at, mic)
         start = at - self._delay_s + self.margin_s
         played = self.reference.window(start, len(mic))
         usable = len(mic) - len(mic) % FRAME_SAMPLES
-        out = mic.copy()
-        out[:usable] = self.speex.process(mic[:usable], played[:usable])
+        out, linear = mic.copy(), mic.copy()
+        linear[:usable], out[:usable] = self.speex.process_both(mic[:usable], played[:usable])
+        settled = self.settled  # the filter that made this chunk
         if self.stats.delay_updates > 0:
             self._measure(mic, out)
-        return AudioChunk(out.tobytes(), chunk.rate_hz, chunk.timestamp_ms, chunk.channels,
-                          chunk.width_bytes, captured_at=at)
+        cleaned = replace(chunk, pcm=out.tobytes())
+        if not settled:
+            return Cleaned(cleaned, cleaned)
+        return Cleaned(cleaned, replace(chunk, pcm=linear.tobytes()))
 
     def _follow_clock(self, at: float, samples: int) -> None:
         """Consecutive chunks are one stream: when the capture clock steps (it corrects

@@ -154,9 +154,12 @@ class Hearing:
         # A wake word confirmed by the transcript check comes late: its question reaches
         # back over the audio the check heard (Detection.late_ms, at most CHECK_AUDIO_S).
         self._late_chunks = -(-int(CHECK_AUDIO_S * 1000) // CHUNK_MS)
-        self._recent: collections.deque[AudioChunk] = collections.deque(
+        self._recent: collections.deque[tuple[AudioChunk, AudioChunk]] = collections.deque(
             maxlen=max(self.preroll_chunks, self._late_chunks, self._interrupt_preroll))
+        """The last chunks while waiting: (what the detectors heard, what speech to text
+        would: ``Cleaned``)."""
         self._utterance: list[AudioChunk] = []
+        """The question so far, for speech to text."""
         self._paused = False
         self._pause_words: list[str] = []
         """The words of the turn's last early transcript."""
@@ -184,14 +187,14 @@ class Hearing:
         ``Endpointer.ready_wait_s`` for it)."""
         self.fed_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         self.endpointer.preparing = preparing and self._paused
-        raw = chunk
+        raw = speech = chunk
         if self.canceller is not None:
             self.canceller.listening = bool(self.listening_to)
-            chunk = self.canceller.process(chunk)
+            chunk, speech = self.canceller.clean(chunk)
         detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
         if self.listening_to:
-            return self._listen(chunk)
-        self._recent.append(chunk)
+            return self._listen(chunk, speech)
+        self._recent.append((chunk, speech))
         if detection is None:
             return self._interruption(raw, chunk, playing)
         if not detection.confirmed:
@@ -261,11 +264,12 @@ class Hearing:
         self._pause_words = []
         # Pre-roll: the audio just before the detection, else the first word is lost.
         keep = self.preroll_chunks if preroll_chunks is None else preroll_chunks
-        self._utterance = list(self._recent)[-keep:]
+        before = list(self._recent)[-keep:]
+        self._utterance = [speech for _, speech in before]
         self._recent.clear()
         self.vad.reset()
-        for before in self._utterance:
-            self.vad.is_speech(before)
+        for heard, _ in before:
+            self.vad.is_speech(heard)
         return self.listening_to
 
     def answer_ready(self) -> list[Heard]:
@@ -302,9 +306,10 @@ class Hearing:
         return [Interrupted(reason=reason, turn_id=turn_id),
                 TurnEnded(outcome="interrupted", turn_id=turn_id)]
 
-    def _listen(self, chunk: AudioChunk) -> list[Heard]:
+    def _listen(self, chunk: AudioChunk, speech: AudioChunk) -> list[Heard]:
+        """``chunk`` for the voice detector, ``speech`` for speech to text."""
         turn_id = self.listening_to
-        self._utterance.append(chunk)
+        self._utterance.append(speech)
         is_speech = self.vad.is_speech(chunk)
         ep = self.endpointer
         event = ep.process(chunk.duration_ms / 1000, is_speech)
