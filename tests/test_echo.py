@@ -271,3 +271,22 @@ def test_without_the_library_the_error_names_the_package(
     monkeypatch.setattr(echo.ctypes, "CDLL", missing)
     with pytest.raises(AudioDeviceError, match="libspeexdsp1"):
         EchoCanceller(EchoReference())
+
+
+def test_the_linear_output_is_in_step_with_the_suppressed_one() -> None:
+    """Speex's residual suppressor hands each 10 ms frame on one frame late; the linear
+    filter's output comes the same frame late, so that speech to text, which switches
+    between the two as the canceller settles, neither skips nor repeats 10 ms."""
+    rng = np.random.default_rng(0)
+    mic = (rng.standard_normal(3 * RATE_HZ) * 3000).astype(np.int16)
+    played = (rng.standard_normal(3 * RATE_HZ) * 3000).astype(np.int16)
+    speex = echo.SpeexEcho()
+    linear, suppressed = (np.concatenate(parts) for parts in zip(*(
+        speex.process_both(mic[i:i + CHUNK_SAMPLES], played[i:i + CHUNK_SAMPLES])
+        for i in range(0, len(mic), CHUNK_SAMPLES)), strict=True))
+    a, b = linear.astype(np.float64), suppressed.astype(np.float64)
+    m = RATE_HZ  # one second, from the second second on, shifted either way
+    lags = range(-200, 201)
+    match = [float(np.dot(a[RATE_HZ:RATE_HZ + m], b[RATE_HZ + lag:RATE_HZ + lag + m]))
+             for lag in lags]
+    assert lags[int(np.argmax(match))] == 0

@@ -94,6 +94,8 @@ class SpeexEcho:
         rate = ctypes.c_int(RATE_HZ)
         lib.speex_echo_ctl(self._echo, _ECHO_SET_SAMPLING_RATE, ctypes.byref(rate))
         self._pre: int | None = None
+        self._linear_tail = np.zeros(FRAME_SAMPLES, np.int16)
+        """The linear filter's last frame, not yet returned (``process_both``)."""
         if suppress:
             self._pre = lib.speex_preprocess_state_init(FRAME_SAMPLES, RATE_HZ)
             # Residual echo suppression only: noise suppression and gain control would change
@@ -114,7 +116,10 @@ class SpeexEcho:
     def process_both(self, mic: np.ndarray, played: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """``process``, also returning what the linear filter alone left: ``(linear,
-        suppressed)`` (the same array without a suppressor)."""
+        suppressed)`` (the same array without a suppressor). The suppressor's output lags
+        its input by one frame (measured: 160 samples), so the linear output is returned
+        one frame late too: the two line up, and a switch from one to the other neither
+        skips nor repeats 10 ms."""
         if len(mic) != len(played) or len(mic) % FRAME_SAMPLES:
             raise ValueError(f"echo: {len(mic)} microphone and {len(played)} reference "
                              f"samples; both must be one multiple of {FRAME_SAMPLES}")
@@ -131,10 +136,15 @@ class SpeexEcho:
             if self._pre is not None:
                 out[frame] = linear[frame]
                 self._lib.speex_preprocess_run(self._pre, out[frame].ctypes.data_as(i16p))
-        return linear, out
+        if self._pre is None:
+            return linear, out
+        late = np.concatenate([self._linear_tail, linear])
+        self._linear_tail = late[-FRAME_SAMPLES:]
+        return late[:len(linear)], out
 
     def reset(self) -> None:
         self._lib.speex_echo_state_reset(self._echo)
+        self._linear_tail[:] = 0
 
     def close(self) -> None:
         if getattr(self, "_pre", None) is not None:

@@ -1,9 +1,10 @@
 """The hearing front end: microphone chunks in, what was heard out. Synchronous, audio time.
 
 Every chunk first loses the echo of the assistant's own voice (``EchoCanceller``, when the
-speaker is open), then goes to the wake word engine, which therefore hears one continuous
-stream (its features never jump over a stretch of audio); the last ``preroll`` chunks are
-kept. After a confirmed detection the VAD is reset and warmed over the pre-roll (so it starts
+speaker is open: the detectors hear ``Cleaned.chunk``, speech to text ``Cleaned.speech``),
+then goes to the wake word engine, which therefore hears one continuous stream (its
+features never jump over a stretch of audio); the last ``preroll`` chunks are kept. After
+a confirmed detection the VAD is reset and warmed over the pre-roll (so it starts
 every question in the same state, at hour 1 as at hour 100, and not cold at the wake word); what
 follows goes to it and to the ``Endpointer`` until the utterance ends; detections meanwhile
 are part of the question and ignored. At a short pause the words so far are transcribed
