@@ -208,6 +208,65 @@ def test_speech_to_text_gets_the_suppressed_signal_until_the_filter_has_settled(
     assert all(before) and not any(after)
 
 
+def test_after_the_users_turn_the_filter_is_rebuilt_from_the_echo_before_it(
+        answer: np.ndarray) -> None:
+    """The user speaks over the answer (as loud as its echo) 9 s in; the hearing takes them
+    down from 0.2 s after their onset (``listening``), and the answer stops 0.5 s after it,
+    as the voice loop stops it. The filter adapted under their voice meanwhile; when they
+    are done it is rebuilt from the echo kept before they spoke (the last ``GUARD_S`` before
+    the decision left out), and the canceller is settled again at once: the next answer
+    can be interrupted from its first chunk, and its echo is removed from the start."""
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo? And how far is it from here?", "slt")
+    at = int(9.0 * RATE_HZ)
+    stop = at + RATE_HZ // 2
+    gap = np.zeros(len(user) + RATE_HZ, np.int16)
+    played = np.concatenate([answer[:stop], gap, answer])
+    second = stop + len(gap)
+    gain = echo_gain(answer, user, ir, 0.0)
+    mic = simulate(played, (user / gain * 0.5).astype(np.int16), at, ir, 60.0, 0.5)
+    echo_alone = simulate(played, np.zeros(0), 0, ir, 60.0, 0.5)[:len(mic)]
+    reference = EchoReference(keep_s=60.0)
+    reference.played(played, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    listening = (at + RATE_HZ // 5, at + len(user) + RATE_HZ // 3)
+    settled, cleaned = [], []
+    for chunk in live(mic):
+        start = chunk.timestamp_ms * RATE_HZ // 1000
+        canceller.listening = listening[0] <= start < listening[1]
+        cleaned.append(canceller.process(chunk).array())
+        settled.append((start, canceller.settled))
+    assert canceller.rebuilds == 1
+    assert all(ok for start, ok in settled if second <= start < second + 3 * RATE_HZ)
+    out = np.concatenate(cleaned)[second:second + RATE_HZ].astype(np.float64)
+    heard = echo_alone[second:second + RATE_HZ].astype(np.float64)
+    assert 10 * np.log10(np.sum(heard ** 2) / np.sum(out ** 2)) >= 20.0
+
+
+def test_no_rebuild_after_a_question_asked_in_silence(answer: np.ndarray) -> None:
+    """A question asked while nothing plays never reached the filter: nothing to undo."""
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo?", "slt")
+    at = len(answer) + 2 * RATE_HZ
+    second = at + len(user) + RATE_HZ
+    played = np.concatenate([answer, np.zeros(second - len(answer), np.int16), answer])
+    mic = simulate(played, user, at, ir, 60.0, 0.5)
+    reference = EchoReference(keep_s=60.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    passed = -1
+    for chunk in live(mic):
+        start = chunk.timestamp_ms * RATE_HZ // 1000
+        if second - CHUNK_SAMPLES <= start < second:  # the speaker records it as it plays
+            reference.played(answer, RATE_HZ, T0 + second / RATE_HZ)
+            passed = canceller.stats.passed_chunks
+        canceller.listening = at <= start < at + len(user) + RATE_HZ // 3
+        canceller.process(chunk)
+    assert canceller.stats.passed_chunks == passed  # the second answer went through it
+    assert passed > len(user) // CHUNK_SAMPLES  # and the question did not
+    assert canceller.rebuilds == 0 and canceller.settled
+
+
 def test_the_user_is_heard_over_an_equally_loud_answer(answer: np.ndarray,
                                                        wake: OpenWakeWordEngine) -> None:
     """"Hey Jarvis" as loud as the assistant's echo: the raw microphone loses it, the cleaned

@@ -31,13 +31,14 @@ from typing import NamedTuple
 import numpy as np
 import soxr
 
-from heisenberg.audio.format import RATE_HZ, AudioChunk
+from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk
 from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
 
 FRAME_SAMPLES = 160
 """Speex works on 10 ms frames at 16 kHz (an 80 ms chunk is 8 of them)."""
+CHUNK_S = CHUNK_SAMPLES / RATE_HZ
 
 # speex_echo.h / speex_preprocess.h request numbers.
 _ECHO_SET_SAMPLING_RATE = 24
@@ -320,11 +321,23 @@ class EchoCanceller:
     to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
     rig)."""
 
+    REBUILD_S = 8.0
+    """How much of the answers' echo heard alone (no user) is kept to rebuild the filter
+    after a user's turn (``_rebuild``)."""
+    REBUILD_PASSES = 3
+    """It adapts on that echo three times over (~24 s of adaptation, ~0.1 s of CPU here):
+    once (8 s) left it ~10 dB short of the filter it replaces (the simulated room)."""
+    GUARD_S = 2.5
+    """What is dropped of it when the hearing starts taking down the user: the audio just
+    before the decision may already hold their voice (a wake phrase, up to ~2 s of audio for
+    one the transcript check confirmed; the onset of a voice interruption)."""
+
     def __init__(self, reference: EchoReference, *, delay_ms: float = 0.0,
                  max_delay_ms: float = 500.0, max_lead_ms: float = 250.0,
                  filter_ms: int = 250, suppress: bool = True,
                  margin_ms: float = 30.0) -> None:
         self.reference = reference
+        self.filter_ms, self.suppress = filter_ms, suppress
         self.speex = SpeexEcho(filter_ms, suppress)
         self.tail_s = filter_ms / 1000
         self.max_delay_s = max_delay_ms / 1000
@@ -363,6 +376,14 @@ class EchoCanceller:
         they are done, one good second (not two) settles it again."""
         self._heard_user = False
         """Chunks went through the filter while ``listening``."""
+        self._was_listening = False
+        self._echo_alone: collections.deque[tuple[float, np.ndarray, np.ndarray]] = (
+            collections.deque())
+        """(capture time, microphone, aligned reference) of the last chunks the filter took
+        while nobody was being listened to, oldest first: up to ``REBUILD_S + GUARD_S``
+        seconds."""
+        self.rebuilds = 0
+        """Times the filter was rebuilt after a user's turn."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         """The chunk without the echo (``Cleaned.chunk``)."""
@@ -376,6 +397,7 @@ class EchoCanceller:
             return Cleaned(chunk, chunk)
         mic = chunk.array()
         self._follow_clock(at, len(mic))
+        self._follow_listening()
         # Nothing sounded within the echo's reach: the microphone hears no echo.
         if self.reference.last_sound_at < at - self.max_delay_s - self.tail_s:
             self.stats.passed_chunks += 1
@@ -389,6 +411,10 @@ class EchoCanceller:
         usable = len(mic) - len(mic) % FRAME_SAMPLES
         out, linear = mic.copy(), mic.copy()
         linear[:usable], out[:usable] = self.speex.process_both(mic[:usable], played[:usable])
+        if not self.listening:
+            self._echo_alone.append((at, mic[:usable], played[:usable]))
+            while len(self._echo_alone) * CHUNK_S > self.REBUILD_S + self.GUARD_S:
+                self._echo_alone.popleft()
         settled = self.settled  # the filter that made this chunk
         if self.stats.delay_updates > 0:
             self._measure(mic, out)
@@ -396,6 +422,75 @@ class EchoCanceller:
         if not settled:
             return Cleaned(cleaned, cleaned)
         return Cleaned(cleaned, replace(chunk, pcm=linear.tobytes()))
+
+    def _follow_listening(self) -> None:
+        """When the hearing starts taking down the user, the last ``GUARD_S`` of kept echo
+        may hold their voice: dropped. When it is done, the filter, which went on adapting
+        under their voice while the answer and its echo stopped, is rebuilt (``_rebuild``)."""
+        if self.listening and not self._was_listening:
+            for _ in range(min(len(self._echo_alone), round(self.GUARD_S / CHUNK_S))):
+                self._echo_alone.pop()
+        elif self._was_listening and not self.listening and self._heard_user:
+            self._rebuild()
+        self._was_listening = self.listening
+
+    def _rebuild(self) -> None:
+        """A new filter, adapted on the kept echo of the answers before the user spoke
+        (``REBUILD_S``, ``REBUILD_PASSES`` times over), replaces the one that adapted under
+        their voice when it removes at least ``SETTLED_DB`` of that echo in each of its last
+        ``SETTLE_SECONDS`` seconds: the filter is then about what it was before they spoke,
+        and the canceller is settled again at once. Without this the filter could need
+        seconds of the next answer to recover (bench/interrupt.py: ~6 s after one user's
+        turn, and the gate that lets the user interrupt stayed shut meanwhile)."""
+        history = list(self._echo_alone)
+        per_second = round(1.0 / CHUNK_S)
+        if len(history) < self.SETTLE_SECONDS * per_second:
+            return
+        fresh = SpeexEcho(self.filter_ms, self.suppress)
+        energies: list[tuple[float, float]] = []
+        for _ in range(self.REBUILD_PASSES):
+            energies.clear()
+            last_at = None
+            for at, mic, played in history:
+                _, out = fresh.process_both(mic, played)
+                # The echo kept is pieces of several answers: the filter needs its length
+                # of one piece before its output tells how well it removes that piece.
+                if last_at is None or abs(at - last_at - CHUNK_S) > 0.01:
+                    since = 0.0
+                last_at, since = at, since + CHUNK_S
+                if since > self.tail_s + CHUNK_S:
+                    energies.append((float(np.sum(mic.astype(np.float64) ** 2)),
+                                     float(np.sum(out.astype(np.float64) ** 2))))
+        # Measured as the canceller measures, over seconds' worth of chunks with enough
+        # echo to tell, the latest ones (the kept echo may end in a pause).
+        erle_db: list[float] = []
+        end = len(energies)
+        while len(erle_db) < self.SETTLE_SECONDS and end >= per_second:
+            part, end = energies[end - per_second:end], end - per_second
+            heard, left = sum(h for h, _ in part), sum(o for _, o in part)
+            if heard / (per_second * CHUNK_SAMPLES) >= 100.0 ** 2:
+                erle_db.append(float(10 * np.log10(heard / max(left, 1.0))))
+        log.debug("echo: rebuilt filter, the last seconds with echo: %s dB", erle_db)
+        if not erle_db or min(erle_db) < self.SETTLED_DB:
+            fresh.close()
+            log.info("echo: a filter rebuilt from the echo before the user's turn removed "
+                     "%s dB of it: kept the one that adapted under their voice",
+                     " / ".join(f"{e:.0f}" for e in erle_db) or "(too little echo to tell)")
+            return
+        self.speex.close()
+        self.speex = fresh
+        self.rebuilds += 1
+        self._heard_user = False
+        # Shown good for as many seconds as the canceller needs: settled at once; for fewer
+        # (little echo kept: the user spoke early in the answers), one good second of the
+        # next answer settles it, as for the filter it replaces.
+        self.settled = len(erle_db) >= self.SETTLE_SECONDS
+        self._good, self._poor = len(erle_db), 0
+        self._restart_measure()
+        log.info("echo: the filter rebuilt from the %.1f s of echo before the user's turn "
+                 "(%s dB removed)%s", len(history) * CHUNK_S,
+                 " / ".join(f"{e:.0f}" for e in erle_db),
+                 ": settled" if self.settled else "")
 
     def _follow_clock(self, at: float, samples: int) -> None:
         """Consecutive chunks are one stream: when the capture clock steps (it corrects
@@ -492,6 +587,7 @@ class EchoCanceller:
             self.stats.delay_ms = estimate * 1000
             self.stats.delay_updates += 1
             self.speex.reset()  # what it learnt belongs to the old alignment
+            self._echo_alone.clear()
             self.settled = False
             self._good = self._poor = 0
             self._moved = False
