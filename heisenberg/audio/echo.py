@@ -437,11 +437,13 @@ class EchoCanceller:
     def _rebuild(self) -> None:
         """A new filter, adapted on the kept echo of the answers before the user spoke
         (``REBUILD_S``, ``REBUILD_PASSES`` times over), replaces the one that adapted under
-        their voice when it removes at least ``SETTLED_DB`` of that echo in each of its last
-        ``SETTLE_SECONDS`` seconds: the filter is then about what it was before they spoke,
-        and the canceller is settled again at once. Without this the filter could need
-        seconds of the next answer to recover (bench/interrupt.py: ~6 s after one user's
-        turn, and the gate that lets the user interrupt stayed shut meanwhile)."""
+        their voice when it removes at least ``SETTLED_DB`` of that echo in each of the last
+        (up to ``SETTLE_SECONDS``) seconds of it with echo enough to tell: the filter is
+        then about what it was before they spoke, and the canceller is settled again at
+        once (after one good second of the next answer when only one such second was kept).
+        Without this the filter could need seconds of the next answer to recover
+        (bench/interrupt.py: ~6 s after one user's turn, and the gate that lets the user
+        interrupt stayed shut meanwhile)."""
         history = list(self._echo_alone)
         per_second = round(1.0 / CHUNK_S)
         if len(history) < self.SETTLE_SECONDS * per_second:
