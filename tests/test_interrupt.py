@@ -133,10 +133,11 @@ def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start
     """The user interrupts the second answer (as loud as its echo) and goes on speaking once
     it has stopped (0.4 s after their onset, as the voice loop and the speaker stop it); a
     third answer follows. Their voice was not the canceller's fault and is not counted
-    against it; the filter adapted under it, so one good second of the third answer settles
-    it again. Before, their voice after the stop made two poor seconds, it unsettled, and
-    the third answer had to settle again for two seconds (a user speaking in them was not
-    heard: bench/interrupt.py, dev voices)."""
+    against it; the filter adapted under it, so when they are done it is rebuilt from the
+    echo heard before they spoke, and one good second of the third answer settles it again.
+    Before, their voice after the stop made two poor seconds, it unsettled, and the third
+    answer had to settle again for two seconds (1.36 s here; a user speaking in them was
+    not heard: bench/interrupt.py)."""
     answer, second = played
     ir = impulse_response(np.random.default_rng(5))
     user = flite("What time is it in Tokyo? And how far away is it from here?", "slt")
@@ -162,8 +163,8 @@ def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start
         settled[sample] = canceller.settled
     assert len(interrupts) == 1, interrupts
     assert not hearing.listening_to  # their question ended before the third answer
-    # One second of the third answer shows the filter still removes its echo: settled
-    # from there on (before: 1.36 s here, two good seconds after two poor ones).
+    # One second of the third answer shows the filter removes its echo: settled from there
+    # on (before: 1.36 s here, two good seconds after two poor ones).
     start = len(stopped)
     after_one_s = [ok for s, ok in settled.items()
                    if start + 1.05 * RATE_HZ <= s < start + 3 * RATE_HZ]

@@ -439,11 +439,10 @@ class EchoCanceller:
         (``REBUILD_S``, ``REBUILD_PASSES`` times over), replaces the one that adapted under
         their voice when it removes at least ``SETTLED_DB`` of that echo in each of the last
         (up to ``SETTLE_SECONDS``) seconds of it with echo enough to tell: the filter is
-        then about what it was before they spoke, and the canceller is settled again at
-        once (after one good second of the next answer when only one such second was kept).
-        Without this the filter could need seconds of the next answer to recover
-        (bench/interrupt.py: ~6 s after one user's turn, and the gate that lets the user
-        interrupt stayed shut meanwhile)."""
+        then about what it was before they spoke, and one good second of the next answer,
+        its first, settles the canceller again. Without this the filter could need seconds
+        of the next answer to recover (bench/interrupt.py: ~6 s after one user's turn, and
+        the gate that lets the user interrupt stayed shut meanwhile)."""
         history = list(self._echo_alone)
         per_second = round(1.0 / CHUNK_S)
         if len(history) < self.SETTLE_SECONDS * per_second:
@@ -482,17 +481,16 @@ class EchoCanceller:
         self.speex.close()
         self.speex = fresh
         self.rebuilds += 1
-        self._heard_user = False
-        # Shown good for as many seconds as the canceller needs: settled at once; for fewer
-        # (little echo kept: the user spoke early in the answers), one good second of the
-        # next answer settles it, as for the filter it replaces.
-        self.settled = len(erle_db) >= self.SETTLE_SECONDS
-        self._good, self._poor = len(erle_db), 0
+        # Not settled at once: the echo path may have changed meanwhile (the daemon's rig
+        # test: a filter fit to the echo before the turn, trusted at once, left the whole
+        # echo of the next answer, and its own voice interrupted it). One good second of the
+        # next answer settles it; a rebuilt filter shows it in the first second.
+        self._heard_user = self.settled = False
+        self._good, self._poor = self.SETTLE_SECONDS - 1, 0
         self._restart_measure()
         log.info("echo: the filter rebuilt from the %.1f s of echo before the user's turn "
-                 "(%s dB removed)%s", len(history) * CHUNK_S,
-                 " / ".join(f"{e:.0f}" for e in erle_db),
-                 ": settled" if self.settled else "")
+                 "(%s dB removed): one good second settles it", len(history) * CHUNK_S,
+                 " / ".join(f"{e:.0f}" for e in erle_db))
 
     def _follow_clock(self, at: float, samples: int) -> None:
         """Consecutive chunks are one stream: when the capture clock steps (it corrects
