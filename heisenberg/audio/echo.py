@@ -478,6 +478,14 @@ class EchoCanceller:
                      "%s dB of it: kept the one that adapted under their voice",
                      " / ".join(f"{e:.0f}" for e in erle_db) or "(too little echo to tell)")
             return
+        # Its memory of the last reference frames is the end of the kept echo, which the
+        # next answer does not follow: silence clears it (no far end, no adaptation), as
+        # the echo's fading tail cleared the old filter's (otherwise its first second of the
+        # next answer is poor, and settling waits two more: bench/interrupt.py, dev voices,
+        # 8 of 36 users found it unsettled).
+        silence = np.zeros(FRAME_SAMPLES * -(-int(self.tail_s * RATE_HZ) // FRAME_SAMPLES + 2),
+                           np.int16)
+        fresh.process_both(silence, silence)
         self.speex.close()
         self.speex = fresh
         self.rebuilds += 1
