@@ -209,7 +209,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 "own_voice_wakes_raw": sum(r[5] for r in own),
                 "erle_db": round(10 * np.log10(raw_e / max(clean_e, 1e-9)), 1)
                 if raw_e > 0 else None,
-                **{f"wer_{name}": wer_counts(text, said_) for name, said_ in heard.items()},
+                **{f"wer_{name}": wer_counts(text, transcript)
+                   for name, transcript in heard.items()},
                 "transcripts": heard,
             }
 

@@ -83,9 +83,10 @@ def speexdsp() -> ctypes.CDLL:
 class SpeexEcho:
     """One Speex echo canceller (+ its residual echo suppressor) at 16 kHz.
 
-    ``process(mic, played)``: two int16 arrays of the same length, a multiple of
+    ``process_both(mic, played)``: two int16 arrays of the same length, a multiple of
     ``FRAME_SAMPLES``, where ``played[i]`` is the reference for ``mic[i]`` (already aligned to
-    the echo path's delay); returns the cleaned microphone signal.
+    the echo path's delay); returns the cleaned microphone signal, by the linear filter alone
+    and after the residual suppressor.
     """
 
     def __init__(self, filter_ms: int = 250, suppress: bool = True) -> None:
@@ -111,13 +112,10 @@ class SpeexEcho:
                 lib.speex_preprocess_ctl(self._pre, request, ctypes.byref(v))
             lib.speex_preprocess_ctl(self._pre, _PRE_SET_ECHO_STATE, self._echo)
 
-    def process(self, mic: np.ndarray, played: np.ndarray) -> np.ndarray:
-        return self.process_both(mic, played)[1]
-
     def process_both(self, mic: np.ndarray, played: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """``process``, also returning what the linear filter alone left: ``(linear,
-        suppressed)`` (the same array without a suppressor). The suppressor's output lags
+        """``(linear, suppressed)``: what the linear filter alone left, and what the residual
+        suppressor left of that (the same array without a suppressor). The suppressor's output lags
         its input by one frame (measured: 160 samples), so the linear output is returned
         one frame late too: the two line up, and a switch from one to the other neither
         skips nor repeats 10 ms."""
@@ -262,6 +260,15 @@ def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
     near = window[k:min(len(window), k + RATE_HZ // 20)]
     earliest = k + int(np.flatnonzero(near >= 0.5 * window[k])[-1])
     return max_lag - earliest, float(window[k]) / rms
+
+
+def erle_db(heard: float, left: float, samples: int) -> float | None:
+    """Echo return loss enhancement over ``samples`` microphone samples of energy ``heard``
+    of which ``left`` remained after the canceller, in dB; None when there was too little
+    echo to tell (an RMS under 100: a pause in the answer)."""
+    if heard / samples < 100.0 ** 2:
+        return None
+    return float(10 * np.log10(heard / max(left, 1.0)))
 
 
 @dataclass
@@ -448,43 +455,44 @@ class EchoCanceller:
         if len(history) < self.SETTLE_SECONDS * per_second:
             return
         fresh = SpeexEcho(self.filter_ms, self.suppress)
+        for _ in range(self.REBUILD_PASSES - 1):
+            for _, mic, played in history:
+                fresh.process_both(mic, played)
         energies: list[tuple[float, float]] = []
-        for _ in range(self.REBUILD_PASSES):
-            energies.clear()
-            last_at = None
-            for at, mic, played in history:
-                _, out = fresh.process_both(mic, played)
-                # The echo kept is pieces of several answers: the filter needs its length
-                # of one piece before its output tells how well it removes that piece.
-                if last_at is None or abs(at - last_at - CHUNK_S) > 0.01:
-                    since = 0.0
-                last_at, since = at, since + CHUNK_S
-                if since > self.tail_s + CHUNK_S:
-                    energies.append((float(np.sum(mic.astype(np.float64) ** 2)),
-                                     float(np.sum(out.astype(np.float64) ** 2))))
+        last_at = since = 0.0
+        for at, mic, played in history:  # the last pass, measured
+            _, out = fresh.process_both(mic, played)
+            # The echo kept is pieces of several answers: the filter needs its length of one
+            # piece before its output tells how well it removes that piece.
+            since = since + CHUNK_S if abs(at - last_at - CHUNK_S) <= 0.01 else CHUNK_S
+            last_at = at
+            if since > self.tail_s + CHUNK_S:
+                energies.append((float(np.sum(mic.astype(np.float64) ** 2)),
+                                 float(np.sum(out.astype(np.float64) ** 2))))
         # Measured as the canceller measures, over seconds' worth of chunks with enough
         # echo to tell, the latest ones (the kept echo may end in a pause).
-        erle_db: list[float] = []
+        seconds: list[float] = []
         end = len(energies)
-        while len(erle_db) < self.SETTLE_SECONDS and end >= per_second:
+        while len(seconds) < self.SETTLE_SECONDS and end >= per_second:
             part, end = energies[end - per_second:end], end - per_second
-            heard, left = sum(h for h, _ in part), sum(o for _, o in part)
-            if heard / (per_second * CHUNK_SAMPLES) >= 100.0 ** 2:
-                erle_db.append(float(10 * np.log10(heard / max(left, 1.0))))
-        log.debug("echo: rebuilt filter, the last seconds with echo: %s dB", erle_db)
-        if not erle_db or min(erle_db) < self.SETTLED_DB:
+            second = erle_db(sum(h for h, _ in part), sum(o for _, o in part),
+                             per_second * CHUNK_SAMPLES)
+            if second is not None:
+                seconds.append(second)
+        shown = " / ".join(f"{e:.0f}" for e in seconds)
+        if not seconds or min(seconds) < self.SETTLED_DB:
             fresh.close()
             log.info("echo: a filter rebuilt from the echo before the user's turn removed "
                      "%s dB of it: kept the one that adapted under their voice",
-                     " / ".join(f"{e:.0f}" for e in erle_db) or "(too little echo to tell)")
+                     shown or "(too little echo to tell)")
             return
         # Its memory of the last reference frames is the end of the kept echo, which the
         # next answer does not follow: silence clears it (no far end, no adaptation), as
         # the echo's fading tail cleared the old filter's (otherwise its first second of the
         # next answer is poor, and settling waits two more: bench/interrupt.py, dev voices,
         # 8 of 36 users found it unsettled).
-        silence = np.zeros(FRAME_SAMPLES * -(-int(self.tail_s * RATE_HZ) // FRAME_SAMPLES + 2),
-                           np.int16)
+        frames = -(-fresh.filter_samples // FRAME_SAMPLES) + 2
+        silence = np.zeros(frames * FRAME_SAMPLES, np.int16)
         fresh.process_both(silence, silence)
         self.speex.close()
         self.speex = fresh
@@ -497,8 +505,7 @@ class EchoCanceller:
         self._good, self._poor = self.SETTLE_SECONDS - 1, 0
         self._restart_measure()
         log.info("echo: the filter rebuilt from the %.1f s of echo before the user's turn "
-                 "(%s dB removed): one good second settles it", len(history) * CHUNK_S,
-                 " / ".join(f"{e:.0f}" for e in erle_db))
+                 "(%s dB removed): one good second settles it", len(history) * CHUNK_S, shown)
 
     def _follow_clock(self, at: float, samples: int) -> None:
         """Consecutive chunks are one stream: when the capture clock steps (it corrects
@@ -535,20 +542,19 @@ class EchoCanceller:
         self._measured += len(mic)
         if self._measured < RATE_HZ:
             return
-        heard, left, samples = self._heard, self._left, self._measured
+        second = erle_db(self._heard, self._left, self._measured)
         self._restart_measure()
-        if heard / samples < 100.0 ** 2:
-            return  # too little echo to tell (a pause in the answer)
-        erle_db = 10 * np.log10(heard / max(left, 1.0))
-        self._good = self._good + 1 if erle_db >= self.SETTLED_DB else 0
-        self._poor = self._poor + 1 if erle_db < self.UNSETTLED_DB else 0
+        if second is None:
+            return
+        self._good = self._good + 1 if second >= self.SETTLED_DB else 0
+        self._poor = self._poor + 1 if second < self.UNSETTLED_DB else 0
         if not self.settled and self._good >= self.SETTLE_SECONDS:
             self.settled = True
-            log.info("echo: the canceller has settled (%.0f dB of the echo removed)", erle_db)
+            log.info("echo: the canceller has settled (%.0f dB of the echo removed)", second)
         elif self.settled and self._poor and (self._poor >= 2 or self._moved):
             self.settled = False
             log.info("echo: only %.0f dB of the echo removed in the last second%s: "
-                     "unsettled", erle_db, " (the echo path moved)" if self._moved else "")
+                     "unsettled", second, " (the echo path moved)" if self._moved else "")
 
     def _restart_measure(self) -> None:
         self._heard = self._left = 0.0
