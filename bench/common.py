@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import statistics
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+BUSY_LOOP = ("import numpy as np\n"
+             "a = np.random.default_rng(0).standard_normal((256, 256))\n"
+             "while True:\n"
+             "    a = np.tanh(a @ a.T / 256)\n")
+"""One core's worth of numeric work, as llama.cpp's threads do while an answer streams."""
+
+
+@contextlib.contextmanager
+def busy(processes: int) -> Iterator[None]:
+    """``processes`` processes computing at normal priority for the duration (0: none)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env)
+             for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def summary(values: list[float], digits: int = 1) -> dict[str, float]:

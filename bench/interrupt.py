@@ -2,7 +2,8 @@
 (``session.interrupt_speech_ms``), on the real-time room rig (bench/room.py).
 
     python bench/interrupt.py [--speech-ms 96] [--samples 12] [--levels-db -6 0 6]
-                              [--split test] [--out bench/results/interrupt.json]
+                              [--split test] [--speaker-latency-ms MS] [--busy N]
+                              [--out bench/results/interrupt.json]
 
 The assistant plays answers (Piper joe, its own voice) on the rig's speaker through the
 daemon's ``SpeakerSink``; the microphone (``MicrophoneSource``) hears them through the room,
@@ -18,6 +19,9 @@ in a daemon; the first answer after start is reported on its own):
   decision in audio time; the word error rate of the question heard after it;
 - answers with nobody speaking, and answers over real recorded room sound (music, machine
   noise, foreign babble) played into the room: false interruptions per hour of playback.
+
+``--busy N`` keeps N processes computing meanwhile (a core each, as an LLM that generates
+while the answer plays): the speaker's buffer must not run dry (``speaker_underflows``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from barge_in import ANSWERS, ROOM_GAIN
-from common import run, summary
+from common import busy, run, summary
 from endpointing import wer_counts
 from room import PULSE_LOG, PulseRoom, echo_gain, impulse_response, pulse_rig
 from speech_sets import noise_bank, voices
@@ -130,7 +134,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     user_voices = [v for v in voices() if v.split == args.split]
     sounds = noise_bank(60.0)
     ir = impulse_response(rng)
-    with tempfile.TemporaryDirectory() as tmp, pulse_rig(Path(tmp), ir, 40.0) as env:
+    with (tempfile.TemporaryDirectory() as tmp, pulse_rig(Path(tmp), ir, 40.0) as env,
+          busy(args.busy)):
         os.environ.update(env)
         import sounddevice as sd
 
@@ -367,6 +372,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         },
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
         "speaker_latency_ms": round(speaker_latency_s * 1000),
+        "busy_processes": args.busy,
         "speaker_underflows": underflows,
         "rig_skips": sum(r["rig_skips"] for r in rows),  # type: ignore[misc]
         "rows": rows,
@@ -383,6 +389,8 @@ def main() -> None:
                     help="the users' voices: test (never tuned on) or dev")
     ap.add_argument("--speaker-latency-ms", type=float, default=None,
                     help="the speaker's device buffer (default: audio.output_latency_ms)")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="processes computing meanwhile, one core each (an LLM generating)")
     ap.add_argument("--out", default="bench/results/interrupt.json")
     run(measure, ap)
 

@@ -127,10 +127,11 @@ class SpeakerSink(AudioSink):
     plus the device latency."""
 
     BLOCK_S = 0.02
-    LATENCY_S = 0.1
-    """The default device buffer (``audio.output_latency_ms``): Python callbacks wait for
-    the GIL, and on a busy machine a smaller buffer runs dry (each underrun would also move
-    the echo's timing)."""
+    LATENCY_S = 0.05
+    """The default device buffer (``audio.output_latency_ms``): what still plays after a
+    stop. Python callbacks wait for the GIL, and on a busy machine a buffer too small runs
+    dry (each underrun would also move the echo's timing); 50 ms never ran dry in
+    bench/interrupt.py, with two cores busy besides (docs/VOICE.md)."""
 
     def __init__(self, device: str = "", rate_hz: int = 22050,
                  latency_s: float | None = None) -> None:

@@ -120,7 +120,7 @@ class AudioConfig:
     echo_delay_ms: float = _opt(0.0, min=-250.0, max=500.0)
     """Starting estimate of the delay from the speaker's clock to the microphone's; it is
     measured again while the assistant speaks."""
-    output_latency_ms: float = _opt(100.0, min=20.0, max=500.0)
+    output_latency_ms: float = _opt(50.0, min=20.0, max=500.0)
     """The speaker's device buffer: what still plays after a stop (barge-in, a voice
     interruption). Smaller stops sooner; too small for a busy machine and the speaker runs
     dry (gaps, and each one moves the echo's timing)."""
