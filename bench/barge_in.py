@@ -109,7 +109,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
         cleaned_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
         raw_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
-        speaker = SpeakerSink("hz_speaker", tts.rate_hz)
+        latency_ms = (config.audio.output_latency_ms if args.speaker_latency_ms is None
+                      else args.speaker_latency_ms)
+        speaker = SpeakerSink("hz_speaker", tts.rate_hz, latency_s=latency_ms / 1000)
         speaker.reference = reference
         user = SpeakerSink("hz_room", RATE_HZ)
         mic = MicrophoneSource("hz_mic")
@@ -227,11 +229,12 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.gather(reader, return_exceptions=True)
         await speaker.close()
         await user.close()
-    return summarize(rows, args, canceller, cost_s, room_delay_ms)
+    return summarize(rows, args, canceller, cost_s, room_delay_ms, speaker.latency_s)
 
 
 def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
-              canceller: EchoCanceller, cost_s: list[float], room_delay_ms: float
+              canceller: EchoCanceller, cost_s: list[float], room_delay_ms: float,
+              speaker_latency_s: float
               ) -> dict[str, object]:
     def share(level: float, key: str) -> float:
         sel = [r for r in rows if r["level_db"] == level]
@@ -267,6 +270,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
         "delay_updates": canceller.stats.delay_updates,
         "aec_ms_per_80ms_chunk": round(1000 * float(np.mean(cost_s)), 3) if cost_s else None,
+        "speaker_latency_ms": round(speaker_latency_s * 1000),
         "rows": rows,
     }
 
@@ -277,6 +281,8 @@ def main() -> None:
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-12, -6, 0, 6])
     ap.add_argument("--room-delay-ms", type=float, default=40.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--speaker-latency-ms", type=float, default=None,
+                    help="the speaker's device buffer (default: audio.output_latency_ms)")
     ap.add_argument("--out", default="bench/results/barge_in.json")
     run(measure, ap)
 
