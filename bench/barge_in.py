@@ -3,7 +3,7 @@ voice, with and without echo cancellation, on a real-time sound device that beha
 room?
 
     python bench/barge_in.py [--samples 12] [--levels-db -12 -6 0 6]
-                             [--out bench/results/barge_in.json]
+                             [--speaker-latency-ms MS] [--out bench/results/barge_in.json]
 
 The rig (bench/room.py): a private PulseAudio with two null sinks. The assistant plays its
 answer (Piper joe, its own voice, sampling noise on) into the speaker sink through the
