@@ -234,23 +234,6 @@ class EchoReference:
                 out[lo - start:hi - start] = self._ring[idx]
         return out
 
-    SINC_HALF = 16
-    """``window_between``'s interpolation: taps each side (error ~2 of 32768 on a tone)."""
-
-    def window_between(self, start_s: float, n: int) -> np.ndarray:
-        """``window`` from a time between two samples: ``n`` samples from ``start_s``,
-        interpolated (windowed sinc, ``SINC_HALF`` samples each side). For a reference
-        whose clock drifts from the microphone's (``EchoCanceller``'s drift), where a
-        whole-sample window would jump a sample now and then."""
-        first = int(np.floor(start_s * RATE_HZ))
-        frac = start_s * RATE_HZ - first
-        half = self.SINC_HALF
-        seg = self.window((first - half + 1) / RATE_HZ, n + 2 * half - 1).astype(np.float64)
-        t = frac - (np.arange(2 * half) - half + 1)
-        kernel = np.sinc(t) * 0.5 * (1 + np.cos(np.pi * t / half))
-        out = np.correlate(seg, kernel, "valid")
-        return np.clip(np.round(out), -32768, 32767).astype(np.int16)
-
 
 def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
              ) -> tuple[int, float]:
@@ -297,8 +280,6 @@ class EchoStats:
     passed_chunks: int = 0
     """Chunks passed untouched (nothing played)."""
     delay_updates: int = 0
-    drift: float = 0.0
-    """The clocks' drift the canceller follows (seconds of delay per second)."""
 
 
 class Cleaned(NamedTuple):
@@ -346,14 +327,6 @@ class EchoCanceller:
     """How far from the last estimates (their median) an estimate of the echo path must be
     to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
     rig)."""
-
-    DRIFT_SPAN_S = 20.0
-    """The clocks' drift is estimated from the delay estimates of at least this long a span
-    (and ``DRIFT_MIN_ESTIMATES`` of them): a straight line through them, the outliers (a
-    wall's reflection taken for the direct path) left out."""
-    DRIFT_MIN_ESTIMATES = 10
-    DRIFT_MIN = 3e-6
-    """A drift below this (3 ppm: a sample in 20 s) is left to the filter."""
 
     REBUILD_S = 8.0
     """How much of the answers' echo heard alone (no user) is kept to rebuild the filter
@@ -418,15 +391,6 @@ class EchoCanceller:
         seconds."""
         self.rebuilds = 0
         """Times the filter was rebuilt after a user's turn."""
-        self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=120)
-        """(capture time, delay estimate) of the tracker's last estimates, for the drift."""
-        self.drift = 0.0
-        """How fast the delay changes (seconds per second): the speaker's and the
-        microphone's clocks run at slightly different rates when they are two devices
-        (tens of ppm). The reference is read that much later or sooner at every chunk,
-        between samples if need be: Speex's filter cannot follow an echo that slides by
-        a sample a second (in the simulated room, at 60 ppm it never removed 20 dB)."""
-        self._drift_at: float | None = None
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         """The chunk without the echo (``Cleaned.chunk``)."""
@@ -440,7 +404,6 @@ class EchoCanceller:
             return Cleaned(chunk, chunk)
         mic = chunk.array()
         self._follow_clock(at, len(mic))
-        self._follow_drift(at)
         self._follow_listening()
         # Nothing sounded within the echo's reach: the microphone hears no echo.
         if self.reference.last_sound_at < at - self.max_delay_s - self.tail_s:
@@ -451,8 +414,7 @@ class EchoCanceller:
         self.stats.active_chunks += 1
         self._track(at, mic)
         start = at - self._delay_s + self.margin_s
-        played = (self.reference.window_between(start, len(mic)) if self.drift
-                  else self.reference.window(start, len(mic)))
+        played = self.reference.window(start, len(mic))
         usable = len(mic) - len(mic) % FRAME_SAMPLES
         out, linear = mic.copy(), mic.copy()
         linear[:usable], out[:usable] = self.speex.process_both(mic[:usable], played[:usable])
@@ -557,41 +519,9 @@ class EchoCanceller:
             self.stats.delay_ms = self._delay_s * 1000
             self._estimates = collections.deque((e + step for e in self._estimates),
                                                 maxlen=self._estimates.maxlen)
-            self._lags = collections.deque(((t, e + step) for t, e in self._lags),
-                                           maxlen=self._lags.maxlen)
             self._mic.clear()
             self._mic_samples = 0
             log.debug("echo: the capture clock stepped %.0f ms; the delay follows", step * 1000)
-
-    def _follow_drift(self, at: float) -> None:
-        """Move the delay by the clocks' drift since the last chunk."""
-        if self.drift and self._drift_at is not None:
-            self._delay_s += self.drift * (at - self._drift_at)
-            self.stats.delay_ms = self._delay_s * 1000
-        self._drift_at = at
-
-    def _fit_drift(self) -> None:
-        """The drift: the slope of the delay estimates over time (least squares, then again
-        without those more than 1 ms off the line)."""
-        if len(self._lags) < self.DRIFT_MIN_ESTIMATES:
-            return
-        t = np.array([a for a, _ in self._lags])
-        y = np.array([e for _, e in self._lags])
-        if t[-1] - t[0] < self.DRIFT_SPAN_S:
-            return
-        t = t - t[0]
-        keep = np.ones(len(t), bool)
-        for _ in range(2):
-            slope, offset = np.polyfit(t[keep], y[keep], 1)
-            keep = np.abs(y - (slope * t + offset)) <= 0.001
-            if keep.sum() < self.DRIFT_MIN_ESTIMATES:
-                return
-        slope = float(np.polyfit(t[keep], y[keep], 1)[0])
-        drift = slope if abs(slope) >= self.DRIFT_MIN else 0.0
-        if abs(drift - self.drift) * 1e6 >= 1:
-            log.info("echo: the clocks drift %.0f ppm apart (was %.0f)", drift * 1e6,
-                     self.drift * 1e6)
-        self.drift = self.stats.drift = drift
 
     def _measure(self, mic: np.ndarray, out: np.ndarray) -> None:
         """Add a chunk to the second being measured; at its end, settle if the filter
@@ -654,8 +584,6 @@ class EchoCanceller:
         before = float(np.median(self._estimates)) if self._estimates else self._delay_s
         self._moved = abs(lag / RATE_HZ - before) > self.MOVED_S
         self._estimates.append(lag / RATE_HZ)
-        self._lags.append((first_at, lag / RATE_HZ))
-        self._fit_drift()
         estimate = float(np.median(self._estimates))
         agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.010]
         # Each move shifts the echo path inside the filter, which then adapts again: only a
@@ -680,9 +608,6 @@ class EchoCanceller:
             self._restart_measure()
             self._estimates.clear()
             self._estimates.append(estimate)
-            # The echo path moved: the estimates before belong to the old one (the drift,
-            # a property of the two clocks, is kept).
-            self._lags = collections.deque([self._lags[-1]], maxlen=self._lags.maxlen)
 
     def close(self) -> None:
         self.speex.close()
