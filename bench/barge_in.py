@@ -268,7 +268,6 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
                                               "without_aec": wer(lv, "wer_raw")}
                                     for lv in levels},
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
-        "tracked_drift_ppm": round(canceller.drift * 1e6, 1),
         "delay_updates": canceller.stats.delay_updates,
         "aec_ms_per_80ms_chunk": round(1000 * float(np.mean(cost_s)), 3) if cost_s else None,
         "speaker_latency_ms": round(speaker_latency_s * 1000),
