@@ -24,6 +24,7 @@ import numpy as np
 from heisenberg.audio.echo import EchoReference
 from heisenberg.audio.format import AudioChunk, resample, write_wav
 from heisenberg.audio.portaudio import sounddevice
+from heisenberg.core.config import AudioConfig
 from heisenberg.core.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,9 @@ class SpeakerSink(AudioSink):
     plus the device latency."""
 
     BLOCK_S = 0.02
-    LATENCY_S = 0.05
-    """The default device buffer (``audio.output_latency_ms``): what still plays after a
-    stop. Python callbacks wait for the GIL, and on a busy machine a buffer too small runs
+    LATENCY_S = AudioConfig.output_latency_ms / 1000
+    """The default device buffer (``audio.output_latency_ms``'s default): what still plays
+    after a stop. Python callbacks wait for the GIL, and on a busy machine a buffer too small runs
     dry (each underrun would also move the echo's timing); 50 ms never ran dry in
     bench/interrupt.py, with two cores busy besides (docs/VOICE.md)."""
 
