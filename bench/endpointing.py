@@ -15,7 +15,13 @@ recorded music and machine sounds at 10 and 5 dB SNR):
 - questions split (the end decided before the speech was over) or run to the length limit;
 - WER of the transcript through the path against the same whisper model on the same audio
   (the mixed signal cut exactly to the speech);
-- questions with a 1.0 s and 1.5 s pause in the middle: split or not.
+- questions with a 1.0 s and 1.5 s pause in the middle: split or not;
+- with ``stt.resume_window_ms`` (the default; ``no_resume``: off), speech after an end decided
+  too soon continues the question: split first, then joined again (``split_first``,
+  ``continued``; ``split`` counts those lost), and continuations where the question was over
+  (``false_continuation``: noise). There is no speaker here: this is the case of headphones,
+  or of an answer not yet playing; over an answer that plays, the echo canceller's gate
+  applies (bench/interrupt.py measures that gate).
 
 Voices: the ``test`` voices of speech_sets (never tuned on) by default, and real recorded
 speech in French, Spanish, Italian and Russian (Debian's asterisk prompts, test half) for
@@ -45,6 +51,7 @@ from common import run, summary
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import Config, STTConfig
+from heisenberg.core.events import VoiceInterrupt
 from heisenberg.orchestrator.hearing import Pause, Resumed, Utterance, hearing_for
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import Detection, WakeWordEngine
@@ -147,6 +154,11 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
     hearing.same_words_end = same_words_end
     lead_chunks = lead // CHUNK
     ended: Utterance | None = None
+    ended_at_ms = 0
+    end_ms = 0
+    first_end_ms: int | None = None
+    continued = 0
+    window_ms = config.stt.resume_window_ms
     pauses: list[Pause] = []
     started = 0.0
     paused_at_ms: int | None = None
@@ -156,7 +168,6 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
         chunk = AudioChunk(stream[i:i + CHUNK].tobytes(), RATE_HZ, i * 1000 // RATE_HZ)
         if n == lead_chunks:
             hearing.start(i * 1000 // RATE_HZ)
-            start_sample = i
             started = time.perf_counter()
         preparing = (paused_at_ms is not None
                      and chunk.timestamp_ms - paused_at_ms < ready_after_ms)
@@ -176,19 +187,33 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
             elif isinstance(item, Resumed):
                 paused_at_ms = None
             elif isinstance(item, Utterance):
-                ended = item
-        if ended is not None or (n >= lead_chunks and not hearing.listening_to):
+                ended, ended_at_ms = item, chunk.timestamp_ms + round(chunk.duration_ms)
+                end_ms = hearing.listen_start_ms + item.ended.audio_ms
+                first_end_ms = end_ms if first_end_ms is None else first_end_ms
+            elif isinstance(item, VoiceInterrupt) and item.continues:
+                # The speaker went on (stt.resume_window_ms): the question is heard again,
+                # whole, to its next end.
+                continued += 1
+                ended, paused_at_ms = None, None
+        if ended is not None and (not window_ms or chunk.timestamp_ms + round(
+                chunk.duration_ms) > ended_at_ms + window_ms):
+            break
+        if ended is None and n >= lead_chunks and not hearing.listening_to:
             break
     if ended is None:  # still listening when the noise ended: it would run to the limit
         return {"outcome": "no_end" if hearing.listening_to else "no_speech",
                 "pauses": [[p.text, p.unfinished] for p in pauses if p.text is not None]}
     wall_s = time.perf_counter() - started
-    end_sample = start_sample + ended.ended.audio_ms * RATE_HZ // 1000
+    end_sample = end_ms * RATE_HZ // 1000
     delay_ms = (end_sample - (lead + last)) * 1000 / RATE_HZ
     split = end_sample < lead + last - 0.2 * RATE_HZ
+    assert first_end_ms is not None
+    first_split = first_end_ms * RATE_HZ // 1000 < lead + last - 0.2 * RATE_HZ
     got = stt.transcribe(ended.samples)
     same = stt.transcribe(stream[lead + max(0, first - 1600):lead + last + 1600])
     return {"outcome": ended.ended.reason, "delay_ms": round(delay_ms), "split": split,
+            "first_split": first_split, "continued": continued,
+            "false_continuation": bool(continued) and not first_split,
             "wer_path": wer_counts(case.text, got), "wer_same": wer_counts(case.text, same),
             "pauses": [[p.text, p.unfinished] for p in pauses if p.text is not None],
             "transcript": got, "wall_s": round(wall_s, 3)}
@@ -228,6 +253,13 @@ def table(rows: list[dict[str, object]]) -> dict[str, object]:
         out["delay_ms"] = summary(delays, 0)
         out["delay_le_1s"] = round(float(np.mean(np.array(delays) <= 1000)), 3)
     out["split"] = sum(bool(r.get("split")) for r in rows)
+    """Ended before the speech was over, for good (the rest lost)."""
+    out["split_first"] = sum(bool(r.get("first_split")) for r in rows)
+    """The first end came before the speech was over (joined again when it went on)."""
+    out["continued"] = sum(bool(r.get("continued")) for r in rows)
+    out["false_continuation"] = sum(bool(r.get("false_continuation")) for r in rows)
+    """Continued although the question was over (the noise went on): the answer would
+    stop and start again."""
     out["max_length"] = sum(r.get("outcome") == "max_length" for r in rows)
     out["no_speech"] = sum(r.get("outcome") == "no_speech" for r in rows)
     out["no_end"] = sum(r.get("outcome") == "no_end" for r in rows)
@@ -253,6 +285,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     configs = {
         "default": base,
         "no_same_words": base,  # speech that adds no words restarts the silence (before)
+        "no_resume": dataclasses.replace(base, stt=dataclasses.replace(
+            base.stt, resume_window_ms=0)),  # speech after the end is not the question
         "silero_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, end_of_turn=False)),
         "webrtc_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
@@ -310,7 +344,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--end-silence-ms", type=int, default=0, help="0: the default")
     parser.add_argument("--early-start-ms", type=int, default=0, help="0: the default")
-    parser.add_argument("--configs", default="default,no_same_words")
+    parser.add_argument("--configs", default="default,no_resume")
     parser.add_argument("--ready-after-ms", type=int, default=300,
                         help="audio ms from a pause to the early answer's first audio "
                              "(bench/latency.py: ~300 here); 0: at once, as on a fast machine")

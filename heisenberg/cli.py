@@ -307,7 +307,8 @@ def cmd_history(config: Config, clear: bool, limit: int, yes: bool = False) -> i
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(turn.timestamp_s))
             print(f"{when}  you: {turn.user}")
             mark = {"answered": "", "interrupted": " [interrupted]",
-                    "failed": " [failed]"}.get(turn.outcome, "")
+                    "failed": " [failed]", "continued": " [you went on]"
+                    }.get(turn.outcome, "")
             print(f"{' ' * 16}  heisenberg: {turn.assistant.strip()}{mark}")
     finally:
         store.close()

@@ -23,7 +23,7 @@ from heisenberg.audio.format import AudioChunk
 from heisenberg.audio.sources import AudioSource, FileSource, MicrophoneSource
 from heisenberg.core.config import Config
 from heisenberg.core.errors import AudioDeviceError
-from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
+from heisenberg.core.events import SpeechStarted, TurnEnded, VoiceInterrupt, WakewordDetected
 from heisenberg.orchestrator.hearing import (
     Heard,
     Hearing,
@@ -32,7 +32,7 @@ from heisenberg.orchestrator.hearing import (
     Utterance,
     hearing_for,
 )
-from heisenberg.orchestrator.voice import strip_wake_word
+from heisenberg.orchestrator.voice import after_wake_word, strip_wake_word
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
 
@@ -49,6 +49,7 @@ class Listener:
         self.words = [wake_word_text(name) for name in hearing.wake.names]
         self.turns = 0
         self._ids: dict[str, str] = {}
+        self._continuing = ""
 
     def feed(self, chunk: AudioChunk) -> list[Record]:
         return self._records(self.hearing.feed(chunk), chunk)
@@ -77,6 +78,11 @@ class Listener:
             elif isinstance(item, WakewordDetected):
                 out.append(_wake(item.model, item.score, item.verifier, end_ms,
                                  self._turn(item.turn_id), True, item.transcript, item.stage))
+            elif isinstance(item, VoiceInterrupt) and item.continues:
+                self._continuing = item.turn_id
+                out.append({"event": "continued", "audio_s": _s(end_ms),
+                            "turn": self._turn(item.turn_id),
+                            "continues": self._turn(item.continues)})
             elif isinstance(item, SpeechStarted):
                 first_s = self.hearing.endpointer.speech_start_at_s or 0.0
                 out.append({"event": "speech_start", "audio_s": _s(start_ms + first_s * 1000),
@@ -93,7 +99,10 @@ class Listener:
                 at = _s(start_ms + item.ended.audio_ms)
                 out.append({"event": "speech_end", "audio_s": at, "turn": turn,
                             "reason": item.ended.reason})
-                text = strip_wake_word(self.stt.transcribe(item.samples), *self.words)
+                raw = self.stt.transcribe(item.samples)
+                if item.turn_id == self._continuing:
+                    raw = after_wake_word(raw, *self.words)
+                text = strip_wake_word(raw, *self.words)
                 out.append({"event": "transcript", "audio_s": at, "turn": turn, "text": text})
         return out
 
@@ -126,6 +135,8 @@ def describe(record: Record) -> str:
         return f"{at}{what}: {record['model']} (score {record['score']:.2f}{verifier}{heard})"
     if event == "speech_start":
         return f"{at}speech started"
+    if event == "continued":
+        return f"{at}the question of turn {record['continues']} goes on"
     if event == "speech_end":
         return f"{at}speech ended ({record['reason'].replace('_', ' ')})"
     if event == "pause":

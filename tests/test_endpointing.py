@@ -13,7 +13,7 @@ import pytest
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config, STTConfig
-from heisenberg.core.events import SpeechStarted
+from heisenberg.core.events import SpeechStarted, VoiceInterrupt
 from heisenberg.orchestrator.hearing import Hearing, Pause, Utterance, hearing_for
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.stt import WhisperSTT
@@ -179,6 +179,45 @@ def test_a_pause_mid_sentence_does_not_split_the_question(stt: WhisperSTT) -> No
     cut = [u for _, u in listen_from(question_hearing(config, stt), audio, 960)
            if isinstance(u, Utterance)]
     assert cut and "tomorrow" not in stt.transcribe(cut[0].samples).lower()
+
+
+def test_speech_just_after_the_end_continues_the_question(stt: WhisperSTT) -> None:
+    """The first half reads finished ("Describe what you see on my desk."): the end comes
+    in the pause. The speaker goes on 1.2 s after their last word, within
+    ``stt.resume_window_ms`` of the end: a ``VoiceInterrupt`` that ``continues`` the first
+    turn starts a new one, whose utterance is the whole question."""
+    head = flite("Describe what you see on my desk,", "rms")
+    rest = flite("starting with the objects on the left.", "rms")
+    audio = np.concatenate([silence(1.0), head, silence(1.2), rest, silence(3.0)])
+    loud = np.flatnonzero(np.abs(rest.astype(np.int32)) > np.abs(rest).max() * 0.01)
+    rest_start_ms = (RATE_HZ + len(head) + int(1.2 * RATE_HZ) + loud[0]) * 1000 // RATE_HZ
+    heard = listen_from(question_hearing(Config(), stt), audio, 960)
+    utterances = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+    goes_on = [(at, v) for at, v in heard if isinstance(v, VoiceInterrupt)]
+    assert len(utterances) == 2 and len(goes_on) == 1, heard
+    (first_at, first), (second_at, second) = utterances
+    at, went_on = goes_on[0]
+    assert isinstance(first, Utterance) and isinstance(second, Utterance)
+    assert first_at < rest_start_ms < at < second_at, heard
+    assert at - rest_start_ms <= 300  # the answer stops while the first words are said
+    assert went_on.continues == first.turn_id and went_on.turn_id == second.turn_id
+    assert "left" not in stt.transcribe(first.samples).lower()
+    text = stt.transcribe(second.samples).lower()
+    assert "desk" in text and "left" in text, text
+    # Off: the rest of the question is lost (it would need the wake word).
+    off = listen_from(question_hearing(Config(stt=STTConfig(resume_window_ms=0)), stt),
+                      audio, 960)
+    assert [type(u) for _, u in off if isinstance(u, Utterance | VoiceInterrupt)] == [
+        Utterance], off
+
+
+def test_silence_after_the_end_continues_nothing(stt: WhisperSTT) -> None:
+    said = flite("What is the tallest mountain in Europe?", "slt")
+    audio = np.concatenate([silence(1.0), said, silence(3.0), said, silence(2.0)])
+    heard = listen_from(question_hearing(Config(), stt), audio, 960)
+    # The same words again 3 s later are past the window: a new question needs the wake word.
+    assert [type(u) for _, u in heard if isinstance(u, Utterance | VoiceInterrupt)] == [
+        Utterance], heard
 
 
 def clank(rms: float = 4000.0) -> np.ndarray:

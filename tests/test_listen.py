@@ -14,7 +14,8 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, write_wav
 from tests.conftest import flite, silence
 
-EVENTS = {"wake", "speech_start", "pause", "speech_end", "no_speech", "transcript"}
+EVENTS = {"wake", "speech_start", "pause", "speech_end", "no_speech", "transcript",
+          "continued"}
 
 
 def listen(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -73,6 +74,29 @@ def test_listen_json_is_one_object_per_line_in_audio_time(
     assert "dragon" in texts[1].lower()
     # Audio time, not the machine's: a second run prints the same thing.
     assert listen("--input", str(path), "--json").stdout == out.stdout
+
+
+def test_listen_shows_a_question_that_went_on(tmp_path: Path) -> None:
+    """The end comes in a pause after a finished-sounding first half; the speaker goes on
+    within ``stt.resume_window_ms``: a ``continued`` turn hears the whole question."""
+    path = tmp_path / "paused.wav"
+    write_wav(path, np.concatenate([
+        silence(1.0), flite("Hey Jarvis, describe what you see on my desk,", "rms"),
+        silence(1.2), flite("starting with the objects on the left.", "rms"),
+        silence(3.0)]), RATE_HZ)
+    out = listen("--input", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all(r["event"] in EVENTS for r in records)
+    [went_on] = [r for r in records if r["event"] == "continued"]
+    texts = {r["turn"]: r["text"].lower() for r in records if r["event"] == "transcript"}
+    assert list(texts) == [went_on["continues"], went_on["turn"]], records
+    first, whole = texts.values()
+    assert "desk" in first and "left" not in first, first
+    assert "desk" in whole and "left" in whole and "jarvis" not in whole, whole
+    assert [r["event"] for r in records
+            if r["turn"] == went_on["turn"] and r["event"] != "pause"] == [
+        "continued", "speech_start", "speech_end", "transcript"], records
 
 
 def test_listen_shows_what_the_transcript_check_heard(

@@ -18,7 +18,9 @@ from heisenberg.core.events import (
     WakewordDetected,
 )
 from heisenberg.core.states import State
+from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.turn import CONTINUED
 from tests.conftest import config_for
 from tests.test_llm_faults import fake_llm, good_completion, open_sse, sse
 
@@ -125,6 +127,32 @@ async def test_a_cancelled_consumer_cannot_skip_the_end() -> None:
         await asyncio.wait({task}, timeout=10)
         assert task.cancelled()  # the cancellation reached the caller: not swallowed
         assert assistant.state is State.IDLE and not assistant.busy
+        await bus.close()
+
+
+async def test_a_turn_whose_speaker_went_on_is_kept_out_of_the_prompt() -> None:
+    """Cancelled with ``CONTINUED`` (the voice loop's reason when the speaker went on with
+    the question): saved as ``continued``, and the next prompt does not hold it; an
+    ordinary cancellation is ``interrupted`` and stays in the prompt."""
+    async with fake_llm(slow_answer) as llm:
+        bus = EventBus()
+        assistant = Assistant(config_for(llm.base_url), bus, llm)
+        for question, reason in (("What is the capital", CONTINUED), ("Tell me", None)):
+            started = asyncio.Event()
+
+            async def consume(question: str = question,
+                              started: asyncio.Event = started) -> None:
+                async with assistant.turn(question, source="voice") as turn:
+                    async for event in turn:
+                        if isinstance(event, LLMToken):
+                            started.set()
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(started.wait(), 10)
+            await cancel_and_wait(task, msg=reason)
+        saved = assistant.session.get_conversation_history()
+        assert [t.outcome for t in saved] == ["continued", "interrupted"]
+        assert [t.user for t in assistant.session.prompt_history()] == ["Tell me"]
         await bus.close()
 
 

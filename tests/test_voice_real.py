@@ -28,6 +28,7 @@ from heisenberg.core.events import (
     SpeechEnded,
     TTSStarted,
     TurnEnded,
+    VoiceInterrupt,
 )
 from heisenberg.core.states import State
 from heisenberg.llm.stream import LlamaCppLLM
@@ -548,8 +549,9 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
     heard: dict[int, tuple[str, list[Event]]] = {}
     for wait_ms in (1500, 0):
         prompts.clear()
+        # Speech just after the end would continue the question: off, to see the wait alone.
         config = Config(stt=dataclasses.replace(STTConfig(), end_silence_ms=300,
-                                                ready_wait_ms=wait_ms))
+                                                ready_wait_ms=wait_ms, resume_window_ms=0))
         bus = EventBus()
         events = record(bus)
         async with fake_llm(slow_model) as llm:
@@ -574,6 +576,57 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
     # The same audio without the wait: the first part alone is the question.
     cut, _ = heard[0]
     assert "france" in cut and "spain" not in cut, cut
+
+
+async def test_a_speaker_who_goes_on_after_the_end_is_heard_as_one_question(
+        tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    """Default config. The first sentence is finished and the end is decided in the pause;
+    the speaker goes on within ``stt.resume_window_ms``: the first turn stops (kept as
+    ``continued``, out of the prompt) and the next one answers the whole question."""
+    prompts: list[str] = []
+
+    async def slow_model(request: web.Request) -> web.StreamResponse:
+        # Fault injection: 2 s before the first token, so nothing plays in the window
+        # (while an answer plays, only a settled echo canceller lets the speaker go on).
+        body = await request.json()
+        prompts.append(body["prompt"])
+        resp = await open_sse(request)
+        await asyncio.sleep(2.0)
+        for piece in ["Paris", " and", " Madrid."]:
+            await resp.write(sse({"content": piece, "stop": False}))
+        await resp.write(end_of_stream(body["prompt"], 3))
+        return resp
+
+    wav = tmp_path / "q.wav"
+    write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
+                                   flite("What is the capital of France?", "slt"),
+                                   silence(1.2), flite("And the capital of Spain?", "slt"),
+                                   silence(2.5)]), RATE_HZ)
+    bus = EventBus()
+    events = record(bus)
+    async with fake_llm(slow_model) as llm:
+        assistant = Assistant(Config(), bus, llm)
+        loop = VoiceLoop(assistant, FileSource(wav), NullSink(),
+                         gated(OpenWakeWordEngine(WakeWordConfig())), stt, tts, earcons=False,
+                         early_stt_s=0.06)
+        turns = await loop.run()
+        await bus.drain()
+    assert len(turns) == 2, turns
+    first, second = turns
+    assert first.interrupted and first.outcome is None
+    assert second.outcome is not None and second.outcome.error is None
+    said = second.transcript.lower()
+    assert "france" in said and "spain" in said, said
+    [went_on] = [e for e in events if isinstance(e, VoiceInterrupt)]
+    assert went_on.continues == first.turn_id and went_on.turn_id == second.turn_id
+    # The first half was asked (early or at its end), then the whole question.
+    assert "spain" not in prompts[0].lower() and "spain" in prompts[-1].lower()
+    history = assistant.session.get_conversation_history()
+    # "continued" when it was cancelled while answering (nothing kept if still transcribing)
+    assert [t.outcome for t in history] in (["continued", "answered"], ["answered"]), history
+    in_prompt = assistant.session.prompt_history()
+    assert len(in_prompt) == 1 and "spain" in in_prompt[0].user.lower(), in_prompt
+    assert not any(isinstance(e, TTSStarted) and e.turn_id == first.turn_id for e in events)
 
 
 async def test_an_empty_answer_is_not_silence(tts: PiperTTS, stt: WhisperSTT,

@@ -10,7 +10,7 @@ import pytest
 
 from heisenberg.audio.format import CHUNK_SAMPLES, AudioChunk, chunks_of, read_wav, resample
 from heisenberg.audio.sinks import NullSink
-from heisenberg.orchestrator.voice import earcon, strip_wake_word
+from heisenberg.orchestrator.voice import after_wake_word, earcon, strip_wake_word
 from heisenberg.voice.tts import SentenceSplitter, speakable
 from heisenberg.voice.vad import Endpointer, EndpointEvent
 from heisenberg.voice.wakeword import wake_word_text
@@ -165,3 +165,13 @@ async def test_a_sink_knows_what_words_it_is_playing() -> None:
     assert sink.hearing(echo_s=0.0) == ""
     await sink.play(chunk)  # a sound without words (an earcon)
     assert sink.played_ms == 300
+
+
+@pytest.mark.parametrize(("text", "out"), [
+    ("What time is it? Hey Jarvis, stop.", "stop."),
+    ("Describe my desk, starting on the left.", "Describe my desk, starting on the left."),
+    ("What does Jarvis mean, in Iron Man?", "What does Jarvis mean, in Iron Man?"),
+    ("Hey Jarvis, what is it? Okay Jarvis.", ""),
+])
+def test_after_wake_word(text: str, out: str) -> None:
+    assert after_wake_word(text, "jarvis") == out

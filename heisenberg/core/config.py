@@ -212,6 +212,12 @@ class STTConfig:
     (it could not play sooner), the end waits for it, up to this much more silence: a
     speaker who goes on meanwhile is heard to the end of the sentence, and nothing was
     played (the early answer is dropped). 0 = end on silence alone. Milliseconds."""
+    resume_window_ms: int = _opt(1500, min=0, max=10000)
+    """After the end of a question was decided, speech within this long continues it (a
+    speaker who paused mid-sentence and goes on): the answer stops, its start is left out
+    of the conversation, and the whole question is heard and answered. While the answer
+    plays this needs the echo canceller settled (``audio.echo_cancel``), as a voice
+    interruption does. 0 = off. Milliseconds."""
     max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)
     no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
     preroll_ms: int = _opt(320, min=0, max=5000)

@@ -85,13 +85,18 @@ class FollowUpStarted(Event):
 class VoiceInterrupt(Event):
     """The user started speaking over the assistant's answer (``session.interrupt_speech_ms``,
     with echo cancellation): the answer stops as after a wake word, and what they say is the
-    new question (``turn_id`` is its turn)."""
+    new question (``turn_id`` is its turn). Or they went on with the question just after
+    its end was decided (``continues``): the answer stops and the new turn hears the whole
+    question."""
 
     type: ClassVar[EventType] = EventType.VOICE_INTERRUPT
     onset_ms: int
     """Audio time at which their speech began, milliseconds on the microphone's clock."""
     speech_ms: int
     """The speech heard before deciding, milliseconds."""
+    continues: str = ""
+    """The turn whose question this speech goes on (``stt.resume_window_ms``: it came just
+    after that question's end was decided); empty for a new question."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,7 +80,7 @@ def reason(event: Event) -> str:
     if isinstance(event, FollowUpStarted):
         return "follow-up"
     if isinstance(event, VoiceInterrupt):
-        return "voice interruption"
+        return "question continued" if event.continues else "voice interruption"
     if isinstance(event, TranscriptionFinal):
         return f"{event.source} question"
     if isinstance(event, TTSStarted):

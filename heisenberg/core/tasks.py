@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def cancel_and_wait(task: asyncio.Future[Any] | None, timeout_s: float = 2.0) -> None:
-    """Cancel ``task`` and wait (up to ``timeout_s``) until it has finished.
+async def cancel_and_wait(task: asyncio.Future[Any] | None, timeout_s: float = 2.0,
+                          msg: str | None = None) -> None:
+    """Cancel ``task`` and wait (up to ``timeout_s``) until it has finished. ``msg``: the
+    reason, which the task sees as its ``CancelledError``'s argument.
 
     Whatever the task ends with (cancelled, a result, an exception) is consumed. A
     cancellation of the caller while it waits is not: ``asyncio.wait`` never raises the
@@ -28,7 +30,7 @@ async def cancel_and_wait(task: asyncio.Future[Any] | None, timeout_s: float = 2
     if task is None:
         return
     if not task.done():
-        task.cancel()
+        task.cancel(msg)
         await asyncio.wait({task}, timeout=timeout_s)
         if not task.done():
             log.warning("task %s did not stop within %.1f s", task, timeout_s)

@@ -114,6 +114,9 @@ INTERRUPT_PREROLL_MS = 500
 frames have added up, up to ~0.3 s after a soft onset ("stop": its "s" is not voiced), not a
 known time after a wake phrase, so it keeps more than ``stt.preroll_ms`` (the 500 ms that
 bench/interrupt.py measured)."""
+RESUME_SPEECH_MS = 96
+"""Speech in a row that continues a question just ended (``stt.resume_window_ms``): what
+a voice interruption needs (bench/interrupt.py measured it over the answer)."""
 INTERRUPT_BELOW_DB = -15.0
 """What the canceller leaves must be at most this far below the microphone's signal to be
 a voice over the answer, dB."""
@@ -124,7 +127,8 @@ class Hearing:
                  preroll_chunks: int, early_stt_s: float, speaking_threshold: float,
                  wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None,
                  canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
-                 interrupt_vad: SileroVad | None = None, language_code: str = "en") -> None:
+                 interrupt_vad: SileroVad | None = None, language_code: str = "en",
+                 resume_window_ms: int = 0, resume_vad: SileroVad | None = None) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
@@ -133,7 +137,8 @@ class Hearing:
         every chunk before anything else hears it. ``interrupt_speech_ms``: speech over the
         assistant's voice that interrupts it without the wake word (0 = never; needs the
         canceller and ``interrupt_vad``). ``language_code``: the language whose sentences
-        the end-of-turn rule reads."""
+        the end-of-turn rule reads. ``resume_window_ms``: after a question's end, speech
+        within this long (heard by ``resume_vad``) continues it (0 = never)."""
         self.language_code = language_code
         self.wake = wake
         self.canceller = canceller
@@ -149,6 +154,15 @@ class Hearing:
         """Frames of speech in a row that interrupt the assistant (0 = never)."""
         self._voiced_frames = 0
         self._hearing_echo = False
+        self.resume_vad = resume_vad if resume_window_ms > 0 else None
+        self.resume_window_ms = resume_window_ms
+        self._resume_frames = -(-RESUME_SPEECH_MS * RATE_HZ // (1000 * SileroVad.FRAME))
+        self._voiced_run = 0
+        self._ended: tuple[str, np.ndarray, int] | None = None
+        """The last question while it may still go on: its turn, its audio and the audio
+        time its end was decided."""
+        self._since_end: list[AudioChunk] = []
+        """What speech to text would hear since then."""
         self.preroll_chunks = max(1, preroll_chunks)
         self._interrupt_preroll = (0 if self.interrupt_vad is None else
                                    -(-INTERRUPT_PREROLL_MS // CHUNK_MS))
@@ -181,8 +195,9 @@ class Hearing:
         end), milliseconds on the source's clock."""
 
     def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "",
-             preparing: bool = False) -> list[Heard]:
+             preparing: bool = False, echoing: bool = False) -> list[Heard]:
         """One chunk of microphone audio. ``playing``: the assistant's own voice is playing;
+        ``echoing``: it is, or it ended so recently that the room may still echo it;
         ``echo``: the words the microphone may be hearing from the speaker; ``preparing``:
         the answer started at the last ``Pause`` cannot play yet (the end waits up to
         ``Endpointer.ready_wait_s`` for it)."""
@@ -197,9 +212,11 @@ class Hearing:
             return self._listen(chunk, speech)
         self._recent.append((chunk, speech))
         if detection is None:
-            return self._interruption(raw, chunk, playing)
+            return (self._continuation(raw, chunk, speech, playing or echoing)
+                    or self._interruption(raw, chunk, playing))
         if not detection.confirmed:
             return [Rejected(detection)]
+        self._ended = None
         word = wake_word_text(detection.model) or self.wake_word
         if word and word in echo.lower():
             log.info("wake word ignored: it is in what I am saying")
@@ -249,6 +266,48 @@ class Hearing:
         return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
                                turn_id=self.listening_to)]
 
+    def _continuation(self, raw: AudioChunk, chunk: AudioChunk, speech: AudioChunk,
+                      echoing: bool) -> list[Heard]:
+        """Within ``resume_window_ms`` of a question's end: ``RESUME_SPEECH_MS`` of speech
+        in a row continues it. The new turn hears the question's audio, what came since and
+        what follows, as one utterance. While the assistant's voice plays or may still echo
+        in the room (``echoing``), a frame counts as for a voice interruption (the canceller
+        settled, what it leaves loud enough and close enough to the microphone's level);
+        otherwise loud enough is enough."""
+        if self._ended is None or self.resume_vad is None:
+            return []
+        turn_id, samples, end_ms = self._ended
+        if self.fed_ms - end_ms > self.resume_window_ms:
+            self._ended, self._since_end = None, []
+            return []
+        self._since_end.append(speech)
+        left = float(np.mean(chunk.array().astype(np.float64) ** 2))
+        loud = left >= INTERRUPT_FLOOR ** 2
+        if echoing:
+            heard = float(np.mean(raw.array().astype(np.float64) ** 2))
+            loud = (loud and self.canceller is not None and chunk is not raw
+                    and self.canceller.settled
+                    and 10 * np.log10(left / max(heard, 1.0)) >= INTERRUPT_BELOW_DB)
+        for p in self.resume_vad.probabilities(chunk):
+            self._voiced_run = self._voiced_run + 1 if loud and p >= self.resume_vad.threshold \
+                else 0
+        if self._voiced_run < self._resume_frames:
+            return []
+        speech_ms = self._voiced_run * SileroVad.FRAME * 1000 // RATE_HZ
+        log.info("the question goes on: %d ms of speech %d ms after its end", speech_ms,
+                 self.fed_ms - end_ms)
+        since = self._since_end
+        self._ended, self._since_end, self._voiced_run = None, [], 0
+        self._voiced_frames = 0
+        new_turn = self.start(self.fed_ms, preroll_chunks=min(len(since), self.preroll_chunks))
+        # The whole question: its audio, the pause, and the speech that goes on.
+        self._utterance = [AudioChunk(samples.astype(np.int16).tobytes(), RATE_HZ,
+                                      end_ms - len(samples) * 1000 // RATE_HZ), *since]
+        self.endpointer.speech_on()
+        return [VoiceInterrupt(onset_ms=self.fed_ms - speech_ms, speech_ms=speech_ms,
+                               continues=turn_id, turn_id=new_turn),
+                SpeechStarted(audio_ms=0, turn_id=new_turn)]
+
     def start(self, at_ms: int, no_speech_s: float | None = None,
               preroll_chunks: int | None = None) -> str:
         """Begin hearing a question at ``at_ms`` (audio time, the end of the last chunk fed),
@@ -258,6 +317,7 @@ class Hearing:
         endpointer's own). Returns the new turn's id."""
         self.listening_to = uuid.uuid4().hex[:12]
         self.listen_start_ms = at_ms
+        self._ended, self._since_end = None, []
         self.endpointer.reset()
         self.endpointer.no_speech_timeout_s = (self._no_speech_s if no_speech_s is None
                                                else no_speech_s)
@@ -385,6 +445,10 @@ class Hearing:
     def _utterance_done(self, turn_id: str, reason: str) -> Utterance:
         samples = self._samples()
         self._utterance = []
+        if self.resume_vad is not None and reason == "silence":
+            self._ended, self._since_end, self._voiced_run = (turn_id, samples,
+                                                              self.fed_ms), [], 0
+            self.resume_vad.reset()
         ended = SpeechEnded(audio_ms=int(self.endpointer.elapsed_s * 1000),
                             duration_ms=len(samples) * 1000 // RATE_HZ, reason=reason,
                             turn_id=turn_id)
@@ -434,4 +498,5 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None,
         canceller=canceller, interrupt_speech_ms=interrupt_ms,
         interrupt_vad=SileroVad(stt.vad_threshold) if interrupt_ms and canceller else None,
-        language_code=config.language)
+        language_code=config.language, resume_window_ms=stt.resume_window_ms,
+        resume_vad=SileroVad(stt.vad_threshold) if stt.resume_window_ms else None)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 2.0
 
 #: How a turn ended.
-OUTCOMES = ("answered", "interrupted", "failed")
+OUTCOMES = ("answered", "interrupted", "failed", "continued")
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ class ConversationTurn:
     """Wall-clock seconds when the turn ended."""
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     outcome: str = "answered"
-    """answered, interrupted (cut off, e.g. barge-in) or failed; when not answered,
-    ``assistant`` holds what was said (or given) before that."""
+    """answered, interrupted (cut off, e.g. barge-in), failed, or continued (the speaker
+    went on with the question just after its end was decided: the next turn has the whole
+    question); when not answered, ``assistant`` holds what was said (or given) before that."""
 
     @property
     def interrupted(self) -> bool:

@@ -235,9 +235,10 @@ class SessionManager:
 
     def prompt_history(self, max_turns: int | None = None,
                        session_id: str | None = None) -> list[Turn]:
-        """Past turns for the prompt; failed turns are left out (they have no answer)."""
+        """Past turns for the prompt; failed turns are left out (they have no answer), and
+        continued ones (the next turn asks the whole question)."""
         turns = [t for t in self.get_conversation_history(None, session_id)
-                 if t.outcome != "failed"]
+                 if t.outcome not in ("failed", "continued")]
         if max_turns is not None:
             turns = turns[-max_turns:] if max_turns > 0 else []
         return [t.as_prompt_turn() for t in turns]

@@ -58,6 +58,10 @@ if TYPE_CHECKING:  # the assistant builds turns; a turn only calls back into it
 
 log = logging.getLogger(__name__)
 
+CONTINUED = "continued"
+"""The reason a voice turn is cancelled with when its speaker went on with the question
+(``stt.resume_window_ms``): it is kept as ``continued``, out of the prompt."""
+
 
 @dataclass(frozen=True)
 class Voice:
@@ -216,12 +220,13 @@ class Turn:
         except Exception as exc:  # a bug in an engine must not end the daemon
             log.exception("unexpected failure in the turn")
             self._failed = InternalError(f"internal error ({type(exc).__name__}: {exc})")
-        except BaseException:  # cancelled, or the caller stopped listening
+        except BaseException as exc:  # cancelled, or the caller stopped listening
             await cancel_and_wait(answering)
             said = await self._stop_speaking(speaker, pieces)
+            went_on = isinstance(exc, asyncio.CancelledError) and CONTINUED in exc.args
             a.session.add_conversation_turn(self.question, said, session_id=self._session_id,
-                                            turn_id=self.turn_id, outcome="interrupted",
-                                            save=False)
+                                            turn_id=self.turn_id, save=False,
+                                            outcome="continued" if went_on else "interrupted")
             a.save_later()
             raise
         if self._failed is not None:

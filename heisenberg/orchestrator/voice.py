@@ -52,6 +52,7 @@ from heisenberg.orchestrator.hearing import (
 )
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.ringing import Ringer
+from heisenberg.orchestrator.turn import CONTINUED
 from heisenberg.skills import Skills
 from heisenberg.skills.intents import TIMER
 from heisenberg.vision.camera import Camera, FrameGrabber
@@ -151,6 +152,8 @@ class VoiceLoop:
         (a daemon runs for months; the history store keeps every conversation turn)."""
         self._forgotten_finished = 0
         self.prefetches = 0
+        self._continuing = ""
+        """The turn that continues the question before it (``VoiceInterrupt.continues``)."""
         """Answers started on an early transcript."""
         self.barge_in_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
@@ -239,9 +242,10 @@ class VoiceLoop:
             playing = self.state is State.SPEAKING or self.sink.now_playing is not None
             if self._window_s and not playing:
                 await self._start_follow_up()
-            heard = await asyncio.to_thread(self.hearing.feed, chunk, playing=playing,
-                                            echo=self.sink.hearing(),
-                                            preparing=self._early_preparing())
+            heard = await asyncio.to_thread(
+                self.hearing.feed, chunk, playing=playing, echo=self.sink.hearing(),
+                preparing=self._early_preparing(),
+                echoing=playing or bool(self.sink.hearing(FOLLOW_UP_ECHO_S)))
             await self._handle(heard, chunk)
 
     async def _end_when_ready(self, early: asyncio.Task[EarlyAnswer]) -> None:
@@ -293,8 +297,11 @@ class VoiceLoop:
                 await self.ringer.stop("wake word" if isinstance(item, WakewordDetected)
                                        else "voice")
                 if self._turn_task is not None and not self._turn_task.done():
-                    await self._barge_in()
+                    await self._barge_in(CONTINUED if isinstance(item, VoiceInterrupt)
+                                         and item.continues else None)
                 if isinstance(item, VoiceInterrupt):
+                    if item.continues:
+                        self._continuing = item.turn_id
                     await self.sink.stop()  # whoever was speaking (an API /speak too)
                     if chunk is not None:
                         self._time_interruption(chunk, item)
@@ -336,10 +343,12 @@ class VoiceLoop:
     def _listen_after_ring(self, window_s: float) -> None:
         self._window_s = window_s
 
-    async def _barge_in(self) -> None:
+    async def _barge_in(self, reason: str | None = None) -> None:
+        """Stop the turn being answered; ``reason``: ``CONTINUED`` when its speaker went on
+        with the question."""
         started = time.perf_counter()
         task, self._turn_task = self._turn_task, None
-        await cancel_and_wait(task)
+        await cancel_and_wait(task, msg=reason)
         stopped_ms = (time.perf_counter() - started) * 1000
         self.barge_in_ms.append(stopped_ms)
         log.info("barge-in: playback and LLM stream stopped in %.0f ms", stopped_ms)
@@ -376,7 +385,7 @@ class VoiceLoop:
         if got.error is not None:
             return got
         raw = got.raw
-        text = strip_wake_word(raw, *self.wake_words)
+        text = self._question(raw, pause.turn_id)
         if not (self.early_answer and text) or is_dismissal(text, self.words.code):
             return EarlyAnswer(raw)
         skills = self.assistant.skills
@@ -385,6 +394,13 @@ class VoiceLoop:
         frame = await self.frames.grab()
         self.prefetches += 1
         return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
+
+    def _question(self, raw: str, turn_id: str) -> str:
+        """The question in a transcript: without the wake phrase; for a question that went
+        on, what follows the wake phrase if it was said again."""
+        if turn_id == self._continuing:
+            raw = after_wake_word(raw, *self.wake_words)
+        return strip_wake_word(raw, *self.wake_words)
 
     def _early_preparing(self) -> bool:
         """The early answer is on its way but its first audio is not ready (its watcher,
@@ -440,7 +456,7 @@ class VoiceLoop:
                 if self.assistant.config.session.speak_errors:
                     await self._say(self.words.sorry)
                 return
-            text = turn.transcript = strip_wake_word(got.raw, *self.wake_words)
+            text = turn.transcript = self._question(got.raw, turn_id)
             if prefetch is not None:
                 frame = prefetch.frame
             elif grab is not None:
@@ -537,6 +553,19 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
         if words and words == said * (len(words) // len(said)):
             return True
     return False
+
+
+def after_wake_word(text: str, *wake_words: str) -> str:
+    """What follows the last "hey jarvis" inside ``text`` (any of ``wake_words``, after
+    "hey", "hi" or "okay"), else ``text``: a question that went on
+    (``stt.resume_window_ms``) may hold the wake phrase said again to interrupt the answer
+    that had just begun ("What time is it? Hey Jarvis, stop." -> "stop.")."""
+    for word in filter(None, wake_words):
+        parts = re.split(rf"\b(?:hey|hi|okay|ok)\W+{re.escape(word)}\b\W*", text,
+                         flags=re.IGNORECASE)
+        if len(parts) > 1:
+            return parts[-1].strip()
+    return text
 
 
 def strip_wake_word(text: str, *wake_words: str) -> str:

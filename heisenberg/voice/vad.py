@@ -101,6 +101,12 @@ class Endpointer:
             return EndpointEvent.SPEECH_ENDED
         return None
 
+    def speech_on(self) -> None:
+        """Speech is known to be going on now (a question that continues): no
+        ``speech_start_s`` to wait for."""
+        self.in_speech = True
+        self.speech_start_at_s = self.elapsed_s
+
     def silent_for(self, seconds: float) -> bool:
         """Whether the silence so far (with ``credit_s``) is ``seconds`` long."""
         return (self.silence_s + self.credit_s >= seconds - _EPS_S
