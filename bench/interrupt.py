@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from barge_in import ANSWERS, ROOM_GAIN
@@ -124,6 +125,26 @@ def room_delay(played: list[AudioChunk], tap: list[AudioChunk], at: float,
     return mic[0].captured_at - ref[0].captured_at + int(lags[k]) / RATE_HZ  # type: ignore[operator]
 
 
+async def calibrate(room: PulseRoom, speaker: Any, user: Any,
+                    heard: asyncio.Queue[tuple[AudioChunk, list[object]]],
+                    rng: np.random.Generator) -> None:
+    """Set the rig's echo gain to ``ROOM_GAIN``, as bench/barge_in.py does: the room's gain
+    measured on noise played by ``speaker`` (SpeakerSinks) and heard through ``heard``."""
+    await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
+    await asyncio.sleep(1.0)
+    room.set_gain(1.0)
+    noise = (rng.standard_normal(2 * RATE_HZ) * 2000).astype(np.int16)
+    while not heard.empty():
+        heard.get_nowait()
+    await speaker.play(AudioChunk(noise.tobytes(), RATE_HZ))
+    await asyncio.sleep(0.5)
+    got = []
+    while not heard.empty():
+        got.append(heard.get_nowait()[0].array())
+    level = np.sqrt(np.mean(np.concatenate(got[-16:]).astype(np.float64) ** 2)) / 2000
+    room.set_gain(ROOM_GAIN / float(level))
+
+
 async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(args.seed)
     base = Config()
@@ -176,19 +197,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         room = PulseRoom(env, Path(tmp) / PULSE_LOG)
         reader = asyncio.create_task(listen())
         recorder = asyncio.create_task(record_played())
-        await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
-        await asyncio.sleep(1.0)
-        room.set_gain(1.0)  # calibration, as bench/barge_in.py: the rig's gain on noise
-        noise = (rng.standard_normal(2 * RATE_HZ) * 2000).astype(np.int16)
-        while not heard.empty():
-            heard.get_nowait()
-        await speaker.play(AudioChunk(noise.tobytes(), RATE_HZ))
-        await asyncio.sleep(0.5)
-        got = []
-        while not heard.empty():
-            got.append(heard.get_nowait()[0].array())
-        level = np.sqrt(np.mean(np.concatenate(got[-16:]).astype(np.float64) ** 2)) / 2000
-        room.set_gain(ROOM_GAIN / float(level))
+        await calibrate(room, speaker, user, heard, rng)
 
         async def trial(kind: str, k: int, level_db: float = 0.0) -> dict[str, object]:
             text = ANSWERS[k % len(ANSWERS)]
