@@ -5,6 +5,7 @@ Piper voice) for what the user says."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from heisenberg.core.config import Config, LLMConfig
 from heisenberg.core.events import (
     Event,
     LLMComplete,
+    SpeechEnded,
     TimerEnded,
     TimerRinging,
     TimerStarted,
@@ -26,9 +28,12 @@ from heisenberg.core.events import (
     WakewordDetected,
 )
 from heisenberg.core.states import State
+from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
+from heisenberg.orchestrator.hearing import Utterance
 from heisenberg.orchestrator.ringing import alarm
+from heisenberg.orchestrator.turn import CONTINUED
 from heisenberg.orchestrator.voice import VoiceLoop
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
@@ -164,3 +169,30 @@ async def test_the_wake_word_stops_a_ringing_timer(
     [ended] = [e for e in events if isinstance(e, TimerEnded)]
     assert ended.reason == "wake word"
     assert [what for what, _, _ in sink.played][:1] == ["alarm"]
+
+
+async def test_a_timer_set_by_a_question_that_went_on_is_cancelled(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    """"Set a timer for five minutes." ended in a pause, then the speaker went on: the voice
+    loop cancels that turn with the reason ``CONTINUED``, and the timer it set goes too (the
+    whole question sets its own). Any other cancellation (a barge-in) keeps it."""
+    said = flite("Set a timer for five minutes.", "slt")
+    for reason, kept in ((CONTINUED, False), (None, True)):
+        wav = tmp_path / "silence.wav"
+        write_wav(wav, silence(0.1), RATE_HZ)
+        loop, sink, events = timer_loop(llama_server, tts, stt, wav, 30.0, tmp_path)
+        utterance = Utterance("t1", said, SpeechEnded(audio_ms=2000, duration_ms=1800,
+                                                      reason="silence", turn_id="t1"))
+        task = asyncio.create_task(loop._turn(utterance, None))
+        for _ in range(300):  # the skill sets it, then the answer plays in real time
+            if sink.played:
+                break
+            await asyncio.sleep(0.05)
+        [timer] = loop.assistant.timers.all()
+        await cancel_and_wait(task, msg=reason)
+        assert bool(loop.assistant.timers.all()) is kept
+        ended = [e for e in events if isinstance(e, TimerEnded)]
+        assert [e.reason for e in ended] == ([] if kept else ["continued"])
+        for left in loop.assistant.timers.all():
+            loop.assistant.timers.cancel(left.timer_id)
+        await loop.assistant.timers.close()

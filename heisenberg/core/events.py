@@ -249,7 +249,8 @@ class TimerEnded(TimerEvent):
 
     type: ClassVar[EventType] = EventType.TIMER_ENDED
     reason: str
-    """``cancelled`` (before it rang), ``limit`` (it rang ``skills.timer_ring_s``
+    """``cancelled`` (before it rang), ``continued`` (set by a question whose speaker went
+    on: the whole question is asked again), ``limit`` (it rang ``skills.timer_ring_s``
     unstopped), or what stopped its ringing: ``stop`` (said), ``wake word``, ``voice`` (a
     question asked over it) or ``api``."""
 

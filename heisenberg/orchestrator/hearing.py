@@ -361,6 +361,7 @@ class Hearing:
         """Stop hearing the current question (the input ended, or failed)."""
         turn_id, self.listening_to = self.listening_to, ""
         self._utterance = []
+        self._ended, self._since_end = None, []
         self.endpointer.reset()
         if not turn_id:
             return []

@@ -152,9 +152,9 @@ class VoiceLoop:
         (a daemon runs for months; the history store keeps every conversation turn)."""
         self._forgotten_finished = 0
         self.prefetches = 0
+        """Answers started on an early transcript."""
         self._continuing = ""
         """The turn that continues the question before it (``VoiceInterrupt.continues``)."""
-        """Answers started on an early transcript."""
         self.barge_in_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
         """Milliseconds from each barge-in detection to playback and LLM stream stopped."""
         self.interrupt_ms: collections.deque[float] = collections.deque(maxlen=KEEP_TURNS)
@@ -445,6 +445,7 @@ class VoiceLoop:
         self._keep(turn)
         prefetch: Prefetch | None = None
         answering = False
+        timers_before = {t.timer_id for t in self.assistant.timers.all()}
         try:
             # Without an early answer (which took its own), the frame is taken now, at the
             # end of speech, while whisper works.
@@ -486,8 +487,10 @@ class VoiceLoop:
                 async for event in running:
                     turn.timings.observe(event)
             turn.outcome = running.outcome
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             turn.interrupted = True
+            if CONTINUED in exc.args:  # the whole question will be asked: undo the half's
+                self._cancel_timers_since(timers_before)
             if not answering:  # still transcribing: the turn ends here
                 if prefetch is not None:
                     await prefetch.cancel()
@@ -505,6 +508,14 @@ class VoiceLoop:
             await self._say(self.words.no_answer)
             return
         self._window_s = self.follow_up_s
+
+    def _cancel_timers_since(self, before: set[str]) -> None:
+        """Cancel the timers set since ``before`` (the timer ids then): a question that went
+        on ("Set a timer for five minutes, [pause] for the pasta") sets its own."""
+        for timer in self.assistant.timers.all():
+            if timer.timer_id not in before:
+                log.info("timer %s set by a question that went on: cancelled", timer.timer_id)
+                self.assistant.timers.cancel(timer.timer_id, "continued")
 
     async def _stop_ringing(self, text: str) -> None:
         """Whatever is said over a ringing timer stops it ("stop"), except what the timer
