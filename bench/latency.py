@@ -84,7 +84,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                 end_silence_ms=args.end_silence_ms or config.stt.end_silence_ms,
                                 ready_wait_ms=(config.stt.ready_wait_ms if args.ready_wait_ms < 0
                                                else args.ready_wait_ms),
-                                preroll_ms=args.preroll_ms or config.stt.preroll_ms),
+                                preroll_ms=args.preroll_ms or config.stt.preroll_ms,
+                                resume_window_ms=(config.stt.resume_window_ms
+                                                  if args.resume_window_ms < 0
+                                                  else args.resume_window_ms)),
         history=dataclasses.replace(config.history, enabled=False),
         camera=dataclasses.replace(config.camera, enabled=False))
     results: dict[str, object] = {
@@ -197,6 +200,8 @@ def main() -> None:
     ap.add_argument("--end-silence-ms", type=int, default=0, help="stt.end_silence_ms; 0: default")
     ap.add_argument("--ready-wait-ms", type=int, default=-1,
                     help="stt.ready_wait_ms; -1: the default")
+    ap.add_argument("--resume-window-ms", type=int, default=-1,
+                    help="stt.resume_window_ms; -1: the default, 0: off")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
