@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from barge_in import ANSWERS, ROOM_GAIN
@@ -52,6 +52,9 @@ from heisenberg.orchestrator.hearing import Utterance, hearing_for
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
+
+if TYPE_CHECKING:  # imported in measure(), once the rig's PulseAudio is up
+    from heisenberg.audio.sinks import SpeakerSink
 
 SAID = ["What time is it in Tokyo?", "Stop.", "Wait, how tall is the Eiffel Tower?",
         "No, I meant the other one.", "Tell me more about that.", "Never mind.",
@@ -125,11 +128,11 @@ def room_delay(played: list[AudioChunk], tap: list[AudioChunk], at: float,
     return mic[0].captured_at - ref[0].captured_at + int(lags[k]) / RATE_HZ  # type: ignore[operator]
 
 
-async def calibrate(room: PulseRoom, speaker: Any, user: Any,
+async def calibrate(room: PulseRoom, speaker: SpeakerSink, user: SpeakerSink,
                     heard: asyncio.Queue[tuple[AudioChunk, list[object]]],
                     rng: np.random.Generator) -> None:
     """Set the rig's echo gain to ``ROOM_GAIN``, as bench/barge_in.py does: the room's gain
-    measured on noise played by ``speaker`` (SpeakerSinks) and heard through ``heard``."""
+    measured on noise played by ``speaker`` and heard through ``heard``."""
     await user.play(AudioChunk(np.zeros(RATE_HZ // 5, np.int16).tobytes(), RATE_HZ))
     await asyncio.sleep(1.0)
     room.set_gain(1.0)

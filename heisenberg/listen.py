@@ -32,7 +32,7 @@ from heisenberg.orchestrator.hearing import (
     Utterance,
     hearing_for,
 )
-from heisenberg.orchestrator.voice import after_wake_word, strip_wake_word
+from heisenberg.orchestrator.voice import question_in
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
 
@@ -99,10 +99,8 @@ class Listener:
                 at = _s(start_ms + item.ended.audio_ms)
                 out.append({"event": "speech_end", "audio_s": at, "turn": turn,
                             "reason": item.ended.reason})
-                raw = self.stt.transcribe(item.samples)
-                if item.turn_id == self._continuing:
-                    raw = after_wake_word(raw, *self.words)
-                text = strip_wake_word(raw, *self.words)
+                text = question_in(self.stt.transcribe(item.samples), *self.words,
+                                   went_on=item.turn_id == self._continuing)
                 out.append({"event": "transcript", "audio_s": at, "turn": turn, "text": text})
         return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -523,20 +523,27 @@ def end_of_stream(prompt: str, tokens: int) -> bytes:
                 "tokens_evaluated": 20, "stop_type": "eos", "prompt": prompt})
 
 
-async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_heard(
-        tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
-    prompts: list[str] = []
+def slow_model(prompts: list[str], pieces: list[str]
+               ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Fault injection: a model that needs 2 s before its first token (a busy machine);
+    the prompts it was given go to ``prompts``."""
 
-    async def slow_model(request: web.Request) -> web.StreamResponse:
-        # Fault injection: a model that needs 2 s before its first token (a busy machine).
+    async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         prompts.append(body["prompt"])
         resp = await open_sse(request)
         await asyncio.sleep(2.0)
-        for piece in ["Madrid", " and", " Paris."]:
+        for piece in pieces:
             await resp.write(sse({"content": piece, "stop": False}))
-        await resp.write(end_of_stream(body["prompt"], 3))
+        await resp.write(end_of_stream(body["prompt"], len(pieces)))
         return resp
+
+    return answer
+
+
+async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_heard(
+        tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    prompts: list[str] = []
 
     wav = tmp_path / "q.wav"
     # A finished sentence, half a second of silence, and more: the end-of-turn rule reads
@@ -554,7 +561,7 @@ async def test_the_end_waits_for_the_early_answer_and_a_speaker_who_goes_on_is_h
                                                 ready_wait_ms=wait_ms, resume_window_ms=0))
         bus = EventBus()
         events = record(bus)
-        async with fake_llm(slow_model) as llm:
+        async with fake_llm(slow_model(prompts, ["Madrid", " and", " Paris."])) as llm:
             loop = VoiceLoop(Assistant(config, bus, llm), FileSource(wav), NullSink(), wake,
                              stt, tts, earcons=False, early_stt_s=0.06)
             turns = await loop.run()
@@ -584,19 +591,6 @@ async def test_a_speaker_who_goes_on_after_the_end_is_heard_as_one_question(
     the speaker goes on within ``stt.resume_window_ms``: the first turn stops (kept as
     ``continued``, out of the prompt) and the next one answers the whole question."""
     prompts: list[str] = []
-
-    async def slow_model(request: web.Request) -> web.StreamResponse:
-        # Fault injection: 2 s before the first token, so nothing plays in the window
-        # (while an answer plays, only a settled echo canceller lets the speaker go on).
-        body = await request.json()
-        prompts.append(body["prompt"])
-        resp = await open_sse(request)
-        await asyncio.sleep(2.0)
-        for piece in ["Paris", " and", " Madrid."]:
-            await resp.write(sse({"content": piece, "stop": False}))
-        await resp.write(end_of_stream(body["prompt"], 3))
-        return resp
-
     wav = tmp_path / "q.wav"
     write_wav(wav, np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
                                    flite("What is the capital of France?", "slt"),
@@ -604,7 +598,9 @@ async def test_a_speaker_who_goes_on_after_the_end_is_heard_as_one_question(
                                    silence(2.5)]), RATE_HZ)
     bus = EventBus()
     events = record(bus)
-    async with fake_llm(slow_model) as llm:
+    # The slow model: nothing plays in the window (while an answer plays, only a settled
+    # echo canceller lets the speaker go on).
+    async with fake_llm(slow_model(prompts, ["Paris", " and", " Madrid."])) as llm:
         assistant = Assistant(Config(), bus, llm)
         loop = VoiceLoop(assistant, FileSource(wav), NullSink(),
                          gated(OpenWakeWordEngine(WakeWordConfig())), stt, tts, earcons=False,

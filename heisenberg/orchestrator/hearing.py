@@ -245,10 +245,7 @@ class Hearing:
                 self.interrupt_vad.reset()
             return []
         self._hearing_echo = True
-        left = float(np.mean(chunk.array().astype(np.float64) ** 2))
-        heard = float(np.mean(raw.array().astype(np.float64) ** 2))
-        loud = (left >= INTERRUPT_FLOOR ** 2
-                and 10 * np.log10(left / max(heard, 1.0)) >= INTERRUPT_BELOW_DB)
+        loud = _over_echo(raw, chunk)
         for p in self.interrupt_vad.probabilities(chunk):
             voiced = loud and p >= self.interrupt_vad.threshold
             self._voiced_frames = self._voiced_frames + 1 if voiced else 0
@@ -256,6 +253,7 @@ class Hearing:
             return []
         end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         speech_ms = self._voiced_frames * SileroVad.FRAME * 1000 // RATE_HZ
+        left, heard = _energy(chunk), _energy(raw)
         log.info("voice interruption: %d ms of speech over the answer (%.0f dB under the "
                  "microphone, RMS %.0f; echo delay %.0f ms)", speech_ms,
                  -10 * np.log10(heard / left), np.sqrt(left), self.canceller.stats.delay_ms)
@@ -281,13 +279,11 @@ class Hearing:
             self._ended, self._since_end = None, []
             return []
         self._since_end.append(speech)
-        left = float(np.mean(chunk.array().astype(np.float64) ** 2))
-        loud = left >= INTERRUPT_FLOOR ** 2
         if echoing:
-            heard = float(np.mean(raw.array().astype(np.float64) ** 2))
-            loud = (loud and self.canceller is not None and chunk is not raw
-                    and self.canceller.settled
-                    and 10 * np.log10(left / max(heard, 1.0)) >= INTERRUPT_BELOW_DB)
+            loud = (self.canceller is not None and chunk is not raw
+                    and self.canceller.settled and _over_echo(raw, chunk))
+        else:
+            loud = _energy(chunk) >= INTERRUPT_FLOOR ** 2
         for p in self.resume_vad.probabilities(chunk):
             self._voiced_run = self._voiced_run + 1 if loud and p >= self.resume_vad.threshold \
                 else 0
@@ -458,6 +454,21 @@ class Hearing:
 
     def _samples(self) -> np.ndarray:
         return np.concatenate([c.array() for c in self._utterance])
+
+
+def _energy(chunk: AudioChunk) -> float:
+    """Mean square of the samples."""
+    return float(np.mean(chunk.array().astype(np.float64) ** 2))
+
+
+def _over_echo(raw: AudioChunk, chunk: AudioChunk) -> bool:
+    """What the echo canceller left of ``raw`` (``chunk``) is loud enough to be someone
+    (``INTERRUPT_FLOOR``) and no more than ``INTERRUPT_BELOW_DB`` below the microphone's
+    signal (the residue of the echo alone is 25-50 dB below it; a user under an echo 12 dB
+    louder, 12 dB)."""
+    left = _energy(chunk)
+    return (left >= INTERRUPT_FLOOR ** 2
+            and 10 * np.log10(left / max(_energy(raw), 1.0)) >= INTERRUPT_BELOW_DB)
 
 
 def vad_for(config: Config) -> Vad:

@@ -385,7 +385,7 @@ class VoiceLoop:
         if got.error is not None:
             return got
         raw = got.raw
-        text = self._question(raw, pause.turn_id)
+        text = question_in(raw, *self.wake_words, went_on=pause.turn_id == self._continuing)
         if not (self.early_answer and text) or is_dismissal(text, self.words.code):
             return EarlyAnswer(raw)
         skills = self.assistant.skills
@@ -394,13 +394,6 @@ class VoiceLoop:
         frame = await self.frames.grab()
         self.prefetches += 1
         return EarlyAnswer(raw, self.assistant.prefetch(text, frame, self.tts))
-
-    def _question(self, raw: str, turn_id: str) -> str:
-        """The question in a transcript: without the wake phrase; for a question that went
-        on, what follows the wake phrase if it was said again."""
-        if turn_id == self._continuing:
-            raw = after_wake_word(raw, *self.wake_words)
-        return strip_wake_word(raw, *self.wake_words)
 
     def _early_preparing(self) -> bool:
         """The early answer is on its way but its first audio is not ready (its watcher,
@@ -457,7 +450,8 @@ class VoiceLoop:
                 if self.assistant.config.session.speak_errors:
                     await self._say(self.words.sorry)
                 return
-            text = turn.transcript = self._question(got.raw, turn_id)
+            text = turn.transcript = question_in(got.raw, *self.wake_words,
+                                                 went_on=turn_id == self._continuing)
             if prefetch is not None:
                 frame = prefetch.frame
             elif grab is not None:
@@ -566,13 +560,25 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
     return False
 
 
+_GREETING = "hey|hi|okay|ok"
+"""The words said before a wake word ("hey jarvis")."""
+
+
+def question_in(raw: str, *wake_words: str, went_on: bool = False) -> str:
+    """The question in a transcript: without the wake phrase; for a question that went on
+    (``went_on``), what follows the wake phrase if it was said again."""
+    if went_on:
+        raw = after_wake_word(raw, *wake_words)
+    return strip_wake_word(raw, *wake_words)
+
+
 def after_wake_word(text: str, *wake_words: str) -> str:
     """What follows the last "hey jarvis" inside ``text`` (any of ``wake_words``, after
     "hey", "hi" or "okay"), else ``text``: a question that went on
     (``stt.resume_window_ms``) may hold the wake phrase said again to interrupt the answer
     that had just begun ("What time is it? Hey Jarvis, stop." -> "stop.")."""
     for word in filter(None, wake_words):
-        parts = re.split(rf"\b(?:hey|hi|okay|ok)\W+{re.escape(word)}\b\W*", text,
+        parts = re.split(rf"\b(?:{_GREETING})\W+{re.escape(word)}\b\W*", text,
                          flags=re.IGNORECASE)
         if len(parts) > 1:
             return parts[-1].strip()
@@ -588,7 +594,7 @@ def strip_wake_word(text: str, *wake_words: str) -> str:
     inside the wake word."""
     text = text.strip()
     for word in filter(None, wake_words):
-        pattern = (rf"^\W*(((hey|hi|okay|ok)\W+)?{re.escape(word)}\b"
+        pattern = (rf"^\W*((({_GREETING})\W+)?{re.escape(word)}\b"
                    rf"|(\w+\W+){{1,2}}?{re.escape(word)}\b(?=\s*[,.!?]\s*\w))\W*")
         stripped = re.sub(pattern, "", text, flags=re.IGNORECASE).strip()
         if stripped != text:
