@@ -36,6 +36,15 @@ SENTENCES = [
     "Which one of these two books should I read first?",
     "How long does it take to boil an egg?",
 ]
+OPEN_ENDINGS = [
+    "What is this?", "Can you read this?", "What is this thing for?",
+    "Where is this bottle from?", "What is it made of?", "Tell me more.",
+    "Who is this?", "What do you think this is for?", "Which of these do you like the most?",
+    "What are you looking at?", "What can you tell me about this?",
+    "What language is this written in?",
+]
+"""Finished sentences that end on a word that usually begins a phrase (a demonstrative, a
+stranded preposition, "more"): what a user asks a camera. Too short ones are not cut."""
 
 
 class SmartTurn:
@@ -68,18 +77,21 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     rows: list[dict[str, object]] = []
     smart_ms: list[float] = []
     for voice in [v for v in ss.voices() if v.split == args.split]:
-        for text in SENTENCES:
+        for text in SENTENCES + OPEN_ENDINGS:
             audio = voice.render(text, rng)
             segments, _ = timer.transcribe(audio.astype(np.float32) / 32768, language="en",
                                            word_timestamps=True, beam_size=1)
             words = [w for s in segments for w in (s.words or [])]
-            if len(words) < 4:
-                continue
-            k = int(rng.integers(1, len(words) - 2))
-            for case, clip in (("cut", audio[:int(words[k].end * 16000)]), ("full", audio)):
+            cases = [("full", audio)]
+            if len(words) >= 4:
+                k = int(rng.integers(1, len(words) - 2))
+                cases.insert(0, ("cut", audio[:int(words[k].end * 16000)]))
+            for case, clip in cases:
                 clip = np.concatenate([clip, pad])
                 early = stt.transcribe(clip)
                 row: dict[str, object] = {"voice": voice.name, "case": case, "text": early,
+                                          "sentence": text,
+                                          "open_ending": text in OPEN_ENDINGS,
                                           "rule_unfinished": unfinished(early)}
                 if smart is not None:
                     t0 = time.perf_counter()
@@ -87,8 +99,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     smart_ms.append((time.perf_counter() - t0) * 1000)
                 rows.append(row)
 
-    def share(case: str, key: str, want: bool) -> float:
-        xs = [r for r in rows if r["case"] == case and key in r]
+    def share(case: str, key: str, want: bool, open_ending: bool = False) -> float:
+        xs = [r for r in rows
+              if r["case"] == case and key in r and r["open_ending"] == open_ending]
         if key == "smart_turn_complete":
             hits = [(float(r[key]) > 0.5) == want for r in xs]  # type: ignore[arg-type]
         else:
@@ -96,14 +109,20 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         return round(float(np.mean(hits)), 3) if hits else float("nan")
 
     out: dict[str, object] = {
-        "split": args.split, "n_pairs": len(rows) // 2,
+        "split": args.split,
+        "n": {case: sum(r["case"] == case for r in rows) for case in ("cut", "full")},
         "rule": {"cut_held": share("cut", "rule_unfinished", True),
-                 "full_ended": share("full", "rule_unfinished", False)},
+                 "full_ended": share("full", "rule_unfinished", False),
+                 "open_endings": {"cut_held": share("cut", "rule_unfinished", True, True),
+                                  "full_ended": share("full", "rule_unfinished", False, True)}},
     }
     if smart is not None:
-        out["smart_turn"] = {"cut_held": share("cut", "smart_turn_complete", False),
-                             "full_ended": share("full", "smart_turn_complete", True),
-                             "ms_per_call_median": round(float(np.median(smart_ms)), 1)}
+        out["smart_turn"] = {
+            "cut_held": share("cut", "smart_turn_complete", False),
+            "full_ended": share("full", "smart_turn_complete", True),
+            "open_endings": {"cut_held": share("cut", "smart_turn_complete", False, True),
+                             "full_ended": share("full", "smart_turn_complete", True, True)},
+            "ms_per_call_median": round(float(np.median(smart_ms)), 1)}
     out["rows"] = rows
     return out
 

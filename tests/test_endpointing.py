@@ -55,7 +55,9 @@ def test_silero_as_a_stream_gives_the_model_s_own_probabilities() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("Set a timer for...", True), ("What is the capital of", True), ("Remind me to call-", True),
-    ("And so my fellow Americans,", True), ("How many people live in?", True),
+    ("And so my fellow Americans,", True), ("How many people live in...", True),
+    ("What is this?", False), ("Where is this bottle from?", False), ("Tell me more.", False),
+    ("Tell me more", True), ("What is in my", True), ("Look at the.", True),
     ("When my friends come over tonight.", True), ("Tell me about the", True),
     ("What time is it?", False), ("How many legs does a spider have?", False),
     ("Turn the lights on.", False), ("When does the shop open?", False),
@@ -158,6 +160,32 @@ def test_noise_that_goes_on_does_not_keep_the_turn_open(
             assert "planet" in stt.transcribe(u.samples).lower()
         else:  # webrtcvad calls the machines speech: still listening 8 s later
             assert utterances == [], heard
+
+
+@pytest.mark.parametrize("question", ["What is this?", "What is it made of?"])
+def test_a_question_that_ends_on_this_or_of_ends_at_the_short_pause(
+        stt: WhisperSTT, question: str) -> None:
+    """"this" and "of" usually begin a phrase, but they end the questions a camera is asked
+    most: heard closed by whisper, the end comes after the short silence, not the long
+    pause."""
+    said = flite(question, "kal")
+    audio = np.concatenate([silence(1.0), said, silence(3.0)])
+    last_word_ms = 1000 + voiced_end_ms(said)
+    heard = listen_from(question_hearing(Config(), stt), audio, 960)
+    pauses = [p for _, p in heard if isinstance(p, Pause)]
+    utterances = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+    assert pauses and pauses[0].text is not None and not pauses[0].unfinished, pauses
+    assert len(utterances) == 1, heard
+    at, u = utterances[0]
+    assert isinstance(u, Utterance) and u.ended.reason == "silence"
+    # end_silence_ms (300) and the detector's own lag; the long pause would be 2 s.
+    assert at - last_word_ms <= 800, (at, last_word_ms, pauses[0].text)
+
+
+def voiced_end_ms(audio: np.ndarray) -> int:
+    """Where the last sound louder than 1 % of the peak ends, in ms."""
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > np.abs(audio).max() * 0.01)
+    return int(loud[-1]) * 1000 // RATE_HZ
 
 
 def test_a_pause_mid_sentence_does_not_split_the_question(stt: WhisperSTT) -> None:

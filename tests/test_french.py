@@ -122,6 +122,8 @@ def test_french_dismissals_end_of_turn_and_punctuation() -> None:
     assert not is_dismissal("Arrête de parler de la météo et dis-moi l'heure.", "fr")
     assert unfinished("Quelle est la capitale de", "fr")
     assert not unfinished("Quelle est la capitale de la France ?", "fr")
+    assert not unfinished("Quelle heure est-il ?", "fr")  # "il" ends it: whisper closed it
+    assert unfinished("Quelle heure est-il et", "fr")
     assert unfinished("Si il pleut demain.", "fr")
     splitter = SentenceSplitter()
     text = ("Bonjour\u202f! Il a dit\u00a0: «\u00a0Oui.\u00a0» Puis il est parti. Cela coûte "

@@ -41,6 +41,10 @@ class Language:
     not_last: frozenset[str]
     """Words a sentence does not end on (``voice/endofturn.py``): heard at a pause, the
     speaker is not done."""
+    may_end: frozenset[str]
+    """Words of ``not_last`` that do end a sentence that whisper closed with ``?``, ``!`` or
+    ``.``: a demonstrative or a pronoun ("What is this?"), a stranded preposition ("Where is
+    it from?"), a question word, "more"."""
     subordinate: frozenset[str]
     """A statement that starts with one of these and has no comma is only its first half."""
 

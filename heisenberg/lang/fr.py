@@ -39,6 +39,7 @@ LANGUAGE = Language(
         je tu il elle on nous ils elles j' c'est
         quel quelle quels quelles où comment pourquoi combien qui
         très plus moins vraiment euh hum"""),
+    may_end=words("il elle on nous ils elles c'est qui où comment pourquoi combien plus moins"),
     subordinate=words("si quand lorsque avant après parce puisque comme bien dès"),
     skills={
         "time": "Il est {hour} {hour_unit} {minute}.",
