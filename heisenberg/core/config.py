@@ -189,8 +189,8 @@ class STTConfig:
     window_s: float = _opt(12.0, min=1.0, max=30.0)
     """Whisper's window for speech up to this long, seconds (longer speech: its length
     plus 4 s), instead of its usual 30 s: the encoder's time grows with the window
-    (tiny.en here: ~300 ms for 30 s, ~60 ms for 10 s). A transcript that loops, or that
-    whisper is unsure of, is redone on the full window. 30 = always the full window
+    (tiny.en here: ~300 ms for 30 s, ~60 ms for 10 s). A transcript that loops is redone
+    on the full window. 30 = always the full window
     (docs/VOICE.md, "Whisper's window")."""
     vad: str = _opt("silero", choices=("silero", "webrtc"))
     """The end-of-speech VAD: ``silero`` tells speech from music and machine noise;
