@@ -187,7 +187,7 @@ class Runtime:
         (``audio.echo_cancel``): only a live pair has an echo. Without libspeexdsp it is
         reported and the loop runs without it."""
         audio = self.config.audio
-        if (audio.echo_cancel == "off" or not isinstance(source, MicrophoneSource)
+        if (audio.echo_cancel != "speex" or not isinstance(source, MicrophoneSource)
                 or not isinstance(sink, SpeakerSink)):
             return None
         try:

@@ -33,6 +33,7 @@ def test_example_parses_and_matches_defaults() -> None:
     ({"server": {"port": 70000}}, ["server.port", "70000"]),
     ({"llm": {"prompt_format": "xml"}}, ["llm.prompt_format", "'xml'", "chatml"]),
     ({"camera": {"enabled": "yes"}}, ["camera.enabled", "'yes'", "bool"]),
+    ({"audio": {"echo_cancel": "earbuds"}}, ["audio.echo_cancel", "'earbuds'", "headphones"]),
 ])
 def test_bad_values_name_key_and_value(data: dict, words: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
@@ -43,6 +44,11 @@ def test_bad_values_name_key_and_value(data: dict, words: list[str]) -> None:
 
 def test_int_accepted_for_float() -> None:
     assert parse_config({"llm": {"temperature": 1}}).llm.temperature == 1.0
+
+
+def test_headphones_is_an_echo_setting() -> None:
+    assert parse_config({"audio": {"echo_cancel": "headphones"}}).audio.echo_cancel == \
+        "headphones"
 
 
 def test_environment_overrides() -> None:

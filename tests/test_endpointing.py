@@ -5,6 +5,7 @@ sound effects (Debian's openttd-opensfx). Audio time only."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -235,6 +236,40 @@ def test_speech_just_after_the_end_continues_the_question(stt: WhisperSTT) -> No
     # Off: the rest of the question is lost (it would need the wake word).
     off = listen_from(question_hearing(Config(stt=STTConfig(resume_window_ms=0)), stt),
                       audio, 960)
+    assert [type(u) for _, u in off if isinstance(u, Utterance | VoiceInterrupt)] == [
+        Utterance], off
+
+
+def test_with_headphones_a_question_goes_on_over_the_answer(stt: WhisperSTT) -> None:
+    """The answer to the first half plays from the end decision on. With headphones
+    (``audio.echo_cancel = "headphones"``) the microphone hears only the user, and their
+    rest continues the question with no canceller; with ``echo_cancel = "off"`` (open
+    speakers, no canceller) nothing can continue over an answer."""
+    head = flite("Describe what you see on my desk,", "rms")
+    rest = flite("starting with the objects on the left.", "rms")
+    audio = np.concatenate([silence(1.0), head, silence(1.2), rest, silence(3.0)])
+
+    def hear(echo_cancel: str) -> list[tuple[int, object]]:
+        config = Config(audio=dataclasses.replace(Config().audio, echo_cancel=echo_cancel))
+        h = question_hearing(config, stt)
+        out: list[tuple[int, object]] = []
+        answering = False  # from the first end on, the answer plays
+        for chunk in chunks_of(audio):
+            if chunk.timestamp_ms == 960:
+                h.start(chunk.timestamp_ms)
+            heard = h.feed(chunk, playing=answering, echoing=answering)
+            answering = answering or any(isinstance(u, Utterance) for u in heard)
+            out += [(chunk.timestamp_ms + CHUNK_MS, item) for item in heard]
+        return out
+
+    heard = hear("headphones")
+    utterances = [u for _, u in heard if isinstance(u, Utterance)]
+    goes_on = [v for _, v in heard if isinstance(v, VoiceInterrupt)]
+    assert len(utterances) == 2 and len(goes_on) == 1, heard
+    assert goes_on[0].continues == utterances[0].turn_id
+    text = stt.transcribe(utterances[1].samples).lower()
+    assert "desk" in text and "left" in text, text
+    off = hear("off")
     assert [type(u) for _, u in off if isinstance(u, Utterance | VoiceInterrupt)] == [
         Utterance], off
 

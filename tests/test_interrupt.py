@@ -128,6 +128,38 @@ def test_only_the_wake_word_interrupts_by_default_or_without_echo_cancellation(
         assert not [item for _, item in heard if isinstance(item, VoiceInterrupt)]
 
 
+def test_with_headphones_the_user_interrupts_without_a_canceller(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine, stt: WhisperSTT) -> None:
+    """Headphones (``audio.echo_cancel = "headphones"``): the microphone hears the user
+    alone while the answer plays, and there is no canceller. Their voice interrupts it
+    soon after their first word; with ``echo_cancel = "off"`` (open speakers with no
+    canceller) the same audio interrupts nothing, and with headphones nobody speaking
+    interrupts nothing either."""
+    answer, second = played
+    user = flite("What time is it in Tokyo?", "slt")
+    at = second + 3 * RATE_HZ
+    mic = np.zeros(len(answer), np.int16)
+    mic[at:at + len(user)] = user[:len(answer) - at]
+    headphones = dataclasses.replace(INTERRUPT, audio=dataclasses.replace(
+        INTERRUPT.audio, echo_cancel="headphones"))
+    heard = hear(headphones, wake, answer, mic, echo_cancel=False)
+    interrupts = [(end, item) for end, item in heard if isinstance(item, VoiceInterrupt)]
+    assert len(interrupts) == 1, heard
+    decided_ms, event = interrupts[0]
+    began_ms = onset_ms(user, at)
+    assert began_ms < decided_ms <= began_ms + 300, (began_ms, decided_ms)
+    [question] = [item for _, item in heard if isinstance(item, Utterance)]
+    assert question.turn_id == event.turn_id
+    text = stt.transcribe(question.samples).lower()
+    assert "what time" in text and "tokyo" in text, text
+    off = dataclasses.replace(INTERRUPT, audio=dataclasses.replace(
+        INTERRUPT.audio, echo_cancel="off"))
+    assert not [i for _, i in hear(off, wake, answer, mic, echo_cancel=False)
+                if isinstance(i, VoiceInterrupt)]
+    quiet = np.zeros(len(answer), np.int16)
+    assert not hear(headphones, wake, answer, quiet, echo_cancel=False)
+
+
 def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start(
         played: tuple[np.ndarray, int], wake: OpenWakeWordEngine) -> None:
     """The user interrupts the second answer (as loud as its echo) and goes on speaking once

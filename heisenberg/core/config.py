@@ -112,11 +112,15 @@ class AudioConfig:
     output_device: str = _opt("")
     earcons: bool = _opt(True)
     """Short sounds when listening starts and ends."""
-    echo_cancel: str = _opt("speex", choices=("speex", "off"))
+    echo_cancel: str = _opt("speex", choices=("speex", "off", "headphones"))
     """Remove the assistant's own voice from the microphone (open speakers): ``speex``
     (Debian's libspeexdsp1, with what the speaker plays as the reference; nothing is done
-    while nothing plays), or ``off`` (PulseAudio/PipeWire's own echo-cancel module instead,
-    see docs/VOICE.md)."""
+    while nothing plays), ``off`` (PulseAudio/PipeWire's own echo-cancel module instead,
+    see docs/VOICE.md), or ``headphones``: the microphone cannot hear the assistant
+    (headphones, a headset), so nothing is cancelled and speech while it talks is the
+    user's: a voice interruption (``session.interrupt_speech_ms``) or a question that goes
+    on (``stt.resume_window_ms``) needs no canceller, and the wake word keeps its usual
+    threshold."""
     echo_delay_ms: float = _opt(0.0, min=-250.0, max=500.0)
     """Starting estimate of the delay from the speaker's clock to the microphone's; it is
     measured again while the assistant speaks."""
@@ -217,7 +221,7 @@ class STTConfig:
     speaker who paused mid-sentence and goes on): the answer stops, its start is left out
     of the conversation, and the whole question is heard and answered. While the answer
     plays this needs the echo canceller settled (``audio.echo_cancel``), as a voice
-    interruption does. 0 = off. Milliseconds."""
+    interruption does, or headphones. 0 = off. Milliseconds."""
     max_utterance_s: float = _opt(15.0, min=1.0, max=300.0)
     no_speech_timeout_s: float = _opt(5.0, min=0.5, max=120.0)
     preroll_ms: int = _opt(320, min=0, max=5000)
@@ -274,7 +278,8 @@ class SessionConfig:
     wake word (a soft earcon says so); 0 = off."""
     interrupt_speech_ms: int = _opt(0, min=0, max=2000)
     """Speaking this long over an answer interrupts it without the wake word (with echo
-    cancellation on: ``audio.echo_cancel``); 0 = off, only the wake word interrupts."""
+    cancellation on, or headphones: ``audio.echo_cancel``); 0 = off, only the wake word
+    interrupts."""
     speak_errors: bool = _opt(True)
     """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
     scene_ttl_s: float = _opt(300.0, min=0.0, max=86400.0)

@@ -128,7 +128,8 @@ class Hearing:
                  wake_word: str = "", transcribe: Callable[[np.ndarray], str] | None = None,
                  canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
                  interrupt_vad: SileroVad | None = None, language_code: str = "en",
-                 resume_window_ms: int = 0, resume_vad: SileroVad | None = None) -> None:
+                 resume_window_ms: int = 0, resume_vad: SileroVad | None = None,
+                 headphones: bool = False) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
@@ -138,7 +139,9 @@ class Hearing:
         assistant's voice that interrupts it without the wake word (0 = never; needs the
         canceller and ``interrupt_vad``). ``language_code``: the language whose sentences
         the end-of-turn rule reads. ``resume_window_ms``: after a question's end, speech
-        within this long (heard by ``resume_vad``) continues it (0 = never)."""
+        within this long (heard by ``resume_vad``) continues it (0 = never).
+        ``headphones``: the microphone cannot hear the assistant: no canceller is needed,
+        and speech while it talks is the user's."""
         self.language_code = language_code
         self.wake = wake
         self.canceller = canceller
@@ -148,7 +151,8 @@ class Hearing:
         self.early_stt_s = early_stt_s
         self.speaking_threshold = speaking_threshold
         self.wake_word = wake_word
-        self.interrupt_vad = interrupt_vad if canceller is not None else None
+        self.headphones = headphones
+        self.interrupt_vad = interrupt_vad if canceller is not None or headphones else None
         self.interrupt_frames = (0 if self.interrupt_vad is None else
                                  -(-interrupt_speech_ms * RATE_HZ // (1000 * SileroVad.FRAME)))
         """Frames of speech in a row that interrupt the assistant (0 = never)."""
@@ -207,7 +211,8 @@ class Hearing:
         if self.canceller is not None:
             self.canceller.listening = bool(self.listening_to)
             chunk, speech = self.canceller.clean(chunk)
-        detection = self.wake.process(chunk, self.speaking_threshold if playing else None)
+        detection = self.wake.process(
+            chunk, self.speaking_threshold if playing and not self.headphones else None)
         if self.listening_to:
             return self._listen(chunk, speech)
         self._recent.append((chunk, speech))
@@ -235,17 +240,23 @@ class Hearing:
         speech in the faint residue of the echo too: a frame counts only when what is left
         is loud enough to be someone (``INTERRUPT_FLOOR``) and no more than
         ``INTERRUPT_BELOW_DB`` below the microphone's signal (the residue is 25-50 dB
-        below it; a user under an echo 12 dB louder, 12 dB)."""
-        if self.interrupt_vad is None or self.canceller is None:
+        below it; a user under an echo 12 dB louder, 12 dB). With ``headphones`` there is
+        no echo: loud enough is enough."""
+        if self.interrupt_vad is None:
             return []
-        if not (playing and chunk is not raw and self.canceller.settled):
+        if self.headphones:
+            hearing, loud = playing, _energy(chunk) >= INTERRUPT_FLOOR ** 2
+        else:
+            assert self.canceller is not None
+            hearing = playing and chunk is not raw and self.canceller.settled
+            loud = hearing and _over_echo(raw, chunk)
+        if not hearing:
             if self._hearing_echo:  # the answer ended: the next one starts afresh
                 self._hearing_echo = False
                 self._voiced_frames = 0
                 self.interrupt_vad.reset()
             return []
         self._hearing_echo = True
-        loud = _over_echo(raw, chunk)
         for p in self.interrupt_vad.probabilities(chunk):
             voiced = loud and p >= self.interrupt_vad.threshold
             self._voiced_frames = self._voiced_frames + 1 if voiced else 0
@@ -254,9 +265,14 @@ class Hearing:
         end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         speech_ms = self._voiced_frames * SileroVad.FRAME * 1000 // RATE_HZ
         left, heard = _energy(chunk), _energy(raw)
-        log.info("voice interruption: %d ms of speech over the answer (%.0f dB under the "
-                 "microphone, RMS %.0f; echo delay %.0f ms)", speech_ms,
-                 -10 * np.log10(heard / left), np.sqrt(left), self.canceller.stats.delay_ms)
+        if self.canceller is not None:
+            log.info("voice interruption: %d ms of speech over the answer (%.0f dB under the "
+                     "microphone, RMS %.0f; echo delay %.0f ms)", speech_ms,
+                     -10 * np.log10(heard / left), np.sqrt(left),
+                     self.canceller.stats.delay_ms)
+        else:
+            log.info("voice interruption: %d ms of speech over the answer (RMS %.0f, "
+                     "headphones)", speech_ms, np.sqrt(left))
         self._voiced_frames = 0
         self._hearing_echo = False
         self.interrupt_vad.reset()
@@ -271,7 +287,7 @@ class Hearing:
         what follows, as one utterance. While the assistant's voice plays or may still echo
         in the room (``echoing``), a frame counts as for a voice interruption (the canceller
         settled, what it leaves loud enough and close enough to the microphone's level);
-        otherwise loud enough is enough."""
+        otherwise (or with ``headphones``) loud enough is enough."""
         if self._ended is None or self.resume_vad is None:
             return []
         turn_id, samples, end_ms = self._ended
@@ -279,7 +295,7 @@ class Hearing:
             self._ended, self._since_end = None, []
             return []
         self._since_end.append(speech)
-        if echoing:
+        if echoing and not self.headphones:
             loud = (self.canceller is not None and chunk is not raw
                     and self.canceller.settled and _over_echo(raw, chunk))
         else:
@@ -488,11 +504,13 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
     listen`` both build theirs here (the keyword arguments override the config).
     ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on and
     speech-to-text is local. The assistant is interrupted by voice alone
-    (``session.interrupt_speech_ms``) only with a ``canceller``."""
+    (``session.interrupt_speech_ms``) only with a ``canceller``, or with headphones
+    (``audio.echo_cancel = "headphones"``: there is no echo)."""
     stt = config.stt
     interrupt_ms = (config.session.interrupt_speech_ms if interrupt_speech_ms is None
                     else interrupt_speech_ms)
-    if interrupt_ms and canceller is None:
+    headphones = config.audio.echo_cancel == "headphones"
+    if interrupt_ms and canceller is None and not headphones:
         log.warning("session.interrupt_speech_ms is set but echo cancellation is off: only "
                     "the wake word interrupts (the assistant's own voice would)")
     return Hearing(
@@ -509,6 +527,8 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
         # timeout: with one, the end is decided on silence and whisper runs on the task side.
         transcribe=transcribe if stt.end_of_turn and stt.engine == "local" else None,
         canceller=canceller, interrupt_speech_ms=interrupt_ms,
-        interrupt_vad=SileroVad(stt.vad_threshold) if interrupt_ms and canceller else None,
+        interrupt_vad=(SileroVad(stt.vad_threshold)
+                       if interrupt_ms and (canceller or headphones) else None),
         language_code=config.language, resume_window_ms=stt.resume_window_ms,
-        resume_vad=SileroVad(stt.vad_threshold) if stt.resume_window_ms else None)
+        resume_vad=SileroVad(stt.vad_threshold) if stt.resume_window_ms else None,
+        headphones=headphones)

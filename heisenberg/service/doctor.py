@@ -107,8 +107,8 @@ def check_audio(config: Config) -> list[Row]:
 
 def check_echo(config: Config) -> Row:
     """The echo canceller (open speakers): its library, when it is on."""
-    if config.audio.echo_cancel == "off":
-        return Row("echo cancel", OK, "off (audio.echo_cancel)")
+    if config.audio.echo_cancel != "speex":
+        return Row("echo cancel", OK, f"{config.audio.echo_cancel} (audio.echo_cancel)")
     from heisenberg.audio.echo import speexdsp
 
     try:
