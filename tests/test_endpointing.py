@@ -59,6 +59,11 @@ def test_silero_as_a_stream_gives_the_model_s_own_probabilities() -> None:
     ("And so my fellow Americans,", True), ("How many people live in...", True),
     ("What is this?", False), ("Where is this bottle from?", False), ("Tell me more.", False),
     ("Tell me more", True), ("What is in my", True), ("Look at the.", True),
+    # A preposition ends a question that begins with a question word, not other sentences.
+    ("What is it made of?", False), ("Set an alarm for?", True),
+    ("Can you tell me the name of?", True), ("How many people live in?", True),
+    # A question word ends a short sentence, not a long one.
+    ("Tell me why.", False), ("Tell me a story about a dragon who?", True),
     ("When my friends come over tonight.", True), ("Tell me about the", True),
     ("What time is it?", False), ("How many legs does a spider have?", False),
     ("Turn the lights on.", False), ("When does the shop open?", False),

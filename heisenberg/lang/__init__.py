@@ -43,8 +43,16 @@ class Language:
     speaker is not done."""
     may_end: frozenset[str]
     """Words of ``not_last`` that do end a sentence that whisper closed with ``?``, ``!`` or
-    ``.``: a demonstrative or a pronoun ("What is this?"), a stranded preposition ("Where is
-    it from?"), a question word, "more"."""
+    ``.``: a demonstrative or a pronoun ("What is this?", "Where are they?"), "more"."""
+    stranded: frozenset[str]
+    """Prepositions that end a closed question that begins with one of ``strands_after``
+    ("What is it made of?", "Where is this bottle from?"), not other sentences ("Set an
+    alarm for?" is whisper closing a pause)."""
+    strands_after: frozenset[str]
+    """Question words that leave a preposition at the end of their question."""
+    short_end: frozenset[str]
+    """Question words that end a closed sentence of at most three words ("Why?", "Tell me
+    why.", "Tu t'appelles comment ?"), not a longer one ("a dragon who?")."""
     subordinate: frozenset[str]
     """A statement that starts with one of these and has no comma is only its first half."""
 

@@ -34,10 +34,10 @@ LANGUAGE = Language(
         i we they he she i'm you're we're they're let's
         what which who whose where how why
         very more most really just um uh er"""),
-    may_end=words("""
-        this these those his her some any
-        of for to with from about into onto at by through in
-        we they he she what which who whose where how why more most so"""),
+    may_end=words("this these those his her some any we they he she more most so"),
+    stranded=words("of for to with from about into onto at by through in"),
+    strands_after=words("what which who whom whose where"),
+    short_end=words("what which who whose where how why"),
     subordinate=words("if when before after because while although though unless once since"),
     skills={
         "time": "It's {hour12}:{minute:02d} {ampm}.",

@@ -39,7 +39,11 @@ LANGUAGE = Language(
         je tu il elle on nous ils elles j' c'est
         quel quelle quels quelles où comment pourquoi combien qui
         très plus moins vraiment euh hum"""),
-    may_end=words("il elle on nous ils elles c'est qui où comment pourquoi combien plus moins"),
+    may_end=words("il elle on nous ils elles c'est plus moins"),
+    # French leaves no preposition at the end of a question.
+    stranded=frozenset(),
+    strands_after=frozenset(),
+    short_end=words("qui où comment pourquoi combien quel quelle quels quelles"),
     subordinate=words("si quand lorsque avant après parce puisque comme bien dès"),
     skills={
         "time": "Il est {hour} {hour_unit} {minute}.",
