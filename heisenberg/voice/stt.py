@@ -171,8 +171,9 @@ class WhisperSTT(SpeechToText):
                    redo: bool = True) -> str:
         """``window_s``: the whisper window for this call (default ``stt.window_s``; never
         shorter than the audio plus ``PAD_S``). ``redo``: a short-window transcript that
-        loops is redone on the full window (~0.3-1.5 s more here); without, it is kept as
-        it is."""
+        loops is redone on the full window with faster-whisper's retries (~0.3-1.5 s more
+        here), one whisper is unsure of on the full window once, greedily (~0.3 s); without,
+        it is kept as it is."""
         audio = samples.astype(np.float32) / 32768.0
         try:
             text = self._short_window(audio, self.config.window_s if window_s is None
@@ -180,19 +181,25 @@ class WhisperSTT(SpeechToText):
             if text is None:
                 self.full_windows += 1
                 text = self._full_window(audio)
+            elif (redo and text and self.last_log_prob is not None
+                  and self.last_log_prob < MIN_LOG_PROB):
+                self.full_windows += 1
+                text = self._full_window(audio, retries=False)
         except Exception as exc:  # CTranslate2 and faster-whisper raise their own types
             raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
                            f"{type(exc).__name__}: {exc}") from exc
         return text if is_meaningful(text) else ""
 
-    def _full_window(self, audio: np.ndarray) -> str:
-        # When greedy decoding looks like a hallucination, faster-whisper retries with
-        # sampling (temperature 0.2, 0.4, ...): seeded, the same audio always gives the same
-        # words (an end-of-turn judgement and `heisenberg listen` repeat exactly).
+    def _full_window(self, audio: np.ndarray, retries: bool = True) -> str:
+        """Whisper's own path on the 30 s window. ``retries``: when greedy decoding looks
+        like a hallucination, faster-whisper retries with sampling (temperature 0.2, 0.4,
+        ...; seeded, so the same audio always gives the same words: an end-of-turn
+        judgement and `heisenberg listen` repeat exactly); without, greedy only."""
         ctranslate2.set_random_seed(0)
         segments, _info = self._model.transcribe(
             audio, language=self.config.language or None, beam_size=self.config.beam_size,
-            condition_on_previous_text=False, without_timestamps=True)
+            condition_on_previous_text=False, without_timestamps=True,
+            **({} if retries else {"temperature": 0.0}))
         return " ".join(segment.text.strip() for segment in segments).strip()
 
     def _short_window(self, audio: np.ndarray, window_s: float, redo: bool = True
@@ -256,17 +263,19 @@ _STUTTER = re.compile(r"(\D)\1{3,}")
 
 
 def _trusted(text: str, tokens: list[int]) -> bool:
-    """A short-window transcript is kept unless it loops: with less silence after the
-    speech than it was trained on, whisper sometimes says the sentence again ("Could you
-    suggest a book? Could you suggest") or repeats a mark ("into O" and six apostrophes),
-    so a run of three tokens that comes twice, a token three times in a row, a character
-    (not a digit) four times in a row, or text that compresses like a loop sends it to the
-    full window. Whisper being unsure (average log-probability under -1) was a reason too
-    until 2026-12-06, and is not: on the dev voices (480 clips, clean and over noise at 10
-    and 5 dB) the 31 unsure ones had 76 word errors on either window, and the full window
-    cost 250-1500 ms more, before the end of the turn (its early transcript) in the voice
-    loop. On the test voices (47 of 540): clean and 10 dB 33 errors short, 34 full; 5 dB 150
-    against 134 of 171 words, both unusable."""
+    """A short-window transcript loops: with less silence after the speech than it was
+    trained on, whisper sometimes says the sentence again ("Could you suggest a book? Could
+    you suggest") or repeats a mark ("into O" and six apostrophes), so a run of three tokens
+    that comes twice, a token three times in a row, a character (not a digit) four times in
+    a row, or text that compresses like a loop sends it to the full window, with
+    faster-whisper's sampling retries. One whisper is unsure of (average log-probability
+    under -1) is redone on the full window too, but greedily, once (~0.3 s): the retries
+    took up to 1.5 s, in the voice loop on the early transcript before the end of the turn
+    (MBROLA us2's 0.85-3.4 s voice-to-voice turns, bench/latency.py). Not redoing unsure
+    ones at all was measured on 2026-12-06 and dropped: ~70 ms faster voice to voice, but
+    the short window loses words the 30 s one finds ("Stop talking." said over the echo's
+    residue is "start working" on it, tests/test_interrupt.py; "Set an alarm for", cut by a
+    pause, "said NLRM4", which reads finished)."""
     data = text.encode()
     if data and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION:
         return False
