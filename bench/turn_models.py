@@ -11,7 +11,8 @@ in front), computed here with faster-whisper's extractor (the same numbers as pi
 to 1e-7). Each sentence is rendered whole by a voice of ``--split``; the "cut" case is the same
 rendering cut after a random word in the middle (word ends from whisper's timestamps), so the
 voice's prosody is mid-sentence there. Both cases get 150 ms of silence, as at the moment the
-rule judges.
+rule judges. Two sets: the usual sentences, and ``OPEN_ENDINGS`` (finished questions that end
+on "this", "of", "more"...), reported apart.
 """
 
 from __future__ import annotations

@@ -245,12 +245,12 @@ class Hearing:
         if self.interrupt_vad is None:
             return []
         if self.headphones:
-            hearing, loud = playing, _energy(chunk) >= INTERRUPT_FLOOR ** 2
+            listening, loud = playing, _energy(chunk) >= INTERRUPT_FLOOR ** 2
         else:
             assert self.canceller is not None
-            hearing = playing and chunk is not raw and self.canceller.settled
-            loud = hearing and _over_echo(raw, chunk)
-        if not hearing:
+            listening = playing and chunk is not raw and self.canceller.settled
+            loud = listening and _over_echo(raw, chunk)
+        if not listening:
             if self._hearing_echo:  # the answer ended: the next one starts afresh
                 self._hearing_echo = False
                 self._voiced_frames = 0

@@ -163,7 +163,7 @@ class WhisperSTT(SpeechToText):
         """faster-whisper's tokenizer and suppressed tokens, made at the first short window."""
         self.full_windows = 0
         """Transcripts made on the full 30 s window (``window_s`` 30, a long utterance, or a
-        short-window transcript that did not pass ``_trusted``)."""
+        short-window transcript that loops or that whisper was unsure of)."""
         self.last_log_prob: float | None = None
         """Whisper's average token log-probability of the last short-window transcript."""
 
@@ -181,10 +181,6 @@ class WhisperSTT(SpeechToText):
             if text is None:
                 self.full_windows += 1
                 text = self._full_window(audio)
-            elif (redo and text and self.last_log_prob is not None
-                  and self.last_log_prob < MIN_LOG_PROB):
-                self.full_windows += 1
-                text = self._full_window(audio, retries=False)
         except Exception as exc:  # CTranslate2 and faster-whisper raise their own types
             raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
                            f"{type(exc).__name__}: {exc}") from exc
@@ -234,13 +230,22 @@ class WhisperSTT(SpeechToText):
             suppress_tokens=suppressed)[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         text = tokenizer.decode(tokens).strip()
-        log_prob = result.scores[0]
+        log_prob = self.last_log_prob = result.scores[0]
         if result.no_speech_prob > NO_SPEECH_PROB and log_prob < MIN_LOG_PROB:
             return ""  # faster-whisper's rule: silence, whatever the words say
-        self.last_log_prob = log_prob
         if redo and (len(result.sequences_ids[0]) >= max_tokens - 1 or not _trusted(
                 text, tokens)):
             return None
+        if redo and log_prob < MIN_LOG_PROB:
+            # Unsure: the 30 s window, greedily and once (~0.3 s). faster-whisper's
+            # sampling retries took up to 1.5 s, in the voice loop on the early transcript
+            # before the end of the turn (MBROLA us2's 0.85-3.4 s voice-to-voice turns,
+            # bench/latency.py). Not redoing it at all (measured 2026-12-06: ~70 ms faster
+            # voice to voice) loses words the 30 s window finds: "Stop talking." over the
+            # echo's residue is "start working" here (tests/test_interrupt.py), a paused
+            # "Set an alarm for" is "said NLRM4", which reads finished.
+            self.full_windows += 1
+            return self._full_window(audio, retries=False)
         return text
 
 
@@ -263,19 +268,12 @@ _STUTTER = re.compile(r"(\D)\1{3,}")
 
 
 def _trusted(text: str, tokens: list[int]) -> bool:
-    """A short-window transcript loops: with less silence after the speech than it was
-    trained on, whisper sometimes says the sentence again ("Could you suggest a book? Could
-    you suggest") or repeats a mark ("into O" and six apostrophes), so a run of three tokens
-    that comes twice, a token three times in a row, a character (not a digit) four times in
-    a row, or text that compresses like a loop sends it to the full window, with
-    faster-whisper's sampling retries. One whisper is unsure of (average log-probability
-    under -1) is redone on the full window too, but greedily, once (~0.3 s): the retries
-    took up to 1.5 s, in the voice loop on the early transcript before the end of the turn
-    (MBROLA us2's 0.85-3.4 s voice-to-voice turns, bench/latency.py). Not redoing unsure
-    ones at all was measured on 2026-12-06 and dropped: ~70 ms faster voice to voice, but
-    the short window loses words the 30 s one finds ("Stop talking." said over the echo's
-    residue is "start working" on it, tests/test_interrupt.py; "Set an alarm for", cut by a
-    pause, "said NLRM4", which reads finished)."""
+    """Whether a short-window transcript can be kept: not when it loops. With less silence
+    after the speech than it was trained on, whisper sometimes says the sentence again
+    ("Could you suggest a book? Could you suggest") or repeats a mark ("into O" and six
+    apostrophes), so a run of three tokens that comes twice, a token three times in a row, a
+    character (not a digit) four times in a row, or text that compresses like a loop sends
+    it to the full window, with faster-whisper's sampling retries."""
     data = text.encode()
     if data and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION:
         return False
