@@ -30,8 +30,8 @@ from speech_sets import SPEECH_GLOBS, load, mix, noise_bank, recordings, voices
 from heisenberg.audio.format import CHUNK_SAMPLES, RATE_HZ, AudioChunk
 from heisenberg.core.config import Config
 from heisenberg.orchestrator.hearing import Utterance, hearing_for
-from heisenberg.orchestrator.voice import strip_wake_word
 from heisenberg.voice.stt import WhisperSTT
+from heisenberg.voice.wakeword import strip_wake_word
 
 QUESTIONS = ["And what about Germany?", "How long does it take to get there?",
              "Can you say that again?", "What is the population?", "Is it far from here?",

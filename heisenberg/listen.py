@@ -32,9 +32,8 @@ from heisenberg.orchestrator.hearing import (
     Utterance,
     hearing_for,
 )
-from heisenberg.orchestrator.voice import question_in
 from heisenberg.voice.stt import SpeechToText
-from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
+from heisenberg.voice.wakeword import WakeWordEngine, question_in, wake_word_text
 
 Record = dict[str, Any]
 

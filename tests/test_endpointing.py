@@ -14,7 +14,7 @@ import pytest
 
 from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config, STTConfig
-from heisenberg.core.events import SpeechStarted, VoiceInterrupt
+from heisenberg.core.events import SpeechStarted, VoiceInterrupt, WakewordDetected
 from heisenberg.orchestrator.hearing import Hearing, Pause, Utterance, hearing_for
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.stt import WhisperSTT
@@ -277,6 +277,31 @@ def test_with_headphones_a_question_goes_on_over_the_answer(stt: WhisperSTT) -> 
     off = hear("off")
     assert [type(u) for _, u in off if isinstance(u, Utterance | VoiceInterrupt)] == [
         Utterance], off
+
+
+@pytest.mark.parametrize(("voice", "gap_s"), [("rms", 0.3), ("slt", 0.5)])
+def test_the_end_of_the_wake_phrase_is_not_a_question(stt: WhisperSTT, voice: str,
+                                                      gap_s: float) -> None:
+    """The wake word is confirmed before "Jarvis" ends: the rest of it starts the speech and,
+    paused after, would end as a question ("...vis." -> "Service.") answered before the real
+    one. It is heard as the end of the phrase: one question, from the speech after the
+    pause, and its audio starts a pre-roll before that speech (no "...vis")."""
+    wake, asked = flite("Hey Jarvis.", voice, 1.2), flite("What is two plus two?", voice)
+    audio = np.concatenate([silence(0.5), wake, silence(gap_s), asked, silence(2.5)])
+    asked_ms = (len(audio) - len(asked) - int(2.5 * RATE_HZ)) * 1000 // RATE_HZ
+    h = question_hearing(Config(), stt)
+    heard: list[tuple[int, object]] = []
+    for chunk in chunks_of(audio):
+        heard += [(chunk.timestamp_ms + CHUNK_MS, item) for item in h.feed(chunk)]
+    kinds = [type(item).__name__ for _, item in heard]
+    assert kinds.count("WakewordDetected") == 1 and kinds.count("Utterance") == 1, heard
+    woke_at = next(at for at, item in heard if isinstance(item, WakewordDetected))
+    assert woke_at < asked_ms  # confirmed before the question
+    [(at, u)] = [(at, u) for at, u in heard if isinstance(u, Utterance)]
+    assert isinstance(u, Utterance) and at > asked_ms + 1000
+    assert u.ended.duration_ms < at - asked_ms + 600  # the pause and the tail are not in it
+    text = stt.transcribe(u.samples).lower()
+    assert text.startswith("what is") and ("two" in text or "2" in text), text
 
 
 def test_silence_after_the_end_continues_nothing(stt: WhisperSTT) -> None:

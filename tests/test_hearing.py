@@ -50,17 +50,21 @@ def test_a_question_is_heard_from_the_wake_word_to_the_end_of_speech(
     heard = hear(h, audio)
     kinds = [type(item) for _, item in heard]
     assert kinds == [WakewordDetected, SpeechStarted, Utterance], heard
-    (woke_at, wake), _, (ended_at, utterance) = heard
+    (woke_at, wake), (_, started), (ended_at, utterance) = heard
     assert isinstance(wake, WakewordDetected) and wake.model == "hey_jarvis"
+    assert isinstance(started, SpeechStarted)
     assert isinstance(utterance, Utterance)
     assert {item.turn_id for _, item in heard} == {wake.turn_id}
     # The end is decided end_silence_ms (650) after the last word, in audio time.
     assert question_end_ms + 400 <= ended_at <= question_end_ms + 650 + 3 * CHUNK_MS
-    # The utterance keeps the pre-roll before the detection, and all of the question.
+    # The utterance keeps a pre-roll before the first speech after the wake word (not the
+    # end of the phrase before the pause), and all of the question.
     assert utterance.ended.duration_ms == len(utterance.samples) * 1000 // RATE_HZ
     preroll_ms = STTConfig().preroll_ms // CHUNK_MS * CHUNK_MS
     assert preroll_ms >= 160
-    assert utterance.ended.duration_ms >= ended_at - woke_at + preroll_ms
+    speech_at = woke_at + started.audio_ms  # when the start was decided: after the onset
+    assert ended_at - speech_at + preroll_ms <= utterance.ended.duration_ms
+    assert utterance.ended.duration_ms < ended_at - woke_at
     assert h.listening_to == ""  # the wake word engine hears again
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from heisenberg.audio.format import CHUNK_SAMPLES, AudioChunk, chunks_of, read_wav, resample
 from heisenberg.audio.sinks import NullSink
-from heisenberg.orchestrator.voice import after_wake_word, earcon, strip_wake_word
+from heisenberg.orchestrator.voice import earcon
 from heisenberg.voice.tts import SentenceSplitter, speakable
 from heisenberg.voice.vad import Endpointer, EndpointEvent
-from heisenberg.voice.wakeword import wake_word_text
+from heisenberg.voice.wakeword import after_wake_word, strip_wake_word, wake_word_text
 
 CHUNK_S = 0.08
 

@@ -59,6 +59,7 @@ from heisenberg.voice.wakeword import (
     CHECK_AUDIO_S,
     Detection,
     WakeWordEngine,
+    after_wake_word,
     wake_word_text,
 )
 
@@ -117,6 +118,16 @@ bench/interrupt.py measured)."""
 RESUME_SPEECH_MS = 96
 """Speech in a row that continues a question just ended (``stt.resume_window_ms``): what
 a voice interruption needs (bench/interrupt.py measured it over the answer)."""
+WAKE_TAIL_S = 0.8
+"""Speech at most this long, going on when a wake word was confirmed and followed by a pause,
+may be the end of the wake phrase itself (the detection often comes inside "Jarvis"): its
+transcript with the phrase's audio says (``Hearing._wake_tail``)."""
+TRIM_AFTER_S = 0.24
+"""Silence from the start of listening to the first speech that makes what came before it
+(the pre-roll) not part of the question (``Hearing._trim_before_speech``)."""
+WAKE_TAIL_SURE_S = 0.2
+"""Speech this short there is the phrase's end whatever its transcript says (whisper heard
+SVOX pico's "Hey Jarvis" as "H.R.V."): no word is said so quickly and then paused after."""
 INTERRUPT_BELOW_DB = -15.0
 """What the canceller leaves must be at most this far below the microphone's signal to be
 a voice over the answer, dB."""
@@ -197,6 +208,11 @@ class Hearing:
         self.listen_start_ms = 0
         """Audio time at which hearing the current question began (the detection's chunk
         end), milliseconds on the source's clock."""
+        self._trim = True
+        """Whether the current question's audio may lose what came before its first speech."""
+        self._wake_phrase: tuple[str, np.ndarray] | None = None
+        """After a wake word, until the first pause: its word and the audio before the
+        pre-roll, which holds the rest of the phrase."""
 
     def feed(self, chunk: AudioChunk, *, playing: bool = False, echo: str = "",
              preparing: bool = False, echoing: bool = False) -> list[Heard]:
@@ -227,8 +243,12 @@ class Hearing:
             log.info("wake word ignored: it is in what I am saying")
             return []
         late = min(self._late_chunks, -(-detection.late_ms // CHUNK_MS))
-        self.start(chunk.timestamp_ms + round(chunk.duration_ms),
-                   preroll_chunks=max(self.preroll_chunks, late))
+        keep = max(self.preroll_chunks, late)
+        before = [speech for _, speech in list(self._recent)[:-keep]]
+        self.start(chunk.timestamp_ms + round(chunk.duration_ms), preroll_chunks=keep)
+        self._trim = keep == self.preroll_chunks
+        if word and before and self.transcribe is not None:
+            self._wake_phrase = (word, np.concatenate([c.array() for c in before]))
         return [WakewordDetected(model=detection.model, score=detection.score,
                                  verifier=detection.verdict, stage=detection.stage,
                                  transcript=detection.transcript, turn_id=self.listening_to)]
@@ -335,6 +355,8 @@ class Hearing:
                                                else no_speech_s)
         self._paused = False
         self._pause_words = []
+        self._wake_phrase = None
+        self._trim = True
         # Pre-roll: the audio just before the detection, else the first word is lost.
         keep = self.preroll_chunks if preroll_chunks is None else preroll_chunks
         before = list(self._recent)[-keep:]
@@ -399,6 +421,13 @@ class Hearing:
             # at the end-of-speech decision saves most of that.
             self._paused = True
             samples = self._samples()
+            if self._wake_tail(samples):
+                # Not the question: listen for it from here, as just after the wake word.
+                log.info("the speech so far was the end of the wake phrase: still listening")
+                self._paused = False
+                self._utterance = self._utterance[-1:]
+                ep.restart()
+                return heard
             text = self._judge(samples)
             words = words_in(text or "")
             repeated = (self.same_words_end and bool(words) and words == self._pause_words
@@ -415,6 +444,7 @@ class Hearing:
             heard.append(Pause(turn_id, samples, text, ep.hold, repeated))
         at_ms = int(ep.elapsed_s * 1000)
         if event is EndpointEvent.SPEECH_STARTED:
+            self._trim_before_speech()
             heard.append(SpeechStarted(audio_ms=at_ms, turn_id=turn_id))
         elif event is EndpointEvent.NO_SPEECH:
             self.listening_to, self._utterance = "", []
@@ -424,6 +454,49 @@ class Hearing:
             heard.append(self._utterance_done(
                 turn_id, "max_length" if event is EndpointEvent.MAX_LENGTH else "silence"))
         return heard
+
+    def _trim_before_speech(self) -> None:
+        """When the speech began after a pause (``TRIM_AFTER_S``) from the start of
+        listening, the question's audio begins a pre-roll before it: what came before that
+        (the end of the wake phrase: "...vis. What is" -> "Us. What is...") is not the
+        question. Not for a detection confirmed late: the audio it reaches back over may
+        hold the question's first words, said before it."""
+        start_s = self.endpointer.speech_start_at_s
+        assert start_s is not None
+        if start_s < TRIM_AFTER_S or not self._trim:
+            return
+        onset_ms = self.listen_start_ms + start_s * 1000
+        since_ms = onset_ms - self.preroll_chunks * CHUNK_MS
+        while (len(self._utterance) > 1 and self._utterance[0].timestamp_ms
+               + self._utterance[0].duration_ms <= since_ms):
+            self._utterance.pop(0)
+
+    def _wake_tail(self, samples: np.ndarray) -> bool:
+        """At the first pause after a wake word: whether the speech heard so far is only the
+        end of the wake phrase. The detection often comes before the phrase ends; the rest
+        of "Jarvis" then starts the question and, with a pause after it, would end it
+        ("...vis." -> "Service."). Judged when the speech was going on from the start and
+        is short (``WAKE_TAIL_S``), on a transcript with the audio before the pre-roll
+        (that holds the phrase's start): nothing after the wake phrase, it was the tail
+        (and a blip of ``WAKE_TAIL_SURE_S`` at most always is)."""
+        phrase, self._wake_phrase = self._wake_phrase, None
+        ep = self.endpointer
+        if (phrase is None or ep.speech_start_at_s is None
+                or ep.speech_start_at_s > CHUNK_MS / 1000
+                or ep.elapsed_s - ep.silence_s > WAKE_TAIL_S):
+            return False
+        if ep.elapsed_s - ep.silence_s <= WAKE_TAIL_SURE_S + 1e-6:
+            return True
+        assert self.transcribe is not None
+        word, head = phrase
+        try:
+            text = self.transcribe(np.concatenate([head, samples]))
+        except Exception as exc:
+            log.warning("transcript of the wake phrase failed (%s: %s)",
+                        type(exc).__name__, exc)
+            return False
+        after = after_wake_word(text, word)
+        return after != text and not words_in(after)
 
     def _judge(self, samples: np.ndarray) -> str | None:
         """Transcribe the words so far and hold the end while they are unfinished. Decided

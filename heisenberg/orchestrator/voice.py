@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -59,7 +58,7 @@ from heisenberg.vision.camera import Camera, FrameGrabber
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import TextToSpeech
 from heisenberg.voice.vad import Vad
-from heisenberg.voice.wakeword import WakeWordEngine, wake_word_text
+from heisenberg.voice.wakeword import WakeWordEngine, question_in, wake_word_text
 
 log = logging.getLogger(__name__)
 
@@ -560,44 +559,3 @@ def is_dismissal(text: str, language_code: str = "en") -> bool:
     return False
 
 
-_GREETING = "hey|hi|okay|ok"
-"""The words said before a wake word ("hey jarvis")."""
-
-
-def question_in(raw: str, *wake_words: str, went_on: bool = False) -> str:
-    """The question in a transcript: without the wake phrase; for a question that went on
-    (``went_on``), what follows the wake phrase if it was said again."""
-    if went_on:
-        raw = after_wake_word(raw, *wake_words)
-    return strip_wake_word(raw, *wake_words)
-
-
-def after_wake_word(text: str, *wake_words: str) -> str:
-    """What follows the last "hey jarvis" inside ``text`` (any of ``wake_words``, after
-    "hey", "hi" or "okay"), else ``text``: a question that went on
-    (``stt.resume_window_ms``) may hold the wake phrase said again to interrupt the answer
-    that had just begun ("What time is it? Hey Jarvis, stop." -> "stop.")."""
-    for word in filter(None, wake_words):
-        parts = re.split(rf"\b(?:{_GREETING})\W+{re.escape(word)}\b\W*", text,
-                         flags=re.IGNORECASE)
-        if len(parts) > 1:
-            return parts[-1].strip()
-    return text
-
-
-def strip_wake_word(text: str, *wake_words: str) -> str:
-    """Drop a leading "hey jarvis," that the pre-roll brought into the transcript (any of
-    ``wake_words``: several models may listen at once), also as whisper mishears the "hey"
-    ("I hate Jarvis, ...", "A Jarvis, ...": up to two words, when a mark follows the wake
-    word; a question confirmed by the transcript check holds all of the phrase). The question
-    starts with a capital either way: whisper writes "how many..." when the pre-roll begins
-    inside the wake word."""
-    text = text.strip()
-    for word in filter(None, wake_words):
-        pattern = (rf"^\W*((({_GREETING})\W+)?{re.escape(word)}\b"
-                   rf"|(\w+\W+){{1,2}}?{re.escape(word)}\b(?=\s*[,.!?]\s*\w))\W*")
-        stripped = re.sub(pattern, "", text, flags=re.IGNORECASE).strip()
-        if stripped != text:
-            text = stripped
-            break
-    return text[:1].upper() + text[1:]

@@ -57,6 +57,12 @@ class Endpointer:
 
     def reset(self) -> None:
         self.elapsed_s = 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        """Wait for speech again from here, as at the start (what was heard so far was not
+        the question): the no-speech timeout counts from now; ``elapsed_s`` goes on."""
+        self._waiting_since_s = self.elapsed_s
         self.in_speech = False
         self.done = False
         self._speech_run_s = 0.0
@@ -84,7 +90,7 @@ class Endpointer:
                 self.in_speech = True
                 self.speech_start_at_s = self.elapsed_s - self._speech_run_s
                 return EndpointEvent.SPEECH_STARTED
-            if self.elapsed_s >= self.no_speech_timeout_s - _EPS_S:
+            if self.elapsed_s - self._waiting_since_s >= self.no_speech_timeout_s - _EPS_S:
                 self.done = True
                 return EndpointEvent.NO_SPEECH
             return None
