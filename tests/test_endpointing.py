@@ -15,6 +15,7 @@ import pytest
 from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config, STTConfig
 from heisenberg.core.events import SpeechStarted, VoiceInterrupt, WakewordDetected
+from heisenberg.lang import words_in
 from heisenberg.orchestrator.hearing import Hearing, Pause, Utterance, hearing_for
 from heisenberg.voice.endofturn import unfinished
 from heisenberg.voice.stt import WhisperSTT
@@ -302,6 +303,22 @@ def test_the_end_of_the_wake_phrase_is_not_a_question(stt: WhisperSTT, voice: st
     assert u.ended.duration_ms < at - asked_ms + 600  # the pause and the tail are not in it
     text = stt.transcribe(u.samples).lower()
     assert text.startswith("what is") and ("two" in text or "2" in text), text
+
+
+def test_a_short_question_said_with_the_wake_phrase_is_kept(stt: WhisperSTT) -> None:
+    """"Hey Jarvis, stop." in one breath: the speech going on at the detection is short and
+    paused after, but its transcript with the phrase's audio has a word after the phrase:
+    it is the question, not the phrase's end."""
+    said = flite("Hey Jarvis stop.", "rms")
+    audio = np.concatenate([silence(0.5), said, silence(2.5)])
+    h = question_hearing(Config(), stt)
+    heard = [item for chunk in chunks_of(audio) for item in h.feed(chunk)]
+    kinds = [type(item).__name__ for item in heard]
+    # Heard once, as a question (swallowed as the phrase's end, it would be no speech).
+    assert kinds.count("SpeechStarted") == 1 and kinds.count("Utterance") == 1, heard
+    [u] = [u for u in heard if isinstance(u, Utterance)]
+    # Its words are whisper's to get right ("This step." here): there are some.
+    assert words_in(stt.transcribe(u.samples))
 
 
 def test_silence_after_the_end_continues_nothing(stt: WhisperSTT) -> None:
