@@ -47,6 +47,20 @@ def test_single_click_is_not_speech_and_no_speech_times_out() -> None:
     assert feed(ep, ".s.s.s.s.s.") == [(9, EndpointEvent.NO_SPEECH)]
 
 
+def test_a_restart_waits_for_speech_again_from_there() -> None:
+    """What was heard was not the question (the wake phrase's end): speech starts again, and
+    the no-speech timeout counts from the restart, in the same audio time."""
+    ep = Endpointer(end_silence_s=0.64, no_speech_timeout_s=0.8)
+    assert feed(ep, "sss..") == [(1, EndpointEvent.SPEECH_STARTED)]
+    ep.restart()
+    assert not ep.in_speech and ep.elapsed_s == pytest.approx(5 * CHUNK_S)
+    assert feed(ep, "......") == []  # 0.48 s since the restart: still waiting
+    assert feed(ep, "ss") == [(1, EndpointEvent.SPEECH_STARTED)]
+    assert ep.speech_start_at_s == pytest.approx(11 * CHUNK_S)
+    ep.restart()
+    assert feed(ep, "." * 10) == [(9, EndpointEvent.NO_SPEECH)]
+
+
 def test_max_utterance_length() -> None:
     ep = Endpointer(max_utterance_s=0.8)
     events = feed(ep, "s" * 20)
