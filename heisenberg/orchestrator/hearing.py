@@ -7,7 +7,10 @@ features never jump over a stretch of audio); the last ``preroll`` chunks are ke
 a confirmed detection the VAD is reset and warmed over the pre-roll (so it starts
 every question in the same state, at hour 1 as at hour 100, and not cold at the wake word); what
 follows goes to it and to the ``Endpointer`` until the utterance ends; detections meanwhile
-are part of the question and ignored. At a short pause the words so far are transcribed
+are part of the question and ignored. The question's audio starts a pre-roll before its
+first speech when that came after a pause, and speech that was only the end of the wake
+phrase (the detection often comes inside "Jarvis") starts listening again instead of ending
+a question of its own. At a short pause the words so far are transcribed
 (``transcribe``, in this same thread): when they read as an unfinished sentence
 (``endofturn.unfinished``) the end waits for the longer pause silence; while the voice loop
 says the answer started then cannot play yet (``feed(preparing=True)``), it waits up to
