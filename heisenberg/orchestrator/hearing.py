@@ -300,6 +300,7 @@ class Hearing:
         self._hearing_echo = False
         self.interrupt_vad.reset()
         self.start(end_ms, preroll_chunks=self._interrupt_preroll)
+        self._trim = False  # the pre-roll holds the first word, however the VAD hears it
         return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
                                turn_id=self.listening_to)]
 
@@ -462,8 +463,8 @@ class Hearing:
         """When the speech began after a pause (``TRIM_AFTER_S``) from the start of
         listening, the question's audio begins a pre-roll before it: what came before that
         (the end of the wake phrase: "...vis. What is" -> "Us. What is...") is not the
-        question. Not for a detection confirmed late: the audio it reaches back over may
-        hold the question's first words, said before it."""
+        question. Not for a detection confirmed late, nor for a voice interruption: the
+        audio they reach back over may hold the question's first words, said before it."""
         start_s = self.endpointer.speech_start_at_s
         assert start_s is not None
         if start_s < TRIM_AFTER_S or not self._trim:
