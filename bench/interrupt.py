@@ -3,7 +3,7 @@
 
     python bench/interrupt.py [--speech-ms 96] [--samples 12] [--levels-db -6 0 6]
                               [--split test] [--speaker-latency-ms MS] [--busy N]
-                              [--out bench/results/interrupt.json]
+                              [--headphones] [--out bench/results/interrupt.json]
 
 The assistant plays answers (Piper joe, its own voice) on the rig's speaker through the
 daemon's ``SpeakerSink``; the microphone (``MicrophoneSource``) hears them through the room,
@@ -19,6 +19,10 @@ in a daemon; the first answer after start is reported on its own):
   decision in audio time; the word error rate of the question heard after it;
 - answers with nobody speaking, and answers over real recorded room sound (music, machine
   noise, foreign babble) played into the room: false interruptions per hour of playback.
+
+``--headphones``: ``audio.echo_cancel = "headphones"``, no canceller, and the room's echo
+path muted (the user still speaks at each level's loudness); the stop is then timed with the
+speaker's monitor and the microphone on their own capture clocks (no echo to align them by).
 
 ``--busy N`` keeps N processes computing meanwhile (a core each, as an LLM that generates
 while the answer plays): the speaker's buffer must not run dry (``speaker_underflows``).
@@ -153,6 +157,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     base = Config()
     config = dataclasses.replace(base, session=dataclasses.replace(
         base.session, interrupt_speech_ms=args.speech_ms))
+    if args.headphones:
+        config = dataclasses.replace(config, audio=dataclasses.replace(
+            config.audio, echo_cancel="headphones"))
     tts = PiperTTS(config.tts)
     stt = WhisperSTT(config.stt)
     user_voices = [v for v in voices() if v.split == args.split]
@@ -172,7 +179,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                      else args.speaker_latency_ms) / 1000
 
         reference = EchoReference()
-        canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
+        canceller = (None if args.headphones else
+                     EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms))
         hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword), canceller=canceller)
         speaker = SpeakerSink("hz_speaker", tts.rate_hz, latency_s=latency_s)
         speaker.reference = reference
@@ -201,6 +209,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         reader = asyncio.create_task(listen())
         recorder = asyncio.create_task(record_played())
         await calibrate(room, speaker, user, heard, rng)
+        if args.headphones:  # the user's level as in a room; the microphone hears no echo
+            room.set_gain(0.0)
 
         async def trial(kind: str, k: int, level_db: float = 0.0) -> dict[str, object]:
             text = ANSWERS[k % len(ANSWERS)]
@@ -235,7 +245,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             if kind != "answer":
                 await asyncio.sleep(wait_s)
                 speaking = asyncio.create_task(user.play(AudioChunk(said.tobytes(), RATE_HZ)))
-                row["settled_when_spoken"] = canceller.settled
+                row["settled_when_spoken"] = canceller is None or canceller.settled
             interrupt: tuple[AudioChunk, VoiceInterrupt] | None = None
             question: Utterance | None = None
             deadline = started + answer.duration_ms / 1000 + 6.0
@@ -277,16 +287,20 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     # the sample).
                     onset_ms = onset_in(tap, said, started) + voiced_at(said) * 1000
                     assert chunk.captured_at is not None
-                    last_ms = chunk.timestamp_ms + 1000 * (
-                        speaker.sounding_until + canceller.stats.delay_ms / 1000
-                        - chunk.captured_at)
-                    row["stopped_after_onset_ms_sink_clock"] = round(last_ms - onset_ms)
+                    if canceller is not None:
+                        last_ms = chunk.timestamp_ms + 1000 * (
+                            speaker.sounding_until + canceller.stats.delay_ms / 1000
+                            - chunk.captured_at)
+                        row["stopped_after_onset_ms_sink_clock"] = round(last_ms - onset_ms)
                     # Measured: the last sample that really sounded (the speaker's monitor),
                     # moved to the microphone by the room's delay, which the echo of the
                     # answer's start in the raw microphone gives to the sample.
                     await asyncio.sleep(0.5)  # the monitor's last chunks arrive
                     sounded = last_sounded(played, started)
-                    shift = room_delay(played, tap, started, onset_ms)
+                    # With headphones there is no echo to align the two clocks by: both
+                    # are PulseAudio captures on the monotonic clock, taken as they are.
+                    shift = (0.0 if canceller is None
+                             else room_delay(played, tap, started, onset_ms))
                     if sounded is not None and shift is not None:
                         at_mic_ms = chunk.timestamp_ms + 1000 * (sounded + shift
                                                                  - chunk.captured_at)
@@ -332,7 +346,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
 
 def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
-              canceller: EchoCanceller, speaker_latency_s: float,
+              canceller: EchoCanceller | None, speaker_latency_s: float,
               underflows: int) -> dict[str, object]:
     def users(level: float) -> list[dict[str, object]]:
         return [r for r in rows if r["kind"] == "user" and r["level_db"] == level]
@@ -382,7 +396,8 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
             "room_sound_rms": ROOM_SOUND_RMS,
             "user_before_speaking": sum(bool(r.get("early")) for r in rows),
         },
-        "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
+        "headphones": args.headphones,
+        "tracked_delay_ms": None if canceller is None else round(canceller.stats.delay_ms, 1),
         "speaker_latency_ms": round(speaker_latency_s * 1000),
         "busy_processes": args.busy,
         "speaker_underflows": underflows,
@@ -403,6 +418,9 @@ def main() -> None:
                     help="the speaker's device buffer (default: audio.output_latency_ms)")
     ap.add_argument("--busy", type=int, default=0,
                     help="processes computing meanwhile, one core each (an LLM generating)")
+    ap.add_argument("--headphones", action="store_true",
+                    help='audio.echo_cancel = "headphones": no canceller, and the microphone '
+                         'hears no echo (the user speaks at the same level)')
     ap.add_argument("--out", default="bench/results/interrupt.json")
     run(measure, ap)
 

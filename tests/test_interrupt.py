@@ -17,7 +17,8 @@ from heisenberg.audio.echo import EchoCanceller, EchoReference
 from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config
 from heisenberg.core.events import VoiceInterrupt
-from heisenberg.orchestrator.hearing import Heard, Utterance, hearing_for
+from heisenberg.lang import words_in
+from heisenberg.orchestrator.hearing import Heard, Rejected, Utterance, hearing_for
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import flite
@@ -158,6 +159,31 @@ def test_with_headphones_the_user_interrupts_without_a_canceller(
                 if isinstance(i, VoiceInterrupt)]
     quiet = np.zeros(len(answer), np.int16)
     assert not hear(headphones, wake, answer, quiet, echo_cancel=False)
+
+
+def test_a_word_over_as_the_interruption_is_decided_is_still_heard(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine, stt: WhisperSTT) -> None:
+    """A short "Stop." may end about when the interruption is decided (MBROLA us2's did,
+    ~260 ms after its onset, on the rig): the speech is known then, so the question starts
+    there and is ended by the silence after it, the word from the pre-roll; it is not
+    given up as no speech. Here the word is cut at the chunk the interruption was decided
+    on (headphones: no canceller, the same decision as over a cancelled echo)."""
+    answer, second = played
+    user = flite("Stop.", "slt")
+    at = second + 3 * RATE_HZ
+    headphones = dataclasses.replace(INTERRUPT, audio=dataclasses.replace(
+        INTERRUPT.audio, echo_cancel="headphones"))
+    mic = np.zeros(len(answer), np.int16)
+    mic[at:at + len(user)] = user
+    [(decided_ms, _)] = [(end, i) for end, i in hear(headphones, wake, answer, mic,
+                                                      echo_cancel=False)
+                         if isinstance(i, VoiceInterrupt)]
+    mic[decided_ms * RATE_HZ // 1000:] = 0  # the word is over there
+    heard = [item for _, item in hear(headphones, wake, answer, mic, echo_cancel=False)
+             if not isinstance(item, Rejected)]  # wake word candidates start nothing
+    kinds = [type(item).__name__ for item in heard]
+    assert kinds == ["VoiceInterrupt", "SpeechStarted", "Pause", "Utterance"], heard
+    assert words_in(stt.transcribe(heard[-1].samples))  # type: ignore[union-attr]
 
 
 def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start(

@@ -301,8 +301,12 @@ class Hearing:
         self.interrupt_vad.reset()
         self.start(end_ms, preroll_chunks=self._interrupt_preroll)
         self._trim = False  # the pre-roll holds the first word, however the VAD hears it
+        # The speech is heard already (a short "Stop." may be over before the end-of-speech
+        # detector would have counted it as begun, and the question would be lost).
+        self.endpointer.speech_on()
         return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
-                               turn_id=self.listening_to)]
+                               turn_id=self.listening_to),
+                SpeechStarted(audio_ms=0, turn_id=self.listening_to)]
 
     def _continuation(self, raw: AudioChunk, chunk: AudioChunk, speech: AudioChunk,
                       echoing: bool) -> list[Heard]:
