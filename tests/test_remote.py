@@ -54,7 +54,7 @@ def remote(llama_server: RunningServer) -> Iterator[tuple[str, subprocess.Popen[
     proc = start_server(llama_server, uri)
     yield uri, proc
     proc.terminate()
-    proc.wait(timeout=20)
+    proc.wait(timeout=60)
 
 
 async def test_a_voice_turn_on_remote_engines(
@@ -83,9 +83,11 @@ async def test_a_voice_turn_on_remote_engines(
     assert turn.outcome is not None and turn.outcome.error is None and turn.outcome.spoken
     assert len(sink.samples()) > engines.tts.rate_hz // 2  # the remote voice, played here
 
-    # The remote machine goes away: a clear error within the time limit, never a hang.
+    # The remote machine goes away: a clear error within the time limit, never a hang. (Its
+    # own exit waits for its worker threads: once, on a machine running two test sessions,
+    # longer than 20 s.)
     proc.terminate()
-    proc.wait(timeout=20)
+    proc.wait(timeout=60)
     started = time.monotonic()
     with pytest.raises(STTError, match="cannot be reached"):
         await asyncio.to_thread(engines.stt.transcribe, silence(1.0))
@@ -108,7 +110,7 @@ async def test_a_voice_turn_on_remote_engines(
         assert await asyncio.to_thread(engines.stt.transcribe, silence(1.0)) == ""
     finally:
         proc2.terminate()
-        proc2.wait(timeout=20)
+        proc2.wait(timeout=60)
     await llm.close()
     await bus.close()
 
