@@ -212,7 +212,8 @@ class Hearing:
         """Audio time at which hearing the current question began (the detection's chunk
         end), milliseconds on the source's clock."""
         self._trim = True
-        """Whether the current question's audio may lose what came before its first speech."""
+        """Whether the current question's audio may lose what came before its first speech:
+        only the usual pre-roll may, not a longer reach back (``start``)."""
         self._wake_phrase: tuple[str, np.ndarray] | None = None
         """After a wake word, until the first pause: its word and the audio before the
         pre-roll, which holds the rest of the phrase."""
@@ -249,7 +250,6 @@ class Hearing:
         keep = max(self.preroll_chunks, late)
         before = [speech for _, speech in list(self._recent)[:-keep]]
         self.start(chunk.timestamp_ms + round(chunk.duration_ms), preroll_chunks=keep)
-        self._trim = keep == self.preroll_chunks
         if word and before and self.transcribe is not None:
             self._wake_phrase = (word, np.concatenate([c.array() for c in before]))
         return [WakewordDetected(model=detection.model, score=detection.score,
@@ -300,7 +300,6 @@ class Hearing:
         self._hearing_echo = False
         self.interrupt_vad.reset()
         self.start(end_ms, preroll_chunks=self._interrupt_preroll)
-        self._trim = False  # the pre-roll holds the first word, however the VAD hears it
         # The speech is heard already (a short "Stop." may be over before the end-of-speech
         # detector would have counted it as begun, and the question would be lost).
         self.endpointer.speech_on()
@@ -364,9 +363,9 @@ class Hearing:
         self._paused = False
         self._pause_words = []
         self._wake_phrase = None
-        self._trim = True
         # Pre-roll: the audio just before the detection, else the first word is lost.
         keep = self.preroll_chunks if preroll_chunks is None else preroll_chunks
+        self._trim = keep <= self.preroll_chunks
         before = list(self._recent)[-keep:]
         self._utterance = [speech for _, speech in before]
         self._recent.clear()
@@ -467,8 +466,9 @@ class Hearing:
         """When the speech began after a pause (``TRIM_AFTER_S``) from the start of
         listening, the question's audio begins a pre-roll before it: what came before that
         (the end of the wake phrase: "...vis. What is" -> "Us. What is...") is not the
-        question. Not for a detection confirmed late, nor for a voice interruption: the
-        audio they reach back over may hold the question's first words, said before it."""
+        question. Not when ``start`` kept more than the usual pre-roll (a detection confirmed
+        late): that audio may hold the question's first words, said before it. (A voice
+        interruption starts in speech: its pre-roll is never trimmed.)"""
         start_s = self.endpointer.speech_start_at_s
         assert start_s is not None
         if start_s < TRIM_AFTER_S or not self._trim:
@@ -489,11 +489,12 @@ class Hearing:
         (and a blip of ``WAKE_TAIL_SURE_S`` at most always is)."""
         phrase, self._wake_phrase = self._wake_phrase, None
         ep = self.endpointer
-        if (phrase is None or ep.speech_start_at_s is None
-                or ep.speech_start_at_s > CHUNK_MS / 1000
-                or ep.elapsed_s - ep.silence_s > WAKE_TAIL_S):
+        assert ep.speech_start_at_s is not None  # a pause comes after speech
+        speech_s = ep.elapsed_s - ep.silence_s  # from the start of listening, it began there
+        if (phrase is None or ep.speech_start_at_s > CHUNK_MS / 1000
+                or speech_s > WAKE_TAIL_S):
             return False
-        if ep.elapsed_s - ep.silence_s <= WAKE_TAIL_SURE_S + 1e-6:
+        if speech_s <= WAKE_TAIL_SURE_S + 1e-6:
             return True
         assert self.transcribe is not None
         word, head = phrase
