@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heisenberg.audio.format import RATE_HZ, chunks_of
+from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import STTConfig, WakeWordConfig
 from heisenberg.core.events import SpeechStarted, TurnEnded, WakewordDetected
 from heisenberg.orchestrator.hearing import Heard, Hearing, Pause, Resumed, Utterance
 from heisenberg.voice.tts import PiperTTS
-from heisenberg.voice.vad import Endpointer, WebRtcVad
+from heisenberg.voice.vad import Endpointer, SileroVad, WebRtcVad
 from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import silence, speech
 
@@ -89,6 +89,41 @@ def test_a_pause_long_enough_gives_an_early_cue_and_speech_takes_it_back(
     assert np.array_equal(last_pause.samples, utterance.samples[:len(last_pause.samples)])
     assert all(isinstance(item, Pause | Resumed | Utterance | SpeechStarted | WakewordDetected)
                for item in heard)
+
+
+class Noted(SileroVad):
+    """Silero, noting what it said of every chunk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet_at: list[tuple[int, float]] = []
+
+    def is_speech(self, chunk: AudioChunk) -> bool:
+        speech = super().is_speech(chunk)
+        self.quiet_at.append((chunk.timestamp_ms + chunk.duration_ms, self.quiet_s))
+        return speech
+
+
+@pytest.mark.parametrize("ending", ["of France?", "of Spain?", "of Italy?", "of Peru?"])
+def test_the_early_transcript_starts_at_the_quiet_frames_not_at_a_quiet_chunk(
+        tts: PiperTTS, ending: str) -> None:
+    """Silero's 32 ms frames: a chunk whose speech ended in its first frame is speech, but
+    the pause is counted from that frame; whisper starts as soon as early_stt_s of it."""
+    cfg = STTConfig()
+    vad = Noted()
+    h = Hearing(OpenWakeWordEngine(WakeWordConfig()), vad,
+                Endpointer(cfg.end_silence_ms / 1000, cfg.max_utterance_s,
+                           cfg.no_speech_timeout_s),
+                preroll_chunks=cfg.preroll_ms // CHUNK_MS, early_stt_s=0.06,
+                speaking_threshold=0.7, wake_word="jarvis")
+    audio = np.concatenate([silence(0.5), speech(tts, "Hey Jarvis."), silence(0.3),
+                            speech(tts, f"What is the capital {ending}"), silence(1.0)])
+    heard = hear(h, audio)
+    pause = next(i for i, (_, item) in enumerate(heard) if isinstance(item, Pause))
+    listening = next(i for i, (_, item) in enumerate(heard) if isinstance(item, SpeechStarted))
+    first_quiet = next(at for at, quiet_s in vad.quiet_at
+                       if at > heard[listening][0] and quiet_s >= 0.06 - 1e-6)
+    assert heard[pause][0] == first_quiet
 
 
 def test_the_wake_word_then_silence_ends_at_the_no_speech_timeout(tts: PiperTTS) -> None:

@@ -83,6 +83,50 @@ def test_splitter_cuts_a_long_first_sentence_at_a_clause() -> None:
     assert out == ["Well, there are many things to consider here,"]
 
 
+def test_splitter_guesses_a_sentence_end_before_the_next_token() -> None:
+    s = SentenceSplitter()
+    assert s.feed("The capital is Paris") == [] and s.tentative() is None
+    assert s.feed(".") == [] and s.tentative() == "The capital is Paris."
+    assert s.feed(" It") == ["The capital is Paris."] and s.tentative() is None
+    s = SentenceSplitter()
+    assert s.feed("Visit example.") == [] and s.tentative() == "Visit example."
+    assert s.feed("com today") == [] and s.tentative() is None  # the guess was wrong
+    assert s.feed(". Bye") == ["Visit example.com today."]
+    assert SentenceSplitter().tentative() is None
+
+
+@pytest.mark.parametrize(("tokens", "first"), [
+    (["The", " capital", " of", " France", " is", " Paris", "."], "The capital of France"),
+    (["A", " black", " hole", " is", " a", " region", "."], "A black hole"),
+    (["Gravity", " is", " a", " force", " that", " pulls", "."], "Gravity is a force"),
+    # not after a pronoun, a function word, a comma; not with fewer than three words before
+    (["I", " think", " that", " you", " are", " right", ".", " So"], "I think that you are right."),
+    (["The", " speed", " of", " light", " and"], ""),
+    (["Well", ",", " there", " is", " a", " way", ".", " So"], "Well, there is a way."),
+    (["Oh", " my", " dear", ",", " and", " then", "."], ""),
+    # "is" could still be the start of "island": cut only once the word is complete
+    (["The", " big", " green", " is"], ""),
+    (["The", " big", " green", " is", "land", " is", " far"], "The big green island"),
+])
+def test_the_first_piece_may_be_the_first_phrase(tokens: list[str], first: str) -> None:
+    from heisenberg.voice.tts import splitter_for
+
+    s = splitter_for("en", first_phrase=True)
+    out = [piece for token in tokens for piece in s.feed(token)]
+    assert (out[0] if out else "") == first
+    plain = splitter_for("en", first_phrase=False)
+    assert all(not p.endswith(("France", "hole")) for t in tokens for p in plain.feed(t))
+
+
+def test_the_first_phrase_in_french() -> None:
+    from heisenberg.voice.tts import splitter_for
+
+    s = splitter_for("fr", first_phrase=True)
+    out = [p for t in ["La", " capitale", " de", " la", " France", " est", " Paris"]
+           for p in s.feed(t)]
+    assert out == ["La capitale de la France"]
+
+
 def test_splitter_skips_code_blocks_whole() -> None:
     s = SentenceSplitter()
     out = s.feed("Run this:\n\n```python\nprint('hi. there.')\n```\n\nDone. ")

@@ -252,6 +252,10 @@ class TTSConfig:
     """Speaking slowness: >1 slower, <1 faster."""
     volume: float = _opt(1.0, min=0.0, max=4.0)
     speaker: int = _opt(0, min=0, max=10000)
+    first_phrase: bool = _opt(True)
+    """Start speaking an answer at its first phrase ("The capital of France | is Paris.")
+    when it comes before the first sentence's end: the answer starts sooner, with a short
+    pause after that phrase. False: at the first sentence (or clause)."""
 
 
 @dataclass(frozen=True)

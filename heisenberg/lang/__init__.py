@@ -55,6 +55,13 @@ class Language:
     why.", "Tu t'appelles comment ?"), not a longer one ("a dragon who?")."""
     subordinate: frozenset[str]
     """A statement that starts with one of these and has no comma is only its first half."""
+    phrase_starts: frozenset[str] = frozenset()
+    """Words an answer's first spoken piece may be cut before, once it has a few words
+    (``tts.first_phrase``): a verb after its subject, a conjunction, a relative pronoun
+    ("The capital of France | is Paris.")."""
+    phrase_not_after: frozenset[str] = frozenset()
+    """Words that piece does not end on besides ``not_last``: pronouns ("I think that you |
+    are" is not a phrase)."""
 
 
 def words(text: str) -> frozenset[str]:

@@ -39,6 +39,8 @@ LANGUAGE = Language(
     strands_after=words("what which who whom whose where"),
     short_end=words("what which who whose where how why"),
     subordinate=words("if when before after because while although though unless once since"),
+    phrase_starts=words("is are was were and but or because which that who where when while"),
+    phrase_not_after=words("it you me him us them there here that this what it's"),
     skills={
         "time": "It's {hour12}:{minute:02d} {ampm}.",
         "date": "Today is {weekday}, {month} {day}, {year}.",

@@ -45,6 +45,8 @@ LANGUAGE = Language(
     strands_after=frozenset(),
     short_end=words("qui où comment pourquoi combien quel quelle quels quelles"),
     subordinate=words("si quand lorsque avant après parce puisque comme bien dès"),
+    phrase_starts=words("est sont était étaient sera et mais ou parce qui où quand lorsque"),
+    phrase_not_after=words("ce cela ça ceci vous nous le la les lui leur y en me te se il"),
     skills={
         "time": "Il est {hour} {hour_unit} {minute}.",
         "time_on_the_hour": "Il est {hour} {hour_unit}.",

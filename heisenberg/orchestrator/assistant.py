@@ -19,7 +19,6 @@ from heisenberg.core.errors import TurnTimeoutError
 from heisenberg.core.events import Event, FrameCaptured
 from heisenberg.core.states import State, StateKeeper
 from heisenberg.core.tasks import TaskSet
-from heisenberg.lang import language
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.prefetch import Prefetch
@@ -27,7 +26,7 @@ from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
 from heisenberg.skills import Skills, Timers
 from heisenberg.vision.camera import Frame
-from heisenberg.voice.tts import TextToSpeech
+from heisenberg.voice.tts import TextToSpeech, splitter_for
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,8 @@ class Assistant:
         with ``tts`` its first sentence is synthesized too."""
         history = self.session.prompt_history(self.config.session.max_turns)
         prefetch = Prefetch(self.backend, self.prompts.build(question, history), question,
-                            frame, tts, language(self.config.language).link)
+                            frame, tts,
+                            splitter_for(self.config.language, self.config.tts.first_phrase))
         prefetch.start()
         return prefetch
 

@@ -422,13 +422,16 @@ class Hearing:
                 heard.append(Resumed(turn_id))
             self._paused = False
             ep.hold = False
-        elif (not self._paused and self.early_stt_s > 0 and not ep.done
-              and ep.silence_s >= self.early_stt_s):
+        # The silence to the VAD's frame: a chunk whose speech ended in its first frame
+        # counts as speech for the end, but its quiet frames count here (~40 ms sooner).
+        quiet_s = max(ep.silence_s, self.vad.quiet_s)
+        if (ep.in_speech and not self._paused and self.early_stt_s > 0 and not ep.done
+                and quiet_s >= self.early_stt_s - 1e-6):
             # Whisper takes ~0.2-0.5 s here; starting it this far into the silence instead of
             # at the end-of-speech decision saves most of that.
             self._paused = True
             samples = self._samples()
-            if self._wake_tail(samples):
+            if self._wake_tail(samples, quiet_s):
                 # Not the question: listen for it from here, as just after the wake word.
                 log.info("the speech so far was the end of the wake phrase: still listening")
                 self._paused = False
@@ -479,7 +482,7 @@ class Hearing:
                + self._utterance[0].duration_ms <= since_ms):
             self._utterance.pop(0)
 
-    def _wake_tail(self, samples: np.ndarray) -> bool:
+    def _wake_tail(self, samples: np.ndarray, quiet_s: float) -> bool:
         """At the first pause after a wake word: whether the speech heard so far is only the
         end of the wake phrase. The detection often comes before the phrase ends; the rest
         of "Jarvis" then starts the question and, with a pause after it, would end it
@@ -490,7 +493,7 @@ class Hearing:
         phrase, self._wake_phrase = self._wake_phrase, None
         ep = self.endpointer
         assert ep.speech_start_at_s is not None  # a pause comes after speech
-        speech_s = ep.elapsed_s - ep.silence_s  # from the start of listening, it began there
+        speech_s = ep.elapsed_s - quiet_s  # from the start of listening, it began there
         if (phrase is None or ep.speech_start_at_s > CHUNK_MS / 1000
                 or speech_s > WAKE_TAIL_S):
             return False

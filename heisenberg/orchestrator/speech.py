@@ -33,15 +33,16 @@ class Speaker:
     ``emit``, given by whoever builds it (the turn). No task runs before ``start``."""
 
     def __init__(self, tts: TextToSpeech, sink: AudioSink, emit: Callable[[Event], None],
-                 turn_id: str = "", link: str = "a link") -> None:
-        """``link``: how a URL in the answer is said (its language's words)."""
+                 turn_id: str = "", splitter: SentenceSplitter | None = None) -> None:
+        """``splitter``: how the answer is cut into pieces and a URL said, in its language
+        (``tts.splitter_for``); by default English, sentence by sentence."""
         self.tts = tts
         self.sink = sink
         self.turn_id = turn_id
         self._emit = emit
         self.started_playing = False
         self.spoken: list[Spoken] = []
-        self._splitter = SentenceSplitter(link=link)
+        self._splitter = splitter or SentenceSplitter()
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._audio: asyncio.Queue[tuple[str, AudioChunk] | None] = asyncio.Queue(maxsize=2)
         self._partial: tuple[str, float, float] | None = None

@@ -1,8 +1,9 @@
 """Text-to-speech with Piper, plus the text handling around it.
 
 ``SentenceSplitter`` turns a token stream into speakable pieces as soon as a sentence (or, for
-a long first sentence, a clause) is complete, so that speech starts while the LLM still
-generates. ``speakable`` strips what should not be read aloud: markdown, code, emoji, URLs.
+a long first sentence, a clause; with ``tts.first_phrase``, its first phrase) is complete, so
+that speech starts while the LLM still generates. ``speakable`` strips what should not be read
+aloud: markdown, code, emoji, URLs.
 ``PiperTTS.synthesize`` is blocking and runs in a worker thread.
 """
 
@@ -62,14 +63,28 @@ _SENTENCE_END = re.compile(r"[.!?…]+([\"')\]”’]|[\s]?[»›])*(\s+|$)|\n\s
 _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 
 
+_WORD = re.compile(r"\S+")
+_WORD_EDGES = "\"'()[]«»“”‘’.,;:!?…"
+_PUNCTUATED = re.compile(r"[.,;:!?…—–]$")
+
+FIRST_PHRASE_WORDS = 3
+"""Words the first phrase needs before it can be cut off: fewer is a stutter ("The cat |
+is"), more leaves most first sentences whole."""
+
+
 class SentenceSplitter:
     """Buffers streamed tokens; ``feed`` returns the pieces that are ready to be spoken."""
 
     def __init__(self, first_clause_chars: int = 24, max_chars: int = 300,
-                 link: str = "a link") -> None:
+                 link: str = "a link", phrase_starts: frozenset[str] = frozenset(),
+                 phrase_not_after: frozenset[str] = frozenset()) -> None:
+        """``phrase_starts``: the first piece may also end before one of these words (its
+        first phrase, ``tts.first_phrase``), not after a word of ``phrase_not_after``."""
         self.first_clause_chars = first_clause_chars
         self.link = link
         self.max_chars = max_chars
+        self.phrase_starts = phrase_starts
+        self.phrase_not_after = phrase_not_after
         self._buffer = ""
         self._emitted = 0
         self._in_code = False
@@ -85,6 +100,19 @@ class SentenceSplitter:
             if said:
                 out.append(said)
                 self._emitted += 1
+
+    def tentative(self) -> str | None:
+        """The next piece if the text ended here ("Paris." waits for what follows: "Paris.
+        It" or "Paris.com"), for work that may start on a guess; None if there is none."""
+        if not self._buffer or self._buffer[-1].isspace():
+            return None
+        saved, self._buffer = self._buffer, self._buffer + " "
+        try:
+            piece = self._next_piece()
+        finally:
+            self._buffer = saved
+        said = speakable(piece, self.link) if piece is not None else ""
+        return said or None
 
     def _next_piece(self) -> str | None:
         # Code is never read out: closed blocks go at once, and nothing is cut inside an
@@ -103,10 +131,30 @@ class SentenceSplitter:
             clauses = list(_CLAUSE_END.finditer(self._buffer))
             if clauses:
                 return self._cut(clauses[-1].end())
+        if self._emitted == 0 and self.phrase_starts:
+            phrase_end = self._first_phrase_end()
+            if phrase_end:
+                return self._cut(phrase_end)
         if len(self._buffer) >= self.max_chars:
             cut = self._buffer.rfind(" ", 0, self.max_chars)
             return self._cut(cut if cut > 0 else self.max_chars)
         return None
+
+    def _first_phrase_end(self) -> int:
+        """Where the first phrase ends: before a complete word of ``phrase_starts`` that
+        follows ``FIRST_PHRASE_WORDS`` words or more, the last of which is no word a phrase
+        ends on and has no punctuation; 0 if there is none yet."""
+        found = list(_WORD.finditer(self._buffer))
+        if not self._buffer[-1:].isspace():
+            found = found[:-1]  # the last word may still grow ("is" -> "island")
+        for i in range(FIRST_PHRASE_WORDS, len(found)):
+            word = found[i].group().lower().replace("’", "'").strip(_WORD_EDGES)
+            before = found[i - 1].group()
+            last = before.lower().replace("’", "'").strip(_WORD_EDGES)
+            if (word in self.phrase_starts and not _PUNCTUATED.search(before)
+                    and last not in self.phrase_not_after):
+                return found[i].start()
+        return 0
 
     def _cut(self, end: int) -> str:
         piece, self._buffer = self._buffer[:end], self._buffer[end:]
@@ -117,6 +165,17 @@ class SentenceSplitter:
         rest, self._buffer = self._buffer, ""
         text = speakable(rest, self.link)
         return [text] if text else []
+
+
+def splitter_for(language_code: str, first_phrase: bool) -> SentenceSplitter:
+    """The splitter an answer in ``language_code`` is spoken with (``tts.first_phrase``)."""
+    from heisenberg.lang import language
+
+    words = language(language_code)
+    if not first_phrase:
+        return SentenceSplitter(link=words.link)
+    return SentenceSplitter(link=words.link, phrase_starts=words.phrase_starts,
+                            phrase_not_after=words.not_last | words.phrase_not_after)
 
 
 class TextToSpeech(ABC):

@@ -127,6 +127,11 @@ class Endpointer:
 
 
 class Vad(Protocol):
+    quiet_s: float
+    """Audio since the last frame classified as speech, to the detector's own frame (finer
+    than a chunk: a chunk whose speech ended in its first frame is speech, yet most of it is
+    already quiet); 0 while speech goes on."""
+
     def is_speech(self, chunk: AudioChunk) -> bool:
         """Whether the chunk is speech (the detector may keep state between chunks)."""
 
@@ -165,6 +170,7 @@ class SileroVad:
         self._audio = np.zeros(self.CONTEXT, dtype=np.float32)
         """The last ``CONTEXT`` samples already classified, then those not yet."""
         self._speaking = False
+        self.quiet_s = 0.0
 
     def probabilities(self, chunk: AudioChunk) -> list[float]:
         """Feed a chunk; the speech probability of every frame it completed."""
@@ -191,6 +197,7 @@ class SileroVad:
             elif p < self.threshold - 0.15:
                 self._speaking = False
             any_speech = any_speech or self._speaking
+            self.quiet_s = 0.0 if self._speaking else self.quiet_s + self.FRAME / RATE_HZ
         return any_speech
 
 
@@ -203,10 +210,12 @@ class WebRtcVad:
         import webrtcvad
 
         self._vad = webrtcvad.Vad(aggressiveness)
+        self.quiet_s = 0.0
 
     def reset(self) -> None:
         """webrtcvad's own state cannot be cleared from Python; it drifts over a long stream
         (it comes to call digital silence speech), one reason it only gates the wake word."""
+        self.quiet_s = 0.0
 
     def any_speech(self, chunk: AudioChunk) -> bool:
         """True if any 20 ms frame of the chunk is voiced (a sensitive gate)."""
@@ -221,5 +230,7 @@ class WebRtcVad:
         frames = self._frames(chunk)
         if not frames:
             return False
-        voiced = sum(self._vad.is_speech(frame, chunk.rate_hz) for frame in frames)
-        return voiced * 2 >= len(frames)
+        voiced = [self._vad.is_speech(frame, chunk.rate_hz) for frame in frames]
+        for frame_voiced in voiced:
+            self.quiet_s = 0.0 if frame_voiced else self.quiet_s + self.FRAME_MS / 1000
+        return sum(voiced) * 2 >= len(frames)
