@@ -70,7 +70,7 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=0.7,
+    config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=args.temperature,
                                   prompt_format=args.prompt_format),
                     server=ServerConfig(port=free_port(), threads=args.server_threads,
                                         engine=args.engine, model_path=args.model_path))
@@ -88,6 +88,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                 resume_window_ms=(config.stt.resume_window_ms
                                                   if args.resume_window_ms < 0
                                                   else args.resume_window_ms)),
+        tts=dataclasses.replace(config.tts, first_phrase=args.first_phrase),
         history=dataclasses.replace(config.history, enabled=False),
         camera=dataclasses.replace(config.camera, enabled=False))
     results: dict[str, object] = {
@@ -99,7 +100,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "server_threads": args.server_threads, "engine": args.engine,
         "max_tokens": args.max_tokens, "stt_early_start_ms": config.stt.early_start_ms,
         "early_answer": args.early_answer, "questions": args.questions, "voices": args.voices,
-        "gap_ms": args.gap_ms,
+        "gap_ms": args.gap_ms, "temperature": args.temperature,
+        "first_phrase": args.first_phrase,
     }
     questions = SKILL_QUESTIONS if args.questions == "skills" else QUESTIONS
     async with Runtime(config) as rt:
@@ -203,6 +205,10 @@ def main() -> None:
     ap.add_argument("--resume-window-ms", type=int, default=-1,
                     help="stt.resume_window_ms; -1: the default, 0: off")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.7,
+                    help="llm.temperature (0: the same answer to the same transcript, for A/B)")
+    ap.add_argument("--first-phrase", action=argparse.BooleanOptionalAction, default=True,
+                    help="tts.first_phrase")
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
     ap.add_argument("--preroll-ms", type=int, default=0, help="stt.preroll_ms; 0: default")

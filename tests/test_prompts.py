@@ -16,7 +16,7 @@ def test_plain() -> None:
     assert prompt.text == ("System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\n"
                            "User: Capital of France?\n\nAssistant: Paris.\n\n"
                            "User: And Spain?\n\nAssistant:")
-    assert prompt.stop == ["\nUser:", "\nSystem:"]
+    assert prompt.stop == ["User:", "System:"]
 
 
 def test_chatml() -> None:

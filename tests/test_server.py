@@ -22,6 +22,10 @@ async def test_start_restart_after_crash_and_stop(tmp_path: Path) -> None:
     try:
         first_pid = server.pid
         assert first_pid is not None
+        # It runs below the daemon's priority (server.nice): the daemon's own work first.
+        assert make_server_config().nice == 10
+        assert os.getpriority(os.PRIO_PROCESS, first_pid) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
         os.kill(first_pid, signal.SIGKILL)
         async with asyncio.timeout(60):
             while server.restarts == 0:

@@ -83,18 +83,6 @@ def test_splitter_cuts_a_long_first_sentence_at_a_clause() -> None:
     assert out == ["Well, there are many things to consider here,"]
 
 
-def test_splitter_guesses_a_sentence_end_before_the_next_token() -> None:
-    s = SentenceSplitter()
-    assert s.feed("The capital is Paris") == [] and s.tentative() is None
-    assert s.feed(".") == [] and s.tentative() == "The capital is Paris."
-    assert s.feed(" It") == ["The capital is Paris."] and s.tentative() is None
-    s = SentenceSplitter()
-    assert s.feed("Visit example.") == [] and s.tentative() == "Visit example."
-    assert s.feed("com today") == [] and s.tentative() is None  # the guess was wrong
-    assert s.feed(". Bye") == ["Visit example.com today."]
-    assert SentenceSplitter().tentative() is None
-
-
 @pytest.mark.parametrize(("tokens", "first"), [
     (["The", " capital", " of", " France", " is", " Paris", "."], "The capital of France"),
     (["A", " black", " hole", " is", " a", " region", "."], "A black hole"),

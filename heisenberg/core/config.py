@@ -94,6 +94,9 @@ class ServerConfig:
     threads: int = _opt(2, min=1, max=512)
     parallel: int = _opt(1, min=1, max=64)
     """Slots (concurrent requests)."""
+    nice: int = _opt(10, min=0, max=19)
+    """Scheduling niceness of the server process: while it generates, the daemon's own work
+    (hearing, speech-to-text, the first sentence's speech) goes first on a busy CPU."""
     swa_full: bool = _opt(True)
     """Full-size KV cache for sliding-window-attention models (Gemma 3), so that the prompt
     prefix (system prompt, history) is reused from one turn to the next instead of evaluated

@@ -19,7 +19,7 @@ assert all(set(language(code).personalities) == set(PERSONALITIES) for code in L
 
 #: Strings that end the model's turn in each string format.
 STOP_STRINGS: dict[str, list[str]] = {
-    "plain": ["\nUser:", "\nSystem:"],
+    "plain": ["User:", "System:"],
     "chatml": ["<|im_end|>", "<|im_start|>"],
     "llama2": ["</s>", "[INST]"],
     "gemma": ["<end_of_turn>", "<start_of_turn>"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import secrets
@@ -86,6 +87,13 @@ def server_command(cfg: ServerConfig, model: Path) -> list[str]:
         return [binary, *args, "-tb", str(cfg.threads), *extra]
     extra = ["--chat-template", cfg.chat_template] if cfg.chat_template else []
     return [sys.executable, "-m", "heisenberg.llm.xserver", *args, *extra]
+
+
+def child_setup(nice: int) -> None:
+    """In the child, before exec: ``die_with_parent`` and the server's niceness."""
+    die_with_parent()
+    if nice:
+        os.nice(nice)
 
 
 def die_with_parent() -> None:
@@ -163,7 +171,7 @@ class ManagedLlamaServer:
             # lives as long as the daemon.
             self._proc = await asyncio.create_subprocess_exec(
                 *self._command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                env=env, preexec_fn=die_with_parent)
+                env=env, preexec_fn=functools.partial(child_setup, self.cfg.nice))
         try:
             await wait_healthy(self.url, self.cfg.startup_timeout_s, self._proc)
         except LLMServerProcessError as exc:

@@ -45,8 +45,6 @@ class Prefetch:
         """The answer's first sentence as the speaker will split it, once complete."""
         self.first_audio: asyncio.Future[AudioChunk] | None = None
         """Its audio, synthesized in a worker thread as soon as it was complete."""
-        self._guess: tuple[str, asyncio.Future[AudioChunk] | None] = ("", None)
-        """The first piece if the text so far ended it, and its audio being made."""
         self.settled = asyncio.Event()
         """Set once the first sentence's audio is ready, or once it is known that this
         prefetch makes none (no ``tts``, or the answer ended before a sentence was
@@ -69,10 +67,6 @@ class Prefetch:
                         if ready:
                             self._synthesize_first(ready[0])
                             splitter = None
-                        elif (guess := splitter.tentative()) and guess != self._guess[0]:
-                            # "Paris." is a sentence unless the next token is "com": its
-                            # audio is started now and kept if it is (one token sooner).
-                            self._guess = (guess, self._synthesis(guess))
             if splitter is not None and (rest := splitter.flush()):
                 self._synthesize_first(rest[0])  # a short answer without an end mark
         finally:
@@ -80,20 +74,14 @@ class Prefetch:
             if self.first_audio is None:
                 self.settled.set()
 
-    def _synthesis(self, text: str) -> asyncio.Future[AudioChunk]:
-        assert self._tts is not None
-        audio = asyncio.ensure_future(asyncio.to_thread(self._tts.synthesize, text))
-        # A dropped prefetch's (or guess's) audio is never awaited: its failure is not an
-        # error then.
-        audio.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        return audio
-
     def _synthesize_first(self, sentence: str) -> None:
+        assert self._tts is not None
         self.first_sentence = sentence
-        guess, audio = self._guess
-        self.first_audio = audio if guess == sentence and audio is not None \
-            else self._synthesis(sentence)
-        self._guess = ("", None)
+        self.first_audio = asyncio.ensure_future(
+            asyncio.to_thread(self._tts.synthesize, sentence))
+        # A dropped prefetch's audio is never awaited: its failure is not an error then.
+        self.first_audio.add_done_callback(
+            lambda f: None if f.cancelled() else f.exception())
         self.first_audio.add_done_callback(lambda _: self.settled.set())
 
     def ready_audio(self, sentence: str) -> asyncio.Future[AudioChunk] | None:

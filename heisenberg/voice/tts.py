@@ -101,19 +101,6 @@ class SentenceSplitter:
                 out.append(said)
                 self._emitted += 1
 
-    def tentative(self) -> str | None:
-        """The next piece if the text ended here ("Paris." waits for what follows: "Paris.
-        It" or "Paris.com"), for work that may start on a guess; None if there is none."""
-        if not self._buffer or self._buffer[-1].isspace():
-            return None
-        saved, self._buffer = self._buffer, self._buffer + " "
-        try:
-            piece = self._next_piece()
-        finally:
-            self._buffer = saved
-        said = speakable(piece, self.link) if piece is not None else ""
-        return said or None
-
     def _next_piece(self) -> str | None:
         # Code is never read out: closed blocks go at once, and nothing is cut inside an
         # open one (the text before it can still be spoken).
