@@ -35,10 +35,12 @@ BUSY_LOOP = ("import numpy as np\n"
 
 
 @contextlib.contextmanager
-def busy(processes: int) -> Iterator[None]:
-    """``processes`` processes computing at normal priority for the duration (0: none)."""
+def busy(processes: int, nice: int = 0) -> Iterator[None]:
+    """``processes`` processes computing for the duration (0: none), at niceness ``nice``
+    (the managed LLM server's ``server.nice``; 0: the bench's own priority)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env)
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env,
+                              preexec_fn=(lambda: os.nice(nice)) if nice else None)
              for _ in range(processes)]
     try:
         yield

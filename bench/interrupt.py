@@ -25,7 +25,8 @@ path muted (the user still speaks at each level's loudness); the stop is then ti
 speaker's monitor and the microphone on their own capture clocks (no echo to align them by).
 
 ``--busy N`` keeps N processes computing meanwhile (a core each, as an LLM that generates
-while the answer plays): the speaker's buffer must not run dry (``speaker_underflows``).
+while the answer plays): the speaker's buffer must not run dry (``speaker_underflows``);
+``--busy-nice 10`` runs them at the managed server's niceness.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     sounds = noise_bank(60.0)
     ir = impulse_response(rng)
     with (tempfile.TemporaryDirectory() as tmp, pulse_rig(Path(tmp), ir, 40.0) as env,
-          busy(args.busy)):
+          busy(args.busy, args.busy_nice)):
         os.environ.update(env)
         import sounddevice as sd
 
@@ -399,7 +400,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         "headphones": args.headphones,
         "tracked_delay_ms": None if canceller is None else round(canceller.stats.delay_ms, 1),
         "speaker_latency_ms": round(speaker_latency_s * 1000),
-        "busy_processes": args.busy,
+        "busy_processes": args.busy, "busy_nice": args.busy_nice,
         "speaker_underflows": underflows,
         "rig_skips": sum(r["rig_skips"] for r in rows),  # type: ignore[misc]
         "rows": rows,
@@ -418,6 +419,8 @@ def main() -> None:
                     help="the speaker's device buffer (default: audio.output_latency_ms)")
     ap.add_argument("--busy", type=int, default=0,
                     help="processes computing meanwhile, one core each (an LLM generating)")
+    ap.add_argument("--busy-nice", type=int, default=0,
+                    help="their niceness (the managed server runs at server.nice, 10)")
     ap.add_argument("--headphones", action="store_true",
                     help='audio.echo_cancel = "headphones": no canceller, and the microphone '
                          'hears no echo (the user speaks at the same level)')
