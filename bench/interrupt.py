@@ -3,7 +3,8 @@
 
     python bench/interrupt.py [--speech-ms 96] [--samples 12] [--levels-db -6 0 6]
                               [--split test] [--speaker-latency-ms MS] [--busy N]
-                              [--headphones] [--out bench/results/interrupt.json]
+                              [--busy-nice N] [--headphones]
+                              [--out bench/results/interrupt.json]
 
 The assistant plays answers (Piper joe, its own voice) on the rig's speaker through the
 daemon's ``SpeakerSink``; the microphone (``MicrophoneSource``) hears them through the room,

@@ -26,7 +26,7 @@ from heisenberg.orchestrator.session import SessionManager
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
 from heisenberg.skills import Skills, Timers
 from heisenberg.vision.camera import Frame
-from heisenberg.voice.tts import TextToSpeech, splitter_for
+from heisenberg.voice.tts import SentenceSplitter, TextToSpeech, splitter_for
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,15 @@ class Assistant:
         with ``tts`` its first sentence is synthesized too."""
         history = self.session.prompt_history(self.config.session.max_turns)
         prefetch = Prefetch(self.backend, self.prompts.build(question, history), question,
-                            frame, tts,
-                            splitter_for(self.config.language, self.config.tts.first_phrase))
+                            frame, tts, self.splitter())
         prefetch.start()
         return prefetch
+
+    def splitter(self) -> SentenceSplitter:
+        """A new splitter for a spoken answer: the turn's speaker and an early answer cut
+        the same way (the early answer's first audio is used only if its piece is the
+        speaker's first)."""
+        return splitter_for(self.config.language, self.config.tts.first_phrase)
 
     async def describe(self, question: str, image: bytes,
                        session_id: str | None = None) -> LLMResult:

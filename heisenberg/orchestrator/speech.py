@@ -35,7 +35,7 @@ class Speaker:
     def __init__(self, tts: TextToSpeech, sink: AudioSink, emit: Callable[[Event], None],
                  turn_id: str = "", splitter: SentenceSplitter | None = None) -> None:
         """``splitter``: how the answer is cut into pieces and a URL said, in its language
-        (``tts.splitter_for``); by default English, sentence by sentence."""
+        (``Assistant.splitter``); by default English, sentence by sentence."""
         self.tts = tts
         self.sink = sink
         self.turn_id = turn_id

@@ -51,7 +51,7 @@ from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.speech import Speaker
 from heisenberg.skills import SkillAnswer
 from heisenberg.vision.camera import Frame
-from heisenberg.voice.tts import TextToSpeech, splitter_for
+from heisenberg.voice.tts import TextToSpeech
 
 if TYPE_CHECKING:  # the assistant builds turns; a turn only calls back into it
     from heisenberg.orchestrator.assistant import Assistant
@@ -206,8 +206,7 @@ class Turn:
         prompt = a.prompts.build(self.question, history, context)
         out: asyncio.Queue[Event | None] = asyncio.Queue()
         speaker = None if self._voice is None else Speaker(
-            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id,
-            splitter_for(a.config.language, a.config.tts.first_phrase))
+            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id, a.splitter())
         pieces: list[str] = []
         answering = asyncio.create_task(self._answer_with(prompt, out, speaker, pieces),
                                         name="turn-answer")

@@ -18,6 +18,7 @@ import numpy as np
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.config import TTSConfig
 from heisenberg.core.errors import ModelError, TTSError
+from heisenberg.lang import language
 
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 _CLOSED_CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
@@ -135,11 +136,10 @@ class SentenceSplitter:
         if not self._buffer[-1:].isspace():
             found = found[:-1]  # the last word may still grow ("is" -> "island")
         for i in range(FIRST_PHRASE_WORDS, len(found)):
-            word = found[i].group().lower().replace("’", "'").strip(_WORD_EDGES)
             before = found[i - 1].group()
-            last = before.lower().replace("’", "'").strip(_WORD_EDGES)
-            if (word in self.phrase_starts and not _PUNCTUATED.search(before)
-                    and last not in self.phrase_not_after):
+            if (_bare(found[i].group()) in self.phrase_starts
+                    and not _PUNCTUATED.search(before)
+                    and _bare(before) not in self.phrase_not_after):
                 return found[i].start()
         return 0
 
@@ -154,10 +154,13 @@ class SentenceSplitter:
         return [text] if text else []
 
 
+def _bare(word: str) -> str:
+    """A word as the language's word sets hold it: lower case, no quotes or punctuation."""
+    return word.lower().replace("’", "'").strip(_WORD_EDGES)
+
+
 def splitter_for(language_code: str, first_phrase: bool) -> SentenceSplitter:
     """The splitter an answer in ``language_code`` is spoken with (``tts.first_phrase``)."""
-    from heisenberg.lang import language
-
     words = language(language_code)
     if not first_phrase:
         return SentenceSplitter(link=words.link)
