@@ -91,7 +91,7 @@ def test_splitter_cuts_a_long_first_sentence_at_a_clause() -> None:
     (["I", " think", " that", " you", " are", " right", ".", " So"], "I think that you are right."),
     (["The", " speed", " of", " light", " and"], ""),
     (["Well", ",", " there", " is", " a", " way", ".", " So"], "Well, there is a way."),
-    (["Oh", " my", " dear", ",", " and", " then", "."], ""),
+    (["Oh", " my", " dear", ",", " and", " then", " we"], ""),
     # "is" could still be the start of "island": cut only once the word is complete
     (["The", " big", " green", " is"], ""),
     (["The", " big", " green", " is", "land", " is", " far"], "The big green island"),
@@ -104,6 +104,31 @@ def test_the_first_piece_may_be_the_first_phrase(tokens: list[str], first: str) 
     assert (out[0] if out else "") == first
     plain = splitter_for("en", first_phrase=False)
     assert all(not p.endswith(("France", "hole")) for t in tokens for p in plain.feed(t))
+
+
+@pytest.mark.parametrize(("lang", "tokens", "pieces"), [
+    # a mark right after a word ends the sentence as it arrives ...
+    ("en", ["I", " don", "'t", " know", "."], ["I don't know."]),
+    ("en", ["Is", " it", " blue", "?"], ["Is it blue?"]),
+    # ... not after a number, an abbreviation, initials, or inside a quote or brackets,
+    ("en", ["It", " costs", " 3", "."], []),
+    ("en", ["Ask", " Dr", "."], []),
+    ("en", ["Use", " e", ".", "g", "."], []),
+    ("en", ["He", " said", ' "', "hello", "."], []),
+    ("en", ["It", " is", " blue", " (", "mostly", "."], []),
+    ("fr", ["Parlez", " à", " Mme", "."], []),
+    ("fr", ["C", "'est", " la", " mer", "."], ["C'est la mer."]),
+    # and what follows a mark alone is not a piece ("What?!" is one question)
+    ("en", ["What", "?", "!", " Yes", "."], ["What?", "Yes."]),
+])
+def test_a_sentence_ends_as_its_mark_arrives(lang: str, tokens: list[str],
+                                             pieces: list[str]) -> None:
+    from heisenberg.voice.tts import splitter_for
+
+    s = splitter_for(lang, first_phrase=True)
+    assert [p for t in tokens for p in s.feed(t)] == pieces
+    plain = SentenceSplitter()  # without the language's abbreviations: the last mark waits
+    assert [plain.feed(t) for t in tokens][-1] == []
 
 
 def test_the_first_phrase_in_french() -> None:

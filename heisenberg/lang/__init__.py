@@ -62,6 +62,9 @@ class Language:
     phrase_not_after: frozenset[str] = frozenset()
     """Words that piece does not end on besides ``not_last``: pronouns ("I think that you |
     are" is not a phrase)."""
+    abbreviations: frozenset[str] = frozenset()
+    """Words whose period ends no sentence ("Dr. Smith"), lower case without the period: a
+    spoken answer's sentence is cut as its mark arrives, except after these."""
 
 
 def words(text: str) -> frozenset[str]:

@@ -41,6 +41,9 @@ LANGUAGE = Language(
     subordinate=words("if when before after because while although though unless once since"),
     phrase_starts=words("is are was were and but or because which that who where when while"),
     phrase_not_after=words("it you me him us them there here that this what it's"),
+    abbreviations=words("""
+        mr mrs ms dr prof st jr sr vs etc approx dept est fig inc ltd co corp mt ft
+        jan feb apr jun jul aug sep sept oct nov dec"""),
     skills={
         "time": "It's {hour12}:{minute:02d} {ampm}.",
         "date": "Today is {weekday}, {month} {day}, {year}.",

@@ -47,6 +47,9 @@ LANGUAGE = Language(
     subordinate=words("si quand lorsque avant après parce puisque comme bien dès"),
     phrase_starts=words("est sont était étaient sera et mais ou parce qui où quand lorsque"),
     phrase_not_after=words("ce cela ça ceci vous nous le la les lui leur y en me te se il"),
+    abbreviations=words("""
+        mme mmes mlle mlles mm dr pr st ste etc env cf av apr hab éd fig
+        janv févr avr juil oct nov déc"""),
     skills={
         "time": "Il est {hour} {hour_unit} {minute}.",
         "time_on_the_hour": "Il est {hour} {hour_unit}.",

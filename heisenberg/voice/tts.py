@@ -67,6 +67,10 @@ _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 _WORD = re.compile(r"\S+")
 _WORD_EDGES = "\"'()[]«»“”‘’.,;:!?…"
 _PUNCTUATED = re.compile(r"[.,;:!?…—–]$")
+# A word, then one sentence mark at the very end of the text: "know." (not "3." or "e.g.").
+# A piece of marks alone ("?" after "What?", "!") says nothing: it is dropped.
+_SAYS_SOMETHING = re.compile(r"\w")
+_MARK_AFTER_WORD = re.compile(r"(?:^|\s)[\"'(\[«“‘]*([^\W\d_]{2,})[.!?]$")
 
 FIRST_PHRASE_WORDS = 3
 """Words the first phrase needs before it can be cut off: fewer is a stutter ("The cat |
@@ -78,14 +82,19 @@ class SentenceSplitter:
 
     def __init__(self, first_clause_chars: int = 24, max_chars: int = 300,
                  link: str = "a link", phrase_starts: frozenset[str] = frozenset(),
-                 phrase_not_after: frozenset[str] = frozenset()) -> None:
+                 phrase_not_after: frozenset[str] = frozenset(),
+                 abbreviations: frozenset[str] | None = None) -> None:
         """``phrase_starts``: the first piece may also end before one of these words (its
-        first phrase, ``tts.first_phrase``), not after a word of ``phrase_not_after``."""
+        first phrase, ``tts.first_phrase``), not after a word of ``phrase_not_after``.
+        ``abbreviations`` (the language's): a sentence mark that arrives right after a word
+        ends the sentence at once, unless the word is one of these or a quote or bracket is
+        open; without them (None) every end waits for what follows the mark."""
         self.first_clause_chars = first_clause_chars
         self.link = link
         self.max_chars = max_chars
         self.phrase_starts = phrase_starts
         self.phrase_not_after = phrase_not_after
+        self.abbreviations = abbreviations
         self._buffer = ""
         self._emitted = 0
         self._in_code = False
@@ -98,7 +107,7 @@ class SentenceSplitter:
             if piece is None:
                 return out
             said = speakable(piece, self.link)
-            if said:
+            if _SAYS_SOMETHING.search(said):
                 out.append(said)
                 self._emitted += 1
 
@@ -115,6 +124,8 @@ class SentenceSplitter:
             return self._cut(match.end())
         if fence >= 0:
             return None
+        if match and self._ends_at_once(text):
+            return self._cut(len(text))
         if self._emitted == 0 and len(self._buffer) >= self.first_clause_chars:
             clauses = list(_CLAUSE_END.finditer(self._buffer))
             if clauses:
@@ -127,6 +138,17 @@ class SentenceSplitter:
             cut = self._buffer.rfind(" ", 0, self.max_chars)
             return self._cut(cut if cut > 0 else self.max_chars)
         return None
+
+    def _ends_at_once(self, text: str) -> bool:
+        """Whether the sentence mark that ends ``text`` ends a sentence before the next token
+        comes: after a word of two letters or more ("know.", not "3.", "e.g.", "Dr."), no
+        quote or bracket left open (its closing mark would start the next piece)."""
+        if self.abbreviations is None:
+            return False
+        word = _MARK_AFTER_WORD.search(text)
+        return (word is not None and word.group(1).lower() not in self.abbreviations
+                and text.count('"') % 2 == 0 and text.count("(") <= text.count(")")
+                and text.count("“") <= text.count("”") and text.count("«") <= text.count("»"))
 
     def _first_phrase_end(self) -> int:
         """Where the first phrase ends: before a complete word of ``phrase_starts`` that
@@ -151,7 +173,7 @@ class SentenceSplitter:
         """What is left at the end of the answer."""
         rest, self._buffer = self._buffer, ""
         text = speakable(rest, self.link)
-        return [text] if text else []
+        return [text] if _SAYS_SOMETHING.search(text) else []
 
 
 def _bare(word: str) -> str:
@@ -163,9 +185,10 @@ def splitter_for(language_code: str, first_phrase: bool) -> SentenceSplitter:
     """The splitter an answer in ``language_code`` is spoken with (``tts.first_phrase``)."""
     words = language(language_code)
     if not first_phrase:
-        return SentenceSplitter(link=words.link)
+        return SentenceSplitter(link=words.link, abbreviations=words.abbreviations)
     return SentenceSplitter(link=words.link, phrase_starts=words.phrase_starts,
-                            phrase_not_after=words.not_last | words.phrase_not_after)
+                            phrase_not_after=words.not_last | words.phrase_not_after,
+                            abbreviations=words.abbreviations)
 
 
 class TextToSpeech(ABC):
