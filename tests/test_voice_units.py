@@ -113,6 +113,7 @@ def test_the_first_piece_may_be_the_first_phrase(tokens: list[str], first: str) 
     # ... not after a number, an abbreviation, initials, or inside a quote or brackets,
     ("en", ["It", " costs", " 3", "."], []),
     ("en", ["Ask", " Dr", "."], []),
+    ("en", ["Ask", " Dr", ".", " Smith", " now", "."], ["Ask Dr. Smith now."]),
     ("en", ["Use", " e", ".", "g", "."], []),
     ("en", ["He", " said", ' "', "hello", "."], []),
     ("en", ["It", " is", " blue", " (", "mostly", "."], []),

@@ -70,6 +70,7 @@ _PUNCTUATED = re.compile(r"[.,;:!?…—–]$")
 # A word, then one sentence mark at the very end of the text: "know." (not "3." or "e.g.").
 # A piece of marks alone ("?" after "What?", "!") says nothing: it is dropped.
 _SAYS_SOMETHING = re.compile(r"\w")
+_LAST_WORD = re.compile(r"\S+$")
 _MARK_AFTER_WORD = re.compile(r"(?:^|\s)[\"'(\[«“‘]*([^\W\d_]{2,})[.!?]$")
 
 FIRST_PHRASE_WORDS = 3
@@ -117,7 +118,8 @@ class SentenceSplitter:
         self._buffer = _CLOSED_CODE_BLOCK.sub("\n\n", self._buffer)
         fence = self._buffer.find("```")
         text = self._buffer if fence < 0 else self._buffer[:fence]
-        match = _SENTENCE_END.search(text)
+        match = next((m for m in _SENTENCE_END.finditer(text)
+                      if not self._after_abbreviation(text, m.start())), None)
         # "3.14" or "e.g." followed by no space yet is not an end: the regex needs a space
         # or the end of the buffer, and at the end of the buffer more text may still come.
         if match and (match.end() < len(text) or fence >= 0 or text[-1].isspace()):
@@ -138,6 +140,13 @@ class SentenceSplitter:
             cut = self._buffer.rfind(" ", 0, self.max_chars)
             return self._cut(cut if cut > 0 else self.max_chars)
         return None
+
+    def _after_abbreviation(self, text: str, mark: int) -> bool:
+        """Whether the period at ``mark`` belongs to an abbreviation ("Dr. Smith")."""
+        if not self.abbreviations or text[mark:mark + 2] != ". ":
+            return False
+        word = _LAST_WORD.search(text, 0, mark)
+        return word is not None and _bare(word.group()) in self.abbreviations
 
     def _ends_at_once(self, text: str) -> bool:
         """Whether the sentence mark that ends ``text`` ends a sentence before the next token
