@@ -120,6 +120,8 @@ class Runtime:
             self._stack.push_async_callback(backend.close)
             self._stack.push_async_callback(self.bus.close)
             self.assistant = Assistant(self.config, self.bus, backend, self._session())
+            if self.server is not None and self.config.server.pause_for_first_audio:
+                self.assistant.hold_llm = self.server.paused
             self._stack.push_async_callback(self.assistant.close)
             if not self.resume:
                 # A one-shot command's timers last as long as it does: the daemon owns the

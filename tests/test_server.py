@@ -26,6 +26,18 @@ async def test_start_restart_after_crash_and_stop(tmp_path: Path) -> None:
         assert make_server_config().nice == 10
         assert os.getpriority(os.PRIO_PROCESS, first_pid) == min(
             19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+        # Paused while the first piece of an answer is synthesized: stopped, a request
+        # waits; running again after the block, or after max_s if the block lasts longer.
+        with server.paused(max_s=10):
+            await until_state(first_pid, "T")
+            with pytest.raises(LLMServerProcessError):
+                await wait_healthy(server.url, 0.5)
+        await until_state(first_pid, "RS")
+        await wait_healthy(server.url, 5)
+        with server.paused(max_s=0.3):
+            await until_state(first_pid, "T")
+            await until_state(first_pid, "RS")
+        await wait_healthy(server.url, 5)
         os.kill(first_pid, signal.SIGKILL)
         async with asyncio.timeout(60):
             while server.restarts == 0:
@@ -38,6 +50,17 @@ async def test_start_restart_after_crash_and_stop(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     with pytest.raises(LLMServerProcessError):
         await wait_healthy(server.url, 0.5)
+
+
+async def until_state(pid: int, states: str, timeout_s: float = 5.0) -> None:
+    """Until the process's state (/proc/PID/stat: R running, S sleeping, T stopped) is one
+    of ``states``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")  # noqa: ASYNC240
+            if stat.rsplit(")", 1)[1].split()[0] in states:
+                return
+            await asyncio.sleep(0.02)
 
 
 async def test_port_in_use_is_a_clear_error() -> None:

@@ -4,9 +4,10 @@ and the real llama.cpp server, fed through the same source/sink interfaces as th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -535,10 +536,29 @@ async def test_the_early_answer_synthesizes_its_first_piece(
         await resp.write(end_of_stream(body["prompt"], len(pieces)))
         return resp
 
+    # The first piece is synthesized inside the hold (the managed server paused) and only
+    # it: the hold is let go as the audio is ready.
+    log: list[str] = []
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        log.append("hold")
+        yield
+        log.append("release")
+
+    class Logged:
+        rate_hz = tts.rate_hz
+
+        def synthesize(self, text: str) -> AudioChunk:
+            log.append(f"synthesize {text}")
+            return tts.synthesize(text)
+
     async with fake_llm(answer) as llm:
-        prefetch = Prefetch(llm, PROMPT, "What is the capital of France?", None, tts)
+        prefetch = Prefetch(llm, PROMPT, "What is the capital of France?", None, Logged(),
+                            hold=hold)
         prefetch.start()
         await asyncio.wait_for(prefetch.settled.wait(), 30.0)
+        assert log == ["hold", f"synthesize {first}", "release"]
         assert prefetch.first_sentence == first and prefetch.first_audio is not None
         assert prefetch.first_audio.done()
         assert (await prefetch.first_audio).pcm == tts.synthesize(first).pcm

@@ -97,6 +97,10 @@ class ServerConfig:
     nice: int = _opt(10, min=0, max=19)
     """Scheduling niceness of the server process: while it generates, the daemon's own work
     (hearing, speech-to-text, the first sentence's speech) goes first on a busy CPU."""
+    pause_for_first_audio: bool = _opt(True)
+    """Stop the managed server (SIGSTOP, at most ``PAUSE_MAX_S``) while the first piece of a
+    spoken answer is synthesized: ~60 ms of Piper that the model generating the rest of the
+    answer, even at ``nice``, made up to three times as long on two cores."""
     swa_full: bool = _opt(True)
     """Full-size KV cache for sliding-window-attention models (Gemma 3), so that the prompt
     prefix (system prompt, history) is reused from one turn to the next instead of evaluated

@@ -24,7 +24,9 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -106,6 +108,16 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+PAUSE_MAX_S = 0.3
+"""The longest ``ManagedLlamaServer.paused`` stops the server (a long first piece is
+synthesized while the model goes on)."""
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just exited: the supervisor sees it
+        os.kill(pid, sig)
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -143,12 +155,47 @@ class ManagedLlamaServer:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._command: list[str] = []
+        self._pause_lock = threading.Lock()
+        self._pauses = 0
         self.api_key = secrets.token_urlsafe(24) if api_key is None else api_key
         """Required by the server on every endpoint but /health."""
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @contextlib.contextmanager
+    def paused(self, max_s: float = PAUSE_MAX_S) -> Iterator[None]:
+        """The server stopped (SIGSTOP) while the block runs, and at most ``max_s``: a
+        request it is answering just waits. For a short piece of work that must have the
+        CPU (the first sentence's speech); callable from any thread. A dead or restarting
+        server is not touched; if the daemon dies meanwhile, the server's death signal
+        (SIGKILL) still ends it."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            yield
+            return
+        pid = proc.pid
+        with self._pause_lock:
+            self._pauses += 1
+            if self._pauses == 1:
+                _signal(pid, signal.SIGSTOP)
+        timer = threading.Timer(max_s, self._resume, (pid,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            self._resume(pid)
+
+    def _resume(self, pid: int) -> None:
+        with self._pause_lock:
+            if self._pauses == 0:
+                return  # the timer came first
+            self._pauses -= 1
+            if self._pauses == 0:
+                _signal(pid, signal.SIGCONT)
 
     async def start(self) -> None:
         if port_in_use(self.cfg.host, self.cfg.port):

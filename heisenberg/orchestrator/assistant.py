@@ -10,8 +10,10 @@ at a time; a typed question waits while a spoken one is being heard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
@@ -57,6 +59,10 @@ class Assistant:
         self._saving = TaskSet("history")
         self.last_image: bytes | None = None
         """The last JPEG that went with a question (camera frame or API image)."""
+        self.hold_llm: Callable[[], contextlib.AbstractContextManager[object]] = \
+            contextlib.nullcontext
+        """Held while an early answer's first piece is synthesized: the managed server
+        paused (``server.pause_for_first_audio``; set by ``Runtime``)."""
 
     @property
     def busy(self) -> bool:
@@ -142,7 +148,7 @@ class Assistant:
         with ``tts`` its first sentence is synthesized too."""
         history = self.session.prompt_history(self.config.session.max_turns)
         prefetch = Prefetch(self.backend, self.prompts.build(question, history), question,
-                            frame, tts, self.splitter())
+                            frame, tts, self.splitter(), self.hold_llm)
         prefetch.start()
         return prefetch
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.tasks import cancel_and_wait
@@ -29,9 +29,13 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 class Prefetch:
     def __init__(self, backend: LLMBackend, prompt: Prompt, question: str,
                  frame: Frame | None, tts: TextToSpeech | None = None,
-                 splitter: SentenceSplitter | None = None) -> None:
+                 splitter: SentenceSplitter | None = None,
+                 hold: Callable[[], contextlib.AbstractContextManager[object]] =
+                 contextlib.nullcontext) -> None:
         """``splitter``: a new one, as the turn's speaker will cut the answer (its first
-        piece must be the speaker's first piece for its audio to be used)."""
+        piece must be the speaker's first piece for its audio to be used). ``hold``: held
+        while the first piece is synthesized (the managed server paused,
+        ``server.pause_for_first_audio``)."""
         self.prompt = prompt
         self._splitter = splitter or SentenceSplitter()
         self.question = question
@@ -41,6 +45,7 @@ class Prefetch:
         self._items: asyncio.Queue[str | LLMResult | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._tts = tts
+        self._hold = hold
         self.first_sentence = ""
         """The answer's first sentence as the speaker will split it, once complete."""
         self.first_audio: asyncio.Future[AudioChunk] | None = None
@@ -77,12 +82,16 @@ class Prefetch:
     def _synthesize_first(self, sentence: str) -> None:
         assert self._tts is not None
         self.first_sentence = sentence
-        self.first_audio = asyncio.ensure_future(
-            asyncio.to_thread(self._tts.synthesize, sentence))
+        self.first_audio = asyncio.ensure_future(asyncio.to_thread(self._synthesize, sentence))
         # A dropped prefetch's audio is never awaited: its failure is not an error then.
         self.first_audio.add_done_callback(
             lambda f: None if f.cancelled() else f.exception())
         self.first_audio.add_done_callback(lambda _: self.settled.set())
+
+    def _synthesize(self, sentence: str) -> AudioChunk:
+        assert self._tts is not None
+        with self._hold():
+            return self._tts.synthesize(sentence)
 
     def ready_audio(self, sentence: str) -> asyncio.Future[AudioChunk] | None:
         """The audio of ``sentence`` if it is the first one, already being synthesized."""
