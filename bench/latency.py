@@ -73,7 +73,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     config = Config(llm=LLMConfig(max_tokens=args.max_tokens, temperature=args.temperature,
                                   prompt_format=args.prompt_format),
                     server=ServerConfig(port=free_port(), threads=args.server_threads,
-                                        engine=args.engine, model_path=args.model_path))
+                                        engine=args.engine, model_path=args.model_path,
+                                        pause_for_first_audio=args.pause_for_first_audio))
     config = dataclasses.replace(
         config, audio=dataclasses.replace(config.audio, earcons=False),
         stt=dataclasses.replace(config.stt, early_start_ms=(config.stt.early_start_ms
@@ -102,6 +103,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "early_answer": args.early_answer, "questions": args.questions, "voices": args.voices,
         "gap_ms": args.gap_ms, "temperature": args.temperature,
         "first_phrase": args.first_phrase,
+        "pause_for_first_audio": args.pause_for_first_audio,
     }
     questions = SKILL_QUESTIONS if args.questions == "skills" else QUESTIONS
     async with Runtime(config) as rt:
@@ -209,6 +211,8 @@ def main() -> None:
                     help="llm.temperature (0: the same answer to the same transcript, for A/B)")
     ap.add_argument("--first-phrase", action=argparse.BooleanOptionalAction, default=True,
                     help="tts.first_phrase")
+    ap.add_argument("--pause-for-first-audio", action=argparse.BooleanOptionalAction,
+                    default=True, help="server.pause_for_first_audio")
     ap.add_argument("--questions", default="llm", choices=("llm", "skills"),
                     help="llm: questions for the model; skills: the time and the date")
     ap.add_argument("--preroll-ms", type=int, default=0, help="stt.preroll_ms; 0: default")

@@ -157,10 +157,30 @@ def test_stt_transcribes_speech_and_drops_silence(tts: PiperTTS, stt: WhisperSTT
     assert not is_meaningful(" [BLANK_AUDIO]") and not is_meaningful("Thank you.")
 
 
+class Recorder:
+    """A TTS and a hold (``Assistant.hold_llm``) that log what happens, in order."""
+
+    def __init__(self, tts: PiperTTS) -> None:
+        self.tts = tts
+        self.rate_hz = tts.rate_hz
+        self.log: list[str] = []
+
+    def synthesize(self, text: str) -> AudioChunk:
+        self.log.append(f"synthesize {text}")
+        return self.tts.synthesize(text)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.log.append("hold")
+        yield
+        self.log.append("release")
+
+
 async def test_speech_starts_before_the_answer_is_complete(tts: PiperTTS) -> None:
     sink = NullSink()
     said: list[Event] = []
-    speaker = Speaker(tts, sink, said.append, turn_id="t")
+    recorder = Recorder(tts)
+    speaker = Speaker(recorder, sink, said.append, turn_id="t", hold=recorder.hold)
     for token in ["The", " capital", " of", " France", " is", " Paris.", " It"]:
         speaker.feed(token)
     await asyncio.sleep(0.2)
@@ -177,6 +197,9 @@ async def test_speech_starts_before_the_answer_is_complete(tts: PiperTTS) -> Non
     await speaker.finish()
     assert speaker.spoken_text() == "The capital of France is Paris. It is big."
     assert [e.type for e in said] == [EventType.TTS_STARTED, EventType.TTS_FINISHED]
+    # Only the first piece is synthesized with the server held.
+    assert recorder.log == ["hold", "synthesize The capital of France is Paris.", "release",
+                            "synthesize It is big."]
 
 
 def voice_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, source: AudioSource,
@@ -536,29 +559,14 @@ async def test_the_early_answer_synthesizes_its_first_piece(
         await resp.write(end_of_stream(body["prompt"], len(pieces)))
         return resp
 
-    # The first piece is synthesized inside the hold (the managed server paused) and only
-    # it: the hold is let go as the audio is ready.
-    log: list[str] = []
-
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        log.append("hold")
-        yield
-        log.append("release")
-
-    class Logged:
-        rate_hz = tts.rate_hz
-
-        def synthesize(self, text: str) -> AudioChunk:
-            log.append(f"synthesize {text}")
-            return tts.synthesize(text)
-
+    recorder = Recorder(tts)
     async with fake_llm(answer) as llm:
-        prefetch = Prefetch(llm, PROMPT, "What is the capital of France?", None, Logged(),
-                            hold=hold)
+        prefetch = Prefetch(llm, PROMPT, "What is the capital of France?", None, recorder,
+                            hold=recorder.hold)
         prefetch.start()
         await asyncio.wait_for(prefetch.settled.wait(), 30.0)
-        assert log == ["hold", f"synthesize {first}", "release"]
+        # The first piece is synthesized with the server held (``server.pause_for_first_audio``)
+        assert recorder.log == ["hold", f"synthesize {first}", "release"]
         assert prefetch.first_sentence == first and prefetch.first_audio is not None
         assert prefetch.first_audio.done()
         assert (await prefetch.first_audio).pcm == tts.synthesize(first).pcm

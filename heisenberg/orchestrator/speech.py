@@ -8,6 +8,7 @@ first sentence. ``cancel`` stops playback at once and keeps track of what was ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +34,12 @@ class Speaker:
     ``emit``, given by whoever builds it (the turn). No task runs before ``start``."""
 
     def __init__(self, tts: TextToSpeech, sink: AudioSink, emit: Callable[[Event], None],
-                 turn_id: str = "", splitter: SentenceSplitter | None = None) -> None:
+                 turn_id: str = "", splitter: SentenceSplitter | None = None,
+                 hold: Callable[[], contextlib.AbstractContextManager[object]] =
+                 contextlib.nullcontext) -> None:
         """``splitter``: how the answer is cut into pieces and a URL said, in its language
-        (``Assistant.splitter``); by default English, sentence by sentence."""
+        (``Assistant.splitter``); by default English, sentence by sentence. ``hold``: held
+        while the first piece is synthesized (``Assistant.hold_llm``)."""
         self.tts = tts
         self.sink = sink
         self.turn_id = turn_id
@@ -43,6 +47,7 @@ class Speaker:
         self.started_playing = False
         self.spoken: list[Spoken] = []
         self._splitter = splitter or SentenceSplitter()
+        self._hold = hold
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._audio: asyncio.Queue[tuple[str, AudioChunk] | None] = asyncio.Queue(maxsize=2)
         self._partial: tuple[str, float, float] | None = None
@@ -94,6 +99,7 @@ class Speaker:
         return " ".join(s.text for s in self.spoken)
 
     async def _synthesize(self) -> None:
+        first = True
         while True:
             sentence = await self._sentences.get()
             if sentence is None:  # the end
@@ -102,13 +108,21 @@ class Speaker:
             if self.error is not None:
                 continue  # nothing more is spoken; the queue is drained to its end
             ready = self.ready(sentence) if self.ready is not None else None
+            hold = self._hold if first else contextlib.nullcontext
+            first = False
             try:
                 chunk = await (ready if ready is not None
-                               else asyncio.to_thread(self.tts.synthesize, sentence))
+                               else asyncio.to_thread(self._synthesize_held, sentence, hold))
             except TTSError as exc:
                 self._failed(exc)
                 continue
             await self._audio.put((sentence, chunk))
+
+    def _synthesize_held(self, sentence: str,
+                         hold: Callable[[], contextlib.AbstractContextManager[object]]
+                         ) -> AudioChunk:
+        with hold():
+            return self.tts.synthesize(sentence)
 
     async def _play(self) -> None:
         while True:

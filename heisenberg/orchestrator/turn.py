@@ -206,7 +206,8 @@ class Turn:
         prompt = a.prompts.build(self.question, history, context)
         out: asyncio.Queue[Event | None] = asyncio.Queue()
         speaker = None if self._voice is None else Speaker(
-            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id, a.splitter())
+            self._voice.tts, self._voice.sink, out.put_nowait, self.turn_id, a.splitter(),
+            a.hold_llm)
         pieces: list[str] = []
         answering = asyncio.create_task(self._answer_with(prompt, out, speaker, pieces),
                                         name="turn-answer")
