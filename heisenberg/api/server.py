@@ -56,7 +56,7 @@ from heisenberg.llm.backends import Health, probe_health
 from heisenberg.orchestrator.assistant import Assistant, Turn, TurnOutcome, Voice
 from heisenberg.orchestrator.history import HistoryError
 from heisenberg.vision.camera import Frame
-from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
+from heisenberg.voice.tts import TextToSpeech, splitter_for
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +455,8 @@ class API:
         if self.tts is None:
             raise fail(503, "text-to-speech is not loaded in this process")
         tts = self.tts
-        splitter = SentenceSplitter()
+        # The whole text is here: pieces are sentences (no first phrase), in its language.
+        splitter = splitter_for(self.config.language, first_phrase=False)
         sentences = [*splitter.feed(text + " "), *splitter.flush()]
         if not sentences:
             raise fail(400, "'text' has nothing speakable in it")

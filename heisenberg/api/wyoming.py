@@ -231,7 +231,7 @@ class WyomingHandler(AsyncEventHandler):
             if self._streaming is None:  # during a stream it only repeats the text
                 await self._speak(Synthesize.from_event(event).text, stop=True)
         elif SynthesizeStart.is_type(event.type):
-            self._streaming, self._audio_started = SentenceSplitter(), False
+            self._streaming, self._audio_started = self.engines.assistant.splitter(), False
         elif SynthesizeChunk.is_type(event.type):
             if self._streaming is None:
                 await self._error("synthesize-chunk without synthesize-start", "tts_stream")
