@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config
@@ -25,6 +24,7 @@ from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import PromptBuilder
 from heisenberg.orchestrator.prefetch import Prefetch
 from heisenberg.orchestrator.session import SessionManager
+from heisenberg.orchestrator.speech import Hold
 from heisenberg.orchestrator.turn import Turn, TurnOutcome, Voice, complete_event
 from heisenberg.skills import Skills, Timers
 from heisenberg.vision.camera import Frame
@@ -59,10 +59,10 @@ class Assistant:
         self._saving = TaskSet("history")
         self.last_image: bytes | None = None
         """The last JPEG that went with a question (camera frame or API image)."""
-        self.hold_llm: Callable[[], contextlib.AbstractContextManager[object]] = \
-            contextlib.nullcontext
-        """Held while an early answer's first piece is synthesized: the managed server
-        paused (``server.pause_for_first_audio``; set by ``Runtime``)."""
+        self.hold_llm: Hold = contextlib.nullcontext
+        """Held while the first piece of a spoken answer is synthesized (an early answer's,
+        or the speaker's when there was none): the managed server paused
+        (``server.pause_for_first_audio``; set by ``Runtime``)."""
 
     @property
     def busy(self) -> bool:

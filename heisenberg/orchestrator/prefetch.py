@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
 from heisenberg.audio.format import AudioChunk
 from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import Prompt
+from heisenberg.orchestrator.speech import Hold
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
@@ -30,8 +31,7 @@ class Prefetch:
     def __init__(self, backend: LLMBackend, prompt: Prompt, question: str,
                  frame: Frame | None, tts: TextToSpeech | None = None,
                  splitter: SentenceSplitter | None = None,
-                 hold: Callable[[], contextlib.AbstractContextManager[object]] =
-                 contextlib.nullcontext) -> None:
+                 hold: Hold = contextlib.nullcontext) -> None:
         """``splitter``: a new one, as the turn's speaker will cut the answer (its first
         piece must be the speaker's first piece for its audio to be used). ``hold``: held
         while the first piece is synthesized (the managed server paused,

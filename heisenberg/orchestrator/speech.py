@@ -22,6 +22,10 @@ from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
 log = logging.getLogger(__name__)
 
+Hold = Callable[[], contextlib.AbstractContextManager[object]]
+"""Held while the first piece of an answer is synthesized (``Assistant.hold_llm``: the
+managed server paused, ``server.pause_for_first_audio``)."""
+
 
 @dataclass
 class Spoken:
@@ -35,8 +39,7 @@ class Speaker:
 
     def __init__(self, tts: TextToSpeech, sink: AudioSink, emit: Callable[[Event], None],
                  turn_id: str = "", splitter: SentenceSplitter | None = None,
-                 hold: Callable[[], contextlib.AbstractContextManager[object]] =
-                 contextlib.nullcontext) -> None:
+                 hold: Hold = contextlib.nullcontext) -> None:
         """``splitter``: how the answer is cut into pieces and a URL said, in its language
         (``Assistant.splitter``); by default English, sentence by sentence. ``hold``: held
         while the first piece is synthesized (``Assistant.hold_llm``)."""
@@ -118,9 +121,7 @@ class Speaker:
                 continue
             await self._audio.put((sentence, chunk))
 
-    def _synthesize_held(self, sentence: str,
-                         hold: Callable[[], contextlib.AbstractContextManager[object]]
-                         ) -> AudioChunk:
+    def _synthesize_held(self, sentence: str, hold: Hold) -> AudioChunk:
         with hold():
             return self.tts.synthesize(sentence)
 
