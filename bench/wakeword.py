@@ -89,7 +89,9 @@ def bench_config() -> WakeWordConfig:
 
 @functools.cache
 def _whisper() -> WhisperSTT:
-    return WhisperSTT(STTConfig())
+    """The transcript check's whisper: the daemon's (tiny.en), or ``--check-model``'s."""
+    other = os.environ.get("BENCH_WAKE_CHECK_MODEL")
+    return WhisperSTT(STTConfig(model_path=other, language="en") if other else STTConfig())
 
 
 class Stream:
@@ -345,6 +347,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         os.environ["BENCH_WAKE_VERIFIER"] = args.verifier  # the workers share the cwd
     if args.check_threshold is not None:
         os.environ["BENCH_WAKE_CHECK"] = str(args.check_threshold)
+    if args.check_model:
+        os.environ["BENCH_WAKE_CHECK_MODEL"] = args.check_model
     segments = negative_segments()
     if args.max_segments:
         segments = segments[:max(0, args.max_segments)]
@@ -381,6 +385,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                    "patience": config.patience, "verify": config.verify,
                    "verifier_threshold": config.verifier_threshold,
                    "check_threshold": config.check_threshold},
+        "check_model": args.check_model or "the daemon's (tiny.en)",
+        "verifier": args.verifier or "bundled",
         "noise_split": args.noise_split,
         "voices": {v.name: v.split for v in voices()},
         "positives": sum(r["kind"] == "wake" for r in rows),
@@ -416,6 +422,9 @@ def main() -> None:
     ap.add_argument("--voice", default="", help="only this voice says the phrases")
     ap.add_argument("--check-threshold", type=float, default=None,
                     help="wakeword.check_threshold to use instead of the default (dev only)")
+    ap.add_argument("--check-model", default="", metavar="FOLDER",
+                    help="another whisper (a CTranslate2 folder) for the transcript check, "
+                    "English forced (dev only)")
     ap.add_argument("--noise-split", choices=["dev", "test"], default="test",
                     help="the half of the noise the phrases are mixed with (dev: for tuning)")
     ap.add_argument("--seed", type=int, default=11)
