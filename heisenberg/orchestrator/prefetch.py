@@ -22,7 +22,7 @@ from heisenberg.audio.format import AudioChunk
 from heisenberg.core.tasks import cancel_and_wait
 from heisenberg.llm.backend import LLMBackend, LLMResult
 from heisenberg.llm.prompts import Prompt
-from heisenberg.orchestrator.speech import Hold
+from heisenberg.orchestrator.speech import Hold, synthesize_held
 from heisenberg.vision.camera import Frame
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
 
@@ -82,16 +82,12 @@ class Prefetch:
     def _synthesize_first(self, sentence: str) -> None:
         assert self._tts is not None
         self.first_sentence = sentence
-        self.first_audio = asyncio.ensure_future(asyncio.to_thread(self._synthesize, sentence))
+        self.first_audio = asyncio.ensure_future(
+            asyncio.to_thread(synthesize_held, self._tts, sentence, self._hold))
         # A dropped prefetch's audio is never awaited: its failure is not an error then.
         self.first_audio.add_done_callback(
             lambda f: None if f.cancelled() else f.exception())
         self.first_audio.add_done_callback(lambda _: self.settled.set())
-
-    def _synthesize(self, sentence: str) -> AudioChunk:
-        assert self._tts is not None
-        with self._hold():
-            return self._tts.synthesize(sentence)
 
     def ready_audio(self, sentence: str) -> asyncio.Future[AudioChunk] | None:
         """The audio of ``sentence`` if it is the first one, already being synthesized."""

@@ -27,6 +27,12 @@ Hold = Callable[[], contextlib.AbstractContextManager[object]]
 managed server paused, ``server.pause_for_first_audio``)."""
 
 
+def synthesize_held(tts: TextToSpeech, text: str, hold: Hold) -> AudioChunk:
+    """``tts.synthesize(text)`` inside ``hold`` (blocking: for a worker thread)."""
+    with hold():
+        return tts.synthesize(text)
+
+
 @dataclass
 class Spoken:
     text: str
@@ -115,15 +121,12 @@ class Speaker:
             first = False
             try:
                 chunk = await (ready if ready is not None
-                               else asyncio.to_thread(self._synthesize_held, sentence, hold))
+                               else asyncio.to_thread(synthesize_held, self.tts, sentence,
+                                                      hold))
             except TTSError as exc:
                 self._failed(exc)
                 continue
             await self._audio.put((sentence, chunk))
-
-    def _synthesize_held(self, sentence: str, hold: Hold) -> AudioChunk:
-        with hold():
-            return self.tts.synthesize(sentence)
 
     async def _play(self) -> None:
         while True:

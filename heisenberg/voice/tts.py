@@ -67,10 +67,10 @@ _CLAUSE_END = re.compile(r"[,;:—–]\s+")
 _WORD = re.compile(r"\S+")
 _WORD_EDGES = "\"'()[]«»“”‘’.,;:!?…"
 _PUNCTUATED = re.compile(r"[.,;:!?…—–]$")
-# A word, then one sentence mark at the very end of the text: "know." (not "3." or "e.g.").
 # A piece of marks alone ("?" after "What?", "!") says nothing: it is dropped.
 _SAYS_SOMETHING = re.compile(r"\w")
 _LAST_WORD = re.compile(r"\S+$")
+# A word, then one sentence mark at the very end of the text: "know." (not "3." or "e.g.").
 _MARK_AFTER_WORD = re.compile(r"(?:^|\s)[\"'(\[«“‘]*([^\W\d_]{2,})[.!?]$")
 
 FIRST_PHRASE_WORDS = 3
