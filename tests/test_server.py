@@ -108,6 +108,28 @@ def test_command_prefers_the_binary_and_falls_back_to_the_wheel(tmp_path: Path,
         server_command(make_server_config(engine="binary", binary="nope-nope"), model)
 
 
+async def test_auto_falls_back_to_the_wheel_when_the_binary_cannot_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A llama-server built for CPU features this machine lacks dies of SIGILL as it starts
+    (seen here: a native build on a VM that advertises AMX): "auto" then serves the model with
+    the wheel; "binary" fails with an error that says why."""
+    crashing = tmp_path / "llama-server"
+    crashing.write_text("#!/bin/sh\nkill -ILL $$\n")
+    crashing.chmod(0o755)
+    auto = make_server_config(engine="auto", binary=str(crashing))
+    server = ManagedLlamaServer(auto, tmp_path / "auto.log")
+    with caplog.at_level("WARNING", logger="heisenberg.llm.server"):
+        await server.start()
+    try:
+        await wait_healthy(server.url, 5)
+        assert "SIGILL" in caplog.text and "xllamacpp wheel instead" in caplog.text
+    finally:
+        await server.stop()
+    forced = make_server_config(engine="binary", binary=str(crashing), restart=False)
+    with pytest.raises(LLMServerProcessError, match="killed by SIGILL.*illegal instruction"):
+        await ManagedLlamaServer(forced, tmp_path / "forced.log").start()
+
+
 def test_start_llama_server_script_serves_until_sigterm() -> None:
     import subprocess
     import urllib.error

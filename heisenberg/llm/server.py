@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import functools
+import importlib.util
 import logging
 import os
 import secrets
@@ -124,6 +126,22 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def exit_description(code: int) -> str:
+    """How the server process ended, for a person: its exit code, or the signal that killed
+    it (an illegal instruction is a build for a CPU this one is not)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"was killed by signal {-code}"
+    if name == "SIGILL":
+        return ("was killed by SIGILL (illegal instruction: the binary was built for CPU "
+                "features this machine does not run; a virtual machine may advertise some, "
+                "AMX or AVX-512, that it cannot run)")
+    return f"was killed by {name}"
+
+
 async def wait_healthy(url: str, timeout_s: float,
                        proc: asyncio.subprocess.Process | None = None) -> None:
     """Poll ``/health`` until it answers 200; fail early if ``proc`` exits."""
@@ -132,7 +150,7 @@ async def wait_healthy(url: str, timeout_s: float,
         while time.monotonic() < deadline:
             if proc is not None and proc.returncode is not None:
                 raise LLMServerProcessError(
-                    f"llama.cpp server exited with code {proc.returncode} while starting")
+                    f"llama.cpp server {exit_description(proc.returncode)} while starting")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.get(url + "/health") as resp:
                     if resp.status == 200:
@@ -204,7 +222,21 @@ class ManagedLlamaServer:
                 "there, choose another server.port, or point llm.url at that server")
         model = await asyncio.to_thread(resolve_model_path, self.cfg)
         self._command = server_command(self.cfg, model)
-        await self._spawn_and_wait()
+        try:
+            await self._spawn_and_wait()
+        except LLMServerProcessError:
+            # "auto" found a llama-server binary that cannot run here (crashed as it
+            # started): the wheel serves the same model.
+            code = self._proc.returncode if self._proc is not None else None
+            if (self.cfg.engine != "auto" or self._command[0] == sys.executable
+                    or code is None or code >= 0 or not importlib.util.find_spec("xllamacpp")):
+                raise
+            log.warning("llm-server: %s %s while starting; using the xllamacpp wheel "
+                        "instead (server.engine = \"xllamacpp\" skips the binary)",
+                        self._command[0], exit_description(code))
+            wheel = dataclasses.replace(self.cfg, engine="xllamacpp")
+            self._command = server_command(wheel, model)
+            await self._spawn_and_wait()
         if self.cfg.restart:
             self._supervisor = asyncio.create_task(self._supervise(), name="llama-supervisor")
 
