@@ -126,6 +126,11 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+CRASH_SIGNALS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                           signal.SIGABRT})
+"""Signals a process dies of by itself (not the SIGTERM of a start that timed out)."""
+
+
 def exit_description(code: int) -> str:
     """How the server process ended, for a person: its exit code, or the signal that killed
     it (an illegal instruction is a build for a CPU this one is not)."""
@@ -229,7 +234,8 @@ class ManagedLlamaServer:
             # started): the wheel serves the same model.
             code = self._proc.returncode if self._proc is not None else None
             if (self.cfg.engine != "auto" or self._command[0] == sys.executable
-                    or code is None or code >= 0 or not importlib.util.find_spec("xllamacpp")):
+                    or code is None or -code not in CRASH_SIGNALS
+                    or not importlib.util.find_spec("xllamacpp")):
                 raise
             log.warning("llm-server: %s %s while starting; using the xllamacpp wheel "
                         "instead (server.engine = \"xllamacpp\" skips the binary)",
@@ -265,8 +271,8 @@ class ManagedLlamaServer:
             code = await self._proc.wait()
             if self._stopping:
                 return
-            log.error("llm-server: exited with code %s, restarting in %.0fs; log tail:\n%s",
-                      code, delay, self.log_tail())
+            log.error("llm-server: %s, restarting in %.0fs; log tail:\n%s",
+                      exit_description(code), delay, self.log_tail())
             await asyncio.sleep(delay)
             try:
                 await self._spawn_and_wait()
