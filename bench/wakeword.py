@@ -178,6 +178,8 @@ def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split
                 rows.append({"voice": voice.name, "split": voice.split, "kind": "near_miss",
                              "phrase": phrase, "snr_db": snr, "noise": noise,
                              "heard": bool(woke), "stage": woke[0].stage if woke else None,
+                             "candidates": [(round(d.score, 3), round(d.verdict or 0.0, 3))
+                                            for d in found],
                              "transcripts": [d.transcript for d in found
                                              if d.transcript is not None]})
         print(f"{voice.name}: {len(rows)} clips", flush=True)
