@@ -19,7 +19,7 @@ from heisenberg.core.config import Config
 from heisenberg.core.errors import AudioDeviceError
 from heisenberg.main import Runtime, load_voice_engines, make_sink, make_source
 from heisenberg.orchestrator.voice import VoiceTurn
-from heisenberg.voice.tts import PiperTTS, splitter_for
+from heisenberg.voice.tts import PiperTTS, sentences_of
 
 DEMO_WAKE = "Hey Jarvis."
 DEMO_QUESTION = "What is the capital of France?"
@@ -136,9 +136,8 @@ async def cmd_say(config: Config, text: str, output_path: str | None,
         onnxruntime.set_seed(seed)
     tts = await asyncio.to_thread(PiperTTS, config.tts)
     sink = make_sink(config, output_path, tts.rate_hz)
-    splitter = splitter_for(config.language, first_phrase=False)
     try:
-        for sentence in [*splitter.feed(text + " "), *splitter.flush()]:
+        for sentence in sentences_of(text, config.language):
             await sink.play(await asyncio.to_thread(tts.synthesize, sentence))
     finally:
         await sink.close()

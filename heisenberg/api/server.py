@@ -56,7 +56,7 @@ from heisenberg.llm.backends import Health, probe_health
 from heisenberg.orchestrator.assistant import Assistant, Turn, TurnOutcome, Voice
 from heisenberg.orchestrator.history import HistoryError
 from heisenberg.vision.camera import Frame
-from heisenberg.voice.tts import TextToSpeech, splitter_for
+from heisenberg.voice.tts import TextToSpeech, sentences_of
 
 log = logging.getLogger(__name__)
 
@@ -455,9 +455,7 @@ class API:
         if self.tts is None:
             raise fail(503, "text-to-speech is not loaded in this process")
         tts = self.tts
-        # The whole text is here: pieces are sentences (no first phrase), in its language.
-        splitter = splitter_for(self.config.language, first_phrase=False)
-        sentences = [*splitter.feed(text + " "), *splitter.flush()]
+        sentences = sentences_of(text, self.config.language)
         if not sentences:
             raise fail(400, "'text' has nothing speakable in it")
         async with self.slot():  # Piper shares the machine with the spoken turns

@@ -200,6 +200,13 @@ def splitter_for(language_code: str, first_phrase: bool) -> SentenceSplitter:
                             abbreviations=words.abbreviations)
 
 
+def sentences_of(text: str, language_code: str) -> list[str]:
+    """A whole text (not a stream: no first phrase) cut into the pieces it is spoken in, with
+    the language's splitter (``/speak``, ``heisenberg say``)."""
+    splitter = splitter_for(language_code, first_phrase=False)
+    return [*splitter.feed(text + " "), *splitter.flush()]
+
+
 class TextToSpeech(ABC):
     rate_hz: int
 
