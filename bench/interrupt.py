@@ -54,7 +54,7 @@ from heisenberg.audio.echo import EchoCanceller, EchoReference
 from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
 from heisenberg.core.config import Config
 from heisenberg.core.events import VoiceInterrupt
-from heisenberg.orchestrator.hearing import Utterance, hearing_for
+from heisenberg.orchestrator.hearing import Hold, Release, Utterance, hearing_for
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
 from heisenberg.voice.wakeword import OpenWakeWordEngine
@@ -158,7 +158,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(args.seed)
     base = Config()
     config = dataclasses.replace(base, session=dataclasses.replace(
-        base.session, interrupt_speech_ms=args.speech_ms))
+        base.session, interrupt_speech_ms=args.speech_ms,
+        interrupt_hold_ms=(base.session.interrupt_hold_ms if args.hold_ms is None
+                           else args.hold_ms)))
     if args.headphones:
         config = dataclasses.replace(config, audio=dataclasses.replace(
             config.audio, echo_cancel="headphones"))
@@ -205,6 +207,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 tap.append(chunk)
                 del tap[:-2000]
                 items = await asyncio.to_thread(hearing.feed, chunk, playing=playing)
+                for item in items:  # as the voice loop does, at once
+                    if isinstance(item, Hold):
+                        speaker.hold()
+                    elif isinstance(item, Release):
+                        speaker.release()
                 await heard.put((chunk, items))
 
         room = PulseRoom(env, Path(tmp) / PULSE_LOG)
@@ -221,6 +228,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             while not heard.empty():
                 heard.get_nowait()
             skips = room.skips()
+            holds, releases = hearing.holds, hearing.releases
             playing = asyncio.create_task(speaker.play_text(answer, text))
             started = time.monotonic()
             row: dict[str, object] = {"kind": kind, "answer_s": round(answer.duration_ms / 1000,
@@ -277,6 +285,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 await speaking
             hearing.stop("bench")
             row["interrupted"] = interrupt is not None
+            row["held"] = hearing.holds - holds
+            row["released"] = hearing.releases - releases
             row["played_s"] = round(time.monotonic() - started, 2)
             if interrupt is not None:
                 chunk, event = interrupt
@@ -357,7 +367,10 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         hours = sum(float(r["played_s"]) for r in sel) / 3600
         n = sum(bool(r["interrupted"]) for r in sel)
         return {"interruptions": n, "hours": round(hours, 4),
-                "per_hour": round(n / hours, 1) if hours else 0.0}
+                "per_hour": round(n / hours, 1) if hours else 0.0,
+                # Held for nothing: a pause of interrupt_hold_ms in the answer.
+                "answers_held_for_nothing": sum(int(r.get("released", 0)) > 0  # type: ignore[call-overload]
+                                                for r in sel)}
 
     levels = [float(x) for x in args.levels_db]
     stopped = [float(r["stopped_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
@@ -374,6 +387,10 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "interrupt_speech_ms": args.speech_ms, "samples_each": args.samples,
+        "interrupt_hold_ms": (Config().session.interrupt_hold_ms if args.hold_ms is None
+                              else args.hold_ms),
+        "users_held_then_released": sum(int(r.get("released", 0)) > 0  # type: ignore[call-overload]
+                                        for r in rows if r["kind"] == "user"),
         "seed": args.seed, "split": args.split,
         "voices": sorted({str(r["voice"]) for r in rows if "voice" in r}),
         "interrupted_by_level_db": {
@@ -411,6 +428,8 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--speech-ms", type=int, default=96)
+    ap.add_argument("--hold-ms", type=int, default=None,
+                    help="session.interrupt_hold_ms (default: the config's; 0 = no hold)")
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])
     ap.add_argument("--seed", type=int, default=1)

@@ -113,6 +113,74 @@ async def test_stop_cuts_playback_quickly(pulse: None, tts: PiperTTS) -> None:
     await speaker.close()
 
 
+def steady_tone(seconds: float) -> np.ndarray:
+    """A tone that never crosses zero: any zero sample in what was played is a gap."""
+    n = int(seconds * RATE_HZ)
+    return (3000 + 1000 * np.sin(np.arange(n) * 0.05)).astype(np.int16)
+
+
+async def test_a_held_answer_waits_where_it_was_and_goes_on(pulse: None) -> None:
+    """``hold`` (a sound over the answer that may be the user) pauses the speaker on the
+    sample it had reached: the device and the echo reference get silence, and ``release``
+    goes on from there, nothing lost or repeated. ``stop`` ends a hold."""
+    blocks: list[np.ndarray] = []
+
+    class Recorder:
+        def played(self, samples: np.ndarray, rate_hz: int, at: float) -> None:
+            blocks.append(samples.copy())
+
+    speaker = SpeakerSink(rate_hz=RATE_HZ)
+    speaker.reference = Recorder()  # type: ignore[assignment]
+    tone = steady_tone(1.5)
+    try:
+        play = asyncio.create_task(speaker.play(AudioChunk(tone.tobytes(), RATE_HZ)))
+        async with asyncio.timeout(10):  # the device opens, and plays a little of it
+            while not (speaker._queue and speaker._queue[0].position > RATE_HZ // 10):
+                await asyncio.sleep(0.02)
+        speaker.hold()
+        await asyncio.sleep(0.1)  # a block in flight when it was held
+        position = speaker._queue[0].position
+        await asyncio.sleep(0.5)
+        assert speaker._queue[0].position == position and not play.done()
+        speaker.release()
+        await asyncio.wait_for(play, 10.0)
+        assert speaker.played_ms == pytest.approx(1500, abs=1)
+        sounded = np.concatenate(blocks)
+        loud = np.flatnonzero(sounded)
+        body = sounded[loud[0]:loud[-1] + 1]
+        assert np.array_equal(body[body != 0], tone)  # every sample once, in order
+        assert np.count_nonzero(body == 0) >= RATE_HZ // 2  # the hold, as silence
+
+        again = asyncio.create_task(speaker.play(AudioChunk(tone.tobytes(), RATE_HZ)))
+        await asyncio.sleep(0.3)
+        speaker.hold()
+        await speaker.stop()
+        await asyncio.wait_for(again, 5.0)
+        assert not speaker.held
+    finally:
+        await speaker.close()
+
+
+async def test_a_held_file_sink_records_the_pause(tmp_path: Path) -> None:
+    """The paced WAV sink (a speaker without a device) holds the same way: the file has
+    the whole answer, with the hold as silence in it."""
+    from heisenberg.audio.sinks import WavFileSink
+
+    sink = WavFileSink(tmp_path / "held.wav", RATE_HZ, realtime=True)
+    tone = steady_tone(0.6)
+    play = asyncio.create_task(sink.play(AudioChunk(tone.tobytes(), RATE_HZ)))
+    await asyncio.sleep(0.2)
+    sink.hold()
+    await asyncio.sleep(0.3)
+    assert not play.done()
+    sink.release()
+    await asyncio.wait_for(play, 10.0)
+    samples = sink.samples()
+    assert np.array_equal(samples[samples != 0], tone)
+    assert np.count_nonzero(samples == 0) >= RATE_HZ // 50
+    assert sink.played_ms == pytest.approx(600, abs=1)
+
+
 async def test_no_sound_server_is_reported_and_retried(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = tmp_path / "xdg"

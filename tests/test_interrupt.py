@@ -18,13 +18,21 @@ from heisenberg.audio.format import RATE_HZ, AudioChunk, chunks_of
 from heisenberg.core.config import Config
 from heisenberg.core.events import VoiceInterrupt
 from heisenberg.lang import words_in
-from heisenberg.orchestrator.hearing import Heard, Rejected, Utterance, hearing_for
+from heisenberg.orchestrator.hearing import (
+    Heard,
+    Hold,
+    Rejected,
+    Release,
+    Utterance,
+    hearing_for,
+)
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.wakeword import OpenWakeWordEngine
 from tests.conftest import flite
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from room import echo_gain, impulse_response, simulate  # the benchmarks' own room
+from speech_sets import opensfx
 
 ANSWERS = ("Once upon a time, in a land far away, there lived a mighty dragon who guarded a "
            "mountain of gold and slept for a hundred years.",
@@ -47,9 +55,10 @@ def played() -> tuple[np.ndarray, int]:
 
 
 def hear(config: Config, wake: OpenWakeWordEngine, played: np.ndarray, mic: np.ndarray,
-         echo_cancel: bool = True) -> list[tuple[int, Heard]]:
+         echo_cancel: bool = True, second: int = 0) -> list[tuple[int, Heard]]:
     """Everything the hearing heard, with the audio time (ms) of the end of its chunk; the
-    answer plays until the end of ``played``."""
+    answer plays until the end of ``played``; with ``second`` (where it starts) as two
+    answers, nothing playing in the second before it."""
     reference = EchoReference(keep_s=60.0)
     reference.played(played, RATE_HZ, T0)
     canceller = EchoCanceller(reference) if echo_cancel else None
@@ -58,7 +67,8 @@ def hear(config: Config, wake: OpenWakeWordEngine, played: np.ndarray, mic: np.n
     for chunk in chunks_of(mic):
         live = AudioChunk(chunk.pcm, chunk.rate_hz, chunk.timestamp_ms,
                           captured_at=T0 + chunk.timestamp_ms / 1000)
-        playing = chunk.timestamp_ms * RATE_HZ // 1000 < len(played)
+        at = chunk.timestamp_ms * RATE_HZ // 1000
+        playing = at < len(played) and not second - RATE_HZ <= at < second
         end_ms = chunk.timestamp_ms + 80
         heard += [(end_ms, item) for item in hearing.feed(live, playing=playing)]
     return heard
@@ -87,13 +97,19 @@ def test_speaking_over_the_answer_interrupts_it(
     at = second + 3 * RATE_HZ
     gain = 0.25 / echo_gain(answer, user, ir, level_db)  # the room stays; the user's level
     mic = simulate(answer, (user * gain).astype(np.int16), at, ir, 60.0, 0.25)
-    heard = hear(INTERRUPT, wake, answer, mic)
+    heard = hear(INTERRUPT, wake, answer, mic, second=second)
     interrupts = [(end, item) for end, item in heard if isinstance(item, VoiceInterrupt)]
     assert len(interrupts) == 1, interrupts
     decided_ms, event = interrupts[0]
     began_ms = onset_ms(user, at)
     assert began_ms < decided_ms <= began_ms + 300, (began_ms, decided_ms)
     assert abs(event.onset_ms - began_ms) <= 200, (event.onset_ms, began_ms)
+    # The answer was held at their first loud sound, before the decision (it stopped there).
+    cues = [(end, type(item).__name__) for end, item in heard
+            if isinstance(item, Hold | Release | VoiceInterrupt)]
+    assert [kind for _, kind in cues[-2:]] == ["Hold", "VoiceInterrupt"], cues
+    held_ms = cues[-2][0]
+    assert began_ms - 80 <= held_ms < decided_ms, (began_ms, held_ms, decided_ms)
     [question] = [item for _, item in heard if isinstance(item, Utterance)]
     assert question.turn_id == event.turn_id
     text = stt.transcribe(question.samples)
@@ -182,8 +198,37 @@ def test_a_word_over_as_the_interruption_is_decided_is_still_heard(
     heard = [item for _, item in hear(headphones, wake, answer, mic, echo_cancel=False)
              if not isinstance(item, Rejected)]  # wake word candidates start nothing
     kinds = [type(item).__name__ for item in heard]
-    assert kinds == ["VoiceInterrupt", "SpeechStarted", "Pause", "Utterance"], heard
+    assert kinds == ["Hold", "VoiceInterrupt", "SpeechStarted", "Pause", "Utterance"], heard
     assert words_in(stt.transcribe(heard[-1].samples))  # type: ignore[union-attr]
+
+
+def test_a_sound_over_the_answer_holds_it_once_until_it_proves_no_voice(
+        played: tuple[np.ndarray, int], wake: OpenWakeWordEngine) -> None:
+    """A knock over the answer (a recorded one, OpenSFX) as loud as a user: the answer is
+    held at once and released ``interrupt_hold_ms`` later, as no voice followed; a second
+    knock in the same answer does not hold it again (a noisy room pauses an answer once,
+    not at every sound), and nothing interrupts it. With ``interrupt_hold_ms = 0``
+    nothing is held."""
+    answer, second = played
+    ir = impulse_response(np.random.default_rng(5))
+    knock = opensfx()[21].astype(np.float64)  # 86 ms
+    gain = 0.25 / echo_gain(answer, knock, ir, 0.0)
+    user = np.zeros(2 * RATE_HZ, np.float64)
+    user[:len(knock)] = user[RATE_HZ:RATE_HZ + len(knock)] = knock * gain
+    at = second + 3 * RATE_HZ
+    mic = simulate(answer, np.clip(user, -32768, 32767).astype(np.int16), at, ir, 60.0, 0.25)
+    at_ms = at * 1000 // RATE_HZ
+    heard = hear(INTERRUPT, wake, answer, mic, second=second)
+    cues = [(end, type(item).__name__) for end, item in heard
+            if isinstance(item, Hold | Release | VoiceInterrupt) and end > second * 1000 // RATE_HZ]
+    assert [kind for _, kind in cues] == ["Hold", "Release"], cues
+    (held, _), (released, _) = cues
+    assert at_ms <= held <= at_ms + 160, (held, at_ms)
+    assert released - held == INTERRUPT.session.interrupt_hold_ms, cues
+    no_hold = dataclasses.replace(INTERRUPT, session=dataclasses.replace(
+        INTERRUPT.session, interrupt_hold_ms=0))
+    assert not [item for _, item in hear(no_hold, wake, answer, mic, second=second)
+                if isinstance(item, Hold | Release | VoiceInterrupt)]
 
 
 def test_after_an_interruption_the_next_answer_can_be_interrupted_from_its_start(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import shutil
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -49,6 +50,10 @@ from heisenberg.voice.wakeword import (
     WakeWordEngine,
 )
 from tests.conftest import RunningServer, flite, silence, speech
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+from speech_sets import opensfx  # the benchmarks' own data loader
+
 from tests.test_llm_faults import fake_llm, open_sse, sse
 
 OTHER_SPEECH = (
@@ -203,9 +208,11 @@ async def test_speech_starts_before_the_answer_is_complete(tts: PiperTTS) -> Non
 
 
 def voice_setup(server: RunningServer, tts: PiperTTS, stt: WhisperSTT, source: AudioSource,
-                sink: WavFileSink | NullSink, **llm: object) -> tuple[VoiceLoop, list[Event]]:
+                sink: WavFileSink | NullSink, config: Config | None = None,
+                **llm: object) -> tuple[VoiceLoop, list[Event]]:
     base = LLMConfig(url=server.url, max_tokens=40, temperature=0.0)
-    config = Config(llm=dataclasses.replace(base, **llm))  # type: ignore[arg-type]
+    config = dataclasses.replace(config or Config(),
+                                 llm=dataclasses.replace(base, **llm))  # type: ignore[arg-type]
     bus = EventBus()
     events = record(bus)
     assistant = Assistant(config, bus, LlamaCppLLM(config.llm, server.url))
@@ -297,6 +304,48 @@ async def test_barge_in_while_speaking(llama_server: RunningServer, tts: PiperTT
                      and e.turn_id == first.turn_id]
     assert spoken_words < len("".join(e.text for e in answer_tokens).split())
     assert len(loop.barge_in_ms) == 1  # its wall-clock figure is bench/barge_in.py's
+    await sink.close()
+
+
+async def test_a_knock_over_the_answer_holds_it_once_and_it_goes_on(
+        llama_server: RunningServer, tts: PiperTTS, stt: WhisperSTT, tmp_path: Path) -> None:
+    """Voice interruptions on, with headphones (no echo to cancel): a knock (a recorded
+    one, OpenSFX) every second while the answer plays holds it at the first knock, for
+    ``interrupt_hold_ms``, as silence where it was; no voice follows, so it goes on and
+    is said to its end, not interrupted; the knocks after that hold it no more."""
+    knock = opensfx()[21].astype(np.float64)  # 86 ms
+    knock = (knock * 3000 / np.sqrt(np.mean(knock ** 2))).astype(np.int16)
+    beat = np.concatenate([knock, silence(1.0 - len(knock) / RATE_HZ)])
+    wav = tmp_path / "knocks.wav"
+    write_wav(wav, np.concatenate([
+        silence(0.3), speech(tts, "Hey Jarvis."), silence(0.3),
+        speech(tts, "Tell me about the moon."), silence(3.0), *[beat] * 14]), RATE_HZ)
+    base = Config()
+    config = dataclasses.replace(
+        base, audio=dataclasses.replace(base.audio, echo_cancel="headphones", earcons=False),
+        session=dataclasses.replace(base.session, interrupt_speech_ms=96))
+    sink = WavFileSink(tmp_path / "reply.wav", tts.rate_hz, realtime=True)
+    loop, events = voice_setup(llama_server, tts, stt, FileSource(wav, realtime=True), sink,
+                               config=config, max_tokens=60)
+    turns = await asyncio.wait_for(loop.run(), 120)
+    await loop.bus.drain()
+    [turn] = turns
+    assert turn.outcome is not None and turn.outcome.answer and not turn.interrupted
+    assert not [e for e in events if e.type is EventType.VOICE_INTERRUPT]
+    assert loop.hearing.holds == loop.hearing.releases >= 1
+    reply = sink.samples()
+    # The hold is in the reply as one stretch of digital silence (Piper's own pauses are
+    # not), then the answer goes on: its samples after it are its own, to its end.
+    zero = np.concatenate([[0], (reply == 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(zero))
+    runs = edges[1::2] - edges[::2]
+    hold_s = config.session.interrupt_hold_ms / 1000
+    held = [(start, n) for start, n in zip(edges[::2], runs, strict=True)
+            if n >= 0.8 * hold_s * tts.rate_hz]
+    assert len(held) == loop.hearing.holds, (held, loop.hearing.holds)
+    assert all(start > 0 and start + n < len(reply) for start, n in held)
+    assert sink.played_ms / 1000 == pytest.approx(
+        (len(reply) - sum(n for _, n in held)) / tts.rate_hz, abs=0.05)
     await sink.close()
 
 

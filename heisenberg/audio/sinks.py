@@ -1,7 +1,9 @@
 """Where spoken answers go: the speaker, a WAV file, or nowhere.
 
 ``play`` returns once the chunk has been *played* (for the speaker and a paced file) so that
-the caller knows what was actually said; ``stop`` cuts playback at once (barge-in).
+the caller knows what was actually said; ``stop`` cuts playback at once (barge-in); ``hold``
+pauses it where it is (a sound over the answer that may be the user interrupting) until
+``release`` or ``stop``.
 ``play_text`` also remembers the words being played, so that the wake word engine can tell
 the assistant's own voice (heard back through the microphone) from the user's, whoever
 played them: a voice turn, an API answer or ``/api/v1/speak``.
@@ -44,6 +46,8 @@ class AudioSink(ABC):
         self.sounding_until = 0.0
         """``time.monotonic()`` when the last sample handed to the device sounds (0: a sink
         without a clock): after ``stop``, when playback really ended."""
+        self.held = False
+        """Playback is paused where it was (``hold``): silence until ``release``."""
 
     async def play_text(self, chunk: AudioChunk, text: str) -> None:
         """``play``, remembering that ``text`` is what is being said."""
@@ -68,6 +72,15 @@ class AudioSink(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - a sink that plays instantly has nothing to cut
         """Cut what is playing now (barge-in)."""
+
+    def hold(self) -> None:
+        """Pause what is playing where it is (a sink that plays instantly has nothing to
+        pause): ``play`` waits, the device plays silence."""
+        self.held = True
+
+    def release(self) -> None:
+        """Go on from where ``hold`` paused."""
+        self.held = False
 
     async def ready(self) -> None:  # noqa: B027 - files and the null sink always are
         """Raise ``AudioDeviceError`` if the device cannot play now (checked, not played)."""
@@ -104,13 +117,20 @@ class WavFileSink(AudioSink):
             self._parts.append(samples)
             self.played_ms += chunk.duration_ms
             return
-        # Paced in 20 ms steps: a cancellation keeps only what was "played".
+        # Paced in 20 ms steps: a cancellation keeps only what was "played"; held, the
+        # file gets what a speaker would sound meanwhile (silence).
         step = self.rate_hz // 50
         for i in range(0, len(samples), step):
+            while self.held:
+                await asyncio.sleep(step / self.rate_hz)
+                self._parts.append(np.zeros(step, np.int16))
             part = samples[i:i + step]
             await asyncio.sleep(len(part) / self.rate_hz)
             self._parts.append(part)
             self.played_ms += len(part) * 1000 / self.rate_hz
+
+    async def stop(self) -> None:
+        self.held = False
 
     def samples(self) -> np.ndarray:
         return np.concatenate(self._parts) if self._parts else np.zeros(0, np.int16)
@@ -184,7 +204,7 @@ class SpeakerSink(AudioSink):
         filled = 0
         finished: list[_Playing] = []
         with self._queue_lock:
-            while filled < frames and self._queue:
+            while filled < frames and self._queue and not self.held:
                 playing = self._queue[0]
                 part = playing.samples[playing.position:playing.position + frames - filled]
                 block[filled:filled + len(part)] = part
@@ -258,10 +278,11 @@ class SpeakerSink(AudioSink):
 
     async def stop(self) -> None:
         """Cut playback: the queue is emptied; the device plays what it holds (one block
-        plus its latency) and then silence."""
+        plus its latency) and then silence. A hold ends with it."""
         with self._queue_lock:
             dropped = list(self._queue)
             self._queue.clear()
+            self.held = False
         for playing in dropped:
             playing.finish()
 

@@ -291,6 +291,10 @@ class SessionConfig:
     """Speaking this long over an answer interrupts it without the wake word (with echo
     cancellation on, or headphones: ``audio.echo_cancel``); 0 = off, only the wake word
     interrupts."""
+    interrupt_hold_ms: int = _opt(400, min=0, max=2000)
+    """With ``interrupt_speech_ms``: a sound that rises over the answer pauses it at once,
+    for up to this long, until it proves a voice (the answer stops) or not (it goes on where
+    it was held); 0 = the answer plays on until the interruption is decided."""
     speak_errors: bool = _opt(True)
     """Say a short "sorry" out loud when a spoken turn fails (it is always logged)."""
     scene_ttl_s: float = _opt(300.0, min=0.0, max=86400.0)

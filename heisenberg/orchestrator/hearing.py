@@ -108,7 +108,19 @@ class Rejected:
     detection: Detection
 
 
-Cue = Pause | Resumed | Utterance | Rejected
+@dataclass(frozen=True)
+class Hold:
+    """A sound rose over the answer (what the echo canceller leaves, after a quiet while):
+    playback pauses where it is until the sound proves a voice (a ``VoiceInterrupt`` follows,
+    and the answer stops) or not (``Release``)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """The held sound did not interrupt: the answer goes on from where it was held."""
+
+
+Cue = Pause | Resumed | Utterance | Rejected | Hold | Release
 Heard = Event | Cue
 
 INTERRUPT_FLOOR = 30
@@ -131,6 +143,9 @@ TRIM_AFTER_S = 0.24
 WAKE_TAIL_SURE_S = 0.2
 """Speech this short there is the phrase's end whatever its transcript says (whisper heard
 SVOX pico's "Hey Jarvis" as "H.R.V."): no word is said so quickly and then paused after."""
+HOLD_AFTER_QUIET_MS = 320
+"""A sound over the answer holds it only when what the canceller left was not loud for this
+long before (an onset, not a fan that runs on)."""
 INTERRUPT_BELOW_DB = -15.0
 """What the canceller leaves must be at most this far below the microphone's signal to be
 a voice over the answer, dB."""
@@ -143,7 +158,7 @@ class Hearing:
                  canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
                  interrupt_vad: SileroVad | None = None, language_code: str = "en",
                  resume_window_ms: int = 0, resume_vad: SileroVad | None = None,
-                 headphones: bool = False) -> None:
+                 headphones: bool = False, interrupt_hold_ms: int = 0) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
@@ -155,7 +170,9 @@ class Hearing:
         the end-of-turn rule reads. ``resume_window_ms``: after a question's end, speech
         within this long (heard by ``resume_vad``) continues it (0 = never).
         ``headphones``: the microphone cannot hear the assistant: no canceller is needed,
-        and speech while it talks is the user's."""
+        and speech while it talks is the user's. ``interrupt_hold_ms``: a voice interruption
+        is awaited this long with the answer held (``Hold``) from the first loud sound over
+        it (0 = the answer plays until the interruption is decided)."""
         self.language_code = language_code
         self.wake = wake
         self.canceller = canceller
@@ -172,6 +189,17 @@ class Hearing:
         """Frames of speech in a row that interrupt the assistant (0 = never)."""
         self._voiced_frames = 0
         self._hearing_echo = False
+        self.hold_chunks = (-(-interrupt_hold_ms // CHUNK_MS)
+                            if self.interrupt_frames and interrupt_hold_ms > 0 else 0)
+        """Chunks an unconfirmed ``Hold`` lasts (0 = never hold)."""
+        self._held: int | None = None
+        """Chunks since the answer was held; None while it is not."""
+        self._hold_spent = False
+        """This answer was held once for nothing: the next sounds over it do not hold it."""
+        self._quiet_chunks = 0
+        """Chunks in a row over the answer that were not loud."""
+        self.holds = self.releases = 0
+        """Answers held, and held for nothing (released)."""
         self.resume_vad = resume_vad if resume_window_ms > 0 else None
         self.resume_window_ms = resume_window_ms
         self._resume_frames = -(-RESUME_SPEECH_MS * RATE_HZ // (1000 * SileroVad.FRAME))
@@ -273,18 +301,39 @@ class Hearing:
             assert self.canceller is not None
             listening = playing and chunk is not raw and self.canceller.settled
             loud = listening and _over_echo(raw, chunk)
+        cues: list[Heard] = []
         if not listening:
+            if self._held is not None:  # the answer ended or the canceller lost the room
+                cues.append(self._release("the answer no longer plays over it"
+                                          if not playing else "the canceller unsettled"))
+            if not playing:  # the next answer may be held again
+                self._hold_spent = False
+                self._quiet_chunks = 0
             if self._hearing_echo:  # the answer ended: the next one starts afresh
                 self._hearing_echo = False
                 self._voiced_frames = 0
                 self.interrupt_vad.reset()
-            return []
+            return cues
         self._hearing_echo = True
+        if self._held is not None:
+            self._held += 1
+        elif (loud and self.hold_chunks and not self._hold_spent
+              and self._quiet_chunks * CHUNK_MS >= HOLD_AFTER_QUIET_MS):
+            self._held = 0
+            self.holds += 1
+            log.info("answer held: a sound over it (%.0f dB under the microphone)",
+                     10 * np.log10(max(_energy(chunk), 1.0) / max(_energy(raw), 1.0)))
+            cues.append(Hold())
+        self._quiet_chunks = 0 if loud else self._quiet_chunks + 1
         for p in self.interrupt_vad.probabilities(chunk):
             voiced = loud and p >= self.interrupt_vad.threshold
             self._voiced_frames = self._voiced_frames + 1 if voiced else 0
         if self._voiced_frames < self.interrupt_frames:
-            return []
+            if self._held is not None and self._held >= self.hold_chunks:
+                self._hold_spent = True
+                cues.append(self._release(f"no voice in {self.hold_chunks * CHUNK_MS} ms"))
+            return cues
+        self._held = None  # the interruption stops the answer
         end_ms = chunk.timestamp_ms + round(chunk.duration_ms)
         speech_ms = self._voiced_frames * SileroVad.FRAME * 1000 // RATE_HZ
         left, heard = _energy(chunk), _energy(raw)
@@ -303,9 +352,15 @@ class Hearing:
         # The speech is heard already (a short "Stop." may be over before the end-of-speech
         # detector would have counted it as begun, and the question would be lost).
         self.endpointer.speech_on()
-        return [VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
-                               turn_id=self.listening_to),
+        return [*cues, VoiceInterrupt(onset_ms=end_ms - speech_ms, speech_ms=speech_ms,
+                                      turn_id=self.listening_to),
                 SpeechStarted(audio_ms=0, turn_id=self.listening_to)]
+
+    def _release(self, why: str) -> Release:
+        self._held = None
+        self.releases += 1
+        log.info("answer released: %s", why)
+        return Release()
 
     def _continuation(self, raw: AudioChunk, chunk: AudioChunk, speech: AudioChunk,
                       echoing: bool) -> list[Heard]:
@@ -356,6 +411,7 @@ class Hearing:
         endpointer's own). Returns the new turn's id."""
         self.listening_to = uuid.uuid4().hex[:12]
         self.listen_start_ms = at_ms
+        self._held = None  # a wake word over a held answer: the barge-in stops it
         self._ended, self._since_end = None, []
         self.endpointer.reset()
         self.endpointer.no_speech_timeout_s = (self._no_speech_s if no_speech_s is None
@@ -616,4 +672,4 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                        if interrupt_ms and (canceller or headphones) else None),
         language_code=config.language, resume_window_ms=stt.resume_window_ms,
         resume_vad=SileroVad(stt.vad_threshold) if stt.resume_window_ms else None,
-        headphones=headphones)
+        headphones=headphones, interrupt_hold_ms=config.session.interrupt_hold_ms)

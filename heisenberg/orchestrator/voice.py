@@ -43,8 +43,10 @@ from heisenberg.lang import language, words_in
 from heisenberg.orchestrator.assistant import Assistant, TurnOutcome, Voice
 from heisenberg.orchestrator.hearing import (
     Heard,
+    Hold,
     Pause,
     Rejected,
+    Release,
     Resumed,
     Utterance,
     hearing_for,
@@ -231,7 +233,7 @@ class VoiceLoop:
 
     def _record_all(self, heard: list[Heard]) -> None:
         for item in heard:
-            if not isinstance(item, Pause | Resumed | Utterance | Rejected):
+            if not isinstance(item, Pause | Resumed | Utterance | Rejected | Hold | Release):
                 self.assistant.record(item)
 
     # --- what the hearing heard -----------------------------------------------------------
@@ -263,7 +265,11 @@ class VoiceLoop:
 
     async def _handle(self, heard: list[Heard], chunk: AudioChunk | None) -> None:
         for item in heard:
-            if isinstance(item, Pause):
+            if isinstance(item, Hold):
+                self.sink.hold()  # a sound over the answer: it waits until we know
+            elif isinstance(item, Release):
+                self.sink.release()
+            elif isinstance(item, Pause):
                 aside = None
                 if item.repeated:  # taken up again
                     aside, self._set_aside = self._set_aside, None
@@ -304,8 +310,10 @@ class VoiceLoop:
                     await self.sink.stop()  # whoever was speaking (an API /speak too)
                     if chunk is not None:
                         self._time_interruption(chunk, item)
-                elif self.earcons:
-                    await self._play_earcon(880.0)
+                else:
+                    self.sink.release()  # held when the wake word began: its turn is over
+                    if self.earcons:
+                        await self._play_earcon(880.0)
             elif isinstance(item, Rejected):
                 log.info("wake word candidate rejected by the verifier (%s, score %.2f, "
                          "verifier %.2f)", item.detection.model, item.detection.score,
