@@ -25,7 +25,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -252,13 +252,18 @@ def gcc_phat(mic: np.ndarray, ref: np.ndarray, max_lag: int, lead: int = 0
     window = np.abs(cc[:max_lag + lead + 1])
     k = int(np.argmax(window))
     rms = float(np.sqrt(np.mean(cc ** 2))) + 1e-12
-    if k in (0, len(window) - 1):  # at the edge of the range: no echo path inside it
+    # At the edge of the range (or within 2 ms of it) the best is the skirt of a peak
+    # outside it: no echo path inside the range.
+    edge = RATE_HZ // 500
+    if k <= edge or k >= len(window) - 1 - edge:
         return max_lag - k, 0.0
     # A wall can reflect nearly as strongly as the direct path: of the peaks at least half
     # as high within 50 ms before the highest, take the earliest (the direct path), so
     # that the estimate does not flip between the two from one second to the next.
     near = window[k:min(len(window), k + RATE_HZ // 20)]
     earliest = k + int(np.flatnonzero(near >= 0.5 * window[k])[-1])
+    if earliest >= len(window) - 1 - edge:
+        return max_lag - earliest, 0.0
     return max_lag - earliest, float(window[k]) / rms
 
 
@@ -274,12 +279,33 @@ def erle_db(heard: float, left: float, samples: int) -> float | None:
 @dataclass
 class EchoStats:
     delay_ms: float
-    """The playback-to-capture delay now in use."""
+    """The playback-to-capture delay now in use (during a move's trial, the old one)."""
     active_chunks: int = 0
     """Chunks the canceller processed (something had played)."""
     passed_chunks: int = 0
     """Chunks passed untouched (nothing played)."""
     delay_updates: int = 0
+    """Times the delay in use changed (a move the trial kept counts once)."""
+    delay_reverts: int = 0
+    """Moves of the delay that a trial turned down: the filter where it was removed more."""
+
+
+@dataclass
+class _Trial:
+    """A move of the delay on trial (``EchoCanceller.TRIAL_SECONDS``): the filter at the old
+    alignment goes on beside the new one, and what the canceller hands on is its output
+    until the new one removes more of the echo."""
+
+    old: SpeexEcho
+    offset_s: float
+    """The old delay minus the new one (clock steps move both alike)."""
+    heard: float = 0.0
+    old_left: float = 0.0
+    new_left: float = 0.0
+    samples: int = 0
+    """The second being measured: microphone energy, what each filter left, samples."""
+    seconds: list[tuple[float, float, float]] = field(default_factory=list)
+    """The measured seconds of echo: (heard, old left, new left)."""
 
 
 class Cleaned(NamedTuple):
@@ -327,6 +353,17 @@ class EchoCanceller:
     """How far from the last estimates (their median) an estimate of the echo path must be
     to show that the path moved (a user's voice over the echo moved estimates ~6 ms on the
     rig)."""
+
+    TRIAL_SECONDS = 3
+    """A move of the delay (after the first) is on trial for this many seconds of echo, the
+    filter at the old alignment going on beside the new one: it is undone if the old one
+    removed ``TRIAL_MARGIN_DB`` more of the echo over them, kept as soon as the new one
+    removes as much in a second. On the rig a move after 25 minutes of answers (an estimate
+    33 ms from a delay where the filter removed 60 dB) left it removing 20 dB for minutes,
+    until the speaker's stream restarted (bench/barge_in.py, 2026-12-07). A path that moved
+    within the filter's length the old one learns again (the two remove about as much); one
+    that moved beyond it, it cannot."""
+    TRIAL_MARGIN_DB = 10.0
 
     REBUILD_S = 8.0
     """How much of the answers' echo heard alone (no user) is kept to rebuild the filter
@@ -391,6 +428,8 @@ class EchoCanceller:
         seconds."""
         self.rebuilds = 0
         """Times the filter was rebuilt after a user's turn."""
+        self._trial: _Trial | None = None
+        """A move of the delay on trial, if one is."""
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         """The chunk without the echo (``Cleaned.chunk``)."""
@@ -418,7 +457,9 @@ class EchoCanceller:
         usable = len(mic) - len(mic) % FRAME_SAMPLES
         out, linear = mic.copy(), mic.copy()
         linear[:usable], out[:usable] = self.speex.process_both(mic[:usable], played[:usable])
-        if not self.listening:
+        if self._trial is not None:
+            linear, out = self._try(at, mic, usable, out, linear)
+        elif not self.listening:
             self._echo_alone.append((at, mic[:usable], played[:usable]))
             while len(self._echo_alone) * CHUNK_S > self.REBUILD_S + self.GUARD_S:
                 self._echo_alone.popleft()
@@ -430,6 +471,83 @@ class EchoCanceller:
             return Cleaned(cleaned, cleaned)
         return Cleaned(cleaned, replace(chunk, pcm=linear.tobytes()))
 
+    def _try(self, at: float, mic: np.ndarray, usable: int, out: np.ndarray,
+             linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One chunk of a move's trial: the filter at the old alignment takes it too, and
+        hands on its output ``(linear, suppressed)`` while the trial lasts. Each second of
+        echo (nobody being listened to) compares the two; the move is kept (``_keep``) or
+        undone (``_undo``)."""
+        trial = self._trial
+        assert trial is not None
+        start = at - (self._delay_s + trial.offset_s) + self.margin_s
+        played = self.reference.window(start, len(mic))
+        old_linear, old_out = mic.copy(), mic.copy()
+        old_linear[:usable], old_out[:usable] = trial.old.process_both(mic[:usable],
+                                                                       played[:usable])
+        if not self.listening:
+            trial.heard += float(np.sum(mic.astype(np.float64) ** 2))
+            trial.old_left += float(np.sum(old_out.astype(np.float64) ** 2))
+            trial.new_left += float(np.sum(out.astype(np.float64) ** 2))
+            trial.samples += len(mic)
+            if trial.samples >= RATE_HZ:
+                second = (trial.heard, trial.old_left, trial.new_left)
+                old_db = erle_db(trial.heard, trial.old_left, trial.samples)
+                new_db = erle_db(trial.heard, trial.new_left, trial.samples)
+                trial.heard = trial.old_left = trial.new_left = 0.0
+                trial.samples = 0
+                if old_db is not None and new_db is not None:
+                    trial.seconds.append(second)
+                    if new_db >= old_db:
+                        self._keep(old_db, new_db)
+                        return linear, out
+                    if len(trial.seconds) >= self.TRIAL_SECONDS:
+                        heard, old_left, new_left = (sum(x) for x in zip(*trial.seconds,
+                                                                          strict=True))
+                        old_db, new_db = (10 * np.log10(heard / max(left, 1.0))
+                                          for left in (old_left, new_left))
+                        if old_db >= new_db + self.TRIAL_MARGIN_DB:
+                            self._undo(f"{new_db:.0f} dB of the echo removed there, "
+                                       f"{old_db:.0f} dB where it was")
+                        else:
+                            self._keep(old_db, new_db)
+                            return linear, out
+        return old_linear, old_out
+
+    def _in_use_s(self) -> float:
+        """The delay of the filter whose output is handed on (the old one during a trial)."""
+        return self._delay_s + (self._trial.offset_s if self._trial is not None else 0.0)
+
+    def _keep(self, old_db: float, new_db: float) -> None:
+        """The move removes more of the echo: the old filter goes, the new one starts to
+        settle."""
+        assert self._trial is not None
+        self._trial.old.close()
+        self._trial = None
+        self.stats.delay_ms = self._delay_s * 1000
+        self.stats.delay_updates += 1
+        self._echo_alone.clear()  # it belongs to the old alignment
+        self.settled = False
+        self._good = self._poor = 0
+        self._restart_measure()
+        log.info("echo: the delay moved to %.0f ms (%.0f dB of the echo removed there, "
+                 "%.0f dB where it was)", self._delay_s * 1000, new_db, old_db)
+
+    def _undo(self, why: str) -> None:
+        """Back to where the delay was, with the filter that went on there: the move
+        removed no more of the echo (``why``)."""
+        assert self._trial is not None
+        trial, self._trial = self._trial, None
+        tried = self._delay_s
+        self.speex.close()
+        self.speex = trial.old
+        self._delay_s += trial.offset_s
+        self.stats.delay_ms = self._delay_s * 1000
+        self.stats.delay_reverts += 1
+        self._estimates.clear()
+        self._estimates.append(self._delay_s)
+        log.info("echo: the move of the delay to %.0f ms undone, back to %.0f ms (%s)",
+                 tried * 1000, self._delay_s * 1000, why)
+
     def _follow_listening(self) -> None:
         """When the hearing starts taking down the user, the last ``GUARD_S`` of kept echo
         may hold their voice: dropped. When it is done, the filter, which went on adapting
@@ -438,6 +556,8 @@ class EchoCanceller:
             for _ in range(min(len(self._echo_alone), round(self.GUARD_S / CHUNK_S))):
                 self._echo_alone.pop()
         elif self._was_listening and not self.listening and self._heard_user:
+            if self._trial is not None:  # the rebuild starts from the alignment it had
+                self._undo("the user spoke before the trial ended")
             self._rebuild()
         self._was_listening = self.listening
 
@@ -516,7 +636,7 @@ class EchoCanceller:
         step = at - expected if expected is not None else 0.0
         if 0.001 < abs(step) < 0.5:
             self._delay_s += step
-            self.stats.delay_ms = self._delay_s * 1000
+            self.stats.delay_ms = self._in_use_s() * 1000
             self._estimates = collections.deque((e + step for e in self._estimates),
                                                 maxlen=self._estimates.maxlen)
             self._mic.clear()
@@ -574,13 +694,10 @@ class EchoCanceller:
         self._moved = False
         self._mic.clear()
         self._mic_samples = 0
-        max_lag, lead = int(self.max_delay_s * RATE_HZ), int(self.max_lead_s * RATE_HZ)
-        ref = self.reference.window(first_at - self.max_delay_s, len(recent) + max_lag + lead)
-        if np.sqrt(np.mean(ref.astype(np.float64) ** 2)) < 30 or not np.any(recent):
-            return  # too little played to tell
-        lag, salience = gcc_phat(recent, ref, max_lag, lead)
-        if salience < 8.0:
+        found = self._find_delay(recent, first_at)
+        if found is None:
             return
+        lag = round(found * RATE_HZ)
         before = float(np.median(self._estimates)) if self._estimates else self._delay_s
         self._moved = abs(lag / RATE_HZ - before) > self.MOVED_S
         self._estimates.append(lag / RATE_HZ)
@@ -594,20 +711,44 @@ class EchoCanceller:
         # later) would only make it learn again in the middle of an answer.
         needed = 1 if self.stats.delay_updates == 0 else 3
         least = self.margin_s if self.settled else 0.020
-        if len(agreeing) >= needed and abs(estimate - self._delay_s) > least:
-            log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)",
-                     estimate * 1000, self._delay_s * 1000)
+        if (self._trial is None and len(agreeing) >= needed
+                and abs(estimate - self._delay_s) > least):
+            log.info("echo: playback-to-capture delay %.0f ms (was %.0f ms)%s",
+                     estimate * 1000, self._delay_s * 1000,
+                     "" if needed == 1 else ": on trial")
+            if needed == 1:  # the first: the filter was nowhere yet
+                self.speex.reset()
+                self.stats.delay_updates += 1
+                self._echo_alone.clear()
+                self.settled = False
+                self._good = self._poor = 0
+                self._restart_measure()
+            else:  # the filter where it was goes on beside the new one (``_try``)
+                self._trial = _Trial(self.speex, self._delay_s - estimate)
+                self.speex = SpeexEcho(self.filter_ms, self.suppress)
             self._delay_s = estimate
-            self.stats.delay_ms = estimate * 1000
-            self.stats.delay_updates += 1
-            self.speex.reset()  # what it learnt belongs to the old alignment
-            self._echo_alone.clear()
-            self.settled = False
-            self._good = self._poor = 0
+            self.stats.delay_ms = self._in_use_s() * 1000
             self._moved = False
-            self._restart_measure()
             self._estimates.clear()
             self._estimates.append(estimate)
 
+    def _find_delay(self, recent: np.ndarray, first_at: float) -> float | None:
+        """Where the echo of what was played is in ``recent`` (microphone audio captured
+        from ``first_at``), in seconds; None when that cannot be told (too little played,
+        no clear peak). The range is searched around the delay in use (around 0 for the
+        first estimate): the delay walks with the capture clock's steps (on the rig -120 to
+        -280 ms over 25 minutes), and a fixed range lost it: the best inside it was the
+        skirt of the echo's peak at its edge, a wrong estimate the tracker then moved to."""
+        centre = self._in_use_s() if self.stats.delay_updates else 0.0
+        max_lag, lead = int(self.max_delay_s * RATE_HZ), int(self.max_lead_s * RATE_HZ)
+        ref = self.reference.window(first_at - centre - self.max_delay_s,
+                                    len(recent) + max_lag + lead)
+        if np.sqrt(np.mean(ref.astype(np.float64) ** 2)) < 30 or not np.any(recent):
+            return None  # too little played to tell
+        lag, salience = gcc_phat(recent, ref, max_lag, lead)
+        return centre + lag / RATE_HZ if salience >= 8.0 else None
+
     def close(self) -> None:
         self.speex.close()
+        if self._trial is not None:
+            self._trial.old.close()
