@@ -158,9 +158,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(args.seed)
     base = Config()
     config = dataclasses.replace(base, session=dataclasses.replace(
-        base.session, interrupt_speech_ms=args.speech_ms,
-        interrupt_hold_ms=(base.session.interrupt_hold_ms if args.hold_ms is None
-                           else args.hold_ms)))
+        base.session, interrupt_speech_ms=args.speech_ms, interrupt_hold_ms=args.hold_ms))
     if args.headphones:
         config = dataclasses.replace(config, audio=dataclasses.replace(
             config.audio, echo_cancel="headphones"))
@@ -369,8 +367,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         return {"interruptions": n, "hours": round(hours, 4),
                 "per_hour": round(n / hours, 1) if hours else 0.0,
                 # Held for nothing: a pause of interrupt_hold_ms in the answer.
-                "answers_held_for_nothing": sum(int(r.get("released", 0)) > 0  # type: ignore[call-overload]
-                                                for r in sel)}
+                "answers_held_for_nothing": sum(bool(r["released"]) for r in sel)}
 
     levels = [float(x) for x in args.levels_db]
     stopped = [float(r["stopped_after_onset_ms"]) for r in rows  # type: ignore[arg-type]
@@ -387,10 +384,9 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "interrupt_speech_ms": args.speech_ms, "samples_each": args.samples,
-        "interrupt_hold_ms": (Config().session.interrupt_hold_ms if args.hold_ms is None
-                              else args.hold_ms),
-        "users_held_then_released": sum(int(r.get("released", 0)) > 0  # type: ignore[call-overload]
-                                        for r in rows if r["kind"] == "user"),
+        "interrupt_hold_ms": args.hold_ms,
+        "users_held_then_released": sum(bool(r["released"]) for r in rows
+                                        if r["kind"] == "user"),
         "seed": args.seed, "split": args.split,
         "voices": sorted({str(r["voice"]) for r in rows if "voice" in r}),
         "interrupted_by_level_db": {
@@ -428,7 +424,7 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--speech-ms", type=int, default=96)
-    ap.add_argument("--hold-ms", type=int, default=None,
+    ap.add_argument("--hold-ms", type=int, default=Config().session.interrupt_hold_ms,
                     help="session.interrupt_hold_ms (default: the config's; 0 = no hold)")
     ap.add_argument("--samples", type=int, default=12)
     ap.add_argument("--levels-db", type=float, nargs="+", default=[-6, 0, 6])

@@ -54,6 +54,16 @@ def energy(chunks: list[AudioChunk]) -> float:
     return float(np.mean(np.concatenate([c.array() for c in chunks]).astype(np.float64) ** 2))
 
 
+def inject_estimates(monkeypatch: pytest.MonkeyPatch, delays_s: list[float]) -> None:
+    """Fault injection: the tracker's estimates of the delay are these, one a second."""
+    estimates = iter(delays_s)
+
+    def estimator(self: EchoCanceller, recent: np.ndarray, first_at: float) -> float:
+        return next(estimates)
+
+    monkeypatch.setattr(EchoCanceller, "_find_delay", estimator)
+
+
 @pytest.fixture(scope="module")
 def answer() -> np.ndarray:
     return flite(ANSWER, "kal")
@@ -107,12 +117,7 @@ def test_a_settled_canceller_is_not_moved_by_a_small_correction(
     the filter settled there; the next ones find the direct path (130 ms). The filter
     holds both: moving it 22 ms would only make it learn again in the middle of the
     answer, so it stays."""
-    estimates = iter([0.152] * 5 + [0.130] * 100)
-
-    def estimator(self: EchoCanceller, recent: np.ndarray, first_at: float) -> float:
-        return next(estimates)
-
-    monkeypatch.setattr(EchoCanceller, "_find_delay", estimator)
+    inject_estimates(monkeypatch, [0.152] * 5 + [0.130] * 100)
     ir = impulse_response(np.random.default_rng(3))
     mic = simulate(answer, np.zeros(0), 0, ir, 130.0, 0.5)
     reference = EchoReference(keep_s=30.0)
@@ -152,12 +157,7 @@ def test_a_move_that_removes_less_of_the_echo_is_undone(
     answers, left the filter removing 20 dB instead of 60 for minutes). Each move is tried
     beside the filter where it was, which removes far more: it is undone, the canceller
     stays settled, and the echo stays removed throughout."""
-    estimates = iter([0.130] * 4 + [0.163] * 1000)
-
-    def estimator(self: EchoCanceller, recent: np.ndarray, first_at: float) -> float:
-        return next(estimates)
-
-    monkeypatch.setattr(EchoCanceller, "_find_delay", estimator)
+    inject_estimates(monkeypatch, [0.130] * 4 + [0.163] * 1000)
     played = np.concatenate([answer, answer])
     ir = impulse_response(np.random.default_rng(3))
     mic = simulate(played, np.zeros(0), 0, ir, 130.0, 0.5)

@@ -524,13 +524,18 @@ class EchoCanceller:
         self._trial.old.close()
         self._trial = None
         self.stats.delay_ms = self._delay_s * 1000
+        self._start_afresh()
+        log.info("echo: the delay moved to %.0f ms (%.0f dB of the echo removed there, "
+                 "%.0f dB where it was)", self._delay_s * 1000, new_db, old_db)
+
+    def _start_afresh(self) -> None:
+        """The delay in use changed: the kept echo belongs to the old alignment, and the
+        filter at the new one has to settle."""
         self.stats.delay_updates += 1
-        self._echo_alone.clear()  # it belongs to the old alignment
+        self._echo_alone.clear()
         self.settled = False
         self._good = self._poor = 0
         self._restart_measure()
-        log.info("echo: the delay moved to %.0f ms (%.0f dB of the echo removed there, "
-                 "%.0f dB where it was)", self._delay_s * 1000, new_db, old_db)
 
     def _undo(self, why: str) -> None:
         """Back to where the delay was, with the filter that went on there: the move
@@ -697,10 +702,9 @@ class EchoCanceller:
         found = self._find_delay(recent, first_at)
         if found is None:
             return
-        lag = round(found * RATE_HZ)
         before = float(np.median(self._estimates)) if self._estimates else self._delay_s
-        self._moved = abs(lag / RATE_HZ - before) > self.MOVED_S
-        self._estimates.append(lag / RATE_HZ)
+        self._moved = abs(found - before) > self.MOVED_S
+        self._estimates.append(found)
         estimate = float(np.median(self._estimates))
         agreeing = [e for e in self._estimates if abs(e - estimate) <= 0.010]
         # Each move shifts the echo path inside the filter, which then adapts again: only a
@@ -718,11 +722,7 @@ class EchoCanceller:
                      "" if needed == 1 else ": on trial")
             if needed == 1:  # the first: the filter was nowhere yet
                 self.speex.reset()
-                self.stats.delay_updates += 1
-                self._echo_alone.clear()
-                self.settled = False
-                self._good = self._poor = 0
-                self._restart_measure()
+                self._start_afresh()
             else:  # the filter where it was goes on beside the new one (``_try``)
                 self._trial = _Trial(self.speex, self._delay_s - estimate)
                 self.speex = SpeexEcho(self.filter_ms, self.suppress)
