@@ -33,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -92,7 +94,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     config = Config()
     tts = PiperTTS(config.tts)
     stt = WhisperSTT(config.stt)
-    test_voices = [v for v in voices() if v.split == "test"]
+    test_voices = [v for v in voices() if v.split == args.split and v.name != "piper-joe"]
     ir = impulse_response(rng)
     room_delay_ms = float(args.room_delay_ms)
     with tempfile.TemporaryDirectory() as tmp, \
@@ -106,6 +108,16 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         from heisenberg.audio.sources import MicrophoneSource
 
         reference = EchoReference()
+        record: list[tuple[object, ...]] = []
+        if args.record:  # every block played and every chunk heard, in the order they came
+            lock, played = threading.Lock(), reference.played
+
+            def recording(samples: np.ndarray, rate_hz: int, at: float) -> None:
+                with lock:
+                    record.append(("played", samples.copy(), rate_hz, at))
+                    played(samples, rate_hz, at)
+
+            reference.played = recording  # type: ignore[method-assign]
         canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
         cleaned_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
         raw_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
@@ -122,6 +134,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             playing = speaker.now_playing is not None
             echo = speaker.hearing()
             started = time.perf_counter()
+            if args.record:
+                with lock:
+                    record.append(("heard", chunk))
             clean, speech = canceller.clean(chunk)
             if clean is not chunk:
                 cost_s.append(time.perf_counter() - started)
@@ -203,7 +218,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             for hearing in (cleaned_hearing, raw_hearing):
                 hearing.stop("bench")
             return {
-                "level_db": level_db, "voice": voice.name,
+                "level_db": level_db, "voice": voice.name, "said": text,
+                "user_s": [user_at, user_end],
                 "delay_ms": round(canceller.stats.delay_ms, 1),
                 "speaker_underflows": speaker.underflows,
                 "heard_aec": any(r[4] for r in during), "heard_raw": any(r[5] for r in during),
@@ -229,6 +245,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.gather(reader, return_exceptions=True)
         await speaker.close()
         await user.close()
+    if args.record:
+        await asyncio.to_thread(Path(args.record).write_bytes, pickle.dumps(
+            {"events": record, "rows": rows, "echo_delay_ms": config.audio.echo_delay_ms}))
     return summarize(rows, args, canceller, cost_s, room_delay_ms, speaker.latency_s)
 
 
@@ -283,6 +302,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--speaker-latency-ms", type=float, default=None,
                     help="the speaker's device buffer (default: audio.output_latency_ms)")
+    ap.add_argument("--split", choices=["dev", "test"], default="test",
+                    help="the users' voices: dev (to tune on) or test (to measure)")
+    ap.add_argument("--record", metavar="FILE",
+                    help="also pickle every block played and every chunk heard, in order, "
+                         "with the trials: the run can be replayed through a canceller offline")
     ap.add_argument("--out", default="bench/results/barge_in.json")
     run(measure, ap)
 

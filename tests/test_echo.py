@@ -233,6 +233,49 @@ def test_a_voice_over_the_answer_does_not_unsettle_it(answer: np.ndarray) -> Non
     assert first < 9.0 and all(states[speaking]), states
 
 
+def test_a_user_speaking_long_over_the_answer_does_not_unsettle_it(
+        answer: np.ndarray) -> None:
+    """Four seconds of the user over the answer (its echo 6 dB louder): four poor seconds
+    in a row, which unsettled it before (two in a row did), and speech to text then got the
+    suppressor's output from the middle of their words. What the filter left is their
+    voice, not the echo (``_echo_left``): it stays settled, the linear output throughout."""
+    ir = impulse_response(np.random.default_rng(5))
+    user = flite("What time is it in Tokyo? And how tall is the Eiffel Tower?",
+                 "slt").astype(np.float64)
+    assert len(user) > 3.5 * RATE_HZ
+    at = int(7.0 * RATE_HZ)
+    assert len(answer) > at + len(user) + RATE_HZ
+    mic = simulate(answer, user, at, ir, 60.0, echo_gain(answer, user, ir, 6.0))
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference)
+    states = settled_by_chunk(canceller, mic)
+    speaking = slice(int(7.0 / CHUNK_S), int((7.0 + len(user) / RATE_HZ) / CHUNK_S) + 13)
+    assert states.index(True) * CHUNK_S < 7.0 and all(states[speaking]), states
+
+
+def test_what_the_filter_left_is_told_from_a_voice(answer: np.ndarray) -> None:
+    """``_echo_left``: a second of the echo itself (a filter that lost the path) holds
+    the echo; the user's voice with the echo 40 dB under it (a filter that works, under
+    double talk) does not."""
+    ir = impulse_response(np.random.default_rng(5))
+    echo = simulate(answer, np.zeros(0), 0, ir, 60.0, 0.5).astype(np.float64)
+    user = flite("What time is it in Tokyo? And how tall is the Eiffel Tower?",
+                 "slt").astype(np.float64)
+    reference = EchoReference(keep_s=30.0)
+    reference.played(answer, RATE_HZ, T0)
+    canceller = EchoCanceller(reference, delay_ms=60.0)
+    scale = np.sqrt(np.mean(user[:RATE_HZ] ** 2) / np.mean(echo[3 * RATE_HZ:4 * RATE_HZ] ** 2))
+    for second in (3, 4, 5):
+        at = second * RATE_HZ
+        start = T0 + second - 0.060 + canceller.margin_s
+        lost = echo[at:at + RATE_HZ].astype(np.int16)
+        voice = (user[(second - 3) * RATE_HZ:(second - 2) * RATE_HZ]
+                 + 0.01 * scale * echo[at:at + RATE_HZ]).astype(np.int16)
+        assert canceller._echo_left(lost, start)
+        assert not canceller._echo_left(voice, start)
+
+
 def test_one_good_second_does_not_settle_it(answer: np.ndarray) -> None:
     """The canceller measures the echo removed over each second (13 chunks) from the chunk
     where the delay was found: after the first second with 20 dB removed it is not yet
