@@ -269,9 +269,9 @@ def test_what_the_filter_left_is_told_from_a_voice(answer: np.ndarray) -> None:
     for second in (3, 4, 5):
         at = second * RATE_HZ
         start = T0 + second - 0.060 + canceller.margin_s
-        lost = echo[at:at + RATE_HZ].astype(np.int16)
-        voice = (user[(second - 3) * RATE_HZ:(second - 2) * RATE_HZ]
-                 + 0.01 * scale * echo[at:at + RATE_HZ]).astype(np.int16)
+        lost = np.clip(echo[at:at + RATE_HZ], -32768, 32767).astype(np.int16)
+        voice = np.clip(user[(second - 3) * RATE_HZ:(second - 2) * RATE_HZ]
+                        + 0.01 * scale * echo[at:at + RATE_HZ], -32768, 32767).astype(np.int16)
         assert canceller._echo_left(lost, start)
         assert not canceller._echo_left(voice, start)
 
