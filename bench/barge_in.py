@@ -47,7 +47,7 @@ from endpointing import wer_counts
 from room import PulseRoom, echo_gain, impulse_response, pulse_rig
 from speech_sets import voices
 
-from heisenberg.audio.echo import EchoCanceller, EchoReference
+from heisenberg.audio.echo import Cleaned, EchoCanceller, EchoReference
 from heisenberg.audio.format import RATE_HZ, AudioChunk, resample
 from heisenberg.core.config import Config
 from heisenberg.core.events import WakewordDetected
@@ -109,8 +109,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
         reference = EchoReference()
         record: list[tuple[object, ...]] = []
+        lock = threading.Lock()
         if args.record:  # every block played and every chunk heard, in the order they came
-            lock, played = threading.Lock(), reference.played
+            played = reference.played
 
             def recording(samples: np.ndarray, rate_hz: int, at: float) -> None:
                 with lock:
@@ -119,7 +120,26 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
             reference.played = recording  # type: ignore[method-assign]
         canceller = EchoCanceller(reference, delay_ms=config.audio.echo_delay_ms)
-        cleaned_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
+        cleaned: list[Cleaned] = []
+        cost_s: list[float] = []
+        clean = canceller.clean
+
+        def cleaning(chunk: AudioChunk) -> Cleaned:  # the hearing's own call, noted
+            if args.record:
+                with lock:
+                    record.append(("heard", chunk))
+            started = time.perf_counter()
+            result = clean(chunk)
+            if result.chunk is not chunk:
+                cost_s.append(time.perf_counter() - started)
+            cleaned[:] = [result]
+            return result
+
+        canceller.clean = cleaning  # type: ignore[method-assign]
+        # As in the daemon: the hearing runs the canceller on each chunk (and knows when it
+        # has settled); the other hearing gets the raw chunk.
+        cleaned_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword),
+                                      canceller=canceller)
         raw_hearing = hearing_for(config, OpenWakeWordEngine(config.wakeword))
         latency_ms = (config.audio.output_latency_ms if args.speaker_latency_ms is None
                       else args.speaker_latency_ms)
@@ -128,21 +148,14 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         user = SpeakerSink("hz_room", RATE_HZ)
         mic = MicrophoneSource("hz_mic")
         tap = Tap()
-        cost_s: list[float] = []
 
-        def hear(chunk: AudioChunk) -> None:  # the hearing's thread: echo stage, then both
+        def hear(chunk: AudioChunk) -> None:  # the hearing's thread: both hearings
             playing = speaker.now_playing is not None
             echo = speaker.hearing()
-            started = time.perf_counter()
-            if args.record:
-                with lock:
-                    record.append(("heard", chunk))
-            clean, speech = canceller.clean(chunk)
-            if clean is not chunk:
-                cost_s.append(time.perf_counter() - started)
             woke = [any(isinstance(h, WakewordDetected) for h in hearing.feed(
-                c, playing=playing, echo=echo)) for hearing, c in
-                ((cleaned_hearing, clean), (raw_hearing, chunk))]
+                chunk, playing=playing, echo=echo)) for hearing in (cleaned_hearing,
+                                                                      raw_hearing)]
+            clean, speech = cleaned[0]
             assert chunk.captured_at is not None
             tap.rows.append((chunk.captured_at, chunk.array(), clean.array(), speech.array(),
                              *woke))

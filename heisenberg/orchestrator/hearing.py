@@ -161,7 +161,8 @@ class Hearing:
                  headphones: bool = False, interrupt_hold_ms: int = 0) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
-        plays. ``wake_word``: its distinctive word, to ignore it in what the speaker plays.
+        plays, until ``canceller`` has settled. ``wake_word``: its distinctive word, to
+        ignore it in what the speaker plays.
         ``transcribe``: speech-to-text for the end-of-turn judgement at a pause (None = the
         end is decided on silence alone). ``canceller``: removes the speaker's echo from
         every chunk before anything else hears it. ``interrupt_speech_ms``: speech over the
@@ -259,8 +260,12 @@ class Hearing:
         if self.canceller is not None:
             self.canceller.listening = bool(self.listening_to)
             chunk, speech = self.canceller.clean(chunk)
-        detection = self.wake.process(
-            chunk, self.speaking_threshold if playing and not self.headphones else None)
+        # The higher threshold keeps its own voice from waking it; once the canceller has
+        # settled (20 dB of the echo removed, two seconds running; 50-60 on the rig) its
+        # voice is gone from what the wake word hears, and the normal stages decide.
+        strict = playing and not self.headphones and not (
+            self.canceller is not None and self.canceller.settled)
+        detection = self.wake.process(chunk, self.speaking_threshold if strict else None)
         if self.listening_to:
             return self._listen(chunk, speech)
         self._recent.append((chunk, speech))
