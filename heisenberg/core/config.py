@@ -170,7 +170,8 @@ class WakeWordConfig:
     refractory_s: float = _opt(2.0, min=0.0, max=60.0)
     """Seconds after a detection during which no new detection fires."""
     speaking_threshold: float = _opt(0.7, min=0.0, max=1.0)
-    """Threshold while the speaker plays, so that its own voice does not wake it."""
+    """Threshold while the speaker plays, so that its own voice does not wake it; with the
+    echo canceller, only until it has settled (its voice is then gone from what is heard)."""
     vad_gate: bool = _opt(True)
     """Run the wake word models only around speech (saves CPU in a quiet room)."""
 
