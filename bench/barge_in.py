@@ -152,9 +152,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         def hear(chunk: AudioChunk) -> None:  # the hearing's thread: both hearings
             playing = speaker.now_playing is not None
             echo = speaker.hearing()
+            cleaned.clear()
             woke = [any(isinstance(h, WakewordDetected) for h in hearing.feed(
                 chunk, playing=playing, echo=echo)) for hearing in (cleaned_hearing,
                                                                       raw_hearing)]
+            assert len(cleaned) == 1, "the cleaned hearing did not run the canceller once"
             clean, speech = cleaned[0]
             assert chunk.captured_at is not None
             tap.rows.append((chunk.captured_at, chunk.array(), clean.array(), speech.array(),
