@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,30 +38,48 @@ def silent_chunk() -> AudioChunk:
     return AudioChunk(np.zeros(1280, np.int16).tobytes(), RATE_HZ)
 
 
-def start_server(llama_server: RunningServer, uri: str) -> subprocess.Popen[str]:
+def start_server(llama_server: RunningServer, uri: str, log: Path) -> subprocess.Popen[str]:
+    """The server in its own process; what it logs goes to ``log`` (a pipe nobody reads
+    would fill up and block it)."""
     env = {**os.environ, "HEISENBERG_CONFIG": "", "HEISENBERG_LLM_URL": llama_server.url,
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "heisenberg", "wyoming", "--uri", uri],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
+    with log.open("a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "heisenberg", "-v", "wyoming", "--uri",
+                                 uri], env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # printed once it serves
-    assert line.startswith("Wyoming server at"), (line, proc.poll())
+    assert line.startswith("Wyoming server at"), (line, proc.poll(), log.read_text()[-2000:])
     return proc
 
 
-@pytest.fixture
-def remote(llama_server: RunningServer) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    uri = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_server(llama_server, uri)
-    yield uri, proc
+def stop_server(proc: subprocess.Popen[str], log: Path) -> None:
+    """SIGTERM, and the server gone within a minute; if not, what it logged says why."""
     proc.terminate()
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # the fault handler writes every thread's stack
+        proc.wait()
+        raise AssertionError("the Wyoming server did not exit within 60 s of SIGTERM; its "
+                             f"log ends:\n{log.read_text()[-6000:]}") from None
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+@pytest.fixture
+def remote(llama_server: RunningServer, tmp_path: Path
+           ) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    uri = f"tcp://127.0.0.1:{free_port()}"
+    log = tmp_path / "wyoming.log"
+    proc = start_server(llama_server, uri, log)
+    yield uri, proc, log
+    if proc.poll() is None:
+        stop_server(proc, log)
 
 
 async def test_a_voice_turn_on_remote_engines(
-        remote: tuple[str, subprocess.Popen[str]], llama_server: RunningServer,
+        remote: tuple[str, subprocess.Popen[str], Path], llama_server: RunningServer,
         tts: PiperTTS, tmp_path: Path) -> None:
-    uri, proc = remote
+    uri, proc, log = remote
     base = config_for(llama_server.url)
     config = dataclasses.replace(
         base, stt=STTConfig(engine="wyoming", uri=uri),
@@ -86,8 +105,7 @@ async def test_a_voice_turn_on_remote_engines(
     # The remote machine goes away: a clear error within the time limit, never a hang. (Its
     # own exit waits for its worker threads: once, on a machine running two test sessions,
     # longer than 20 s.)
-    proc.terminate()
-    proc.wait(timeout=60)
+    stop_server(proc, log)
     started = time.monotonic()
     with pytest.raises(STTError, match="cannot be reached"):
         await asyncio.to_thread(engines.stt.transcribe, silence(1.0))
@@ -105,12 +123,11 @@ async def test_a_voice_turn_on_remote_engines(
         failed.outcome.error)
     assert SORRY in sink2.hearing(echo_s=600) and loop.state is State.IDLE
     # ...and comes back: the next call connects again.
-    proc2 = start_server(llama_server, uri)
+    proc2 = start_server(llama_server, uri, log)
     try:
         assert await asyncio.to_thread(engines.stt.transcribe, silence(1.0)) == ""
     finally:
-        proc2.terminate()
-        proc2.wait(timeout=60)
+        stop_server(proc2, log)
     await llm.close()
     await bus.close()
 

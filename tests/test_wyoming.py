@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from heisenberg.api.wyoming import WyomingServer, wyoming_engines
 from heisenberg.audio.format import RATE_HZ, resample, write_wav
+from heisenberg.audio.format import AudioChunk as PcmChunk
 from heisenberg.core.bus import EventBus
 from heisenberg.core.config import Config, WyomingConfig, load_config
 from heisenberg.core.errors import ConfigError
@@ -38,6 +40,7 @@ from heisenberg.llm.stream import LlamaCppLLM
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.voice.stt import WhisperSTT
 from heisenberg.voice.tts import PiperTTS
+from heisenberg.voice.wakeword import WakeWordEngine
 from tests.conftest import RunningServer, config_for, free_port, silence, speech
 
 CHUNK = 1024  # samples per audio-chunk, as Home Assistant sends them
@@ -202,6 +205,62 @@ async def test_too_much_audio_is_refused_and_memory_stays_bounded(server: str) -
         assert error.code == "audio_too_long" and "60 s" in error.text
         await c.write_event(Describe().event())  # and the connection goes on
         assert Info.is_type((await read(c)).type)
+
+
+class SlowWake(WakeWordEngine):
+    """Fault injection: a wake word model that takes its time over a chunk."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.busy = self.closed = False
+        self.closed_while_busy: bool | None = None
+
+    def process(self, chunk: PcmChunk, threshold: float | None = None) -> None:
+        self.busy = True
+        self.started.set()
+        self.release.wait(30)
+        self.busy = False
+
+    def close(self) -> None:
+        self.closed_while_busy, self.closed = self.busy, True
+
+
+async def test_stopping_waits_for_the_chunk_in_detection(tts: PiperTTS,
+                                                          stt: WhisperSTT) -> None:
+    """SIGTERM while a client's chunk is in the wake word model: the server ends that
+    connection after the chunk, and closes the model then, not under it."""
+    config = dataclasses.replace(config_for("http://127.0.0.1:9"),
+                                 wyoming=WyomingConfig(uri=f"tcp://127.0.0.1:{free_port()}"))
+    bus = EventBus()
+    llm = LlamaCppLLM(config.llm, "http://127.0.0.1:9")
+    wakes: list[SlowWake] = []
+
+    def new_wake() -> SlowWake:
+        wakes.append(SlowWake())
+        return wakes[-1]
+
+    engines = dataclasses.replace(wyoming_engines(config, Assistant(config, bus, llm), stt, tts),
+                                  new_wake=new_wake)
+    server = WyomingServer(config.wyoming, engines)
+    await server.__aenter__()
+    try:
+        async with client(config.wyoming.uri) as c:
+            await c.write_event(Detect(names=["hey_jarvis"]).event())
+            await send_audio(c, silence(0.2), stop=False)
+            async with asyncio.timeout(30):
+                while not wakes or not wakes[0].started.is_set():
+                    await asyncio.sleep(0.02)
+            stopping = asyncio.create_task(server.__aexit__(None, None, None))
+            await asyncio.sleep(0.3)
+            assert not stopping.done() and not wakes[0].closed
+            wakes[0].release.set()
+            await asyncio.wait_for(stopping, 30)
+    finally:
+        for wake in wakes:
+            wake.release.set()
+        await llm.close()
+        await bus.close()
+    assert wakes[0].closed and wakes[0].closed_while_busy is False
 
 
 async def test_the_daemon_serves_wyoming_on_a_unix_socket(

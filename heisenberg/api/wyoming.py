@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,12 +74,15 @@ from heisenberg.core.errors import HeisenbergError
 from heisenberg.orchestrator.assistant import Assistant
 from heisenberg.voice.stt import SpeechToText
 from heisenberg.voice.tts import SentenceSplitter, TextToSpeech
+from heisenberg.voice.wakeword import Detection as WakeDetection
 from heisenberg.voice.wakeword import WakeWordEngine
 
 log = logging.getLogger(__name__)
 
 MAX_AUDIO_S = 60.0
 """Audio one transcription may carry; more is refused (memory stays bounded)."""
+STOP_WAIT_S = 10.0
+"""How long a stopping server waits for its connections to finish what they are on."""
 WIDTHS = (1, 2, 4)
 """Bytes per sample the converter takes."""
 #: Who made each engine (Home Assistant shows it). Heisenberg itself has no public home page.
@@ -157,16 +161,22 @@ class WyomingHandler(AsyncEventHandler):
     """One client's connection."""
 
     def __init__(self, engines: WyomingEngines, clients: asyncio.Semaphore,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                 running: set[asyncio.Task[Any]], reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
         super().__init__(reader, writer)
         self.engines = engines
         self.clients = clients
+        self.running = running  # the server's handlers, which it waits for when it stops
         self.conversation = f"wyoming-{uuid.uuid4().hex[:8]}"
         self._mode = ""  # "transcribe" or "detect" while audio comes
         self._converter: AudioChunkConverter | None = None
         self._audio: list[bytes] = []
         self._audio_bytes = 0
         self._wake: WakeWordEngine | None = None
+        # A chunk's detection runs in a worker thread, which a cancelled handler does not
+        # stop: the engine is closed only between two chunks (a model closed while it runs
+        # can hang the process; once in CI the server never exited after SIGTERM).
+        self._wake_lock = threading.Lock()
         self._wake_ms = 0
         self._detected = False
         self._pending = b""
@@ -174,18 +184,32 @@ class WyomingHandler(AsyncEventHandler):
         self._audio_started = False
 
     async def run(self) -> None:
-        if self.clients.locked():  # over the limit: say so and close
-            await self.write_event(Error(text="too many Wyoming clients at once; try again",
-                                         code="busy").event())
-            self.writer.close()
-            return
-        async with self.clients:
-            await super().run()
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            if self.clients.locked():  # over the limit: say so and close
+                await self.write_event(Error(text="too many Wyoming clients at once; try "
+                                             "again", code="busy").event())
+                self.writer.close()
+                return
+            async with self.clients:
+                await super().run()
+        finally:
+            self.running.discard(task)
 
     async def disconnect(self) -> None:
         wake, self._wake = self._wake, None
         if wake is not None:
-            await asyncio.to_thread(wake.close)
+            def close() -> None:
+                with self._wake_lock:
+                    wake.close()
+
+            await asyncio.to_thread(close)
+
+    def _detect(self, wake: WakeWordEngine, chunk: PcmChunk) -> WakeDetection | None:
+        with self._wake_lock:
+            return wake.process(chunk, None)
 
     async def handle_event(self, event: Event) -> bool:
         try:
@@ -273,8 +297,8 @@ class WyomingHandler(AsyncEventHandler):
             step = CHUNK_SAMPLES * 2
             while len(self._pending) >= step and not self._detected:
                 part, self._pending = self._pending[:step], self._pending[step:]
-                found = await asyncio.to_thread(self._wake.process,
-                                                PcmChunk(part, RATE_HZ, self._wake_ms), None)
+                found = await asyncio.to_thread(self._detect, self._wake,
+                                                PcmChunk(part, RATE_HZ, self._wake_ms))
                 self._wake_ms += CHUNK_SAMPLES * 1000 // RATE_HZ
                 if found is not None:
                     self._detected = True
@@ -334,11 +358,25 @@ class WyomingServer:
         self.engines = engines
         self.server = AsyncServer.from_uri(config.uri)
         self._clients = asyncio.Semaphore(config.max_clients)
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> WyomingServer:
-        await self.server.start(partial(WyomingHandler, self.engines, self._clients))
+        await self.server.start(partial(WyomingHandler, self.engines, self._clients,
+                                        self._running))
         log.info("wyoming: serving asr, tts, wake and handle at %s", self.config.uri)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Stop listening, end every connection, and wait for each to finish the chunk or
+        transcription it is on (at most ``STOP_WAIT_S``, then they are cancelled): its
+        engines are closed before the process goes on to exit."""
         await self.server.stop()
+        running = set(self._running)
+        if running:
+            _, late = await asyncio.wait(running, timeout=STOP_WAIT_S)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("wyoming: %d connection(s) still busy after %.0f s; cancelled",
+                            len(late), STOP_WAIT_S)
+                await asyncio.wait(late)
