@@ -2,7 +2,7 @@
 voice, with and without echo cancellation, on a real-time sound device that behaves like a
 room?
 
-    python bench/barge_in.py [--samples 12] [--levels-db -12 -6 0 6]
+    python bench/barge_in.py [--samples 12] [--levels-db -12 -6 0 6] [--stop-on-wake]
                              [--speaker-latency-ms MS] [--out bench/results/barge_in.json]
 
 The rig (bench/room.py): a private PulseAudio with two null sinks. The assistant plays its
@@ -24,8 +24,12 @@ the user's speech as the canceller hands it to speech to text (``Cleaned.speech`
 through the residual echo suppressor, and raw) against the same speech without echo: the
 rendering itself, and the same speech played again through the same room and microphone
 while nothing plays (the fair comparison: same path, same margins), the delay the
-canceller tracked, and its CPU cost per 80 ms chunk. The room and its canceller persist
-through the run, as in a daemon; one answer warms them up first and is not counted.
+canceller tracked, and its CPU cost per 80 ms chunk. The answer plays on through the whole
+question (double talk to its end), unless ``--stop-on-wake``: then it is cut when the cleaned
+hearing hears the wake word, as the daemon cuts it, and the question's words are the ones the
+daemon would transcribe (``answer_cut_after_user_s``: how long the user spoke over it). The
+room and its canceller persist through the run, as in a daemon; one answer warms them up
+first and is not counted.
 """
 
 from __future__ import annotations
@@ -74,6 +78,24 @@ ROOM_GAIN = 0.25
 the run: the answer reaches the microphone 12 dB below its own level."""
 AFTER_S = 1.5
 """A detection this long after the user's last word still counts as heard."""
+
+
+def onset(heard: np.ndarray, said: np.ndarray) -> int:
+    """Where ``said`` begins in ``heard`` (the direct path: the strongest alignment),
+    to the sample, by cross-correlation."""
+    n = 1 << int(np.ceil(np.log2(len(heard) + len(said))))
+    corr = np.fft.irfft(np.fft.rfft(heard.astype(np.float64), n)
+                        * np.conj(np.fft.rfft(said.astype(np.float64), n)), n)
+    return int(np.argmax(corr[:len(heard)]))
+
+
+def cut(audio: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``audio[start:start + length]``, zeros where that is outside it."""
+    out = np.zeros(length, audio.dtype)
+    lo, hi = max(0, start), min(len(audio), start + length)
+    if hi > lo:
+        out[lo - start:hi - start] = audio[lo:hi]
+    return out
 
 
 class Tap:
@@ -148,6 +170,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         user = SpeakerSink("hz_room", RATE_HZ)
         mic = MicrophoneSource("hz_mic")
         tap = Tap()
+        main_loop = asyncio.get_running_loop()
+        stops: list[float] = []  # when the daemon would have cut the answer (--stop-on-wake)
 
         def hear(chunk: AudioChunk) -> None:  # the hearing's thread: both hearings
             playing = speaker.now_playing is not None
@@ -164,6 +188,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             for hearing, fired in zip((cleaned_hearing, raw_hearing), woke, strict=True):
                 if fired:
                     hearing.stop("bench")  # only the detection is measured
+            if args.stop_on_wake and woke[0] and playing:
+                # As VoiceLoop does at a barge-in: the speaker is cut at the detection.
+                stops.append(time.monotonic())
+                asyncio.run_coroutine_threadsafe(speaker.stop(), main_loop)
 
         async def listen() -> None:
             async for chunk in mic.chunks():
@@ -202,6 +230,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             await asyncio.sleep(float(rng.uniform(2.0, max(2.5, answer.duration_ms / 1000
                                                            - 4.0))))
             user_at = time.monotonic()
+            stops.clear()
             await user.play(AudioChunk(said.tobytes(), RATE_HZ))
             user_end = time.monotonic()
             await playing
@@ -213,6 +242,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             raw_e = sum(float(np.mean(r[1].astype(np.float64) ** 2)) for r in echo_only)
             clean_e = sum(float(np.mean(r[2].astype(np.float64) ** 2)) for r in echo_only)
             segment = tap.between(user_at - 0.3, user_end + 0.5)
+            wide = tap.between(user_at - 0.8, user_end + 1.0)
             # The same speech again with nothing playing, through the same room and
             # microphone (the canceller passes it untouched): the fair "without echo".
             await asyncio.sleep(1.0)
@@ -221,20 +251,36 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             alone_end = time.monotonic()
             await asyncio.sleep(1.0)
             alone_segment = tap.between(alone_at - 0.3, alone_end + 0.5)
+            alone_wide = tap.between(alone_at - 0.8, alone_end + 1.0)
             text = f"Hey Jarvis, {question}"
+            # The same stretch of both, to the sample: 0.3 s before the user's first sample
+            # at the microphone to 0.5 s after their last. Cut by the clock in whole 80 ms
+            # chunks (the segments above), the two differ by up to a chunk in where the
+            # speech sits, and whisper's words flip on that alone.
+            length = len(said) + RATE_HZ * 8 // 10
+            aligned, onsets = {}, {}
+            for name, rows_ in (("aec", wide), ("alone_rig", alone_wide)):
+                speech = np.concatenate([r[3] for r in rows_])
+                at = onset(speech, said)
+                onsets[name] = round(at / RATE_HZ, 3)
+                aligned[name] = cut(speech, at - RATE_HZ * 3 // 10, length)
             heard = {}
             for name, audio in (
                     ("alone", said),
                     ("alone_rig", np.concatenate([r[3] for r in alone_segment])),
                     ("aec", np.concatenate([r[3] for r in segment])),
                     ("aec_suppressed", np.concatenate([r[2] for r in segment])),
-                    ("raw", np.concatenate([r[1] for r in segment]))):
+                    ("raw", np.concatenate([r[1] for r in segment])),
+                    ("aec_aligned", aligned["aec"]),
+                    ("alone_rig_aligned", aligned["alone_rig"])):
                 heard[name] = await asyncio.to_thread(stt.transcribe, audio)
             for hearing in (cleaned_hearing, raw_hearing):
                 hearing.stop("bench")
             return {
                 "level_db": level_db, "voice": voice.name, "said": text,
                 "user_s": [user_at, user_end],
+                "user_onset_in_window_s": onsets,
+                "answer_cut_after_user_s": round(stops[0] - user_at, 3) if stops else None,
                 "delay_ms": round(canceller.stats.delay_ms, 1),
                 "speaker_underflows": speaker.underflows,
                 "heard_aec": any(r[4] for r in during), "heard_raw": any(r[5] for r in during),
@@ -266,6 +312,29 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     return summarize(rows, args, canceller, cost_s, room_delay_ms, speaker.latency_s)
 
 
+def wer_gap(rows: list[dict[str, object]], seed: int = 0, draws: int = 10000,
+            suffix: str = "") -> dict[str, object]:
+    """Points of WER the user's words lose to double talk: pooled over ``rows``, the
+    speech to text signal with the canceller against the same speech alone through the
+    room, with a 95 % interval from a paired bootstrap over the trials. ``suffix``
+    "_aligned": both cut at the same place around the user's speech."""
+    rows = [r for r in rows if f"wer_aec{suffix}" in r]
+    pairs = np.array([(*r[f"wer_aec{suffix}"], *r[f"wer_alone_rig{suffix}"])  # type: ignore[misc]
+                      for r in rows], dtype=np.float64)
+    if not len(pairs):
+        return {"points": None, "ci95": None, "trials": 0}
+
+    def gap(p: np.ndarray) -> np.ndarray:
+        return 100 * (p[..., 0].sum(-1) / p[..., 1].sum(-1) - p[..., 2].sum(-1)
+                      / p[..., 3].sum(-1))
+
+    picks = np.random.default_rng(seed).integers(0, len(pairs), (draws, len(pairs)))
+    low, high = np.percentile(gap(pairs[picks]), [2.5, 97.5])
+    return {"points": round(float(gap(pairs)), 1), "ci95": [round(float(low), 1),
+                                                             round(float(high), 1)],
+            "trials": len(pairs)}
+
+
 def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
               canceller: EchoCanceller, cost_s: list[float], room_delay_ms: float,
               speaker_latency_s: float
@@ -289,9 +358,14 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
         "rig": {"room_delay_ms": room_delay_ms, "rt60_s": 0.25,
                 "device": "PulseAudio null sinks, loopback + convolution, real time"},
         "samples_each": args.samples, "seed": args.seed,
+        "answer": ("cut at the wake word, as the daemon does" if args.stop_on_wake
+                   else "played on through the whole question"),
         "voices": sorted({str(r["voice"]) for r in rows}),
         "heard_with_aec_by_level_db": {key[lv]: share(lv, "heard_aec") for lv in levels},
-        "heard_without_aec_by_level_db": {key[lv]: share(lv, "heard_raw") for lv in levels},
+        # With --stop-on-wake the answer is cut at the cleaned hearing's detection, after which
+        # the raw hearing hears the user alone: its share would say nothing.
+        "heard_without_aec_by_level_db": None if args.stop_on_wake else
+        {key[lv]: share(lv, "heard_raw") for lv in levels},
         "own_voice_wakes": {"with_aec": sum(int(r["own_voice_wakes_aec"]) for r in rows),
                             "without_aec": sum(int(r["own_voice_wakes_raw"]) for r in rows)},
         "erle_db_median_by_level_db": {key[lv]: median(lv, "erle_db") for lv in levels},
@@ -299,8 +373,16 @@ def summarize(rows: list[dict[str, object]], args: argparse.Namespace,
                                               "alone_through_room": wer(lv, "wer_alone_rig"),
                                               "with_aec": wer(lv, "wer_aec"),
                                               "with_aec_suppressed": wer(lv, "wer_aec_suppressed"),
-                                              "without_aec": wer(lv, "wer_raw")}
+                                              "without_aec": wer(lv, "wer_raw"),
+                                              "alone_through_room_aligned":
+                                              wer(lv, "wer_alone_rig_aligned"),
+                                              "with_aec_aligned": wer(lv, "wer_aec_aligned")}
                                     for lv in levels},
+        "double_talk_wer_gap": {"all": wer_gap(rows), **{
+            key[lv]: wer_gap([r for r in rows if r["level_db"] == lv]) for lv in levels}},
+        "double_talk_wer_gap_aligned": {"all": wer_gap(rows, suffix="_aligned"), **{
+            key[lv]: wer_gap([r for r in rows if r["level_db"] == lv], suffix="_aligned")
+            for lv in levels}},
         "tracked_delay_ms": round(canceller.stats.delay_ms, 1),
         "delay_updates": canceller.stats.delay_updates,
         "aec_ms_per_80ms_chunk": round(1000 * float(np.mean(cost_s)), 3) if cost_s else None,
@@ -322,6 +404,10 @@ def main() -> None:
     ap.add_argument("--record", metavar="FILE",
                     help="also pickle every block played and every chunk heard, in order, "
                          "with the trials: the run can be replayed through a canceller offline")
+    ap.add_argument("--stop-on-wake", action="store_true",
+                    help="cut the answer when the cleaned hearing hears the wake word, as "
+                    "the daemon does (default: it plays on through the whole question, "
+                    "double talk to the end)")
     ap.add_argument("--out", default="bench/results/barge_in.json")
     run(measure, ap)
 
