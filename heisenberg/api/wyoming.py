@@ -175,7 +175,8 @@ class WyomingHandler(AsyncEventHandler):
         self._wake: WakeWordEngine | None = None
         # A chunk's detection runs in a worker thread, which a cancelled handler does not
         # stop: the engine is closed only between two chunks (a model closed while it runs
-        # can hang the process; once in CI the server never exited after SIGTERM).
+        # can crash or hang the process: the likely cause of a CI run where the server never
+        # exited after SIGTERM).
         self._wake_lock = threading.Lock()
         self._wake_ms = 0
         self._detected = False
