@@ -26,10 +26,12 @@ rendering itself, and the same speech played again through the same room and mic
 while nothing plays (the fair comparison: same path, same margins), the delay the
 canceller tracked, and its CPU cost per 80 ms chunk. The answer plays on through the whole
 question (double talk to its end), unless ``--stop-on-wake``: then it is cut when the cleaned
-hearing hears the wake word, as the daemon cuts it, and the question's words are the ones the
-daemon would transcribe (``answer_cut_after_user_s``: how long the user spoke over it). The
-room and its canceller persist through the run, as in a daemon; one answer warms them up
-first and is not counted.
+hearing hears the wake word, as the daemon cuts it, so the user speaks over it only as long as
+they would over the daemon (``answer_cut_after_user_s``); the clips transcribed are the same
+in both modes (the wake phrase and the question), each twice: cut by the clock in whole
+chunks, and cut to the sample around the user's rendering, found by cross-correlation
+(``*_aligned``). The room and its canceller persist through the run, as in a daemon; one
+answer warms them up first and is not counted.
 """
 
 from __future__ import annotations
