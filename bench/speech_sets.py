@@ -185,6 +185,24 @@ def pitch_shift(render: Callable[[str, np.random.Generator], np.ndarray],
     return shifted
 
 
+def gender_shift(render: Callable[[str, np.random.Generator], np.ndarray], formants: float,
+                 pitch_hz: float) -> Callable[[str, np.random.Generator], np.ndarray]:
+    """The voice with its formants ``formants`` times higher and its median pitch moved to
+    ``pitch_hz``, at the same tempo (Praat's "Change gender", PSOLA; a man's voice made to
+    sound like a woman's with ~1.15 and ~200 Hz). Needs ``praat-parselmouth`` (GPL-3, a
+    benchmark tool only: bench/install-data)."""
+    def shifted(text: str, rng: np.random.Generator) -> np.ndarray:
+        import parselmouth
+        from parselmouth.praat import call
+
+        audio = render(text, rng)
+        sound = parselmouth.Sound(audio.astype(np.float64) / 32768.0,
+                                  sampling_frequency=RATE_HZ)
+        out = call(sound, "Change gender", 75, 600, formants, pitch_hz, 1.0, 1.0)
+        return np.clip(out.values[0] * 32768.0, -32768, 32767).astype(np.int16)
+    return shifted
+
+
 def voices() -> list[Voice]:
     return [
         Voice("piper-joe", "dev", _piper_render),

@@ -33,6 +33,7 @@ from speech_sets import (
     MUSIC_GLOBS,
     SPEECH_GLOBS,
     Voice,
+    gender_shift,
     kokoro_voices,
     load,
     mix,
@@ -54,24 +55,36 @@ NEAR = ["Hey Java developers.", "Hey Travis.", "Hey Harvey.", "Hey Jervis.", "He
         "Jarvis.", "Hey Charlie.", "Hey, Davis.", "Hey service.", "Hey, nervous?",
         "Hey Jack, it is.", "Jarvis is a name.", "Harvest.", "Hey Jarrod."]
 PITCHES = (1.0, 0.88, 0.95, 1.06, 1.13)
+GENDER = ((1.12, 170.0), (1.18, 210.0))
+"""``--gender``: the men's dev voices (``MEN``) also with their formants and median pitch
+raised (``gender_shift``), as women would say it: the test voices' misses in noise are
+mostly women's (flite and festival slt, pico en-GB: F0 156-175 Hz)."""
+MEN = ("piper-joe", "flite-kal16", "flite-awb", "festival-kal", "mbrola-us3")
 SNRS = (None, 10.0, 5.0)
 """Every rendering is kept clean and mixed at these; the held-out figures are given for them."""
 EXTRA_SNR_DB = (0.0, 20.0)
 """Range of the SNRs of the extra noisy copies (``--extra-noisy``), for training only."""
 
 
-def _voice_frames(task: tuple[str, float, int, int, int, float]) -> list[dict[str, object]]:
-    """One dev voice at one pitch: its renderings, clean and in noise, as frames. A wake
-    phrase is rendered alone, then its question after a short pause, so that the frame at
-    which the phrase ends is known (``end``: the first frame decided after its last voiced
-    sample). ``extra`` more noisy copies of each, at SNRs drawn from ``EXTRA_SNR_DB``
-    (``extra: True`` rows: trained on, not in the held-out figures), over ``noise_s``
-    seconds of each kind of dev noise."""
+def _voice_frames(task: tuple[str, float | tuple[float, float], int, int, int, float]
+                  ) -> list[dict[str, object]]:
+    """One dev voice at one pitch (a tape factor, or ``GENDER``'s formants and pitch): its
+    renderings, clean and in noise, as frames. A wake phrase is rendered alone, then its
+    question after a short pause, so that the frame at which the phrase ends is known
+    (``end``: the first frame decided after its last voiced sample). ``extra`` more noisy
+    copies of each, at SNRs drawn from ``EXTRA_SNR_DB`` (``extra: True`` rows: trained on,
+    not in the held-out figures), over ``noise_s`` seconds of each kind of dev noise."""
     name, pitch, per_voice, seed, extra, noise_s = task
     base = {v.name: v for v in [*voices(), *kokoro_voices()]}[name]
-    voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
-                                            pitch_shift(base.render, pitch))
-    rng = np.random.default_rng([seed, PITCHES.index(pitch),
+    if isinstance(pitch, tuple):
+        voice = Voice(f"{name}~{pitch[0]}@{pitch[1]:g}Hz", "dev",
+                      gender_shift(base.render, *pitch))
+        variant = len(PITCHES) + GENDER.index(pitch)
+    else:
+        voice = base if pitch == 1.0 else Voice(f"{name}@{pitch}", "dev",
+                                                pitch_shift(base.render, pitch))
+        variant = PITCHES.index(pitch)
+    rng = np.random.default_rng([seed, variant,
                                  [*sorted(VOICES), *KOKORO].index(name)])
     bank = noise_bank(noise_s, split="dev")
     embed = Embedder("hey_jarvis")
@@ -100,6 +113,7 @@ def _voice_frames(task: tuple[str, float, int, int, int, float]) -> list[dict[st
                     peak = int(np.argmax(scores)) if scores.max() >= 0.2 else -1
                 rows.append({"group": name, "kind": kind, "snr": snr, "peak": peak,
                              "end": end, "extra": j >= len(SNRS),
+                             "gender": isinstance(pitch, tuple),
                              "feats": feats.astype(np.float32)})
     embed.close()
     print(f"{voice.name}: {len(rows)} clips", flush=True)
@@ -121,12 +135,22 @@ VOICES = [v.name for v in voices() if v.split == "dev"]
 KOKORO = [v.name for v in kokoro_voices()]
 
 
+def gender_data(per_voice: int, seed: int, procs: int, extra: int = 0,
+                noise_s: float = 60.0) -> list[dict[str, object]]:
+    """The ``GENDER`` variants of the men's dev voices, as frames."""
+    tasks = [(name, variant, per_voice, seed, extra, noise_s)
+             for name in MEN for variant in GENDER]
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        return [r for part in pool.map(_voice_frames, tasks, chunksize=1) for r in part]
+
+
 def dev_data(per_voice: int, seed: int, procs: int, extra: int = 0, noise_s: float = 60.0,
              kokoro: bool = False) -> tuple[list[dict[str, object]], np.ndarray]:
     """The dev renderings as frames, and frames of the dev half of the real recordings
     (``kokoro``: Kokoro's voices too)."""
-    tasks = [(name, pitch, per_voice, seed, extra, noise_s)
-             for name in VOICES + KOKORO * kokoro for pitch in PITCHES]
+    tasks: list[tuple[str, float | tuple[float, float], int, int, int, float]] = [
+        (name, pitch, per_voice, seed, extra, noise_s)
+        for name in VOICES + KOKORO * kokoro for pitch in PITCHES]
     groups: list[list[str]] = []
     for kind, pattern in (dict(SPEECH_GLOBS) | dict(MUSIC_GLOBS)).items():
         paths = [p for _, p in recordings({kind: pattern}, "dev")]
@@ -165,30 +189,34 @@ def split(rows: list[dict[str, object]], groups: set[str]) -> tuple[np.ndarray, 
 
 def fit(pos: np.ndarray, neg: np.ndarray, units: int, decay: float,
         threshold: float = 0.5, info: dict[str, object] | None = None,
-        epochs: int = 10) -> Verifier:
+        epochs: int = 10, members: int = 1) -> Verifier:
     return Verifier.train_hidden(pos, neg, units=units, decay=decay, threshold=threshold,
-                                 info=info, epochs=epochs)
+                                 info=info, epochs=epochs, members=members)
 
 
 def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, units: int,
-                       decay: float, near_goal: float, epochs: int = 10
+                       decay: float, near_goal: float, epochs: int = 10, members: int = 1
                        ) -> tuple[float, dict[str, object]]:
     """The lowest threshold at which held-out near misses wake it at most ``near_goal`` of
     the time, clean and at 10 dB each; and what that threshold gives on the held-out voices
     (recall by condition, the frames from the phrase's end to the decision)."""
     groups = sorted({str(r["group"]) for r in rows})
     wake_p: dict[float | None, list[float]] = {s: [] for s in SNRS}
+    by_voice: dict[str, dict[float | None, list[float]]] = {g: {s: [] for s in SNRS}
+                                                            for g in groups}
     near_p: dict[float | None, list[float]] = {s: [] for s in SNRS}
     clean_runs: list[tuple[np.ndarray, int]] = []
     for held in groups:
         pos, neg = split(rows, set(groups) - {held})
-        verifier = fit(pos, np.concatenate([neg, real]), units, decay, epochs=epochs)
+        verifier = fit(pos, np.concatenate([neg, real]), units, decay, epochs=epochs,
+                       members=members)
         for r in rows:
-            if r["group"] != held or r.get("extra"):
+            if r["group"] != held or r.get("extra") or r.get("gender"):
                 continue
             probs = verifier.probabilities(r["feats"])  # type: ignore[arg-type]
             if r["kind"] == "wake":
                 wake_p[r["snr"]].append(float(probs.max()))  # type: ignore[index]
+                by_voice[held][r["snr"]].append(float(probs.max()))  # type: ignore[index]
                 if r["snr"] is None:
                     clean_runs.append((probs, int(r["end"])))  # type: ignore[call-overload]
             else:
@@ -204,6 +232,9 @@ def held_out_threshold(rows: list[dict[str, object]], real: np.ndarray, units: i
 
     report = {"held_out_recall": {cond(s): round(float(np.mean(np.array(v) >= threshold)), 3)
                                   for s, v in wake_p.items()},
+              "held_out_recall_by_voice": {
+                  g: {cond(s): round(float(np.mean(np.array(v) >= threshold)), 3)
+                      for s, v in by.items()} for g, by in by_voice.items()},
               "held_out_near_miss_rate": {cond(s): round(float(np.mean(v >= threshold)), 3)
                                           for s, v in near.items()},
               "held_out_frames_after_phrase_end": {
@@ -227,6 +258,12 @@ def main() -> None:
     ap.add_argument("--kokoro", action="store_true",
                     help="add Kokoro's five voices (bench/install-data) to the dev voices "
                          "(tried and not kept: docs/VOICE.md)")
+    ap.add_argument("--members", type=int, default=1,
+                    help="networks (seeds) whose log-odds are averaged in the verifier "
+                         "(with --gender: tried and not kept, docs/VOICE.md)")
+    ap.add_argument("--gender", action="store_true",
+                    help="add the men's dev voices made to sound like women's (GENDER; tried "
+                         "and not kept: docs/VOICE.md)")
     ap.add_argument("--hold-out", default="", metavar="VOICE",
                     help="train without this dev voice (to measure a later stage on a voice "
                          "the verifier does not know: bench/wakeword.py --voice VOICE)")
@@ -248,6 +285,14 @@ def main() -> None:
         if cache is not None:
             with cache.open("wb") as f:
                 pickle.dump((rows, real), f)
+    if args.gender and not any(r.get("gender") for r in rows):
+        rows += gender_data(args.per_voice, args.seed, args.procs, args.extra_noisy,
+                            args.noise_seconds)
+        if cache is not None:
+            with cache.open("wb") as f:
+                pickle.dump((rows, real), f)
+    if not args.gender:
+        rows = [r for r in rows if not r.get("gender")]
     if args.no_extra:
         rows = [r for r in rows if not r.get("extra")]
     if args.hold_out:
@@ -256,18 +301,20 @@ def main() -> None:
         threshold, report = args.threshold, {}
     else:
         threshold, report = held_out_threshold(rows, real, args.units, args.decay,
-                                               args.near_goal, args.epochs)
+                                               args.near_goal, args.epochs, args.members)
     pos, neg = split(rows, {str(r["group"]) for r in rows})
     info = {"trained": datetime.date.today().isoformat(), "by": "bench/train_verifier.py",
             "voices": sorted({str(r["group"]) for r in rows}), "pitches": list(PITCHES),
+            "gender_variants": [list(g) for g in GENDER] if args.gender else [],
             "positives": len(pos), "negatives": len(neg) + len(real),
-            "hidden_units": args.units, "weight_decay": args.decay, "epochs": args.epochs,
+            "hidden_units": args.units, "members": args.members,
+            "weight_decay": args.decay, "epochs": args.epochs,
             "extra_noisy_copies": 0 if args.no_extra else args.extra_noisy,
             "extra_snr_db": list(EXTRA_SNR_DB), "noise_seconds_each": args.noise_seconds,
             "threshold_rule": f"held-out near misses <= {args.near_goal:.0%}, clean and 10 dB",
             **report}
     verifier = fit(pos, np.concatenate([neg, real]), args.units, args.decay, threshold, info,
-                   args.epochs)
+                   args.epochs, args.members)
     verifier.save(Path(args.out))
     print(json.dumps({"threshold": threshold, **info}, indent=2))
 

@@ -77,6 +77,15 @@ def test_the_hidden_layer_verifier_learns_what_a_linear_one_cannot(tmp_path: Pat
     assert np.mean((hidden.probabilities(test) >= 0.5) == truth) > 0.9
     again = Verifier.train_hidden(x[label], x[~label], units=16, epochs=150, seed=1)
     assert np.array_equal(again.probabilities(test), hidden.probabilities(test))  # seeded
+    # three networks (seeds 1, 2, 3) stored as one: their log-odds averaged
+    three = Verifier.train_hidden(x[label], x[~label], units=16, epochs=150, seed=1, members=3)
+    assert three.hidden is not None and three.hidden[0].shape == (4, 48)
+    odds = [np.log(p / (1 - p)) for p in (
+        Verifier.train_hidden(x[label], x[~label], units=16, epochs=150, seed=s
+                              ).probabilities(test) for s in (1, 2, 3))]
+    both = three.probabilities(test)
+    assert np.allclose(np.log(both / (1 - both)), np.mean(odds, axis=0), atol=1e-3)
+    assert np.mean((both >= 0.5) == truth) > 0.9
     wide = rng.normal(0.0, 1.0, (200, 385))
     stored = Verifier.train_hidden(wide[:100] + 1, wide[100:], units=8, epochs=2)
     path = tmp_path / "hey_jarvis.verifier.npz"
