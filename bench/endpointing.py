@@ -150,8 +150,7 @@ def hear(config: Config, stt: WhisperSTT, case: Case, noise: np.ndarray | None,
                                  np.zeros(tail, np.int16)])
     else:
         stream = ss.mix(case.audio, noise, snr_db, rng, lead, tail)
-    hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe,
-                          confidence=stt.confidence)
+    hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe)
     hearing.same_words_end = same_words_end
     lead_chunks = lead // CHUNK
     ended: Utterance | None = None
@@ -288,8 +287,6 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "no_same_words": base,  # speech that adds no words restarts the silence (before)
         "no_resume": dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, resume_window_ms=0)),  # speech after the end is not the question
-        "no_unsure": dataclasses.replace(base, stt=dataclasses.replace(
-            base.stt, unsure_log_prob=0.0)),  # an unsure transcript that reads finished ends
         "silero_no_rule": dataclasses.replace(base, stt=dataclasses.replace(
             base.stt, end_of_turn=False)),
         "webrtc_no_rule": dataclasses.replace(base, stt=dataclasses.replace(

@@ -43,8 +43,7 @@ LEVELS_RMS = {"quiet": 300.0, "loud": 1500.0}
 def hear_window(config: Config, stt: WhisperSTT, audio: np.ndarray, window_s: float
                 ) -> str | None:
     """Open a follow-up window on ``audio``; the transcript it produced, or None."""
-    hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe,
-                          confidence=stt.confidence)
+    hearing = hearing_for(config, _NoWakeWord(), transcribe=stt.transcribe)
     # A second of the room before the window: the pre-roll and the VAD's warm-up.
     lead = RATE_HZ // CHUNK_SAMPLES * CHUNK_SAMPLES
     for i in range(0, len(audio) - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):

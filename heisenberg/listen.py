@@ -148,8 +148,7 @@ async def listen(config: Config, wake: WakeWordEngine, stt: SpeechToText,
                  source: AudioSource, emit: Callable[[Record], None],
                  live: Callable[[AudioChunk, list[float]], None] | None = None) -> int:
     """Hear ``source`` to its end; every record goes to ``emit``. Returns the turns heard."""
-    listener = Listener(hearing_for(config, wake, transcribe=stt.transcribe,
-                                       confidence=stt.confidence), stt)
+    listener = Listener(hearing_for(config, wake, transcribe=stt.transcribe), stt)
     end_ms = 0
     async for chunk in source.chunks():
         for record in await asyncio.to_thread(listener.feed, chunk):

@@ -219,11 +219,6 @@ class STTConfig:
     ``end_silence_ms`` and ``engine = "local"`` (a remote service could stall hearing)."""
     pause_silence_ms: int = _opt(2000, min=100, max=10000)
     """Silence that ends an unfinished sentence, milliseconds."""
-    unsure_log_prob: float = _opt(-0.8, min=-10.0, max=0.0)
-    """An early transcript whisper was unsure of (average token log-probability below
-    this) waits for ``pause_silence_ms`` too, as an unfinished one: in noise whisper
-    completes half a sentence with words it barely heard ("Set an alarm for" → "Set in the
-    bottom fork."), which reads finished. 0 = off (docs/VOICE.md)."""
     ready_wait_ms: int = _opt(400, min=0, max=10000)
     """After ``end_silence_ms``, while the early answer's first audio is still being made
     (it could not play sooner), the end waits for it, up to this much more silence: a

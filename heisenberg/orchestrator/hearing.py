@@ -158,9 +158,7 @@ class Hearing:
                  canceller: EchoCanceller | None = None, interrupt_speech_ms: int = 0,
                  interrupt_vad: SileroVad | None = None, language_code: str = "en",
                  resume_window_ms: int = 0, resume_vad: SileroVad | None = None,
-                 headphones: bool = False, interrupt_hold_ms: int = 0,
-                 confidence: Callable[[], float | None] | None = None,
-                 unsure_log_prob: float = 0.0) -> None:
+                 headphones: bool = False, interrupt_hold_ms: int = 0) -> None:
         """``early_stt_s``: seconds of silence after speech before ``Pause`` (0 = never).
         ``speaking_threshold``: the wake word threshold while the assistant's own voice
         plays, until ``canceller`` has settled. ``wake_word``: its distinctive word, to
@@ -175,12 +173,8 @@ class Hearing:
         ``headphones``: the microphone cannot hear the assistant: no canceller is needed,
         and speech while it talks is the user's. ``interrupt_hold_ms``: a voice interruption
         is awaited this long with the answer held (``Hold``) from the first loud sound over
-        it (0 = the answer plays until the interruption is decided). ``confidence``: the
-        average token log-probability of ``transcribe``'s last transcript (None: not known);
-        one under ``unsure_log_prob`` is held as an unfinished one (0 = never)."""
+        it (0 = the answer plays until the interruption is decided)."""
         self.language_code = language_code
-        self.confidence = confidence
-        self.unsure_log_prob = unsure_log_prob
         self.wake = wake
         self.canceller = canceller
         self.transcribe = transcribe
@@ -589,13 +583,9 @@ class Hearing:
             log.warning("early transcript failed (%s: %s); the end is decided on silence",
                         type(exc).__name__, exc)
             return None
-        log_prob = self.confidence() if self.confidence is not None else None
-        unsure = (bool(text) and self.unsure_log_prob < 0 and log_prob is not None
-                  and log_prob < self.unsure_log_prob)
-        self.endpointer.hold = unfinished(text, self.language_code) or unsure
+        self.endpointer.hold = unfinished(text, self.language_code)
         if self.endpointer.hold:
-            log.info("%r %s: waiting up to %.1f s of silence", text,
-                     f"was heard unsure ({log_prob:.2f})" if unsure else "reads unfinished",
+            log.info("%r reads unfinished: waiting up to %.1f s of silence", text,
                      self.endpointer.needed_silence_s)
         return text
 
@@ -655,15 +645,13 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                 early_stt_s: float | None = None, speaking_threshold: float | None = None,
                 transcribe: Callable[[np.ndarray], str] | None = None,
                 canceller: EchoCanceller | None = None,
-                interrupt_speech_ms: int | None = None,
-                confidence: Callable[[], float | None] | None = None) -> Hearing:
+                interrupt_speech_ms: int | None = None) -> Hearing:
     """The hearing front end for ``config``: the daemon's voice loop and ``heisenberg
     listen`` both build theirs here (the keyword arguments override the config).
     ``transcribe`` judges the end of turn at a pause when ``stt.end_of_turn`` is on and
-    speech-to-text is local; ``confidence`` says how sure it was of its last transcript
-    (``SpeechToText.confidence``: ``stt.unsure_log_prob``). The assistant is interrupted
-    by voice alone (``session.interrupt_speech_ms``) only with a ``canceller``, or with
-    headphones (``audio.echo_cancel = "headphones"``: there is no echo)."""
+    speech-to-text is local. The assistant is interrupted by voice alone
+    (``session.interrupt_speech_ms``) only with a ``canceller``, or with headphones
+    (``audio.echo_cancel = "headphones"``: there is no echo)."""
     stt = config.stt
     interrupt_ms = (config.session.interrupt_speech_ms if interrupt_speech_ms is None
                     else interrupt_speech_ms)
@@ -689,5 +677,4 @@ def hearing_for(config: Config, wake: WakeWordEngine, *, vad: Vad | None = None,
                        if interrupt_ms and (canceller or headphones) else None),
         language_code=config.language, resume_window_ms=stt.resume_window_ms,
         resume_vad=SileroVad(stt.vad_threshold) if stt.resume_window_ms else None,
-        headphones=headphones, interrupt_hold_ms=config.session.interrupt_hold_ms,
-        confidence=confidence, unsure_log_prob=stt.unsure_log_prob)
+        headphones=headphones, interrupt_hold_ms=config.session.interrupt_hold_ms)

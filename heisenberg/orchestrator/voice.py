@@ -129,8 +129,7 @@ class VoiceLoop:
         self.wake_words = tuple(wake_word_text(name) for name in wake.names)
         self.hearing = hearing_for(assistant.config, wake, vad=vad, early_stt_s=early_stt_s,
                                    speaking_threshold=speaking_threshold,
-                                   transcribe=stt.transcribe, canceller=canceller,
-                                   confidence=stt.confidence)
+                                   transcribe=stt.transcribe, canceller=canceller)
         self.follow_up_s = follow_up_s
         self._window_s = 0.0
         """An answer was spoken (or a timer rang): listen this many seconds without the wake

@@ -9,7 +9,6 @@ import functools
 import os
 import re
 import shutil
-import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -32,10 +31,6 @@ class SpeechToText(ABC):
     def transcribe(self, samples: np.ndarray) -> str:
         """16 kHz mono int16 to text ("" when nothing intelligible was said); raises
         ``STTError``."""
-
-    def confidence(self) -> float | None:
-        """The average token log-probability of the last transcript, if known."""
-        return None
 
 
 def default_model_path() -> Path:
@@ -169,7 +164,8 @@ class WhisperSTT(SpeechToText):
         self.full_windows = 0
         """Transcripts made on the full 30 s window (``window_s`` 30, a long utterance, or a
         short-window transcript that loops or that whisper was unsure of)."""
-        self._local = threading.local()
+        self.last_log_prob: float | None = None
+        """Whisper's average token log-probability of the last short-window transcript."""
 
     def transcribe(self, samples: np.ndarray, window_s: float | None = None,
                    redo: bool = True) -> str:
@@ -179,7 +175,6 @@ class WhisperSTT(SpeechToText):
         here), one whisper is unsure of on the full window once, greedily (~0.3 s); without,
         it is kept as it is."""
         audio = samples.astype(np.float32) / 32768.0
-        self.last_log_prob = None
         try:
             text = self._short_window(audio, self.config.window_s if window_s is None
                                       else window_s, redo)
@@ -190,21 +185,6 @@ class WhisperSTT(SpeechToText):
             raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
                            f"{type(exc).__name__}: {exc}") from exc
         return text if is_meaningful(text) else ""
-
-    @property
-    def last_log_prob(self) -> float | None:
-        """Whisper's average token log-probability on the short window for this thread's
-        last transcript (also when it was redone on the full window); None when it went
-        straight to the full window. Per thread: the hearing judges a pause in its own
-        thread while a turn may transcribe in another."""
-        return getattr(self._local, "log_prob", None)
-
-    @last_log_prob.setter
-    def last_log_prob(self, value: float | None) -> None:
-        self._local.log_prob = value
-
-    def confidence(self) -> float | None:
-        return self.last_log_prob
 
     def _full_window(self, audio: np.ndarray, retries: bool = True) -> str:
         """Whisper's own path on the 30 s window. ``retries``: when greedy decoding looks
