@@ -276,21 +276,21 @@ def main() -> None:
     ap.add_argument("--out", default="heisenberg/voice/verifiers/hey_jarvis.npz")
     args = ap.parse_args()
     cache = Path(args.cache) if args.cache else None
+    rendered = False
     if cache is not None and cache.is_file():
         with cache.open("rb") as f:
             rows, real = pickle.load(f)
     else:
         rows, real = dev_data(args.per_voice, args.seed, args.procs, args.extra_noisy,
                               args.noise_seconds, args.kokoro)
-        if cache is not None:
-            with cache.open("wb") as f:
-                pickle.dump((rows, real), f)
+        rendered = True
     if args.gender and not any(r.get("gender") for r in rows):
         rows += gender_data(args.per_voice, args.seed, args.procs, args.extra_noisy,
                             args.noise_seconds)
-        if cache is not None:
-            with cache.open("wb") as f:
-                pickle.dump((rows, real), f)
+        rendered = True
+    if cache is not None and rendered:
+        with cache.open("wb") as f:
+            pickle.dump((rows, real), f)
     if not args.gender:
         rows = [r for r in rows if not r.get("gender")]
     if args.no_extra:
