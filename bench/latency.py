@@ -133,6 +133,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             voice_to_voice: list[float] = []
             by_voice: dict[str, list[float]] = {}
             by_skill: list[float] = []  # first audio of the turns a skill answered
+            # Per turn: voice to voice, and the end-of-speech decision after the last voiced
+            # sample (voice to voice less the first audio's time after the decision).
+            per_turn: list[dict[str, object]] = []
             for i in range(args.turns):
                 wav = Path(tmp) / f"turn{i}.wav"
                 question = questions[i % len(questions)]
@@ -153,6 +156,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     ms = (sink.first_at - source.started_at - last_voiced_s) * 1000
                     voice_to_voice.append(ms)
                     by_voice.setdefault(voice.name, []).append(round(ms))
+                    first = next((t.timings.stages_ms["first_audio"] for t in turns
+                                  if "first_audio" in t.timings.stages_ms), None)
+                    per_turn.append({"voice": voice.name, "question": question,
+                                     "voice_to_voice_ms": round(ms),
+                                     "decision_ms": None if first is None else round(ms - first)})
                 for turn in turns:
                     if turn.outcome is None or turn.outcome.error is not None:
                         missed["failed"] += 1
@@ -171,6 +179,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                                                for k, v in timings.items() if v}
             results["voice_to_voice_ms"] = summary(voice_to_voice) if voice_to_voice else {}
             results["voice_to_voice_ms_by_voice"] = by_voice
+            decided = [float(t["decision_ms"]) for t in per_turn if t["decision_ms"] is not None]
+            results["end_decision_after_last_voiced_ms"] = summary(decided) if decided else {}
+            results["per_turn"] = per_turn
             results["turns_answered"] = len(timings["total"])
             results["answered_by_skill"] = len(by_skill)
             results["skill_first_audio_ms"] = summary(by_skill) if by_skill else {}

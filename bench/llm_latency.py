@@ -39,7 +39,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     try:
         for endpoint, fmt in (("completion", "plain"), ("chat", "openai")):
             cfg = LLMConfig(endpoint=endpoint, max_tokens=args.max_tokens, temperature=0.7)
-            llm = LlamaCppLLM(dataclasses.replace(cfg), server.url)
+            llm = LlamaCppLLM(dataclasses.replace(cfg), server.url, server_key=server.api_key)
             builder = PromptBuilder(fmt)
             first, speed, total = [], [], []
             for i in range(args.runs):
