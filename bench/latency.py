@@ -11,7 +11,8 @@ real time through the file source (as a microphone would deliver it) into the wh
 with the real models and a managed llama.cpp server; the answer goes to a null sink.
 ``voice_to_voice_ms``: from the last voiced sample of the question (known from the rendering)
 to the first answer sample handed to the sink. Also measured from the end-of-speech decision:
-transcript ready, first LLM token, first TTS audio sample handed to the sink, turn done.
+transcript ready, first LLM token, first TTS audio sample handed to the sink, turn done; and
+per turn, when the end of speech was decided after the last voiced sample (``per_turn``).
 Idle CPU is the daemon process's CPU time over 20 s of real-time audio without the wake word.
 ``--questions skills`` asks what the skills answer without the LLM ("What time is it?").
 """
