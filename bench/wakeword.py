@@ -74,6 +74,12 @@ def daemon_engine() -> VadGatedWakeWord:
     verifiers = {"hey_jarvis": Verifier.load(Path(trial))} if trial else None
     config = bench_config()
     inner = OpenWakeWordEngine(config, verifiers=verifiers)
+    acoustic = os.environ.get("BENCH_WAKE_ACOUSTIC", "")
+    for listener in inner._listeners:
+        if acoustic == "off":
+            listener.acoustic = None
+        elif acoustic:
+            listener.acoustic = Verifier.load(Path(acoustic), size=None)
     if config.check_threshold:
         add_transcript_check(inner, _whisper())
     return VadGatedWakeWord(inner, WebRtcVad(STTConfig().vad_aggressiveness).any_speech)
@@ -84,6 +90,8 @@ def bench_config() -> WakeWordConfig:
     config = WakeWordConfig()
     if os.environ.get("BENCH_WAKE_CHECK"):
         config = dataclasses.replace(config, check_threshold=float(os.environ["BENCH_WAKE_CHECK"]))
+    if os.environ.get("BENCH_WAKE_WORDS"):
+        config = dataclasses.replace(config, check_words=os.environ["BENCH_WAKE_WORDS"] == "on")
     return config
 
 
@@ -165,7 +173,9 @@ def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split
                              "candidates": [(round(d.score, 3), round(d.verdict or 0.0, 3))
                                             for d in found],
                              "transcripts": [d.transcript for d in found
-                                             if d.transcript is not None]})
+                                             if d.transcript is not None],
+                             "checks": [round(d.check, 3) for d in found
+                                        if d.check is not None]})
         for phrase in NEAR:
             said = voice.render(phrase, rng)
             for snr in CONDITIONS[:2]:
@@ -181,17 +191,20 @@ def measure_positives(per_voice: int, seed: int, split: str = "all", noise_split
                              "candidates": [(round(d.score, 3), round(d.verdict or 0.0, 3))
                                             for d in found],
                              "transcripts": [d.transcript for d in found
-                                             if d.transcript is not None]})
+                                             if d.transcript is not None],
+                             "checks": [round(d.check, 3) for d in found
+                                        if d.check is not None]})
         print(f"{voice.name}: {len(rows)} clips", flush=True)
     return rows, stream
 
 
-def negative_segments() -> list[tuple[str, list[str], list[str]]]:
+def negative_segments(split: str = "test") -> list[tuple[str, list[str], list[str]]]:
     """``(kind, speech files, music files)`` of about five minutes each: prompts back to
-    back, a music track, or prompts over a music track (a radio-like mix)."""
-    speech = {kind: [p for _, p in recordings({kind: g}, "test")]
+    back, a music track, or prompts over a music track (a radio-like mix); from the test
+    half of the files (the dev half is trained on: bench/train_wake_check.py mines it)."""
+    speech = {kind: [p for _, p in recordings({kind: g}, split)]
               for kind, g in SPEECH_GLOBS.items()}
-    music = [p for _, p in recordings(MUSIC_GLOBS, "test")]  # the dev half is trained on
+    music = [p for _, p in recordings(MUSIC_GLOBS, split)]
     segments: list[tuple[str, list[str], list[str]]] = []
     for kind, paths in speech.items():
         for j in range(0, len(paths), 100):
@@ -204,18 +217,23 @@ def negative_segments() -> list[tuple[str, list[str], list[str]]]:
     return segments
 
 
-def measure_segment(segment: tuple[str, list[str], list[str]]) -> dict[str, object]:
-    kind, speech_files, music_files = segment
+def segment_audio(segment: tuple[str, list[str], list[str]]) -> np.ndarray:
+    _, speech_files, music_files = segment
     gap = np.zeros(int(0.25 * RATE_HZ), np.int16)
-    if speech_files:
-        pcm = np.concatenate([x for p in speech_files for x in (load(p), gap)])
-        if music_files:  # prompts over music 6 dB below them, as a radio host would be
-            bed = np.resize(load(music_files[0]), len(pcm)).astype(np.float64)
-            voiced = pcm.astype(np.float64)
-            bed *= np.sqrt(np.mean(voiced ** 2) / max(np.mean(bed ** 2), 1.0) / 10 ** 0.6)
-            pcm = np.clip(voiced + bed, -32768, 32767).astype(np.int16)
-    else:
-        pcm = load(music_files[0])
+    if not speech_files:
+        return load(music_files[0])
+    pcm = np.concatenate([x for p in speech_files for x in (load(p), gap)])
+    if music_files:  # prompts over music 6 dB below them, as a radio host would be
+        bed = np.resize(load(music_files[0]), len(pcm)).astype(np.float64)
+        voiced = pcm.astype(np.float64)
+        bed *= np.sqrt(np.mean(voiced ** 2) / max(np.mean(bed ** 2), 1.0) / 10 ** 0.6)
+        pcm = np.clip(voiced + bed, -32768, 32767).astype(np.int16)
+    return pcm
+
+
+def measure_segment(segment: tuple[str, list[str], list[str]]) -> dict[str, object]:
+    kind = segment[0]
+    pcm = segment_audio(segment)
     stream = Stream()
     found = stream.feed(pcm)
     return {"kind": kind, "seconds": len(pcm) / RATE_HZ,
@@ -224,8 +242,19 @@ def measure_segment(segment: tuple[str, list[str], list[str]]) -> dict[str, obje
                                          if d.confirmed and d.transcript is not None],
             "rejected_candidates": sum(not d.confirmed for d in found),
             "transcript_checks": sum(d.transcript is not None for d in found),
+            "acoustic_checks": [round(d.check, 3) for d in found if d.check is not None],
+            "false_accept_stages": [d.stage for d in found if d.confirmed],
             "cpu_s": stream.cpu_s, "chunks": stream.chunks,
             "model_chunks": stream.engine.chunks_processed}
+
+
+def by_segment_kind(segments: list[dict[str, object]], key: str) -> dict[str, list[object]]:
+    """``key``'s lists of the segments, joined per kind (several segments share a kind)."""
+    out: dict[str, list[object]] = {}
+    for segment in segments:
+        if segment[key]:
+            out.setdefault(str(segment["kind"]), []).extend(segment[key])  # type: ignore[arg-type]
+    return out
 
 
 def poisson_upper(k: int, exposure: float, confidence: float = 0.95) -> float:
@@ -351,6 +380,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         os.environ["BENCH_WAKE_CHECK"] = str(args.check_threshold)
     if args.check_model:
         os.environ["BENCH_WAKE_CHECK_MODEL"] = args.check_model
+    if args.acoustic:
+        os.environ["BENCH_WAKE_ACOUSTIC"] = args.acoustic
+    if args.check_words:
+        os.environ["BENCH_WAKE_WORDS"] = args.check_words
     segments = negative_segments()
     if args.max_segments:
         segments = segments[:max(0, args.max_segments)]
@@ -386,7 +419,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "config": {"model": config.model, "threshold": config.threshold,
                    "patience": config.patience, "verify": config.verify,
                    "verifier_threshold": config.verifier_threshold,
-                   "check_threshold": config.check_threshold},
+                   "check_threshold": config.check_threshold,
+                   "check_words": config.check_words},
+        "acoustic_check": args.acoustic or "bundled",
         "check_model": args.check_model or "the daemon's (tiny.en)",
         "verifier": args.verifier or "bundled",
         "noise_split": args.noise_split,
@@ -395,8 +430,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "false_reject_rate": frr_table(rows),
         "near_miss_trigger_rate": {k: round(sum(v) / len(v), 3) for k, v in sorted(near.items())},
         "false_accepts": fa,
-        "false_accept_times_s": {str(s["kind"]): s["false_accepts"] for s in negatives
-                                 if s["false_accepts"]},
+        "false_accept_times_s": by_segment_kind(negatives, "false_accepts"),
+        "false_accept_stages": by_segment_kind(negatives, "false_accept_stages"),
+        "negative_checks": {"transcript": sum(int(s["transcript_checks"])  # type: ignore[call-overload]
+                                              for s in negatives),
+                            "acoustic": sum(len(s["acoustic_checks"])  # type: ignore[arg-type]
+                                            for s in negatives),
+                            "acoustic_highest": sorted(
+                                (c for s in negatives for c in s["acoustic_checks"]),  # type: ignore[attr-defined]
+                                reverse=True)[:10]},
         "decision_after_phrase_end_ms": summary(latency, 0) if latency else {},
         "negative_hours": round(sum(float(s["seconds"]) for s in negatives) / 3600, 2),  # type: ignore[arg-type]
         "stage_cpu_ms_per_chunk": stage_costs(),
@@ -427,6 +469,10 @@ def main() -> None:
     ap.add_argument("--check-model", default="", metavar="FOLDER",
                     help="another whisper (a CTranslate2 folder) for the transcript check, "
                     "English forced (dev only)")
+    ap.add_argument("--acoustic", default="", metavar="NPZ|off",
+                    help="another acoustic check (bench/train_wake_check.py), or none")
+    ap.add_argument("--check-words", choices=["on", "off"], default="",
+                    help="wakeword.check_words instead of the default")
     ap.add_argument("--noise-split", choices=["dev", "test"], default="test",
                     help="the half of the noise the phrases are mixed with (dev: for tuning)")
     ap.add_argument("--seed", type=int, default=11)

@@ -73,10 +73,11 @@ class Listener:
             if isinstance(item, Rejected):
                 d = item.detection
                 out.append(_wake(d.model, d.score, d.verdict, d.audio_ms, "", False,
-                                 d.transcript))
+                                 d.transcript, check=d.check))
             elif isinstance(item, WakewordDetected):
                 out.append(_wake(item.model, item.score, item.verifier, end_ms,
-                                 self._turn(item.turn_id), True, item.transcript, item.stage))
+                                 self._turn(item.turn_id), True, item.transcript, item.stage,
+                                 item.check))
             elif isinstance(item, VoiceInterrupt) and item.continues:
                 self._continuing = item.turn_id
                 out.append({"event": "continued", "audio_s": _s(end_ms),
@@ -109,13 +110,16 @@ def _s(ms: float) -> float:
 
 
 def _wake(model: str, score: float, verdict: float | None, at_ms: float, turn: str,
-          confirmed: bool, transcript: str | None, stage: str | None = None) -> Record:
+          confirmed: bool, transcript: str | None, stage: str | None = None,
+          check: float | None = None) -> Record:
     record: Record = {"event": "wake", "audio_s": _s(at_ms), "turn": turn or None,
                       "model": model, "score": round(score, 3), "confirmed": confirmed}
     if stage is not None:
         record["stage"] = stage
     if verdict is not None:
         record["verifier"] = round(verdict, 3)
+    if check is not None:
+        record["check"] = round(check, 3)
     if transcript is not None:
         record["heard"] = transcript
     return record
@@ -127,7 +131,8 @@ def describe(record: Record) -> str:
     event = record["event"]
     if event == "wake":
         verifier = f", verifier {record['verifier']:.2f}" if "verifier" in record else ""
-        heard = f", heard {record['heard']!r}" if "heard" in record else ""
+        heard = f", check {record['check']:.2f}" if "check" in record else ""
+        heard += f", heard {record['heard']!r}" if "heard" in record else ""
         what = "wake word" if record["confirmed"] else "rejected candidate"
         return f"{at}{what}: {record['model']} (score {record['score']:.2f}{verifier}{heard})"
     if event == "speech_start":

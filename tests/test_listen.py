@@ -99,25 +99,33 @@ def test_listen_shows_a_question_that_went_on(tmp_path: Path) -> None:
         "continued", "speech_start", "speech_end", "transcript"], records
 
 
-def test_listen_shows_what_the_transcript_check_heard(
+def test_listen_shows_what_stage_3_heard(
         session_wav: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
     """With a verifier that cannot be sure enough (its threshold at 1), a wake word is
-    confirmed only by the transcript check, which says what it heard, confirmed or not."""
+    confirmed only by stage 3: the acoustic check, which gives its probability, or whisper's
+    words, which say what they heard, confirmed or not."""
+    from heisenberg.voice.verifier import bundled_phrase_check
+
+    acoustic = bundled_phrase_check("hey_jarvis")
+    assert acoustic is not None
     config = tmp_path / "config.toml"
     config.write_text("[wakeword]\nverifier_threshold = 1.0\n")
     out = listen("--config", str(config), "--input", str(session_wav[0]), "--json")
     assert out.returncode == 0, out.stderr
     checked = [r for line in out.stdout.splitlines()
                if (r := json.loads(line))["event"] == "wake"]
-    assert all(isinstance(w["heard"], str) for w in checked), out.stdout
+    assert all(isinstance(w["check"], float) for w in checked), out.stdout
+    assert all(isinstance(w["heard"], str) for w in checked if "heard" in w), out.stdout
     wakes = [w for w in checked if w["confirmed"]]
     assert len(wakes) >= 2, out.stdout
-    assert all(w["stage"] == "transcript" and "jarvis" in w["heard"].lower() for w in wakes)
+    for w in wakes:
+        assert (w["stage"] == "acoustic" and w["check"] >= acoustic.threshold) or (
+            w["stage"] == "transcript" and "jarvis" in w["heard"].lower()), w
     texts = [json.loads(line)["text"] for line in out.stdout.splitlines()
              if json.loads(line)["event"] == "transcript"]
     assert "time" in texts[0].lower() and "jarvis" not in texts[0].lower()
     human = listen("--config", str(config), "--input", str(session_wav[0]))
-    assert "heard 'Hey" in human.stdout or 'heard "Hey' in human.stdout, human.stdout
+    assert ", check " in human.stdout, human.stdout
 
 
 def test_listen_reads_like_a_log_without_json(session_wav: tuple[Path, dict[str, float]]

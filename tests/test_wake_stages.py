@@ -15,10 +15,11 @@ from heisenberg.core.config import ConfigError, WakeWordConfig, load_config, par
 from heisenberg.core.errors import ModelError, STTError
 from heisenberg.core.events import WakewordDetected
 from heisenberg.orchestrator.hearing import Rejected, Utterance
-from heisenberg.voice.stt import WhisperSTT, phrase_transcriber
+from heisenberg.voice.stt import PHRASE_BLOCKS, WhisperSTT, phrase_transcriber
 from heisenberg.voice.verifier import (
     Verifier,
     block_features,
+    bundled_phrase_check,
     bundled_verifier,
     find_verifier,
     personal_path,
@@ -28,6 +29,7 @@ from heisenberg.voice.wakeword import (
     CHECK_DELAY_MS,
     Detection,
     OpenWakeWordEngine,
+    PhraseCheck,
     phrase_heard,
 )
 from tests.conftest import flite, silence
@@ -289,7 +291,7 @@ def unsure_engine(transcribe: Callable[[np.ndarray], str], check_threshold: floa
     verifier.threshold = 1.01
     engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=check_threshold),
                                 verifiers={"hey_jarvis": verifier})
-    engine.transcribe = transcribe
+    engine.phrase_check = PhraseCheck(transcribe=transcribe)  # words only
     return engine
 
 
@@ -342,7 +344,7 @@ def test_a_transcript_check_that_fails_confirms_nothing_and_the_engine_goes_on(
         found = detections(engine, hey_jarvis)
         assert found and not any(d.confirmed for d in found)
         assert "transcript check failed" in caplog.text and "injected" in caplog.text
-        engine.transcribe = lambda audio: "Hey, Jarvis."
+        engine.phrase_check = PhraseCheck(transcribe=lambda audio: "Hey, Jarvis.")
         again = detections(engine, np.concatenate([silence(2.0), hey_jarvis]))
         assert [d.stage for d in again if d.confirmed] == ["transcript"]
     finally:
@@ -397,7 +399,9 @@ async def test_the_daemon_s_engine_has_the_transcript_check_and_a_remote_one_doe
     try:
         wake = engines.wake
         assert isinstance(wake, VadGatedWakeWord) and isinstance(wake.inner, OpenWakeWordEngine)
-        assert wake.inner.transcribe is not None
+        means = wake.inner.phrase_check
+        assert means is not None and means.features is not None and means.transcribe
+        assert [x.acoustic is not None for x in wake.inner._listeners] == [True]
     finally:
         engines.wake.close()
     engine = OpenWakeWordEngine(WakeWordConfig())
@@ -405,10 +409,110 @@ async def test_the_daemon_s_engine_has_the_transcript_check_and_a_remote_one_doe
     try:
         add_transcript_check(engine, WyomingSTT("tcp://127.0.0.1:9", 1.0, "en"))
         add_transcript_check(off, stt)
-        assert engine.transcribe is None and off.transcribe is None
+        assert engine.phrase_check is None and off.phrase_check is None
     finally:
         engine.close()
         off.close()
+
+
+# ------------------------------------------------ stage 3: the acoustic check (whisper's encoder)
+
+def acoustic_engine(features: Callable[[np.ndarray], np.ndarray],
+                    transcribe: Callable[[np.ndarray], str] | None = None
+                    ) -> OpenWakeWordEngine:
+    """``unsure_engine`` with the bundled acoustic check on ``features`` (and words, if
+    ``transcribe``)."""
+    engine = unsure_engine(lambda audio: "")
+    engine.phrase_check = PhraseCheck(features=features, transcribe=transcribe)
+    return engine
+
+
+def test_the_acoustic_check_hears_the_phrase_and_not_a_near_miss(
+        hey_jarvis: np.ndarray, stt: WhisperSTT) -> None:
+    acoustic = bundled_phrase_check("hey_jarvis")
+    assert acoustic is not None and acoustic.mean.shape == (PHRASE_BLOCKS * 384,)
+    asked: list[float] = []
+
+    def features(audio: np.ndarray) -> np.ndarray:
+        asked.append(len(audio) / RATE_HZ)
+        return stt.phrase_features(audio)
+
+    engine = acoustic_engine(features)
+    try:
+        found = detections(engine, hey_jarvis)
+        assert [d.confirmed for d in found] == [True], found
+        woke = found[0]
+        assert woke.stage == "acoustic" and woke.transcript is None
+        assert woke.check is not None and woke.check >= acoustic.threshold
+        assert woke.late_ms == CHECK_AUDIO_S * 1000 and asked == [CHECK_AUDIO_S]
+        travis = np.concatenate([silence(2.0), flite("Hey Travis, what time is it?", "kal"),
+                                 silence(1.5)])
+        engine.config = dataclasses.replace(engine.config, check_threshold=1e-4)
+        for listener in engine._listeners:
+            listener.config = engine.config
+        turned_down = detections(engine, travis)
+        assert turned_down and not any(d.confirmed for d in turned_down), turned_down
+        checked = [d.check for d in turned_down if d.check is not None]
+        assert checked and max(checked) < acoustic.threshold, turned_down
+    finally:
+        engine.close()
+
+
+def test_where_the_acoustic_check_fails_the_words_decide(
+        hey_jarvis: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(audio: np.ndarray) -> np.ndarray:
+        raise STTError("whisper's encoder failed on the wake phrase: injected")
+
+    engine = acoustic_engine(broken, transcribe=lambda audio: "Hey, Jarvis.")
+    try:
+        found = detections(engine, hey_jarvis)
+        assert [d.stage for d in found if d.confirmed] == ["transcript"], found
+        assert found[0].check is None and found[0].transcript == "Hey, Jarvis."
+        assert "acoustic check failed" in caplog.text and "injected" in caplog.text
+    finally:
+        engine.close()
+
+
+def test_an_unsure_acoustic_check_asks_for_the_words(hey_jarvis: np.ndarray,
+                                                    stt: WhisperSTT) -> None:
+    """Under its threshold, the acoustic check hands over to whisper's words, which are
+    asked once; with no words (``check_words`` off) the candidate is turned down."""
+    acoustic = bundled_phrase_check("hey_jarvis")
+    assert acoustic is not None
+    silent = stt.phrase_features(silence(2.0))  # what the check hears as "not the phrase"
+    said: list[int] = []
+
+    def words(audio: np.ndarray) -> str:
+        said.append(1)
+        return "Hey Jarvis."
+
+    engine = acoustic_engine(lambda audio: silent, transcribe=words)
+    alone = acoustic_engine(lambda audio: silent)
+    try:
+        found = detections(engine, hey_jarvis)
+        assert [d.stage for d in found if d.confirmed] == ["transcript"] and said == [1]
+        assert found[0].check is not None and found[0].check < acoustic.threshold
+        rejected = detections(alone, hey_jarvis)
+        assert rejected and not any(d.confirmed for d in rejected)
+        assert rejected[0].check == found[0].check and rejected[0].transcript is None
+    finally:
+        engine.close()
+        alone.close()
+
+
+def test_an_acoustic_check_made_for_another_whisper_is_turned_off(
+        tmp_path: Path) -> None:
+    engine = OpenWakeWordEngine(WakeWordConfig())
+    try:
+        assert engine.drop_phrase_checks(PHRASE_BLOCKS * 384) == []
+        assert engine.drop_phrase_checks(PHRASE_BLOCKS * 512) == ["hey_jarvis"]
+        assert all(x.acoustic is None for x in engine._listeners)
+    finally:
+        engine.close()
+    bad = tmp_path / "bad.whisper.npz"
+    bad.write_bytes(b"not a file numpy wrote")
+    with pytest.raises(ModelError, match="bad.whisper.npz"):
+        Verifier.load(bad, size=None)
 
 
 def test_a_candidate_that_ends_before_its_check_is_due_is_checked_as_it_ends() -> None:
@@ -428,17 +532,18 @@ def test_a_candidate_that_ends_before_its_check_is_due_is_checked_as_it_ends() -
     model = SimpleNamespace(embeddings=np.zeros((16, 96), np.float32))
     asked: list[int] = []
 
-    def check() -> tuple[str, int]:
+    def check() -> np.ndarray:
         asked.append(1)
-        return "Hey Jarvis.", 2000
+        return np.zeros(2 * RATE_HZ, np.int16)
 
+    means = PhraseCheck(transcribe=lambda audio: "Hey Jarvis.")
     listener = _Listener("hey_jarvis", model, unsure, WakeWordConfig())
-    assert listener.frame(0.2, None, 1000, check) is None  # armed: due at 1160
+    assert listener.frame(0.2, None, 1000, check, means) is None  # armed: due at 1160
     assert not asked
-    found = listener.frame(0.001, None, 1080, check)  # the candidate ends at 1080
+    found = listener.frame(0.001, None, 1080, check, means)  # the candidate ends at 1080
     assert asked == [1] and found is not None and found.confirmed
     assert found.stage == "transcript" and found.audio_ms == 1080 and found.late_ms == 2000
-    assert listener.frame(0.001, None, 1160, check) is None  # nothing more, no second ask
+    assert listener.frame(0.001, None, 1160, check, means) is None  # no second ask
     assert asked == [1]
 
 

@@ -161,9 +161,14 @@ class WakeWordConfig:
     trained (bench/train_verifier.py). An enrolled verifier keeps its own."""
     check_threshold: float = _opt(0.1, min=0.0, max=1.0)
     """Stage 3: a candidate the verifier gives at least this probability (but less than its
-    threshold), or whose model score reaches ``threshold``, is confirmed when speech-to-text
-    hears the wake phrase in the last 2 s of audio (one short transcript per such candidate,
-    ~80 ms); 0 = off. Chosen on dev voices the verifier was not trained on (docs/VOICE.md)."""
+    threshold), or whose model score reaches ``threshold``, is confirmed when whisper hears
+    the wake phrase in the last 2 s of audio: its encoder with the model's classifier (the
+    acoustic check, ~15 ms; hey_jarvis has one), then, if that is unsure, its words
+    (``check_words``); 0 = off. Chosen on dev voices the verifier was not trained on
+    (docs/VOICE.md)."""
+    check_words: bool = _opt(True)
+    """Stage 3 also asks whisper for words (one short transcript, ~80 ms) where the acoustic
+    check does not confirm the candidate (or the model has none)."""
     verifier_dir: str = _opt("")
     """Where ``heisenberg enroll`` stores personal verifiers; empty = a ``wakeword`` folder
     beside the config file (``~/.config/heisenberg/wakeword`` without one)."""

@@ -64,8 +64,11 @@ class WakewordDetected(Event):
     verifier: float | None = None
     """The second stage's probability, 0..1; None when the model has no verifier."""
     stage: str = "score"
-    """What confirmed it: ``score`` (no verifier), ``verifier``, or ``transcript`` (the
-    verifier was unsure; speech-to-text heard the wake word)."""
+    """What confirmed it: ``score`` (no verifier), ``verifier``, or, where the verifier was
+    unsure, ``acoustic`` (whisper's encoder heard the wake phrase) or ``transcript``
+    (whisper's words held it)."""
+    check: float | None = None
+    """The acoustic check's probability, when it was asked."""
     transcript: str | None = None
     """What the transcript check heard, when it was asked."""
 

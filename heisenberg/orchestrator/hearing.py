@@ -213,7 +213,7 @@ class Hearing:
         self.preroll_chunks = max(1, preroll_chunks)
         self._interrupt_preroll = (0 if self.interrupt_vad is None else
                                    -(-INTERRUPT_PREROLL_MS // CHUNK_MS))
-        # A wake word confirmed by the transcript check comes late: its question reaches
+        # A wake word confirmed by stage 3 (a check) comes late: its question reaches
         # back over the audio the check heard (Detection.late_ms, at most CHECK_AUDIO_S).
         self._late_chunks = -(-int(CHECK_AUDIO_S * 1000) // CHUNK_MS)
         self._recent: collections.deque[tuple[AudioChunk, AudioChunk]] = collections.deque(
@@ -287,7 +287,8 @@ class Hearing:
             self._wake_phrase = (word, np.concatenate([c.array() for c in before]))
         return [WakewordDetected(model=detection.model, score=detection.score,
                                  verifier=detection.verdict, stage=detection.stage,
-                                 transcript=detection.transcript, turn_id=self.listening_to)]
+                                 check=detection.check, transcript=detection.transcript,
+                                 turn_id=self.listening_to)]
 
     def _interruption(self, raw: AudioChunk, chunk: AudioChunk, playing: bool) -> list[Heard]:
         """While the assistant speaks (its echo cancelled from ``raw``, which gave

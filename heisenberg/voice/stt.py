@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ from heisenberg.core.errors import ModelError, STTError
 
 if TYPE_CHECKING:
     from heisenberg.voice.wakeword import WakeWordEngine
+
+log = logging.getLogger(__name__)
 
 
 class SpeechToText(ABC):
@@ -135,11 +138,22 @@ def phrase_transcriber(stt: SpeechToText) -> Callable[[np.ndarray], str] | None:
 
 
 def add_transcript_check(wake: WakeWordEngine, stt: SpeechToText) -> None:
-    """Give a local wake word engine its third stage (``wakeword.check_threshold``)."""
-    from heisenberg.voice.wakeword import OpenWakeWordEngine
+    """Give a local wake word engine its third stage (``wakeword.check_threshold``): the
+    acoustic check on whisper's encoder for the models that have one, and whisper's words
+    (``wakeword.check_words``)."""
+    from heisenberg.voice.wakeword import OpenWakeWordEngine, PhraseCheck
 
-    if isinstance(wake, OpenWakeWordEngine) and wake.config.check_threshold:
-        wake.transcribe = phrase_transcriber(stt)
+    if not (isinstance(wake, OpenWakeWordEngine) and wake.config.check_threshold
+            and isinstance(stt, WhisperSTT)):
+        return
+    width = len(stt.phrase_features(np.zeros(RATE_HZ // 10, np.int16)))
+    off = wake.drop_phrase_checks(width)
+    if off:
+        log.info("wake word acoustic check off for %s: it was trained on another whisper "
+                 "(stt.model)", ", ".join(off))
+    wake.phrase_check = PhraseCheck(
+        features=stt.phrase_features,
+        transcribe=phrase_transcriber(stt) if wake.config.check_words else None)
 
 
 class WhisperSTT(SpeechToText):
@@ -185,6 +199,29 @@ class WhisperSTT(SpeechToText):
             raise STTError(f"speech-to-text failed on {len(samples) / RATE_HZ:.1f} s of audio: "
                            f"{type(exc).__name__}: {exc}") from exc
         return text if is_meaningful(text) else ""
+
+    def phrase_features(self, samples: np.ndarray) -> np.ndarray:
+        """Whisper's encoder on the last ``PHRASE_S`` of ``samples`` (zeros before, when
+        shorter), its 100 frames averaged into ``PHRASE_BLOCKS`` blocks: ``PHRASE_FEATURES``
+        values for the wake word's acoustic check (``voice/verifier.py``, ``PhraseCheck``).
+        ~12 ms here: the encoder on a 2 s window, no decoding."""
+        want = int(PHRASE_S * RATE_HZ)
+        audio = samples[-want:].astype(np.float32) / 32768.0
+        if len(audio) < want:
+            audio = np.concatenate([np.zeros(want - len(audio), np.float32), audio])
+        frames = int(PHRASE_S * FRAMES_PER_S)
+        features = self._model.feature_extractor(audio)[:, :frames]
+        if features.shape[1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        try:
+            out = self._model.model.encode(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+                to_cpu=True)
+        except Exception as exc:  # CTranslate2 raises its own types
+            raise STTError(f"whisper's encoder failed on the wake phrase: "
+                           f"{type(exc).__name__}: {exc}") from exc
+        encoded = np.asarray(out, dtype=np.float32)[0]
+        return encoded.reshape(PHRASE_BLOCKS, -1, encoded.shape[-1]).mean(axis=1).reshape(-1)
 
     def _full_window(self, audio: np.ndarray, retries: bool = True) -> str:
         """Whisper's own path on the 30 s window. ``retries``: when greedy decoding looks
@@ -248,6 +285,11 @@ class WhisperSTT(SpeechToText):
             return self._full_window(audio, retries=False)
         return text
 
+
+PHRASE_S = 2.0
+"""The audio the wake word's acoustic check hears: the last 2 s, which hold the phrase."""
+PHRASE_BLOCKS = 10
+"""Whisper's encoder frames (20 ms) averaged in blocks of 200 ms for that check."""
 
 WINDOW_FRAMES = 3000
 """Whisper's usual window: 30 s of 10 ms feature frames."""

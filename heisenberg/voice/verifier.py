@@ -12,6 +12,10 @@ recordings; see docs/VOICE.md; ~10 s), and ``heisenberg enroll`` a personal one 
 Newton's method with an L2 penalty, a fraction of a second) from the user's own recordings
 of the wake phrase, stored beside the config, which then replaces the bundled one.
 
+The same classifier, on other inputs, is stage 3's acoustic check: ``verifiers/<model>.whisper.npz``
+(``bench/train_wake_check.py``) takes whisper's encoder on the last 2 s of audio, averaged into
+ten 200 ms blocks (``WhisperSTT.phrase_features``: 3,840 values for tiny.en).
+
 Why not a library: scikit-learn would bring SciPy and joblib (~100 MB) for two models of a
 few thousand numbers; the fits below are ~20 lines each, tested against what they optimize.
 """
@@ -186,7 +190,8 @@ class Verifier:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> Verifier:
+    def load(cls, path: Path, size: int | None = FEATURES) -> Verifier:
+        """``size``: the number of features it must take (None: any, as its file says)."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 weights, mean, scale = data["weights"], data["mean"], data["scale"]
@@ -197,7 +202,7 @@ class Verifier:
                                hidden=hidden)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"wake word verifier {str(path)!r} is not readable: {exc}") from exc
-        size = FEATURES
+        size = mean.shape[0] if size is None else size
         units = (size,) if hidden is None else hidden[1].shape
         if (mean.shape != (size,) or scale.shape != (size,) or weights.shape != units
                 or (hidden is not None and hidden[0].shape != (size, *units))):
@@ -214,6 +219,13 @@ def bundled_verifier(model: str) -> Verifier | None:
     """The verifier shipped for ``model`` (``verifiers/<model>.npz``), if there is one."""
     path = BUNDLED_DIR / f"{model}.npz"
     return Verifier.load(path) if path.is_file() else None
+
+
+def bundled_phrase_check(model: str) -> Verifier | None:
+    """The acoustic check shipped for ``model`` (``verifiers/<model>.whisper.npz``: a
+    classifier on whisper's encoder, ``bench/train_wake_check.py``), if there is one."""
+    path = BUNDLED_DIR / f"{model}.whisper.npz"
+    return Verifier.load(path, size=None) if path.is_file() else None
 
 
 def with_bundled_gate(personal: Verifier, model: str) -> Verifier:

@@ -7,8 +7,9 @@ worker thread. Several models can listen at once (``wakeword.model`` as a list).
 A model with a verifier (``voice/verifier.py``: the bundled one for hey_jarvis, or one made
 by ``heisenberg enroll``) decides in stages: a frame scoring ``candidate_threshold`` makes a
 candidate, and the verifier confirms it on the same embeddings; a candidate it is unsure of
-goes to the transcript check (stage 3, when the engine has a ``transcribe``: the daemon's
-whisper), which confirms it when the last 2 s of audio hold the wake phrase. A candidate
+goes to stage 3 (when the engine has the daemon's whisper): the acoustic check (a small
+classifier on whisper's encoder, ``verifiers/<model>.whisper.npz``) and, where it is not sure,
+the transcript check, which confirm it when the last 2 s of audio hold the wake phrase. A candidate
 never confirmed comes back as a ``Detection`` with ``confirmed=False``. A model without a
 verifier needs ``patience`` frames in a row at ``threshold``. bench/wakeword.py measures
 them on voices and recordings none was tuned on.
@@ -34,7 +35,12 @@ from heisenberg.audio.format import RATE_HZ, AudioChunk
 from heisenberg.core.config import WakeWordConfig
 from heisenberg.core.errors import ModelError, STTError
 from heisenberg.lang import words_in
-from heisenberg.voice.verifier import WINDOW_FRAMES, Verifier, find_verifier
+from heisenberg.voice.verifier import (
+    WINDOW_FRAMES,
+    Verifier,
+    bundled_phrase_check,
+    find_verifier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +58,19 @@ class Detection:
     """The verifier's probability (best one for a rejected candidate); None without one."""
     transcript: str | None = None
     """What the transcript check heard (stage 3), when it was asked; None otherwise."""
+    check: float | None = None
+    """The acoustic check's probability (stage 3), when it was asked; None otherwise."""
     check_ms: float = 0.0
-    """Wall-clock milliseconds the transcript check took (0 when not asked)."""
+    """Wall-clock milliseconds stage 3 took (0 when not asked)."""
     late_ms: int = 0
-    """Confirmed by the transcript check: the length of the audio it heard the wake phrase
+    """Confirmed by stage 3: the length of the audio it heard the wake phrase
     in (``CHECK_AUDIO_S``, less at the start of a stream). Decided this late, the question's
     audio reaches back over all of it, so that it holds the whole wake phrase (which the
     voice loop strips from the transcript), not the tail of it; 0 otherwise."""
     stage: str = "score"
-    """What confirmed it: ``score`` (the model's score, no verifier), ``verifier``, or
-    ``transcript`` (the check of a candidate the verifier was unsure of)."""
+    """What confirmed it: ``score`` (the model's score, no verifier), ``verifier``, or, for
+    a candidate the verifier was unsure of, ``acoustic`` (whisper's encoder) or
+    ``transcript`` (whisper's words)."""
 
 
 class WakeWordEngine(ABC):
@@ -119,11 +128,11 @@ def probe_model(path: Path, timeout_s: float = 60.0) -> None:
 
 
 CHECK_DELAY_MS = 160
-"""The transcript check (stage 3) waits this long after the verifier's probability first
+"""Stage 3 waits this long after the verifier's probability first
 reaches ``check_threshold``, for the phrase to end (and for the verifier to confirm it on its
 own, which most often happens by then)."""
 CHECK_AUDIO_S = 2.0
-"""The audio the check transcribes: the last 2 s, which hold the wake phrase."""
+"""The audio stage 3 hears: the last 2 s, which hold the wake phrase."""
 
 
 def wake_word_text(model_name: str) -> str:
@@ -189,15 +198,40 @@ def phrase_heard(model_name: str, text: str) -> bool:
     return not lead or words.index(word) > 0
 
 
+@dataclass
+class PhraseCheck:
+    """Stage 3's means: the daemon's whisper. ``features``: its encoder's blocks of the
+    last ``CHECK_AUDIO_S`` (``WhisperSTT.phrase_features``), for the acoustic check of the
+    models that have one; ``transcribe``: its words, for the transcript check (None: off)."""
+
+    features: Callable[[np.ndarray], np.ndarray] | None = None
+    transcribe: Callable[[np.ndarray], str] | None = None
+
+
+@dataclass(frozen=True)
+class _Heard:
+    """What stage 3 made of the audio: its length, the acoustic check's probability and the
+    transcript, each None when not asked, and whether the wake phrase is in it."""
+
+    audio_ms: int
+    check: float | None
+    transcript: str | None
+    stage: str | None
+    """``acoustic`` or ``transcript``: what heard the phrase; None: nothing did."""
+
+
 class _Listener:
     """One model's detection state: the candidate rule (stage 1), its verifier (stage 2) and
-    the transcript check of the candidates the verifier is unsure of (stage 3)."""
+    the check of the candidates the verifier is unsure of (stage 3: ``acoustic``, whisper's
+    encoder with the model's classifier, then, if that is unsure, whisper's words)."""
 
     def __init__(self, name: str, model: Any, verifier: Verifier | None,
-                 config: WakeWordConfig) -> None:
+                 config: WakeWordConfig, acoustic: Verifier | None = None) -> None:
         self.name = name
         self.model = model
         self.verifier = verifier
+        self.acoustic = acoustic
+        """Stage 3's classifier on whisper's encoder (``verifiers/<model>.whisper.npz``)."""
         self.config = config
         self.streak = 0
         self.best = 0.0
@@ -205,19 +239,18 @@ class _Listener:
         self.best_verdict = 0.0
         self.quiet_until_ms = -1
         self.check_due_ms = -1
-        self.transcript: str | None = None
+        self.heard: _Heard | None = None
         self.check_ms = 0.0
-        self.heard_ms = 0
 
     def reset(self) -> None:
         self.quiet_until_ms = -1
 
     def frame(self, score: float, raised: float | None, end_ms: int,
-              check: Callable[[], tuple[str, int]] | None = None) -> Detection | None:
+              check: Callable[[], np.ndarray] | None = None,
+              means: PhraseCheck | None = None) -> Detection | None:
         """One 80 ms frame's score; the window it was computed on is ``model.embeddings``.
-        ``raised``: the threshold while the assistant's own voice plays; ``check``: the
-        transcript of the last ``CHECK_AUDIO_S`` of audio and its length in ms, when there
-        is a transcriber."""
+        ``raised``: the threshold while the assistant's own voice plays; ``check``: the last
+        ``CHECK_AUDIO_S`` of audio, for stage 3 with ``means``."""
         cfg = self.config
         limit = cfg.candidate_threshold if self.verifier else cfg.threshold
         if raised is not None:
@@ -225,15 +258,19 @@ class _Listener:
             check = None  # while its own voice plays, whisper would mostly hear that
         patience = 1 if self.verifier else cfg.patience
         if score < limit:
-            if not self.confirmed and self._checked(0.0, 0.0, end_ms, check, ending=True):
-                return self._confirm(self.best_verdict, end_ms, "transcript")
+            if not self.confirmed and self._checked(0.0, 0.0, end_ms, check, means,
+                                                    ending=True):
+                return self._confirm(self.best_verdict, end_ms)
             rejected = None
             if self.streak >= patience and not self.confirmed and self.verifier:
+                heard = self.heard
                 rejected = Detection(self.name, self.best, end_ms, confirmed=False,
-                                     verdict=self.best_verdict, transcript=self.transcript,
+                                     verdict=self.best_verdict,
+                                     transcript=heard.transcript if heard else None,
+                                     check=heard.check if heard else None,
                                      check_ms=self.check_ms)
             self.streak, self.best, self.confirmed, self.best_verdict = 0, 0.0, False, 0.0
-            self.check_due_ms, self.transcript, self.check_ms, self.heard_ms = -1, None, 0.0, 0
+            self.check_due_ms, self.heard, self.check_ms = -1, None, 0.0
             return rejected
         self.streak += 1
         self.best = max(self.best, score)
@@ -243,32 +280,40 @@ class _Listener:
         if self.verifier is not None:
             verdict = self.verifier.score(self.model.embeddings[-WINDOW_FRAMES:], score)
             self.best_verdict = max(self.best_verdict, verdict)
-        stage = "score"
-        if self.verifier is not None:
-            stage = "verifier"
-            if verdict is not None and verdict < self.verifier.threshold:
-                if not self._checked(verdict, score, end_ms, check):
-                    return None
-                stage = "transcript"
-        return self._confirm(verdict, end_ms, stage)
+        if self.verifier is not None and verdict is not None \
+                and verdict < self.verifier.threshold:
+            if not self._checked(verdict, score, end_ms, check, means):
+                return None
+            return self._confirm(verdict, end_ms)
+        return self._confirm(verdict, end_ms, "verifier" if self.verifier else "score")
 
-    def _confirm(self, verdict: float | None, end_ms: int, stage: str) -> Detection:
+    def _confirm(self, verdict: float | None, end_ms: int, stage: str = "") -> Detection:
+        """``stage``: what confirmed it; "" for stage 3 (what it heard says which)."""
         self.confirmed = True
         self.quiet_until_ms = end_ms + int(self.config.refractory_s * 1000)
-        late_ms = self.heard_ms if stage == "transcript" else 0
+        heard = self.heard
+        if not stage:
+            assert heard is not None and heard.stage is not None
+            stage = heard.stage
         return Detection(self.name, self.best, end_ms, verdict=verdict,
-                         transcript=self.transcript, check_ms=self.check_ms, stage=stage,
-                         late_ms=late_ms)
+                         transcript=heard.transcript if heard else None,
+                         check=heard.check if heard else None, check_ms=self.check_ms,
+                         stage=stage, late_ms=heard.audio_ms if heard and heard.stage else 0)
 
     def _checked(self, verdict: float, score: float, end_ms: int,
-                 check: Callable[[], tuple[str, int]] | None, ending: bool = False) -> bool:
+                 check: Callable[[], np.ndarray] | None, means: PhraseCheck | None,
+                 ending: bool = False) -> bool:
         """Stage 3: a candidate the verifier is unsure of (its probability reached
         ``check_threshold`` but not its threshold, or the model's score reached ``threshold``,
         which alone would have been a detection), ``CHECK_DELAY_MS`` later or when it ends if
-        that is sooner, is confirmed when a transcript of the audio holds the wake phrase;
-        asked once per candidate."""
+        that is sooner, is confirmed when the last ``CHECK_AUDIO_S`` of audio hold the wake
+        phrase: by the acoustic check (this model's classifier on whisper's encoder) when it
+        has one, else, or where that check stays under its threshold, by whisper's words
+        (``check_words``); asked once per candidate."""
         cfg = self.config
-        if check is None or not cfg.check_threshold or self.transcript is not None:
+        if check is None or means is None or not cfg.check_threshold or self.heard is not None:
+            return False
+        if means.transcribe is None and (self.acoustic is None or means.features is None):
             return False
         if self.check_due_ms < 0:
             if ending or (verdict < cfg.check_threshold and score < cfg.threshold):
@@ -277,9 +322,29 @@ class _Listener:
         if end_ms < self.check_due_ms and not ending:
             return False
         started = time.perf_counter()
-        self.transcript, self.heard_ms = check()
+        self.heard = self._hear(check(), means)
         self.check_ms = (time.perf_counter() - started) * 1000
-        return phrase_heard(self.name, self.transcript)
+        return self.heard.stage is not None
+
+    def _hear(self, audio: np.ndarray, means: PhraseCheck) -> _Heard:
+        audio_ms = len(audio) * 1000 // RATE_HZ
+        probability = None
+        if self.acoustic is not None and means.features is not None:
+            try:
+                probability = float(self.acoustic.probabilities(means.features(audio)[None])[0])
+            except STTError as exc:
+                log.warning("wake word acoustic check failed: %s", exc)
+            if probability is not None and probability >= self.acoustic.threshold:
+                return _Heard(audio_ms, probability, None, "acoustic")
+        if means.transcribe is None:
+            return _Heard(audio_ms, probability, None, None)
+        try:
+            text = means.transcribe(audio)
+        except STTError as exc:
+            log.warning("wake word transcript check failed: %s", exc)
+            text = ""
+        return _Heard(audio_ms, probability, text,
+                      "transcript" if phrase_heard(self.name, text) else None)
 
 
 class OpenWakeWordEngine(WakeWordEngine):
@@ -315,7 +380,8 @@ class OpenWakeWordEngine(WakeWordEngine):
                                              config.verifier_threshold or None)
                 else:
                     verifier = None
-                self._listeners.append(_Listener(name, model, verifier, config))
+                acoustic = bundled_phrase_check(name) if verifier is not None else None
+                self._listeners.append(_Listener(name, model, verifier, config, acoustic))
             self._features = OpenWakeWordFeatures.from_builtin()
         except (OSError, RuntimeError) as exc:
             self.close()
@@ -325,8 +391,9 @@ class OpenWakeWordEngine(WakeWordEngine):
             raise
         self.name = self._listeners[0].name
         self._last_ms = -1
-        self.transcribe: Callable[[np.ndarray], str] | None = None
-        """Stage 3's transcriber (the daemon's speech-to-text; set after loading)."""
+        self.phrase_check: PhraseCheck | None = None
+        """Stage 3's whisper (the daemon's speech-to-text; set after loading:
+        ``voice/stt.py``'s ``add_transcript_check``)."""
         self._audio: collections.deque[np.ndarray] = collections.deque()
         self._audio_samples = 0
         self.last_scores: list[float] = []
@@ -349,7 +416,8 @@ class OpenWakeWordEngine(WakeWordEngine):
             self._audio_samples = 0
         self._last_ms = chunk.timestamp_ms
         self._keep(chunk)
-        check = self._recent_transcript if self.transcribe is not None else None
+        means = self.phrase_check
+        check = self._recent_audio if means is not None else None
         confirmed: Detection | None = None
         rejected: Detection | None = None
         embeddings = list(self._features.process_streaming(chunk.pcm))  # shared by all
@@ -358,7 +426,7 @@ class OpenWakeWordEngine(WakeWordEngine):
             for features in embeddings:
                 for score in listener.model.process_streaming(features):
                     scores.append(score)
-                    found = listener.frame(score, threshold, end_ms, check)
+                    found = listener.frame(score, threshold, end_ms, check, means)
                     if found is not None and found.confirmed:
                         confirmed = confirmed or found
                     elif found is not None:
@@ -368,8 +436,8 @@ class OpenWakeWordEngine(WakeWordEngine):
         return confirmed or rejected
 
     def _keep(self, chunk: AudioChunk) -> None:
-        """The last ``CHECK_AUDIO_S`` of audio, for the transcript check."""
-        if self.transcribe is None:
+        """The last ``CHECK_AUDIO_S`` of audio, for stage 3."""
+        if self.phrase_check is None:
             return
         samples = chunk.array()
         self._audio.append(samples)
@@ -378,15 +446,18 @@ class OpenWakeWordEngine(WakeWordEngine):
         while self._audio_samples - len(self._audio[0]) >= keep:
             self._audio_samples -= len(self._audio.popleft())
 
-    def _recent_transcript(self) -> tuple[str, int]:
-        assert self.transcribe is not None
-        audio = np.concatenate(list(self._audio))[-int(CHECK_AUDIO_S * RATE_HZ):]
-        heard_ms = len(audio) * 1000 // RATE_HZ
-        try:
-            return self.transcribe(audio), heard_ms
-        except STTError as exc:
-            log.warning("wake word transcript check failed: %s", exc)
-            return "", heard_ms
+    def _recent_audio(self) -> np.ndarray:
+        return np.concatenate(list(self._audio))[-int(CHECK_AUDIO_S * RATE_HZ):]
+
+    def drop_phrase_checks(self, width: int) -> list[str]:
+        """Turn off the acoustic check of the models whose classifier does not take
+        ``width`` values (another whisper than the one it was trained on); their names."""
+        off = []
+        for listener in self._listeners:
+            if listener.acoustic is not None and listener.acoustic.mean.shape != (width,):
+                listener.acoustic = None
+                off.append(listener.name)
+        return off
 
     def close(self) -> None:
         for listener in self._listeners:
