@@ -76,9 +76,7 @@ def daemon_engine() -> VadGatedWakeWord:
     inner = OpenWakeWordEngine(config, verifiers=verifiers)
     acoustic = os.environ.get("BENCH_WAKE_ACOUSTIC", "")
     for listener in inner._listeners:
-        if acoustic == "off":
-            listener.acoustic = None
-        elif acoustic:
+        if acoustic not in ("", "on", "off"):
             listener.acoustic = Verifier.load(Path(acoustic), size=None)
     if config.check_threshold:
         add_transcript_check(inner, _whisper())
@@ -90,6 +88,9 @@ def bench_config() -> WakeWordConfig:
     config = WakeWordConfig()
     if os.environ.get("BENCH_WAKE_CHECK"):
         config = dataclasses.replace(config, check_threshold=float(os.environ["BENCH_WAKE_CHECK"]))
+    if os.environ.get("BENCH_WAKE_ACOUSTIC"):
+        config = dataclasses.replace(config,
+                                     acoustic_check=os.environ["BENCH_WAKE_ACOUSTIC"] != "off")
     if os.environ.get("BENCH_WAKE_WORDS"):
         config = dataclasses.replace(config, check_words=os.environ["BENCH_WAKE_WORDS"] == "on")
     return config
@@ -420,8 +421,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                    "patience": config.patience, "verify": config.verify,
                    "verifier_threshold": config.verifier_threshold,
                    "check_threshold": config.check_threshold,
-                   "check_words": config.check_words},
-        "acoustic_check": args.acoustic or "bundled",
+                   "check_words": config.check_words,
+                   "acoustic_check": config.acoustic_check},
+        "acoustic_classifier": args.acoustic if args.acoustic not in ("", "on", "off")
+        else "bundled",
         "check_model": args.check_model or "the daemon's (tiny.en)",
         "verifier": args.verifier or "bundled",
         "noise_split": args.noise_split,
@@ -469,8 +472,9 @@ def main() -> None:
     ap.add_argument("--check-model", default="", metavar="FOLDER",
                     help="another whisper (a CTranslate2 folder) for the transcript check, "
                     "English forced (dev only)")
-    ap.add_argument("--acoustic", default="", metavar="NPZ|off",
-                    help="another acoustic check (bench/train_wake_check.py), or none")
+    ap.add_argument("--acoustic", default="", metavar="on|off|NPZ",
+                    help="wakeword.acoustic_check on or off instead of the default, or on "
+                    "with another classifier (bench/train_wake_check.py)")
     ap.add_argument("--check-words", choices=["on", "off"], default="",
                     help="wakeword.check_words instead of the default")
     ap.add_argument("--noise-split", choices=["dev", "test"], default="test",

@@ -102,14 +102,14 @@ def test_listen_shows_a_question_that_went_on(tmp_path: Path) -> None:
 def test_listen_shows_what_stage_3_heard(
         session_wav: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
     """With a verifier that cannot be sure enough (its threshold at 1), a wake word is
-    confirmed only by stage 3: the acoustic check, which gives its probability, or whisper's
-    words, which say what they heard, confirmed or not."""
+    confirmed only by stage 3: the acoustic check (turned on), which gives its probability,
+    or whisper's words, which say what they heard, confirmed or not."""
     from heisenberg.voice.verifier import bundled_phrase_check
 
     acoustic = bundled_phrase_check("hey_jarvis")
     assert acoustic is not None
     config = tmp_path / "config.toml"
-    config.write_text("[wakeword]\nverifier_threshold = 1.0\n")
+    config.write_text("[wakeword]\nverifier_threshold = 1.0\nacoustic_check = true\n")
     out = listen("--config", str(config), "--input", str(session_wav[0]), "--json")
     assert out.returncode == 0, out.stderr
     checked = [r for line in out.stdout.splitlines()

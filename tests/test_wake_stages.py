@@ -387,7 +387,7 @@ def test_a_late_wake_word_s_question_holds_the_audio_the_check_heard(
     assert utterance.ended.duration_ms == ended_at - woke_at + detection.late_ms
 
 
-async def test_the_daemon_s_engine_has_the_transcript_check_and_a_remote_one_does_not(
+async def test_the_daemon_s_engine_has_stage_3_and_a_remote_one_does_not(
         stt: WhisperSTT) -> None:
     from heisenberg.core.config import Config
     from heisenberg.main import load_voice_engines
@@ -399,11 +399,18 @@ async def test_the_daemon_s_engine_has_the_transcript_check_and_a_remote_one_doe
     try:
         wake = engines.wake
         assert isinstance(wake, VadGatedWakeWord) and isinstance(wake.inner, OpenWakeWordEngine)
-        means = wake.inner.phrase_check
-        assert means is not None and means.features is not None and means.transcribe
-        assert [x.acoustic is not None for x in wake.inner._listeners] == [True]
+        means = wake.inner.phrase_check  # by default: whisper's words only
+        assert means is not None and means.features is None and means.transcribe
     finally:
         engines.wake.close()
+    acoustic = OpenWakeWordEngine(WakeWordConfig(acoustic_check=True))
+    try:
+        add_transcript_check(acoustic, stt)
+        means = acoustic.phrase_check
+        assert means is not None and means.features is not None and means.transcribe
+        assert [x.acoustic is not None for x in acoustic._listeners] == [True]
+    finally:
+        acoustic.close()
     engine = OpenWakeWordEngine(WakeWordConfig())
     off = OpenWakeWordEngine(WakeWordConfig(check_threshold=0.0))
     try:

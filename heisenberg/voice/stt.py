@@ -139,21 +139,23 @@ def phrase_transcriber(stt: SpeechToText) -> Callable[[np.ndarray], str] | None:
 
 def add_transcript_check(wake: WakeWordEngine, stt: SpeechToText) -> None:
     """Give a local wake word engine its third stage (``wakeword.check_threshold``): the
-    acoustic check on whisper's encoder for the models that have one, and whisper's words
-    (``wakeword.check_words``)."""
+    acoustic check on whisper's encoder for the models that have one
+    (``wakeword.acoustic_check``), and whisper's words (``wakeword.check_words``)."""
     from heisenberg.voice.wakeword import OpenWakeWordEngine, PhraseCheck
 
     if not (isinstance(wake, OpenWakeWordEngine) and wake.config.check_threshold
             and isinstance(stt, WhisperSTT)):
         return
-    width = len(stt.phrase_features(np.zeros(RATE_HZ // 10, np.int16)))
-    off = wake.drop_phrase_checks(width)
-    if off:
-        log.info("wake word acoustic check off for %s: it was trained on another whisper "
-                 "(stt.model)", ", ".join(off))
-    wake.phrase_check = PhraseCheck(
-        features=stt.phrase_features,
-        transcribe=phrase_transcriber(stt) if wake.config.check_words else None)
+    features = None
+    if wake.config.acoustic_check:
+        features = stt.phrase_features
+        off = wake.drop_phrase_checks(len(features(np.zeros(RATE_HZ // 10, np.int16))))
+        if off:
+            log.info("wake word acoustic check off for %s: it was trained on another "
+                     "whisper (stt.model)", ", ".join(off))
+    words = phrase_transcriber(stt) if wake.config.check_words else None
+    if features is not None or words is not None:
+        wake.phrase_check = PhraseCheck(features=features, transcribe=words)
 
 
 class WhisperSTT(SpeechToText):
