@@ -204,8 +204,8 @@ class WhisperSTT(SpeechToText):
 
     def phrase_features(self, samples: np.ndarray) -> np.ndarray:
         """Whisper's encoder on the last ``PHRASE_S`` of ``samples`` (zeros before, when
-        shorter), its 100 frames averaged into ``PHRASE_BLOCKS`` blocks: ``PHRASE_FEATURES``
-        values for the wake word's acoustic check (``voice/verifier.py``, ``PhraseCheck``).
+        shorter), its 100 frames averaged into ``PHRASE_BLOCKS`` blocks (3,840 values for
+        tiny.en) for the wake word's acoustic check (``voice/verifier.py``, ``PhraseCheck``).
         ~12 ms here: the encoder on a 2 s window, no decoding."""
         want = int(PHRASE_S * RATE_HZ)
         audio = samples[-want:].astype(np.float32) / 32768.0
