@@ -142,9 +142,7 @@ def _mined_rows(segment: tuple[str, list[str], list[str]]) -> list[np.ndarray]:
         out.append(stt.phrase_features(audio).astype(np.float16))
         return ""
 
-    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=MINE_GATE))
-    for listener in engine._listeners:
-        listener.acoustic = None
+    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=MINE_GATE))  # no acoustic check
     engine.phrase_check = PhraseCheck(transcribe=keep)
     try:
         for chunk in chunks_of(segment_audio(segment)):

@@ -282,14 +282,16 @@ def test_an_enrolled_verifier_is_gated_by_the_bundled_one_against_its_user_s_nea
 
 # ---------------------------------------------------------------- stage 3: the transcript check
 
-def unsure_engine(transcribe: Callable[[np.ndarray], str], check_threshold: float = 0.5
-                  ) -> OpenWakeWordEngine:
+def unsure_engine(transcribe: Callable[[np.ndarray], str], check_threshold: float = 0.5,
+                  acoustic: bool = False) -> OpenWakeWordEngine:
     """The bundled verifier, which never confirms on its own here (threshold above 1): every
-    candidate it gives ``check_threshold`` goes to the transcript check."""
+    candidate it gives ``check_threshold`` goes to the transcript check (``acoustic``: with
+    the bundled acoustic check loaded)."""
     verifier = bundled_verifier("hey_jarvis")
     assert verifier is not None
     verifier.threshold = 1.01
-    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=check_threshold),
+    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=check_threshold,
+                                               acoustic_check=acoustic),
                                 verifiers={"hey_jarvis": verifier})
     engine.phrase_check = PhraseCheck(transcribe=transcribe)  # words only
     return engine
@@ -429,7 +431,7 @@ def acoustic_engine(features: Callable[[np.ndarray], np.ndarray],
                     ) -> OpenWakeWordEngine:
     """``unsure_engine`` with the bundled acoustic check on ``features`` (and words, if
     ``transcribe``)."""
-    engine = unsure_engine(lambda audio: "")
+    engine = unsure_engine(lambda audio: "", acoustic=True)
     engine.phrase_check = PhraseCheck(features=features, transcribe=transcribe)
     return engine
 
@@ -509,7 +511,7 @@ def test_an_unsure_acoustic_check_asks_for_the_words(hey_jarvis: np.ndarray,
 
 def test_an_acoustic_check_made_for_another_whisper_is_turned_off(
         tmp_path: Path) -> None:
-    engine = OpenWakeWordEngine(WakeWordConfig())
+    engine = OpenWakeWordEngine(WakeWordConfig(acoustic_check=True))
     try:
         assert engine.drop_phrase_checks(PHRASE_BLOCKS * 384) == []
         assert engine.drop_phrase_checks(PHRASE_BLOCKS * 512) == ["hey_jarvis"]

@@ -380,7 +380,8 @@ class OpenWakeWordEngine(WakeWordEngine):
                                              config.verifier_threshold or None)
                 else:
                     verifier = None
-                acoustic = bundled_phrase_check(name) if verifier is not None else None
+                acoustic = (bundled_phrase_check(name)
+                            if verifier is not None and config.acoustic_check else None)
                 self._listeners.append(_Listener(name, model, verifier, config, acoustic))
             self._features = OpenWakeWordFeatures.from_builtin()
         except (OSError, RuntimeError) as exc:
