@@ -218,16 +218,18 @@ def negative_segments(split: str = "test") -> list[tuple[str, list[str], list[st
     return segments
 
 
-def segment_audio(segment: tuple[str, list[str], list[str]]) -> np.ndarray:
+def segment_audio(segment: tuple[str, list[str], list[str]], bed_db: float = 6.0
+                  ) -> np.ndarray:
+    """A segment's audio; prompts over music have the music ``bed_db`` below them."""
     _, speech_files, music_files = segment
     gap = np.zeros(int(0.25 * RATE_HZ), np.int16)
     if not speech_files:
         return load(music_files[0])
     pcm = np.concatenate([x for p in speech_files for x in (load(p), gap)])
-    if music_files:  # prompts over music 6 dB below them, as a radio host would be
+    if music_files:  # prompts over music (6 dB below them, as a radio host would be)
         bed = np.resize(load(music_files[0]), len(pcm)).astype(np.float64)
         voiced = pcm.astype(np.float64)
-        bed *= np.sqrt(np.mean(voiced ** 2) / max(np.mean(bed ** 2), 1.0) / 10 ** 0.6)
+        bed *= np.sqrt(np.mean(voiced ** 2) / max(np.mean(bed ** 2), 1.0) / 10 ** (bed_db / 10))
         pcm = np.clip(voiced + bed, -32768, 32767).astype(np.int16)
     return pcm
 
