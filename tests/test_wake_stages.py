@@ -401,18 +401,19 @@ async def test_the_daemon_s_engine_has_stage_3_and_a_remote_one_does_not(
     try:
         wake = engines.wake
         assert isinstance(wake, VadGatedWakeWord) and isinstance(wake.inner, OpenWakeWordEngine)
-        means = wake.inner.phrase_check  # by default: whisper's words only
-        assert means is not None and means.features is None and means.transcribe
+        means = wake.inner.phrase_check  # by default: whisper's encoder, then its words
+        assert means is not None and means.features is not None and means.transcribe
+        assert [x.acoustic is not None for x in wake.inner._listeners] == [True]
     finally:
         engines.wake.close()
-    acoustic = OpenWakeWordEngine(WakeWordConfig(acoustic_check=True))
+    words = OpenWakeWordEngine(WakeWordConfig(acoustic_check=False))
     try:
-        add_transcript_check(acoustic, stt)
-        means = acoustic.phrase_check
-        assert means is not None and means.features is not None and means.transcribe
-        assert [x.acoustic is not None for x in acoustic._listeners] == [True]
+        add_transcript_check(words, stt)
+        means = words.phrase_check
+        assert means is not None and means.features is None and means.transcribe
+        assert [x.acoustic is not None for x in words._listeners] == [False]
     finally:
-        acoustic.close()
+        words.close()
     engine = OpenWakeWordEngine(WakeWordConfig())
     off = OpenWakeWordEngine(WakeWordConfig(check_threshold=0.0))
     try:
