@@ -16,8 +16,10 @@ sentences, clean and over the dev half of the real noise at 10 and 5 dB; windows
 doubt, or when the candidate ends). Negatives: those windows for near misses and other
 sentences, 2 s windows of the dev half of the real recordings (asterisk prompts in four
 languages, music), and the windows stage 3 is asked about in them ("mined": the dev half's
-prompts, music, and prompts over music, through the daemon's first two stages). Without the mined
-ones, the classifier confirmed 3 candidates in 8.4 h of the test half (prompts over music).
+prompts, music, and prompts over music, through the daemon's first two stages, then
+``--radio-variants`` more passes of those prompts over other dev music). Without the mined
+ones, the classifier confirmed 3 candidates in 8.4 h of the test half (prompts over music),
+and with the first pass alone still 3.
 
 The threshold is chosen by leave-one-voice-out: each dev voice (with its pitch variants) is
 held out in turn; the threshold is the lowest of ``GRID`` at which held-out near misses pass
@@ -282,7 +284,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--cache", default="", help="keep the encoded windows in this file, "
-                    "and reuse them (to try other settings)")
+                    "and reuse them (to try other settings; the mined windows of the "
+                    "--radio-variants it was made with)")
     ap.add_argument("--out", default="heisenberg/voice/verifiers/hey_jarvis.whisper.npz")
     ap.add_argument("--results", default="bench/results/wake_check_train.json")
     args = ap.parse_args()
