@@ -165,7 +165,7 @@ def _mined_rows(task: tuple[tuple[str, list[str], list[str]], float]) -> list[np
         out.append(stt.phrase_features(audio).astype(np.float16))
         return ""
 
-    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=MINE_GATE))  # no acoustic check
+    engine = OpenWakeWordEngine(WakeWordConfig(check_threshold=MINE_GATE, acoustic_check=False))
     engine.phrase_check = PhraseCheck(transcribe=keep)
     try:
         for chunk in chunks_of(segment_audio(segment, bed_db)):
