@@ -55,9 +55,14 @@ from wakeword import _whisper, negative_segments, segment_audio, voiced_end
 
 from heisenberg.audio.format import RATE_HZ, chunks_of
 from heisenberg.core.config import WakeWordConfig
-from heisenberg.voice.stt import PHRASE_S, phrase_transcriber
+from heisenberg.voice.stt import phrase_transcriber
 from heisenberg.voice.verifier import Verifier
-from heisenberg.voice.wakeword import OpenWakeWordEngine, PhraseCheck, phrase_heard
+from heisenberg.voice.wakeword import (
+    CHECK_AUDIO_S,
+    OpenWakeWordEngine,
+    PhraseCheck,
+    phrase_heard,
+)
 
 OTHER = ["What time is it?", "Turn on the light.", "How are you today?", "Hey, how are you?",
          "Hey there, what is the weather?", "I was talking to Harvey yesterday.",
@@ -70,7 +75,7 @@ MEASURED = (0.15, 0.25)
 """The windows the held-out figures count: when the check is mostly asked."""
 SNRS = (None, 10.0, 5.0)
 GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
-WINDOW = int(PHRASE_S * RATE_HZ)
+WINDOW = int(CHECK_AUDIO_S * RATE_HZ)
 
 
 def _voice_rows(task: tuple[str, float, int, int, bool]) -> list[dict[str, object]]:
@@ -247,8 +252,11 @@ def held_out(rows: list[dict[str, object]], real: np.ndarray, mined: np.ndarray,
     return a, prob, np.stack(real_prob), np.stack(mined_prob)
 
 
-def rates(a: dict[str, np.ndarray], passed: np.ndarray, voice: str = "") -> dict[str, float]:
-    at = np.isin(a["delta"], MEASURED) & ((a["group"] == voice) if voice else True)
+def rates(a: dict[str, np.ndarray], passed: np.ndarray, voice: str = "",
+          deltas: tuple[float, ...] = MEASURED) -> dict[str, float]:
+    """The share of the windows ending ``deltas`` after the phrase that ``passed``, per kind
+    and condition (of ``voice``'s alone, if given)."""
+    at = np.isin(a["delta"], deltas) & ((a["group"] == voice) if voice else True)
     out = {}
     for kind, conditions in (("wake", SNRS), ("near", SNRS[:2]), ("other", SNRS[:2])):
         for snr in conditions:
@@ -327,9 +335,11 @@ def main() -> None:
         has = np.array([w is not None for w in words])
         heard = np.array([w is not None and phrase_heard("hey_jarvis", str(w)) for w in words])
         sub = {k: v[has] for k, v in a.items()}
-        report["words_alone_at_0.15_s"] = _rates_at(sub, heard[has])
-        report["classifier_alone_at_0.15_s"] = _rates_at(sub, (prob >= threshold)[has])
-        report["either_at_0.15_s"] = _rates_at(sub, heard[has] | (prob >= threshold)[has])
+        report["words_alone_at_0.15_s"] = rates(sub, heard[has], deltas=(0.15,))
+        report["classifier_alone_at_0.15_s"] = rates(sub, (prob >= threshold)[has],
+                                                      deltas=(0.15,))
+        report["either_at_0.15_s"] = rates(sub, heard[has] | (prob >= threshold)[has],
+                                          deltas=(0.15,))
     x = a["x"]
     info = {"trained": datetime.date.today().isoformat(), "by": "bench/train_wake_check.py",
             "features": "whisper tiny.en encoder, last 2 s, 10 blocks of 200 ms",
@@ -352,20 +362,8 @@ def main() -> None:
 def by_delta(a: dict[str, np.ndarray], passed: np.ndarray) -> dict[str, dict[str, float]]:
     """Held-out phrases heard, by where the window ends after the phrase (how early the
     check may be asked)."""
-    return {f"{d:g}": {("clean" if snr is None else f"{snr:g} dB"): round(float(passed[
-        (a["kind"] == "wake") & (a["delta"] == d) & (a["snr"] == (-1.0 if snr is None else snr))
-    ].mean()), 4) for snr in SNRS} for d in DELTAS}
-
-
-def _rates_at(a: dict[str, np.ndarray], passed: np.ndarray) -> dict[str, float]:
-    """``rates`` on the windows ending 0.15 s after the phrase (the ones with words)."""
-    out = {}
-    for kind, conditions in (("wake", SNRS), ("near", SNRS[:2]), ("other", SNRS[:2])):
-        for snr in conditions:
-            sel = (a["kind"] == kind) & (a["snr"] == (-1.0 if snr is None else snr))
-            out[f"{kind} {'clean' if snr is None else f'{snr:g} dB'}"] = round(
-                float(passed[sel].mean()), 4)
-    return out
+    return {f"{d:g}": {k.removeprefix("wake "): v for k, v in rates(a, passed, deltas=(d,)).items()
+                       if k.startswith("wake ")} for d in DELTAS}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 from heisenberg.audio.format import RATE_HZ
 from heisenberg.core.config import STTConfig
 from heisenberg.core.errors import ModelError, STTError
+from heisenberg.voice.wakeword import CHECK_AUDIO_S
 
 if TYPE_CHECKING:
     from heisenberg.voice.wakeword import WakeWordEngine
@@ -203,15 +204,15 @@ class WhisperSTT(SpeechToText):
         return text if is_meaningful(text) else ""
 
     def phrase_features(self, samples: np.ndarray) -> np.ndarray:
-        """Whisper's encoder on the last ``PHRASE_S`` of ``samples`` (zeros before, when
+        """Whisper's encoder on the last ``CHECK_AUDIO_S`` of ``samples`` (zeros before, when
         shorter), its 100 frames averaged into ``PHRASE_BLOCKS`` blocks (3,840 values for
         tiny.en) for the wake word's acoustic check (``voice/verifier.py``, ``PhraseCheck``).
         ~12 ms here: the encoder on a 2 s window, no decoding."""
-        want = int(PHRASE_S * RATE_HZ)
+        want = int(CHECK_AUDIO_S * RATE_HZ)
         audio = samples[-want:].astype(np.float32) / 32768.0
         if len(audio) < want:
             audio = np.concatenate([np.zeros(want - len(audio), np.float32), audio])
-        frames = int(PHRASE_S * FRAMES_PER_S)
+        frames = int(CHECK_AUDIO_S * FRAMES_PER_S)
         features = self._model.feature_extractor(audio)[:, :frames]
         if features.shape[1] < frames:
             features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
@@ -288,8 +289,6 @@ class WhisperSTT(SpeechToText):
         return text
 
 
-PHRASE_S = 2.0
-"""The audio the wake word's acoustic check hears: the last 2 s, which hold the phrase."""
 PHRASE_BLOCKS = 10
 """Whisper's encoder frames (20 ms) averaged in blocks of 200 ms for that check."""
 
