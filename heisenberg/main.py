@@ -65,7 +65,8 @@ async def load_voice_engines(config: Config, deterministic_tts: bool = False) ->
         log.warning("language = %r but tts.voice_path is empty: answers are spoken by the "
                     "English voice; set tts.voice_path to a Piper voice of that language "
                     "(docs/VOICE.md, French)", config.language)
-    add_transcript_check(wake, stt)
+    # off the event loop: the acoustic check's set-up runs whisper's encoder once
+    await asyncio.to_thread(add_transcript_check, wake, stt)
     engine: WakeWordEngine = wake
     if ww.vad_gate:
         engine = VadGatedWakeWord(wake, WebRtcVad(config.stt.vad_aggressiveness).any_speech)

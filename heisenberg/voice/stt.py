@@ -141,7 +141,8 @@ def phrase_transcriber(stt: SpeechToText) -> Callable[[np.ndarray], str] | None:
 def add_transcript_check(wake: WakeWordEngine, stt: SpeechToText) -> None:
     """Give a local wake word engine its third stage (``wakeword.check_threshold``): the
     acoustic check on whisper's encoder for the models that have one
-    (``wakeword.acoustic_check``), and whisper's words (``wakeword.check_words``)."""
+    (``wakeword.acoustic_check``), and whisper's words (``wakeword.check_words``). Blocking:
+    it runs the encoder once, to learn the width of its features."""
     from heisenberg.voice.wakeword import OpenWakeWordEngine, PhraseCheck
 
     if not (isinstance(wake, OpenWakeWordEngine) and wake.config.check_threshold
